@@ -1,0 +1,281 @@
+@0xc7a1f0e3b2d49a61;
+# Wire protocol of Rain for Python, between client, server and governors.
+#
+# Every connection carries frames: a 4-byte little-endian length followed by that many bytes.
+# A frame is one Cap'n Proto message (unpacked encoding) of the struct that the connection's
+# direction expects (see each struct's comment), except the raw data frames that follow a
+# `DataReply` on a data connection. The first frame of every connection is a `Hello`;
+# the answer is a `HelloReply`.
+#
+# Values that are free-form on purpose (task config, user attributes, info dicts, resource
+# maps) travel as CBOR in `Data` fields; an empty `Data` means "none".
+
+const protocolVersion :UInt32 = 1;
+
+struct Hello {
+  protocolVersion @0 :UInt32;
+  token @1 :Text;             # the cluster's auth token ("" when authentication is off)
+  role @2 :Role;
+  enum Role {
+    client @0;
+    governor @1;
+    data @2;                  # a peer governor or a client fetching object data
+  }
+  # Governor registration (role = governor):
+  dataAddress @3 :Text;       # "ip:port" where this governor serves object data
+  cpus @4 :Int32;
+  resources @5 :Data;         # CBOR map: resource name -> amount, besides cpus
+}
+
+struct HelloReply {
+  ok @0 :Bool;
+  error @1 :Text;
+  governorId @2 :Text;        # for a governor: the id the server knows it by
+  protocolVersion @3 :UInt32;
+}
+
+struct Id {
+  session @0 :Int32;
+  id @1 :Int32;
+}
+
+enum DataType {
+  blob @0;
+  directory @1;
+}
+
+enum TaskState {
+  notAssigned @0;
+  ready @1;
+  assigned @2;
+  running @3;
+  finished @4;
+  failed @5;
+}
+
+enum ObjectState {
+  unfinished @0;
+  finished @1;
+  removed @2;
+}
+
+# ------------------------------------------------------------------------------------------
+# Client <-> server
+
+struct TaskInput {
+  id @0 :Int32;               # object id within the submitting session
+  label @1 :Text;
+}
+
+struct TaskSpec {
+  id @0 :Int32;
+  taskType @1 :Text;
+  config @2 :Data;            # CBOR
+  inputs @3 :List(TaskInput);
+  outputs @4 :List(Int32);
+  cpus @5 :Int32;
+  resources @6 :Data;         # CBOR map of other resources
+  name @7 :Text;
+  user @8 :Data;              # CBOR map
+}
+
+struct ObjectSpec {
+  id @0 :Int32;
+  label @1 :Text;
+  contentType @2 :Text;
+  dataType @3 :DataType;
+  user @4 :Data;              # CBOR map
+  keep @5 :Bool;
+  hasData @6 :Bool;           # a client constant: its bytes follow in `data`
+  data @7 :Data;
+}
+
+struct Submit {
+  session @0 :Int32;
+  tasks @1 :List(TaskSpec);
+  objects @2 :List(ObjectSpec);
+}
+
+struct IdList {
+  session @0 :Int32;
+  tasks @1 :List(Int32);
+  objects @2 :List(Int32);
+}
+
+struct ClientRequest {
+  # Client -> server. Every request is answered by exactly one `ServerResponse` with the
+  # same `requestId`, in any order.
+  requestId @0 :UInt64;
+  union {
+    newSession @1 :Data;      # CBOR map: {"name": str, ...}
+    closeSession @2 :Int32;
+    submit @3 :Submit;
+    wait @4 :IdList;          # answered when all listed items are finished
+    waitAll @5 :Int32;        # session id
+    waitSome @6 :IdList;      # answered when at least one listed item is finished
+    fetch @7 :Id;             # object; answered when it is finished
+    unkeep @8 :IdList;
+    getState @9 :IdList;
+    serverInfo @10 :Void;
+    subscribe @11 :Data;      # CBOR map {"session": id or -1 for all}; starts `events` pushes
+  }
+}
+
+struct TaskStatus {
+  id @0 :Int32;
+  state @1 :TaskState;
+  info @2 :Data;              # CBOR map (TaskInfo fields)
+}
+
+struct ObjectStatus {
+  id @0 :Int32;
+  state @1 :ObjectState;
+  info @2 :Data;              # CBOR map (ObjectInfo fields)
+}
+
+struct StateReply {
+  tasks @0 :List(TaskStatus);
+  objects @1 :List(ObjectStatus);
+}
+
+struct FetchReply {
+  info @0 :Data;              # CBOR map (ObjectInfo)
+  dataType @1 :DataType;
+  contentType @2 :Text;
+  size @3 :Int64;
+  union {
+    data @4 :Data;            # served inline (a constant held by the server)
+    location @5 :Text;        # "ip:port" of a governor that serves it on its data port
+  }
+}
+
+struct Error {
+  message @0 :Text;
+  kind @1 :Kind;
+  enum Kind {
+    request @0;               # the request itself was wrong (bad id, wrong order, ...)
+    session @1;               # the session failed (a task error); message has the reason
+    server @2;                # an internal failure, reported instead of crashing
+  }
+  task @2 :Int32;             # for kind = session: the failed task, or -1
+  debug @3 :Text;
+}
+
+struct ServerResponse {
+  requestId @0 :UInt64;
+  union {
+    ok @1 :Void;
+    error @2 :Error;
+    session @3 :Int32;
+    state @4 :StateReply;
+    fetch @5 :FetchReply;
+    serverInfo @6 :Data;      # CBOR of the get_server_info() dict
+  }
+}
+
+struct ServerToClient {
+  union {
+    response @0 :ServerResponse;
+    events @1 :Data;          # CBOR list of event dicts (pushed after `subscribe`)
+  }
+}
+
+# ------------------------------------------------------------------------------------------
+# Server <-> governor
+
+struct AssignInput {
+  id @0 :Id;
+  label @1 :Text;
+}
+
+struct TaskAssignment {
+  id @0 :Id;
+  taskType @1 :Text;
+  config @2 :Data;
+  inputs @3 :List(AssignInput);
+  outputs @4 :List(Id);
+  cpus @5 :Int32;
+  resources @6 :Data;
+  name @7 :Text;
+  user @8 :Data;
+}
+
+struct ObjectAssignment {
+  # Everything a governor must know of an object it will produce, receive or serve.
+  id @0 :Id;
+  label @1 :Text;
+  contentType @2 :Text;
+  dataType @3 :DataType;
+  user @4 :Data;
+  size @5 :Int64;             # -1 while unknown
+  locations @6 :List(Text);   # governors holding it; empty for an output to be produced
+  hasData @7 :Bool;           # a constant whose bytes follow
+  data @8 :Data;
+}
+
+struct ServerToGovernor {
+  union {
+    assign @0 :Assignment;
+    stopTasks @1 :List(Id);   # stop these tasks if running; forget them
+    deleteObjects @2 :List(Id); # move to the delete list (deleted after the delay)
+    infoRequest @3 :UInt64;   # answer with `info` carrying the same number
+  }
+}
+
+struct Assignment {
+  objects @0 :List(ObjectAssignment);   # objects come before the tasks that use them
+  tasks @1 :List(TaskAssignment);
+}
+
+struct TaskUpdate {
+  id @0 :Id;
+  state @1 :TaskState;        # running, finished or failed
+  info @2 :Data;              # CBOR map (TaskInfo)
+}
+
+struct ObjectUpdate {
+  id @0 :Id;
+  state @1 :ObjectState;      # finished: now held here; removed: dropped here
+  size @2 :Int64;
+  contentType @3 :Text;
+  info @4 :Data;              # CBOR map (ObjectInfo)
+}
+
+struct GovernorInfo {
+  requestId @0 :UInt64;
+  tasks @1 :List(Id);
+  objects @2 :List(Id);
+  objectsToDelete @3 :List(Id);
+}
+
+struct GovernorToServer {
+  union {
+    update @0 :Update;
+    info @1 :GovernorInfo;
+    monitoring @2 :Data;      # CBOR map {cpu_usage, mem_usage, net_stat, ...}
+  }
+}
+
+struct Update {
+  tasks @0 :List(TaskUpdate);
+  objects @1 :List(ObjectUpdate);
+}
+
+# ------------------------------------------------------------------------------------------
+# Data connections (governor data port; peers and clients)
+
+struct DataRequest {
+  requestId @0 :UInt64;
+  id @1 :Id;
+}
+
+struct DataReply {
+  # Followed, when ok, by one raw frame: the object's bytes (a directory as a tar archive).
+  requestId @0 :UInt64;
+  ok @1 :Bool;
+  error @2 :Text;
+  dataType @3 :DataType;
+  contentType @4 :Text;
+  size @5 :Int64;
+  info @6 :Data;
+}

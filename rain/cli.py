@@ -1,0 +1,89 @@
+"""The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage error.
+"""
+import argparse
+import sys
+
+from . import __version__
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="rain",
+        description="Rain: a distributed task-pipeline runtime (server, governors, tools).")
+    parser.add_argument("--version", action="version", version=f"rain {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    p = commands.add_parser("server", help="run a server",
+                            description="Run the Rain server (scheduler, RPC and HTTP).")
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None,
+                   help="RPC address for clients and governors: IP:PORT, IP or PORT "
+                        "(default port 7210)")
+    p.add_argument("--http-listen", metavar="ADDR", default=None,
+                   help="HTTP address for the dashboard, REST and events (default port 7222)")
+    p.add_argument("--logdir", metavar="DIR", default=None,
+                   help="directory for logs and events.db (default: a fresh temporary dir)")
+    p.add_argument("--ready-file", metavar="FILE", default=None,
+                   help="create FILE (content 'ready') once both listeners are bound")
+    p.add_argument("--debug", action="store_true", help="verbose logging")
+
+    p = commands.add_parser("governor", help="run a governor",
+                            description="Run a governor that executes tasks for a server.")
+    p.add_argument("server_address", metavar="SERVER_ADDR",
+                   help="host[:port] of the server (default port 7210)")
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None,
+                   help="address for data transfers (default: a random port)")
+    p.add_argument("--cpus", default=None, metavar="N",
+                   help="CPUs offered; -X means all detected minus X (default: all)")
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="TOML with [executors.NAME] command = \"...\" and [resources]")
+    p.add_argument("--workdir", metavar="DIR", default=None,
+                   help="data and task directory (default: a fresh temporary dir)")
+    p.add_argument("--logdir", metavar="DIR", default=None,
+                   help="governor and executor logs (default: a fresh temporary dir)")
+    p.add_argument("--ready-file", metavar="FILE", default=None,
+                   help="create FILE once registered at the server")
+
+    from .starter import add_start_arguments
+    p = commands.add_parser("start", help="start a server and governors in the background",
+                            description="Start a server and governors as background "
+                                        "processes, wait until all are ready, and exit.")
+    add_start_arguments(p)
+
+    p = commands.add_parser("stop", help="stop a cluster started by 'rain start'",
+                            description="Stop clusters started by 'rain start'.")
+    p.add_argument("target", nargs="?", default=None, metavar="PORT_OR_ID",
+                   help="server port or cluster id (default: the only running cluster)")
+    p.add_argument("--all", action="store_true", help="stop every cluster of this user")
+
+    p = commands.add_parser("status", help="show clusters started by 'rain start'",
+                            description="Show the Rain clusters of this user on this "
+                                        "machine.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "server":
+        from .server.main import main as server_main
+        return server_main(args)
+    if args.command == "governor":
+        from .governor.main import main as governor_main
+        return governor_main(args)
+    from . import starter
+    if args.command == "start":
+        return starter.start_command(args, parser)
+    if args.command == "stop":
+        return starter.stop_command(args)
+    if args.command == "status":
+        return starter.status_command(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

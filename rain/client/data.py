@@ -1,0 +1,186 @@
+"""Data objects of the graph, and constants made on the client (``blob``, ``pickled``,
+``directory``)."""
+import os
+
+from ..common.attributes import ObjectInfo, ObjectSpec
+from ..common.cbor import dumps_or_empty
+from ..common.content_type import check_content_type, encode_value, is_type_instance
+from ..common.data_instance import make_tar
+from ..common.errors import RainException
+from ..common.ids import ID, DataType
+from .rpc.common import DataObjectState
+from .session import get_active_session
+
+
+class DataObject:
+    """A node of the graph holding data: a task output or a constant."""
+
+    def __init__(self, label=None, session=None, data_type=DataType.BLOB, content_type=None):
+        if session is None:
+            session = get_active_session()
+        if isinstance(data_type, str):
+            data_type = DataType.from_str(data_type)
+        if not isinstance(data_type, DataType):
+            raise TypeError(f"invalid data_type {data_type!r}")
+        if content_type is not None:
+            check_content_type(content_type)
+        if data_type == DataType.DIRECTORY and content_type not in (None, "", "dir"):
+            raise RainException("A directory object cannot have content type "
+                                f"{content_type!r}")
+        self.session = session
+        object_id = session._register_dataobj(self)
+        self._spec = ObjectSpec(id=ID(session.session_id, object_id), label=label,
+                                content_type=content_type, data_type=data_type)
+        self._keep = False
+        self._data = None           # bytes of a constant
+        self._state = None
+        self._info = None
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def id(self):
+        return self._spec.id
+
+    @property
+    def label(self):
+        return self._spec.label
+
+    @property
+    def spec(self):
+        return self._spec
+
+    @property
+    def info(self):
+        return self._info
+
+    @property
+    def state(self):
+        return self._state
+
+    @property
+    def data_type(self):
+        return self._spec.data_type
+
+    @property
+    def content_type(self):
+        """The content type known at run time when compatible, else the declared one."""
+        declared = self._spec.content_type
+        if self._info is not None and self._info.content_type:
+            known = self._info.content_type
+            if not declared or is_type_instance(known, declared):
+                return known
+        return declared
+
+    def __repr__(self):
+        label = f" {self.label!r}" if self.label else ""
+        return f"<DataObject {self.id.session_id}/{self.id.id}{label}>"
+
+    # -- keeping ----------------------------------------------------------------------------
+    def keep(self):
+        """Keep the object after it is no longer needed by tasks (to fetch it)."""
+        if self._state is not None:
+            raise RainException("keep() is only possible before the object is submitted")
+        self._keep = True
+        return self
+
+    def unkeep(self):
+        self.session.unkeep([self])
+
+    def is_kept(self):
+        return self._keep
+
+    def expect_dir(self):
+        if self._spec.data_type != DataType.DIRECTORY:
+            raise RainException(f"{self!r} is not a directory object")
+
+    # -- server interaction ---------------------------------------------------------------
+    def wait(self):
+        self.session.wait([self])
+
+    def fetch(self):
+        """Wait until the object is finished and return its ``DataInstance``."""
+        return self.session.fetch(self)
+
+    def update(self):
+        self.session.update([self])
+
+    def _set_info(self, info_json):
+        if info_json:
+            self._info = ObjectInfo.from_json(info_json)
+
+    # -- submit -------------------------------------------------------------------------------
+    def _fill_spec(self, builder):
+        spec = self._spec
+        builder.id = spec.id[1]
+        if spec.label:
+            builder.label = spec.label
+        if spec.content_type:
+            builder.contentType = spec.content_type
+        if spec.data_type == DataType.DIRECTORY:
+            builder.dataType = "directory"
+        if spec.user:
+            builder.user = dumps_or_empty(spec.user)
+        builder.keep = self._keep
+        if self._data is not None:
+            builder.hasData = True
+            builder.data = self._data
+
+    def _on_submitted(self):
+        self._spec._freeze()
+        self._state = DataObjectState.finished if self._data is not None \
+            else DataObjectState.unfinished
+
+
+def blob(value, label="const", content_type=None, encode=None):
+    """A constant object made of ``value``: bytes as they are, ``str`` as ``text``, or any
+    value serialized with ``encode`` ("json", "pickle", "cbor", "arrow", ...)."""
+    if encode is not None:
+        if content_type is not None:
+            raise RainException("Give either 'content_type' or 'encode', not both")
+        check_content_type(encode)
+        data = encode_value(value, encode)
+        content_type = encode
+    elif isinstance(value, str):
+        if content_type is None:
+            content_type = "text"
+        elif not is_type_instance(content_type, "text"):
+            raise RainException(f"A str cannot have content type {content_type!r}; "
+                                "encode it or pass bytes")
+        encoding = content_type[5:] if content_type.startswith("text-") else "utf-8"
+        data = value.encode(encoding)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise RainException(f"blob() needs bytes or str, not {type(value).__name__}; "
+                            "use encode=\"pickle\" (or \"json\", ...) to serialize it")
+    obj = DataObject(label=label, content_type=content_type)
+    obj._data = data
+    return obj
+
+
+def pickled(value, label="pickle"):
+    """A constant holding ``value`` pickled (with cloudpickle)."""
+    return blob(value, label=label, encode="pickle")
+
+
+def directory(path, label="const_dir"):
+    """A constant directory object with the content of the local directory ``path``."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise RainException(f"directory(): {path!r} is not a directory")
+    obj = DataObject(label=label, data_type=DataType.DIRECTORY, content_type="dir")
+    obj._data = make_tar(path)
+    return obj
+
+
+def to_dataobj(value):
+    """A data object for ``value``: a DataObject as is, a Task's single output, bytes or
+    str as a new constant."""
+    from .task import Task
+    if isinstance(value, DataObject):
+        return value
+    if isinstance(value, Task):
+        return value.output
+    if isinstance(value, (bytes, str)):
+        return blob(value)
+    raise RainException(f"{value!r} cannot be used as a data object")

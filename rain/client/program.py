@@ -1,0 +1,210 @@
+"""External programs as tasks: ``Execute`` (one task) and ``Program`` (a template).
+
+Data objects on the command line become files in the task's fresh working directory
+(named after their label, made unique), ``Output``s become files the program writes.
+"""
+import re
+import shlex
+
+from ..common.errors import RainException
+from ..common.ids import DataType
+from .data import DataObject
+from .input import Input, InputDir
+from .output import Output, OutputDir
+from .task import Task
+
+STDIN_PATH = "+in"
+STDOUT_PATH = "+out"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class _Builder:
+    """Collects the inputs, outputs and paths of one external-program task."""
+
+    def __init__(self):
+        self.inputs = []       # (label, DataObject)
+        self.in_paths = []     # {"path", "write"}
+        self.outputs = []      # Output
+        self.out_paths = []
+        self.used = set()
+        self.counter = 0
+
+    def _unique(self, base):
+        base = _SAFE.sub("_", base or "input").strip("._") or "input"
+        name = base
+        while name in self.used:
+            self.counter += 1
+            name = f"{base}_{self.counter}"
+        self.used.add(name)
+        return name
+
+    def _claim(self, path):
+        if path in self.used:
+            raise RainException(f"Execute: the file name {path!r} is used twice")
+        self.used.add(path)
+        return path
+
+    def add_input(self, item, named=True):
+        if isinstance(item, Input):
+            if item.dataobj is None:
+                raise RainException(f"{item!r} has no data object bound to it")
+            obj = item.dataobj
+            label = item.label or obj.label
+            path = self._claim(item.path) if item.path else self._unique(label)
+            write = item.write
+        else:
+            from .data import to_dataobj
+            obj = to_dataobj(item)
+            label = obj.label
+            path = self._unique(label)
+            write = False
+        self.inputs.append((label, obj))
+        self.in_paths.append({"path": path, "write": bool(write)})
+        return path
+
+    def add_output(self, item):
+        if isinstance(item, str):
+            item = Output(item, path=item)
+        if not isinstance(item, Output):
+            raise RainException(f"Invalid output {item!r}")
+        path = item.path or item.label
+        if not path:
+            raise RainException(f"{item!r} needs a label or a path")
+        self._claim(path)
+        if item.label is None:
+            item = type(item)(path, path=path) if isinstance(item, OutputDir) else \
+                Output(path, content_type=item.content_type, path=path)
+        self.outputs.append(item)
+        self.out_paths.append(path)
+        return path
+
+
+def _arg_text(builder, arg):
+    if isinstance(arg, str):
+        return arg
+    if isinstance(arg, (DataObject, Task, Input)):
+        return builder.add_input(arg)
+    if isinstance(arg, Output):
+        return builder.add_output(arg)
+    if isinstance(arg, (int, float)):
+        return str(arg)
+    raise RainException(f"Execute: invalid argument {arg!r}")
+
+
+def _build_execute(args, stdout, stdin, input_paths, output_paths, shell, name):
+    """Return (inputs, outputs, config, name) of an external-program task."""
+    builder = _Builder()
+    if isinstance(args, str):
+        args = [args] if shell else shlex.split(args)
+    else:
+        args = list(args)
+    if not args:
+        raise RainException("Execute needs a program to run")
+    texts = [_arg_text(builder, arg) for arg in args]
+    for item in input_paths:
+        if not isinstance(item, Input) or item.dataobj is None:
+            raise RainException(f"input_paths items must be Input(..., dataobj=...), "
+                                f"not {item!r}")
+        builder.add_input(item)
+    for item in output_paths:
+        builder.add_output(item)
+    if stdin is not None:
+        from .data import to_dataobj
+        obj = stdin.dataobj if isinstance(stdin, Input) else to_dataobj(stdin)
+        builder.inputs.append(("stdin", obj))
+        builder.in_paths.append({"path": STDIN_PATH, "write": False})
+    if stdout is not None and stdout is not False:
+        if stdout is True:
+            output = Output("stdout")
+        elif isinstance(stdout, str):
+            output = Output(stdout)
+        elif isinstance(stdout, Output) and not isinstance(stdout, OutputDir):
+            output = stdout
+        else:
+            raise RainException(f"Invalid stdout {stdout!r}")
+        builder.outputs.append(output)
+        builder.out_paths.append(STDOUT_PATH)
+    if shell:
+        texts = ["/bin/sh", "-c", " ".join(texts)]
+    config = {"args": texts, "in_paths": builder.in_paths, "out_paths": builder.out_paths}
+    if name is None:
+        name = args[0] if isinstance(args[0], str) and not shell else "execute"
+        name = name.split("/")[-1].split()[0] if name else "execute"
+    return builder.inputs, builder.outputs, config, name
+
+
+class Execute(Task):
+    """Run an external program once (see the module doc)."""
+
+    def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
+                 shell=False, *, cpus=1, name=None, session=None):
+        inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,
+                                                       output_paths, shell, name)
+        super().__init__(inputs, outputs, config=config, session=session,
+                         task_type="buildin/run", cpus=cpus, name=name)
+
+
+class Program:
+    """A reusable external-program template; ``prog(label=obj, ...)`` makes a task."""
+
+    def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
+                 shell=False, name=None, cpus=1):
+        self.args = [args] if isinstance(args, str) and shell else (
+            shlex.split(args) if isinstance(args, str) else list(args))
+        self.stdout = stdout
+        self.stdin = stdin
+        self.input_paths = tuple(input_paths)
+        self.output_paths = tuple(output_paths)
+        self.shell = shell
+        self.name = name
+        self.cpus = cpus
+        labels = [i.label for i in self._inputs()]
+        if any(label is None for label in labels):
+            raise RainException("Every Input of a Program needs a label")
+        duplicates = {label for label in labels if labels.count(label) > 1}
+        if duplicates:
+            raise RainException(f"Program inputs with the same label: {sorted(duplicates)}")
+
+    def _inputs(self):
+        found = [a for a in self.args if isinstance(a, Input)]
+        found.extend(self.input_paths)
+        if isinstance(self.stdin, Input):
+            found.append(self.stdin)
+        elif isinstance(self.stdin, str):
+            found.append(Input(self.stdin))
+        return found
+
+    @property
+    def input_labels(self):
+        return [i.label for i in self._inputs()]
+
+    def __call__(self, *, session=None, name=None, cpus=None, **objects):
+        expected = set(self.input_labels)
+        unknown = set(objects) - expected
+        if unknown:
+            raise TypeError(f"Program got unexpected input(s): {', '.join(sorted(unknown))}")
+        missing = expected - set(objects)
+        if missing:
+            raise TypeError(f"Program is missing input(s): {', '.join(sorted(missing))}")
+
+        def bind(item):
+            if isinstance(item, Input):
+                return item.bind(objects[item.label])
+            return item
+
+        stdin = self.stdin
+        if isinstance(stdin, str):
+            stdin = objects[stdin]
+        elif isinstance(stdin, Input):
+            stdin = objects[stdin.label]
+        return Execute([bind(a) for a in self.args], stdout=self.stdout, stdin=stdin,
+                            input_paths=[bind(i) for i in self.input_paths],
+                            output_paths=self.output_paths, shell=self.shell,
+                            cpus=self.cpus if cpus is None else cpus,
+                            name=name or self.name, session=session)
+
+    def __repr__(self):
+        return f"<Program {self.args!r}>"
+
+
+__all__ = ["Execute", "Program", "Input", "InputDir", "Output", "OutputDir", "DataType"]

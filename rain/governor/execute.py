@@ -1,0 +1,178 @@
+"""``buildin/run``: an external program in a fresh working directory.
+
+Config (CBOR map): ``args`` (list of str), ``in_paths`` (one ``{"path", "write"}`` per
+task input; path ``"+in"`` feeds the input to stdin), ``out_paths`` (one path per output;
+``"+out"`` captures stdout). Inputs appear as symlinks to the protected store files (or
+as private copies with ``write``, or where the store file could not be made immutable),
+so a program can never change a stored object. The program runs in its own process group
+and is killed with it when the task is stopped.
+"""
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+
+from .store import DIRECTORY
+
+STDIN_PATH = "+in"
+STDOUT_PATH = "+out"
+STDERR_TAIL = 4000
+
+
+def _check_relpath(path, error):
+    if not isinstance(path, str) or not path:
+        raise error(f"Execute: invalid path {path!r}")
+    if os.path.isabs(path):
+        raise error(f"Execute: path {path!r} must be relative to the task directory")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise error(f"Execute: path {path!r} must stay inside the task directory")
+    return os.path.join(*parts)
+
+
+def _copy_private(store, obj, target):
+    if obj.data_type == DIRECTORY:
+        source = store.materialize(obj)
+        shutil.copytree(source, target, symlinks=True)
+        for root, dirs, files in os.walk(target):
+            os.chmod(root, 0o755)
+            for name in files:
+                full = os.path.join(root, name)
+                if not os.path.islink(full):
+                    os.chmod(full, 0o644)
+    elif obj.data is not None:
+        with open(target, "wb") as f:
+            f.write(obj.data)
+    else:
+        shutil.copyfile(obj.path, target)
+
+
+def _prepare(store, task_dir, entries):
+    """Place the inputs in the task directory (runs in a worker thread)."""
+    for relpath, obj, write in entries:
+        target = os.path.join(task_dir, relpath)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        source = store.materialize(obj)
+        if write or not obj.safe_link:
+            _copy_private(store, obj, target)
+        else:
+            os.symlink(source, target)
+
+
+def _tail(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - STDERR_TAIL))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+async def run_program(call, error):
+    config = call.config
+    if not isinstance(config, dict):
+        raise error("Execute: invalid config")
+    args = config.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise error("Execute: 'args' must be a non-empty list of strings")
+    in_paths = config.get("in_paths", [])
+    out_paths = config.get("out_paths", [])
+    if len(in_paths) != len(call.inputs) or len(out_paths) != len(call.outputs):
+        raise error("Execute: in_paths/out_paths do not match the task's inputs/outputs")
+
+    loop = asyncio.get_running_loop()
+    base = tempfile.mkdtemp(prefix="run-", dir=call.governor.tasks_dir)
+    call.temp_dirs.append(base)
+    task_dir = os.path.join(base, "work")
+    os.mkdir(task_dir)
+    stdout_path = os.path.join(base, "stdout")
+    stderr_path = os.path.join(base, "stderr")
+    stdin_obj = None
+    entries = []
+    seen = set()
+    for spec, obj in zip(in_paths, call.inputs):
+        path = spec.get("path") if isinstance(spec, dict) else spec
+        write = bool(spec.get("write")) if isinstance(spec, dict) else False
+        if path == STDIN_PATH:
+            if obj.data_type == DIRECTORY:
+                raise error("Execute: a directory cannot be fed to stdin")
+            stdin_obj = obj
+            continue
+        relpath = _check_relpath(path, error)
+        if relpath in seen:
+            raise error(f"Execute: input file name {relpath!r} is used twice")
+        seen.add(relpath)
+        entries.append((relpath, obj, write))
+    outputs = []
+    for path in out_paths:
+        if path == STDOUT_PATH:
+            outputs.append(None)
+            continue
+        relpath = _check_relpath(path, error)
+        if relpath in seen:
+            raise error(f"Execute: output {relpath!r} has the name of an input")
+        outputs.append(relpath)
+    await loop.run_in_executor(None, _prepare, call.store, task_dir, entries)
+    stdin_file = None
+    if stdin_obj is not None:
+        stdin_path = await loop.run_in_executor(None, call.store.materialize, stdin_obj)
+        stdin_file = open(stdin_path, "rb")
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True)
+        except FileNotFoundError:
+            raise error(f"Execute: program {args[0]!r} not found") from None
+        except PermissionError:
+            raise error(f"Execute: program {args[0]!r} is not executable") from None
+        except OSError as exc:
+            raise error(f"Execute: cannot start {args[0]!r}: {exc}") from None
+        finally:
+            if stdin_file is not None:
+                stdin_file.close()
+        try:
+            code = await process.wait()
+        except asyncio.CancelledError:
+            _kill_group(process)
+            raise
+        finally:
+            # Children the program left behind in its group die with it.
+            _kill_group(process)
+    if code != 0:
+        stderr = _tail(stderr_path).strip()
+        message = f"Program {args[0]!r} exited with code {code}"
+        if code < 0:
+            message = f"Program {args[0]!r} was killed by signal {-code}"
+        if stderr:
+            message += f"\nstderr:\n{stderr}"
+        raise error(message)
+    results = []
+    for relpath, obj in zip(outputs, call.outputs):
+        if relpath is None:
+            target = os.path.join(base, "stdout.result")
+            os.rename(stdout_path, target)
+            results.append(("path", target))
+            continue
+        full = os.path.join(task_dir, relpath)
+        if obj.data_type == DIRECTORY:
+            if not os.path.isdir(full) or os.path.islink(full):
+                raise error(f"Execute: output directory {relpath!r} was not created "
+                            f"by {args[0]!r}")
+        elif not os.path.isfile(full) or os.path.islink(full):
+            raise error(f"Execute: output file {relpath!r} was not created by "
+                        f"{args[0]!r}")
+        target = os.path.join(base, f"out-{len(results)}")
+        os.rename(full, target)
+        results.append(("path", target))
+    return results
+
+
+def _kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

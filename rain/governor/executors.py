@@ -1,0 +1,240 @@
+"""Executor processes: spawned once, registered over a unix socket, reused task after task.
+
+The protocol (CBOR frames) is documented in ``docs/executor-protocol.md``. An executor runs
+one task at a time. Stopping a task kills its executor (SIGKILL), and a fresh one is spawned
+on demand, so a stopped session never leaves work running.
+"""
+import asyncio
+import collections
+import logging
+import os
+import shlex
+import signal
+import sys
+
+import cbor2
+
+from ..common.framing import FrameProtocol
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "rain-executor/1"
+REGISTER_TIMEOUT = 60.0
+OUTPUT_TAIL = 2000
+
+
+class ExecutorError(Exception):
+    """The executor failed (died, could not start, broke the protocol)."""
+
+
+def encode_message(kind, body):
+    return cbor2.dumps([kind, body])
+
+
+class Executor:
+    def __init__(self, executor_id, executor_type, pool):
+        self.id = executor_id
+        self.type = executor_type
+        self.pool = pool
+        self.process = None
+        self.conn = None
+        self.cached = set()        # object keys the executor keeps
+        self.registered = None     # future
+        self.result = None         # future of the running call
+        self.workdir = None
+        self.output_path = None
+        self.dead = False
+
+    def tail(self):
+        try:
+            with open(self.output_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - OUTPUT_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def on_message(self, kind, body):
+        if kind == "register":
+            if not self.registered.done():
+                if body.get("protocol") != PROTOCOL:
+                    self.registered.set_exception(ExecutorError(
+                        f"executor speaks protocol {body.get('protocol')!r}, "
+                        f"expected {PROTOCOL!r}"))
+                else:
+                    self.registered.set_result(True)
+        elif kind == "result":
+            if self.result is not None and not self.result.done():
+                self.result.set_result(body)
+        else:
+            raise ExecutorError(f"unknown message {kind!r} from executor {self.id}")
+
+    def on_lost(self):
+        if self.dead:
+            return
+        self.dead = True
+        self.pool.forget(self)
+        error = ExecutorError(self._death_message())
+        if self.registered is not None and not self.registered.done():
+            self.registered.set_exception(error)
+        if self.result is not None and not self.result.done():
+            self.result.set_exception(error)
+
+    def _death_message(self):
+        code = self.process.returncode if self.process else None
+        tail = self.tail().strip()
+        message = f"Executor {self.type!r} (id {self.id}) terminated"
+        if code is not None:
+            message += f" with exit code {code}"
+        if tail:
+            message += f"; its last output:\n{tail}"
+        return message
+
+    async def call(self, body):
+        self.result = asyncio.get_running_loop().create_future()
+        self.conn.send(encode_message("call", body))
+        try:
+            return await self.result
+        finally:
+            self.result = None
+
+    def drop_cached(self, keys):
+        keys = [k for k in keys if k in self.cached]
+        if keys and self.conn is not None and not self.conn.closed:
+            for key in keys:
+                self.cached.discard(key)
+            self.conn.send(encode_message("drop_cached", {"objects": [list(k) for k in keys]}))
+
+    def kill(self):
+        if self.process is not None and self.process.returncode is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    self.process.kill()
+                except ProcessLookupError:
+                    pass
+        if self.conn is not None:
+            self.conn.close()
+        self.on_lost()
+
+
+class ExecutorPool:
+    """Executors by type; idle ones are reused before new ones are spawned."""
+
+    def __init__(self, workdir, logdir, commands=None):
+        self.workdir = workdir
+        self.logdir = logdir
+        self.commands = {"py": [sys.executable, "-m", "rain.executor"]}
+        for name, command in (commands or {}).items():
+            self.commands[name] = shlex.split(command) if isinstance(command, str) \
+                else list(command)
+        self.idle = collections.defaultdict(list)
+        self.all = {}
+        self._next_id = 1
+        self.socket_path = None
+        self.server = None
+        self._socket_dir = None
+
+    async def start(self):
+        import tempfile
+        # Unix socket paths are limited to ~107 bytes; a deep workdir must not break them.
+        self._socket_dir = tempfile.mkdtemp(prefix="rain-exec-")
+        self.socket_path = os.path.join(self._socket_dir, "executors.sock")
+        self.server = await asyncio.get_running_loop().create_unix_server(
+            lambda: FrameProtocol(self._on_frame, self._on_close), self.socket_path)
+
+    def knows(self, executor_type):
+        return executor_type in self.commands
+
+    # -- connections ------------------------------------------------------------------------
+    def _on_frame(self, conn, frame):
+        message = cbor2.loads(frame)
+        if not isinstance(message, list) or len(message) != 2 or \
+                not isinstance(message[1], dict):
+            raise ExecutorError("malformed executor message")
+        kind, body = message
+        executor = conn.state
+        if executor is None:
+            if kind != "register":
+                raise ExecutorError("executor must register first")
+            executor = self.all.get(body.get("executor_id"))
+            if executor is None or executor.conn is not None:
+                raise ExecutorError(f"unknown executor id {body.get('executor_id')!r}")
+            conn.state = executor
+            executor.conn = conn
+        executor.on_message(kind, body)
+
+    def _on_close(self, conn, exc):
+        if conn.state is not None:
+            conn.state.on_lost()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def acquire(self, executor_type):
+        idle = self.idle.get(executor_type)
+        while idle:
+            executor = idle.pop()
+            if not executor.dead:
+                return executor
+        return await self._spawn(executor_type)
+
+    def release(self, executor):
+        if not executor.dead:
+            self.idle[executor.type].append(executor)
+
+    def forget(self, executor):
+        self.all.pop(executor.id, None)
+        idle = self.idle.get(executor.type)
+        if idle and executor in idle:
+            idle.remove(executor)
+
+    async def _spawn(self, executor_type):
+        command = self.commands.get(executor_type)
+        if command is None:
+            raise ExecutorError(f"no executor {executor_type!r} is registered "
+                                "(see the governor's --config)")
+        executor_id = self._next_id
+        self._next_id += 1
+        executor = Executor(executor_id, executor_type, self)
+        executor.workdir = os.path.join(self.workdir, "executors", str(executor_id))
+        os.makedirs(executor.workdir, exist_ok=True)
+        executor.output_path = os.path.join(self.logdir,
+                                            f"executor-{executor_type}-{executor_id}.out")
+        loop = asyncio.get_running_loop()
+        executor.registered = loop.create_future()
+        self.all[executor_id] = executor
+        env = dict(os.environ)
+        env["RAIN_EXECUTOR_SOCKET"] = self.socket_path
+        env["RAIN_EXECUTOR_ID"] = str(executor_id)
+        env["RAIN_EXECUTOR_TYPE"] = executor_type
+        with open(executor.output_path, "wb") as out:
+            try:
+                executor.process = await asyncio.create_subprocess_exec(
+                    *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out, stderr=out, start_new_session=True)
+            except OSError as exc:
+                self.all.pop(executor_id, None)
+                raise ExecutorError(f"cannot start executor {executor_type!r} "
+                                    f"({shlex.join(command)}): {exc}") from None
+        watcher = loop.create_task(executor.process.wait())
+        watcher.add_done_callback(lambda _: loop.call_later(0.05, executor.on_lost))
+        try:
+            await asyncio.wait_for(asyncio.shield(executor.registered), REGISTER_TIMEOUT)
+        except asyncio.TimeoutError:
+            executor.kill()
+            raise ExecutorError(f"executor {executor_type!r} did not register within "
+                                f"{REGISTER_TIMEOUT:.0f} s; its output:\n{executor.tail()}")
+        except ExecutorError:
+            executor.kill()
+            raise
+        return executor
+
+    async def close(self):
+        for executor in list(self.all.values()):
+            executor.kill()
+        if self.server is not None:
+            self.server.close()
+        if self._socket_dir:
+            import shutil
+            shutil.rmtree(self._socket_dir, ignore_errors=True)

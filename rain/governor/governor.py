@@ -1,0 +1,623 @@
+"""The governor: receives assignments, gathers inputs, runs tasks, reports in batches.
+
+One asyncio loop. Tasks whose inputs are all here start as soon as enough CPUs are free;
+missing inputs are pulled straight from the peer governors that hold them. Updates to the
+server are collected during a loop turn and leave as one message.
+"""
+import asyncio
+import collections
+import datetime
+import logging
+import os
+import shutil
+import time
+
+import cbor2
+
+from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
+from ..common.cbor import dumps_or_empty, loads_or
+from ..common.content_type import is_type_instance
+from ..common.errors import RainException
+from ..common.framing import FrameProtocol
+from .builtins import BUILTINS, BuiltinCall, TaskError
+from .executors import ExecutorError, ExecutorPool
+from .monitoring import Monitor
+from .store import BLOB, DIRECTORY, PENDING, READY, Store
+from .transfer import DataServer, PeerPool, TransferError
+
+logger = logging.getLogger(__name__)
+R = rain_capnp
+
+RUNNING_STATE, FINISHED_STATE, FAILED_STATE = 3, 4, 5
+OBJ_FINISHED, OBJ_REMOVED = 1, 2
+MONITORING_INTERVAL = 2.0
+
+
+class GovTask:
+    __slots__ = ("key", "task_type", "config", "inputs", "labels", "outputs", "cpus",
+                 "resources", "name", "user", "state", "runner", "executor", "start")
+
+    def __init__(self, key, task_type, config, inputs, labels, outputs, cpus, resources,
+                 name, user):
+        self.key = key
+        self.task_type = task_type
+        self.config = config
+        self.inputs = inputs        # [key]
+        self.labels = labels
+        self.outputs = outputs      # [key]
+        self.cpus = cpus
+        self.resources = resources
+        self.name = name
+        self.user = user
+        self.state = "waiting"
+        self.runner = None
+        self.executor = None
+        self.start = None
+
+
+class Governor:
+    def __init__(self, *, cpus, resources=None, workdir, logdir, executors=None,
+                 delete_timeout=5.0, token=""):
+        self.cpus = cpus
+        self.free_cpus = cpus
+        self.resources = dict(resources or {})
+        self.free_resources = dict(self.resources)
+        self.workdir = workdir
+        self.logdir = logdir
+        self.tasks_dir = os.path.join(workdir, "tasks")
+        os.makedirs(self.tasks_dir, exist_ok=True)
+        self.store = Store(workdir)
+        self.executors = ExecutorPool(workdir, logdir, executors)
+        self.delete_timeout = delete_timeout
+        self.token = token
+        self.data_server = DataServer(self.store, token)
+        self.peers = PeerPool(token)
+        self.tasks = {}
+        self.queue = collections.deque()
+        self.server = None
+        self.governor_id = None
+        self._task_updates = []
+        self._object_updates = []
+        self._flush_scheduled = False
+        self._hello = None
+        self.closed = None
+        self._monitor = Monitor()
+        self._background = set()
+
+    # ======================================================================================
+    # Start-up
+
+    async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
+        loop = asyncio.get_running_loop()
+        self.closed = loop.create_future()
+        await self.executors.start()
+        data_host, data_port = await self.data_server.listen(listen_host, listen_port)
+        self._hello = loop.create_future()
+        transport, self.server = await loop.create_connection(
+            lambda: FrameProtocol(self._on_server_frame, self._on_server_close),
+            server_host, server_port)
+        if data_host in ("0.0.0.0", "::", ""):
+            data_host = transport.get_extra_info("sockname")[0]
+        address = f"{data_host}:{data_port}"
+        hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,
+                                    role="governor", dataAddress=address, cpus=self.cpus)
+        if self.resources:
+            hello.resources = dumps_or_empty(self.resources)
+        self.server.send(hello.to_bytes())
+        ok, error, governor_id = await self._hello
+        if not ok:
+            raise RainException(f"server refused the governor: {error}")
+        self.governor_id = governor_id
+        self._schedule_monitoring()
+        logger.info("registered at the server as %s with %d cpus", governor_id, self.cpus)
+        return governor_id
+
+    def _on_server_close(self, conn, exc):
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(RainException("server closed the connection"))
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result("server connection lost")
+
+    def _on_server_frame(self, conn, frame):
+        if not self._hello.done():
+            with R.HelloReply.from_bytes(frame) as reply:
+                self._hello.set_result((reply.ok, reply.error, reply.governorId))
+            return
+        with R.ServerToGovernor.from_bytes(frame,
+                                           traversal_limit_in_words=TRAVERSAL_LIMIT) as msg:
+            which = msg.which()
+            if which == "assign":
+                self._on_assign(msg.assign)
+            elif which == "stopTasks":
+                self._on_stop([(i.session, i.id) for i in msg.stopTasks])
+            elif which == "deleteObjects":
+                self._on_delete([(i.session, i.id) for i in msg.deleteObjects])
+            elif which == "infoRequest":
+                self._send_info(msg.infoRequest)
+
+    # ======================================================================================
+    # Messages from the server
+
+    def _on_assign(self, assign):
+        store = self.store
+        for o in assign.objects:
+            key = (o.id.session, o.id.id)
+            obj = store.add(key, o.label, o.contentType, int(o.dataType.raw), o.user, o.size)
+            if obj.state == READY:
+                continue
+            if o.hasData:
+                store.set_bytes(obj, o.data)
+                self._object_updates.append((key, OBJ_FINISHED, obj.size,
+                                             obj.content_type or "", b""))
+                self._schedule_flush()
+            elif len(o.locations):
+                obj.locations = list(o.locations)
+        for t in assign.tasks:
+            key = (t.id.session, t.id.id)
+            if key in self.tasks:
+                continue
+            task = GovTask(key, t.taskType, t.config,
+                           [(i.id.session, i.id.id) for i in t.inputs],
+                           [i.label for i in t.inputs],
+                           [(i.session, i.id) for i in t.outputs],
+                           t.cpus, loads_or(t.resources, None), t.name, t.user)
+            self.tasks[key] = task
+            missing = []
+            for input_key in task.inputs:
+                obj = store.objects.get(input_key)
+                if obj is None:
+                    self._fail_task(task, f"Input object {input_key} was not sent to the "
+                                          "governor")
+                    break
+                if obj.state != READY:
+                    missing.append(obj)
+            else:
+                if missing:
+                    self._spawn(self._gather_inputs(task, missing))
+                else:
+                    self._enqueue(task)
+
+    def _on_stop(self, keys):
+        for key in keys:
+            task = self.tasks.pop(key, None)
+            if task is None:
+                continue
+            if task.state == "running":
+                if task.executor is not None:
+                    task.executor.kill()
+                if task.runner is not None:
+                    task.runner.cancel()
+            task.state = "stopped"
+        self._pump()
+
+    def _on_delete(self, keys):
+        for key in keys:
+            self.store.schedule_delete(key, self.delete_timeout)
+        for executor in list(self.executors.all.values()):
+            executor.drop_cached(keys)
+        if self.store.to_delete:
+            asyncio.get_running_loop().call_later(self.delete_timeout + 0.05,
+                                                  self.store.expire)
+
+    def _send_info(self, request_id):
+        msg = R.GovernorToServer.new_message()
+        info = msg.init("info")
+        info.requestId = request_id
+        task_keys = [key for key, task in self.tasks.items() if task.state != "stopped"]
+        ready = [key for key, obj in self.store.objects.items() if obj.state == READY]
+        deleting = list(self.store.to_delete)
+        for name, keys in (("tasks", task_keys), ("objects", ready),
+                           ("objectsToDelete", deleting)):
+            ids = info.init(name, len(keys))
+            for i, key in enumerate(keys):
+                ids[i].session = key[0]
+                ids[i].id = key[1]
+        self.server.send(msg.to_bytes())
+
+    # ======================================================================================
+    # Inputs
+
+    def _spawn(self, coroutine):
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _gather_inputs(self, task, missing):
+        try:
+            for obj in missing:
+                if obj.state == READY:
+                    continue
+                if obj.fetching is None and obj.locations:
+                    obj.fetching = self._spawn(self._fetch(obj))
+                await self.store.wait_ready(obj)
+        except Exception as exc:
+            if self.tasks.get(task.key) is task:
+                self._fail_task(task, f"Cannot obtain input {obj.key}: {exc}")
+            return
+        if self.tasks.get(task.key) is task and task.state == "waiting":
+            self._enqueue(task)
+
+    async def _fetch(self, obj):
+        errors = []
+        for address in obj.locations:
+            try:
+                meta, data = await self.peers.fetch(address, obj.key)
+            except (TransferError, OSError) as exc:
+                errors.append(f"{address}: {exc}")
+                continue
+            if obj.state != PENDING:
+                return
+            if meta["content_type"]:
+                obj.content_type = meta["content_type"]
+            if meta["data_type"] == DIRECTORY:
+                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
+                from ..common.data_instance import extract_tar
+                await asyncio.get_running_loop().run_in_executor(None, extract_tar, data, path)
+                self.store.set_file(obj, path)
+            elif len(data) > (1 << 20):
+                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
+                await asyncio.get_running_loop().run_in_executor(None, _write_file, path, data)
+                self.store.set_file(obj, path, len(data))
+            else:
+                self.store.set_bytes(obj, data)
+            self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
+                                         obj.content_type or "", b""))
+            self._schedule_flush()
+            return
+        if obj.state == PENDING:
+            self.store.fail(obj, TransferError("; ".join(errors) or "no location known"))
+
+    # ======================================================================================
+    # Running
+
+    def _enqueue(self, task):
+        task.state = "queued"
+        self.queue.append(task)
+        self._pump()
+
+    def _fits(self, task):
+        if task.cpus > self.free_cpus:
+            return False
+        if task.resources:
+            for name, amount in task.resources.items():
+                if self.free_resources.get(name, 0) < amount:
+                    return False
+        return True
+
+    def _pump(self):
+        if not self.queue:
+            return
+        skipped = []
+        queue = self.queue
+        while queue:
+            task = queue.popleft()
+            if task.state != "queued":
+                continue
+            if self._fits(task):
+                self._start(task)
+            else:
+                skipped.append(task)
+                if self.free_cpus <= 0:
+                    break
+        if skipped:
+            queue.extendleft(reversed(skipped))
+
+    def _start(self, task):
+        task.state = "running"
+        self.free_cpus -= task.cpus
+        if task.resources:
+            for name, amount in task.resources.items():
+                self.free_resources[name] = self.free_resources.get(name, 0) - amount
+        task.start = time.time()
+        self._task_updates.append((task.key, RUNNING_STATE, b""))
+        self._schedule_flush()
+        task.runner = self._spawn(self._run(task))
+
+    def _finish_resources(self, task):
+        self.free_cpus += task.cpus
+        if task.resources:
+            for name, amount in task.resources.items():
+                self.free_resources[name] = self.free_resources.get(name, 0) + amount
+
+    async def _run(self, task):
+        temp_dirs = []
+        try:
+            inputs = [self.store.objects[key] for key in task.inputs]
+            outputs = [self.store.objects[key] for key in task.outputs]
+            for obj in inputs:
+                obj.refs += 1
+            try:
+                extra_info = await self._execute(task, inputs, outputs, temp_dirs)
+            finally:
+                for obj in inputs:
+                    obj.refs -= 1
+            if self.tasks.get(task.key) is not task:
+                return
+            info = self._base_info(task)
+            if extra_info:
+                info.update(extra_info)
+            for obj in outputs:
+                self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
+                                             obj.content_type or "",
+                                             dumps_or_empty(obj.info)))
+            self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
+            self._schedule_flush()
+            self.tasks.pop(task.key, None)
+        except asyncio.CancelledError:
+            pass
+        except (TaskError, ExecutorError, TaskFailure) as exc:
+            if self.tasks.get(task.key) is task:
+                extra = exc.info if isinstance(exc, TaskFailure) else None
+                self._fail_task(task, str(exc), extra)
+        except Exception as exc:
+            logger.exception("task %s failed inside the governor", task.key)
+            if self.tasks.get(task.key) is task:
+                self._fail_task(task, f"Governor error while running the task: {exc!r}")
+        finally:
+            task.state = "done" if task.state == "running" else task.state
+            self._finish_resources(task)
+            for path in temp_dirs:
+                self._spawn_cleanup(path)
+            self._pump()
+
+    def _base_info(self, task):
+        return {
+            "start_time": datetime.datetime.fromtimestamp(
+                task.start, datetime.timezone.utc).isoformat(),
+            "duration": time.time() - task.start,
+            "governor": self.governor_id,
+        }
+
+    def _fail_task(self, task, message, extra=None):
+        info = self._base_info(task) if task.start else {"governor": self.governor_id}
+        if extra:
+            info.update(extra)
+        info["error"] = message
+        self.tasks.pop(task.key, None)
+        task.state = "failed"
+        for key in task.outputs:
+            obj = self.store.objects.get(key)
+            if obj is not None and obj.state == PENDING:
+                self.store.delete_now(key)
+        self._task_updates.append((task.key, FAILED_STATE, cbor2.dumps(info)))
+        self._schedule_flush()
+
+    def _spawn_cleanup(self, path):
+        from .protect import remove_tree
+        asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
+
+    async def _execute(self, task, inputs, outputs, temp_dirs):
+        task_type = task.task_type
+        builtin = BUILTINS.get(task_type)
+        if builtin is not None:
+            try:
+                config = loads_or(task.config, None)
+            except Exception as exc:
+                raise TaskError(f"{task_type}: invalid config: {exc}") from None
+            call = BuiltinCall(self, task, config, inputs, outputs)
+            try:
+                results = await builtin(call)
+                if len(results) != len(outputs):
+                    raise TaskError(f"{task_type}: produced {len(results)} outputs, "
+                                    f"the task has {len(outputs)}")
+                await self._store_results(outputs, results)
+            finally:
+                temp_dirs.extend(call.temp_dirs)
+            return None
+        executor_type, _, method = task_type.partition("/")
+        if task_type.startswith("buildin/"):
+            raise TaskError(f"Unknown built-in task type {task_type!r}")
+        if not method or not self.executors.knows(executor_type):
+            raise TaskError(f"Unknown task type {task_type!r}: no executor "
+                            f"{executor_type!r} is registered on governor "
+                            f"{self.governor_id}")
+        executor = await self.executors.acquire(executor_type)
+        task.executor = executor
+        try:
+            body = await self._call_body(task, method, inputs, outputs, executor)
+            result = await executor.call(body)
+            info = await self._take_executor_result(task, executor, result, inputs, outputs)
+        finally:
+            task.executor = None
+        self.executors.release(executor)
+        return info
+
+    async def _call_body(self, task, method, inputs, outputs, executor):
+        loop = asyncio.get_running_loop()
+        input_specs = []
+        for obj, label in zip(inputs, task.labels):
+            entry = {"id": list(obj.key), "label": label or None,
+                     "data_type": "dir" if obj.data_type == DIRECTORY else "blob",
+                     "content_type": obj.content_type, "size": obj.size}
+            if obj.key in executor.cached:
+                entry["location"] = ["cached"]
+            elif obj.data is not None and obj.data_type == BLOB:
+                entry["location"] = ["memory", obj.data]
+            else:
+                path = obj.path or await loop.run_in_executor(None, self.store.materialize,
+                                                              obj)
+                entry["location"] = ["path", path]
+            input_specs.append(entry)
+        output_specs = [{"id": list(obj.key), "label": obj.label or None,
+                         "data_type": "dir" if obj.data_type == DIRECTORY else "blob",
+                         "content_type": obj.declared_content_type}
+                        for obj in outputs]
+        return {
+            "task": {"id": list(task.key), "type": task.task_type, "method": method,
+                     "config": task.config or b"", "name": task.name or None,
+                     "user": loads_or(task.user, {}),
+                     "resources": {"cpus": task.cpus, **(task.resources or {})}},
+            "inputs": input_specs,
+            "outputs": output_specs,
+        }
+
+    async def _take_executor_result(self, task, executor, result, inputs, outputs):
+        if not isinstance(result, dict):
+            raise ExecutorError("executor sent a malformed result")
+        for key in result.get("cached") or ():
+            executor.cached.add(tuple(key))
+        info = result.get("info") or {}
+        if not isinstance(info, dict):
+            info = {}
+        if not result.get("success"):
+            raise TaskFailure(info.get("error") or "task failed in the executor", info)
+        specs = result.get("outputs") or []
+        if len(specs) != len(outputs):
+            raise TaskError(f"executor returned {len(specs)} outputs, the task has "
+                            f"{len(outputs)}")
+        results = []
+        by_key = {obj.key: obj for obj in inputs}
+        for spec, obj in zip(specs, outputs):
+            location = spec.get("location") or []
+            content_type = spec.get("content_type")
+            if content_type:
+                declared = obj.declared_content_type
+                if declared and not is_type_instance(content_type, declared):
+                    raise TaskError(
+                        f"Output {obj.label or obj.key[1]!r}: content type {content_type!r} "
+                        f"is not a sub-type of the declared {declared!r}")
+                obj.content_type = content_type
+            if spec.get("info"):
+                obj.info = spec["info"]
+            kind = location[0] if location else None
+            if kind == "memory":
+                results.append(("bytes", location[1]))
+            elif kind == "path":
+                path = location[1]
+                if not os.path.isabs(path):
+                    path = os.path.join(executor.workdir, path)
+                results.append(("path", path))
+            elif kind == "other":
+                source = by_key.get(tuple(location[1]))
+                if source is None:
+                    raise TaskError(f"executor referred to unknown object {location[1]}")
+                results.append(("same", source))
+            else:
+                raise ExecutorError(f"executor sent an invalid output location {location!r}")
+        await self._store_results(outputs, results)
+        return info
+
+    async def _store_results(self, outputs, results):
+        loop = asyncio.get_running_loop()
+        for obj, (kind, value) in zip(outputs, results):
+            if obj.state == READY:
+                continue
+            if kind == "bytes":
+                if obj.data_type == DIRECTORY:
+                    raise TaskError(f"Output {obj.label!r} must be a directory")
+                if len(value) > (1 << 24):
+                    path = os.path.join(self.tasks_dir, f"out-{obj.key[0]}-{obj.key[1]}")
+                    await loop.run_in_executor(None, _write_file, path, value)
+                    await loop.run_in_executor(None, self.store.set_file, obj, path,
+                                               len(value))
+                else:
+                    self.store.set_bytes(obj, value)
+            elif kind == "path":
+                is_dir = os.path.isdir(value)
+                if not os.path.lexists(value):
+                    raise TaskError(f"Output file {value!r} does not exist")
+                if is_dir != (obj.data_type == DIRECTORY):
+                    expected = "a directory" if obj.data_type == DIRECTORY else "a file"
+                    raise TaskError(f"Output {obj.label or obj.key[1]!r} must be {expected}")
+                if not is_dir and os.path.getsize(value) <= (1 << 16):
+                    with open(value, "rb") as f:
+                        data = f.read()
+                    os.unlink(value)
+                    self.store.set_bytes(obj, data)
+                else:
+                    await loop.run_in_executor(None, self.store.set_file, obj, value)
+            elif kind == "same":
+                if value.data is not None:
+                    obj.content_type = obj.content_type or value.content_type
+                    self.store.set_bytes(obj, value.data)
+                else:
+                    path = os.path.join(self.tasks_dir, f"copy-{obj.key[0]}-{obj.key[1]}")
+                    await loop.run_in_executor(None, _copy_any, value.path, path)
+                    obj.content_type = obj.content_type or value.content_type
+                    await loop.run_in_executor(None, self.store.set_file, obj, path)
+
+    # ======================================================================================
+    # Reporting
+
+    def _schedule_flush(self):
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self):
+        self._flush_scheduled = False
+        if not (self._task_updates or self._object_updates) or self.server is None:
+            return
+        msg = R.GovernorToServer.new_message()
+        update = msg.init("update")
+        objects, self._object_updates = self._object_updates, []
+        ol = update.init("objects", len(objects))
+        for i, (key, state, size, content_type, info) in enumerate(objects):
+            entry = ol[i]
+            entry.id.session = key[0]
+            entry.id.id = key[1]
+            entry.state = state
+            entry.size = size
+            if content_type:
+                entry.contentType = content_type
+            if info:
+                entry.info = info
+        tasks, self._task_updates = self._task_updates, []
+        tl = update.init("tasks", len(tasks))
+        for i, (key, state, info) in enumerate(tasks):
+            entry = tl[i]
+            entry.id.session = key[0]
+            entry.id.id = key[1]
+            entry.state = state
+            if info:
+                entry.info = info
+        self.server.send(msg.to_bytes())
+
+    def _schedule_monitoring(self):
+        loop = asyncio.get_running_loop()
+
+        def tick():
+            if self.server is None or self.server.closed:
+                return
+            msg = R.GovernorToServer.new_message()
+            msg.monitoring = cbor2.dumps(self._monitor.sample())
+            self.server.send(msg.to_bytes())
+            loop.call_later(MONITORING_INTERVAL, tick)
+
+        loop.call_soon(tick)
+
+    # ======================================================================================
+    # Shutdown
+
+    async def close(self):
+        for task in list(self.tasks.values()):
+            if task.runner is not None:
+                task.runner.cancel()
+        await self.executors.close()
+        self.data_server.close()
+        self.peers.close()
+        if self.server is not None:
+            self.server.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.store.clear)
+        shutil.rmtree(self.tasks_dir, ignore_errors=True)
+
+
+class TaskFailure(Exception):
+    """A task failed in its executor; ``info`` carries the executor's TaskInfo fields."""
+
+    def __init__(self, message, info):
+        super().__init__(message)
+        self.info = info
+
+
+def _write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _copy_any(source, target):
+    if os.path.isdir(source):
+        shutil.copytree(source, target, symlinks=True)
+    else:
+        shutil.copyfile(source, target)

@@ -1,0 +1,113 @@
+"""``rain governor``: registers at a server and serves until the server goes away."""
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import tomllib
+
+from ..common.address import parse_listen_address, parse_server_address
+from ..common.logs import setup_logging
+from ..common.readyfile import write_ready_file
+from .governor import Governor
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    pass
+
+
+def parse_cpus(text):
+    """``N`` CPUs, or ``-X`` for all detected minus X (at least 1)."""
+    detected = os.cpu_count() or 1
+    if text is None:
+        return detected
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"--cpus: invalid value {text!r}") from None
+    if value < 0:
+        return max(1, detected + value)
+    return value
+
+
+def load_config(path):
+    """The governor TOML: ``[executors.NAME] command = "..."``; ``[resources] name = n``."""
+    if path is None:
+        return {}, {}
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path!r}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path!r}: {exc}") from None
+    executors = {}
+    for name, section in (config.get("executors") or {}).items():
+        if not isinstance(section, dict) or not isinstance(section.get("command"), str):
+            raise ConfigError(f"{path}: [executors.{name}] needs a string 'command'")
+        executors[name] = section["command"]
+    resources = config.get("resources") or {}
+    if not isinstance(resources, dict) or not all(
+            isinstance(v, (int, float)) and v >= 0 for v in resources.values()):
+        raise ConfigError(f"{path}: [resources] must map names to non-negative numbers")
+    return executors, resources
+
+
+def delete_timeout_from_env():
+    text = os.environ.get("RAIN_DELETE_LIST_TIMEOUT", "5")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"RAIN_DELETE_LIST_TIMEOUT: invalid number {text!r}") from None
+    return max(0.0, value)
+
+
+async def run_governor(args):
+    server_host, server_port = parse_server_address(args.server_address)
+    listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
+    cpus = parse_cpus(args.cpus)
+    executors, resources = load_config(args.config)
+    own_workdir = args.workdir is None
+    workdir = args.workdir or tempfile.mkdtemp(prefix="rain-governor-")
+    os.makedirs(workdir, exist_ok=True)
+    governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
+                        logdir=args.logdir or workdir, executors=executors,
+                        delete_timeout=delete_timeout_from_env(),
+                        token=getattr(args, "token", "") or "")
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result("signal"))
+    try:
+        await governor.start(server_host, server_port, listen_host, listen_port)
+        if args.ready_file:
+            write_ready_file(args.ready_file)
+        done, _ = await asyncio.wait([stop, governor.closed],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        reason = next(iter(done)).result()
+        logger.info("governor stopping: %s", reason)
+        return 0 if reason == "signal" else 1
+    finally:
+        await governor.close()
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(args):
+    if args.logdir is None:
+        args.logdir = tempfile.mkdtemp(prefix="rain-governor-logs-")
+    setup_logging(args.logdir, "governor")
+    try:
+        return asyncio.run(run_governor(args))
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    except (OSError, ValueError) as exc:
+        logger.error("governor failed: %s", exc)
+        return 1
+    except Exception as exc:  # the message matters more than the traceback here
+        logger.error("governor failed: %s", exc)
+        return 1

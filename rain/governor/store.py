@@ -1,0 +1,201 @@
+"""The governor's object store: small objects in memory, large ones as protected files.
+
+An object is created *pending* when the governor learns of it (an output to produce or an
+input to receive) and becomes *ready* once its bytes or file are here. Objects are files
+only when they must be (large, a directory, or a program's input): a chain of tiny Python
+tasks never touches the disk.
+"""
+import asyncio
+import logging
+import os
+import shutil
+import threading
+import time
+
+from .protect import protect, remove_tree
+
+logger = logging.getLogger(__name__)
+
+#: Objects up to this size produced in memory stay in memory.
+MEMORY_LIMIT = 1 << 20
+
+PENDING, READY, FAILED = range(3)
+BLOB, DIRECTORY = 0, 1
+
+
+class StoredObject:
+    __slots__ = ("key", "label", "content_type", "data_type", "user", "size", "data", "path",
+                 "state", "waiters", "info", "delete_at", "safe_link", "locations",
+                 "fetching", "declared_content_type", "refs")
+
+    def __init__(self, key, label, content_type, data_type, user, size):
+        self.key = key
+        self.label = label
+        self.content_type = content_type or None
+        self.declared_content_type = self.content_type
+        self.data_type = data_type
+        self.user = user
+        self.size = size
+        self.data = None
+        self.path = None
+        self.state = PENDING
+        self.waiters = None
+        self.info = None         # dict (ObjectInfo fields) set when produced here
+        self.delete_at = None
+        self.safe_link = True    # False when the file could not be made immutable
+        self.locations = ()
+        self.fetching = None
+        self.refs = 0            # running tasks using it right now
+
+    def __repr__(self):
+        return f"<StoredObject {self.key} state={self.state} size={self.size}>"
+
+
+class Store:
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.data_dir = os.path.join(workdir, "data")
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.objects = {}
+        self.to_delete = {}      # key -> StoredObject in the delayed-delete list
+        self._materialize_lock = threading.Lock()
+
+    def path_for(self, key):
+        return os.path.join(self.data_dir, f"{key[0]}-{key[1]}")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def add(self, key, label, content_type, data_type, user, size):
+        obj = self.objects.get(key)
+        if obj is None:
+            obj = self.objects[key] = StoredObject(key, label, content_type, data_type, user,
+                                                   size)
+        elif obj.delete_at is not None:
+            obj.delete_at = None
+            self.to_delete.pop(key, None)
+        return obj
+
+    def set_bytes(self, obj, data):
+        obj.data = bytes(data) if not isinstance(data, bytes) else data
+        obj.size = len(obj.data)
+        self._ready(obj)
+
+    def set_file(self, obj, path, size=None):
+        """Take ownership of ``path`` (renamed into the store, then protected)."""
+        target = self.path_for(obj.key)
+        if os.path.lexists(target):
+            remove_tree(target)
+        os.rename(path, target)
+        obj.path = target
+        obj.size = size if size is not None else path_size(target)
+        obj.safe_link = protect(target)
+        self._ready(obj)
+
+    def _ready(self, obj):
+        obj.state = READY
+        waiters, obj.waiters = obj.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(obj)
+
+    def fail(self, obj, exc):
+        obj.state = FAILED
+        waiters, obj.waiters = obj.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_exception(exc)
+
+    async def wait_ready(self, obj):
+        if obj.state == READY:
+            return obj
+        if obj.waiters is None:
+            obj.waiters = []
+        future = asyncio.get_running_loop().create_future()
+        obj.waiters.append(future)
+        return await future
+
+    # -- files -----------------------------------------------------------------------------
+    def materialize(self, obj):
+        """Return a file path holding the object (writing memory data out once).
+
+        Runs in worker threads; the lock makes concurrent first uses write it once."""
+        if obj.path is not None:
+            return obj.path
+        with self._materialize_lock:
+            if obj.path is not None:
+                return obj.path
+            return self._materialize(obj)
+
+    def _materialize(self, obj):
+        target = self.path_for(obj.key)
+        if obj.data_type == DIRECTORY:
+            from ..common.data_instance import extract_tar
+            extract_tar(obj.data, target)
+        else:
+            with open(target, "wb") as f:
+                f.write(obj.data)
+        obj.path = target
+        obj.safe_link = protect(target)
+        return target
+
+    def read_bytes(self, obj):
+        """The object's bytes (a directory as a tar archive)."""
+        if obj.data is not None:
+            return obj.data
+        if obj.data_type == DIRECTORY:
+            from ..common.data_instance import make_tar
+            return make_tar(obj.path)
+        with open(obj.path, "rb") as f:
+            return f.read()
+
+    # -- deletion --------------------------------------------------------------------------
+    def schedule_delete(self, key, delay):
+        obj = self.objects.get(key)
+        if obj is None:
+            return
+        if obj.state != READY or delay <= 0:
+            self.delete_now(key)
+            return
+        if obj.delete_at is None:
+            obj.delete_at = time.monotonic() + delay
+            self.to_delete[key] = obj
+
+    def delete_now(self, key):
+        obj = self.objects.pop(key, None)
+        self.to_delete.pop(key, None)
+        if obj is None:
+            return
+        if obj.state == PENDING:
+            self.fail(obj, ObjectDeleted(f"object {key} was deleted"))
+        obj.data = None
+        if obj.path is not None:
+            remove_tree(obj.path)
+            obj.path = None
+
+    def expire(self, now=None):
+        now = time.monotonic() if now is None else now
+        expired = [key for key, obj in self.to_delete.items() if obj.delete_at <= now]
+        for key in expired:
+            self.delete_now(key)
+        return expired
+
+    def clear(self):
+        for key in list(self.objects):
+            self.delete_now(key)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class ObjectDeleted(Exception):
+    pass
+
+
+def path_size(path):
+    if os.path.isdir(path):
+        total = 0
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        return total
+    return os.path.getsize(path)

@@ -1,0 +1,520 @@
+"""The server's network side: decodes frames into core calls, encodes what the core queued.
+
+One asyncio loop. Each connection starts with a ``Hello``; a bad hello, a garbage frame or
+an unknown message closes that connection only (after an error reply where one is
+possible). Replies and governor work leave once per loop turn.
+"""
+import asyncio
+import logging
+
+from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
+from ..common.cbor import dumps_or_empty, loads_or
+from ..common.framing import FrameProtocol
+from .core import RequestError, ServerCore, SessionFailed
+from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
+
+logger = logging.getLogger(__name__)
+
+R = rain_capnp
+TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class ServerComm:
+    """The ``comm`` of the core: turns its decisions into frames."""
+
+    def __init__(self, server):
+        self.server = server
+        self.loop = None
+        self._dirty = set()
+        self._flush_scheduled = False
+
+    def reply(self, client, request_id, kind, payload):
+        conn = client.conn
+        if conn is None or conn.closed:
+            return
+        conn.send(encode_response(request_id, kind, payload))
+
+    def governor_dirty(self, governor):
+        self._dirty.add(governor)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self.flush_governors)
+
+    def schedule_soon(self):
+        self.loop.call_soon(self.server.run_schedule)
+
+    def event(self, event):
+        self.server.events.add(event)
+
+    def flush_governors(self):
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for governor in dirty:
+            conn = governor.conn
+            if conn is None:
+                governor.out_objects.clear()
+                governor.out_tasks.clear()
+                governor.out_stop.clear()
+                governor.out_delete.clear()
+                continue
+            for frame in encode_governor_work(governor):
+                conn.send(frame)
+
+
+class RainServer:
+    def __init__(self, events, *, token="", test_mode=False, debug_mode=False):
+        self.events = events
+        self.token = token
+        self.comm = ServerComm(self)
+        self.core = ServerCore(self.comm, test_mode=test_mode, debug_mode=debug_mode)
+        self._info_requests = {}
+        self._next_info_request = 1
+        self.rpc_server = None
+        self.event_subscribers = {}   # Client -> filter session (-1: all)
+
+    async def listen(self, host, port):
+        loop = asyncio.get_running_loop()
+        self.comm.loop = loop
+        self.rpc_server = await loop.create_server(
+            lambda: FrameProtocol(self._on_frame, self._on_close), host, port)
+        self.events.listeners.append(self._push_event)
+        return self.rpc_server.sockets[0].getsockname()[:2]
+
+    def run_schedule(self):
+        try:
+            self.core.schedule()
+        except Exception:
+            logger.exception("scheduling failed")
+
+    # -- connection dispatch ----------------------------------------------------------------
+    def _on_frame(self, conn, frame):
+        state = conn.state
+        if state is None:
+            self._on_hello(conn, frame)
+        elif state[0] == "client":
+            self._on_client_frame(conn, state[1], frame)
+        elif state[0] == "governor":
+            self._on_governor_frame(conn, state[1], frame)
+        else:
+            raise ProtocolError("unexpected frame")
+
+    def _on_close(self, conn, exc):
+        state = conn.state
+        conn.state = ("closed", None)
+        if state is None or state[0] == "closed":
+            return
+        try:
+            if state[0] == "client":
+                self.event_subscribers.pop(state[1], None)
+                self.core.remove_client(state[1])
+            elif state[0] == "governor":
+                logger.warning("governor %s disconnected", state[1].id)
+                self.core.remove_governor(state[1])
+                for pending in list(self._info_requests.values()):
+                    pending[1].discard(state[1].id)
+                    self._maybe_finish_info(pending)
+        except Exception:
+            logger.exception("cleanup after a closed connection failed")
+
+    def _reply_hello(self, conn, ok, error="", governor_id=""):
+        msg = R.HelloReply.new_message(ok=ok, error=error, governorId=governor_id,
+                                       protocolVersion=PROTOCOL_VERSION)
+        conn.send(msg.to_bytes())
+
+    def _on_hello(self, conn, frame):
+        try:
+            with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
+                version = hello.protocolVersion
+                token = hello.token
+                role = str(hello.role)
+                data_address = hello.dataAddress
+                cpus = hello.cpus
+                resources = hello.resources
+        except Exception as exc:
+            logger.info("bad hello from %s: %s", conn.peer, exc)
+            self._reply_hello(conn, False, "Invalid hello message")
+            conn.close()
+            return
+        if version != PROTOCOL_VERSION:
+            self._reply_hello(conn, False, f"Protocol version {version} is not supported "
+                                           f"(server speaks {PROTOCOL_VERSION})")
+            conn.close()
+            return
+        if self.token and token != self.token:
+            self._reply_hello(conn, False, "Authentication failed: wrong or missing token")
+            conn.close()
+            return
+        if role == "client":
+            client = self.core.add_client(conn)
+            conn.state = ("client", client)
+            self._reply_hello(conn, True)
+        elif role == "governor":
+            try:
+                resources = loads_or(resources, {})
+                if not isinstance(resources, dict):
+                    raise ValueError("resources must be a map")
+                if cpus < 0:
+                    raise ValueError("negative cpus")
+                governor_id = data_address
+                if not governor_id:
+                    raise ValueError("no data address")
+                if governor_id.startswith("0.0.0.0:") or governor_id.startswith(":"):
+                    host = conn.peer[0] if conn.peer else "127.0.0.1"
+                    governor_id = f"{host}:{governor_id.rsplit(':', 1)[1]}"
+                governor = self.core.add_governor(governor_id, cpus, resources, conn)
+            except (RequestError, ValueError) as exc:
+                self._reply_hello(conn, False, f"Governor rejected: {exc}")
+                conn.close()
+                return
+            conn.state = ("governor", governor)
+            self._reply_hello(conn, True, governor_id=governor.id)
+            logger.info("governor %s registered with %d cpus", governor.id, cpus)
+        else:
+            self._reply_hello(conn, False, f"Role {role} is not served on this port")
+            conn.close()
+
+    # -- clients ----------------------------------------------------------------------------
+    def _on_client_frame(self, conn, client, frame):
+        request_id = 0
+        try:
+            with R.ClientRequest.from_bytes(frame,
+                                            traversal_limit_in_words=TRAVERSAL_LIMIT) as req:
+                request_id = req.requestId
+                self._dispatch_client(client, request_id, req)
+        except (RequestError, ProtocolError) as exc:
+            self.comm.reply(client, request_id, "error", exc)
+        except Exception as exc:
+            if request_id == 0:
+                # Undecodable: the client cannot even learn which request failed.
+                logger.info("malformed frame from client %s: %s", client.id, exc)
+                self.comm.reply(client, 0, "error",
+                                ProtocolError(f"Malformed request: {exc}"))
+                conn.flush()
+                conn.close()
+                return
+            logger.exception("request %s of client %s failed", request_id, client.id)
+            self.comm.reply(client, request_id, "error",
+                            RequestError(f"Internal server error: {exc!r}"))
+
+    def _dispatch_client(self, client, request_id, req):
+        which = req.which()
+        core = self.core
+        if which == "submit":
+            submit = req.submit
+            tasks, objects = decode_submit(submit)
+            core.submit(client, submit.session, tasks, objects)
+            self.comm.reply(client, request_id, "ok", None)
+        elif which == "wait":
+            ids = req.wait
+            core.wait(client, request_id, ids.session, list(ids.tasks), list(ids.objects))
+        elif which == "waitSome":
+            ids = req.waitSome
+            core.wait(client, request_id, ids.session, list(ids.tasks), list(ids.objects),
+                      some=True)
+        elif which == "waitAll":
+            core.wait_all(client, request_id, req.waitAll)
+        elif which == "fetch":
+            core.fetch(client, request_id, req.fetch.session, req.fetch.id)
+        elif which == "getState":
+            ids = req.getState
+            items = core.get_state(client, ids.session, list(ids.tasks), list(ids.objects))
+            self.comm.reply(client, request_id, "state", items)
+        elif which == "unkeep":
+            ids = req.unkeep
+            core.unkeep(client, ids.session, list(ids.objects))
+            self.comm.reply(client, request_id, "ok", None)
+        elif which == "newSession":
+            spec = loads_or(req.newSession, {})
+            if not isinstance(spec, dict):
+                raise RequestError("session spec must be a map")
+            session_id = core.new_session(client, spec)
+            self.comm.reply(client, request_id, "session", session_id)
+        elif which == "closeSession":
+            core.close_session(client, req.closeSession)
+            self.comm.reply(client, request_id, "ok", None)
+        elif which == "serverInfo":
+            self._start_info_request(client, request_id)
+        elif which == "subscribe":
+            spec = loads_or(req.subscribe, {})
+            session = spec.get("session", -1) if isinstance(spec, dict) else -1
+            self.event_subscribers[client] = session
+            self.comm.reply(client, request_id, "ok", None)
+        else:
+            raise ProtocolError(f"Unknown request {which!r}")
+
+    def _push_event(self, event):
+        if not self.event_subscribers:
+            return
+        for client, session in self.event_subscribers.items():
+            if session != -1 and event.get("session", session) != session:
+                continue
+            queue = client.subscriptions
+            if queue is None:
+                queue = client.subscriptions = []
+                self.comm.loop.call_soon(self._flush_events, client)
+            queue.append(event)
+
+    def _flush_events(self, client):
+        queue, client.subscriptions = client.subscriptions, None
+        if queue and client.conn is not None and not client.conn.closed:
+            msg = R.ServerToClient.new_message()
+            msg.events = dumps_or_empty(queue)
+            client.conn.send(msg.to_bytes())
+
+    # -- server info --------------------------------------------------------------------------
+    def _start_info_request(self, client, request_id):
+        governors = [g for g in self.core.governors.values() if g.conn is not None]
+        number = self._next_info_request
+        self._next_info_request += 1
+        pending = [client, {g.id for g in governors}, {}, request_id, number]
+        self._info_requests[number] = pending
+        for governor in governors:
+            msg = R.ServerToGovernor.new_message()
+            msg.infoRequest = number
+            governor.conn.send(msg.to_bytes())
+        self._maybe_finish_info(pending)
+
+    def _maybe_finish_info(self, pending):
+        client, waiting, results, request_id, number = pending
+        if waiting or number not in self._info_requests:
+            return
+        del self._info_requests[number]
+        governors = []
+        for governor in self.core.governors.values():
+            held = results.get(governor.id)
+            if held is None:
+                continue
+            tasks, objects, to_delete = held
+            governors.append({
+                "governor_id": governor.id,
+                "tasks": tasks,
+                "objects": objects,
+                "objects_to_delete": to_delete,
+                "resources": {"cpus": governor.cpus, **governor.resources},
+            })
+        self.comm.reply(client, request_id, "serverInfo", {"governors": governors})
+
+    # -- governors ----------------------------------------------------------------------------
+    def _on_governor_frame(self, conn, governor, frame):
+        with R.GovernorToServer.from_bytes(frame,
+                                           traversal_limit_in_words=TRAVERSAL_LIMIT) as msg:
+            which = msg.which()
+            if which == "update":
+                update = msg.update
+                objects = [(o.id.session, o.id.id, int(o.state.raw), o.size, o.contentType,
+                            o.info) for o in update.objects]
+                tasks = [(t.id.session, t.id.id, int(t.state.raw), t.info)
+                         for t in update.tasks]
+                if objects:
+                    self.core.on_object_updates(governor, objects)
+                if tasks:
+                    self.core.on_task_updates(governor, tasks)
+            elif which == "info":
+                info = msg.info
+                pending = self._info_requests.get(info.requestId)
+                if pending is not None:
+                    pending[2][governor.id] = (
+                        [[i.session, i.id] for i in info.tasks],
+                        [[i.session, i.id] for i in info.objects],
+                        [[i.session, i.id] for i in info.objectsToDelete])
+                    pending[1].discard(governor.id)
+                    self._maybe_finish_info(pending)
+            elif which == "monitoring":
+                data = loads_or(msg.monitoring, {})
+                if isinstance(data, dict):
+                    data["type"] = "Monitoring"
+                    data["governor"] = governor.id
+                    self.events.add(data)
+            else:
+                raise ProtocolError(f"Unknown governor message {which!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoding and decoding
+
+def decode_submit(submit):
+    tasks = []
+    for t in submit.tasks:
+        resources = t.resources
+        if resources:
+            resources = loads_or(resources, None)
+            if resources is not None and not isinstance(resources, dict):
+                raise RequestError(f"Task {t.id}: resources must be a map")
+            if resources:
+                for name, amount in resources.items():
+                    if not isinstance(name, str) or not isinstance(amount, (int, float)) \
+                            or amount < 0:
+                        raise RequestError(f"Task {t.id}: invalid resource {name!r}")
+        else:
+            resources = None
+        tasks.append((t.id, t.taskType, t.config, [(i.id, i.label) for i in t.inputs],
+                      list(t.outputs), t.cpus, resources or None, t.name, t.user))
+    objects = []
+    for o in submit.objects:
+        objects.append((o.id, o.label, o.contentType, int(o.dataType.raw), o.user, o.keep,
+                        o.data if o.hasData else None))
+    return tasks, objects
+
+
+def _set_error(error, exc):
+    error.message = str(exc)
+    if isinstance(exc, SessionFailed):
+        error.kind = "session"
+        error.task = exc.task_id
+        error.debug = exc.debug or ""
+    else:
+        error.kind = "request"
+        error.task = -1
+
+
+def encode_response(request_id, kind, payload):
+    msg = R.ServerToClient.new_message()
+    resp = msg.init("response")
+    resp.requestId = request_id
+    if kind == "ok":
+        resp.ok = None
+    elif kind == "error":
+        _set_error(resp.init("error"), payload)
+    elif kind == "session":
+        resp.session = payload
+    elif kind == "some":
+        tasks, objects = payload
+        state = resp.init("state")
+        tl = state.init("tasks", len(tasks))
+        for i, tid in enumerate(tasks):
+            tl[i].id = tid
+            tl[i].state = "finished"
+        ol = state.init("objects", len(objects))
+        for i, oid in enumerate(objects):
+            ol[i].id = oid
+            ol[i].state = "finished"
+    elif kind == "state":
+        tasks = [i for i in payload if isinstance(i, Task)]
+        objects = [i for i in payload if not isinstance(i, Task)]
+        state = resp.init("state")
+        tl = state.init("tasks", len(tasks))
+        for i, task in enumerate(tasks):
+            entry = tl[i]
+            entry.id = task.id
+            entry.state = TASK_STATE_NAMES[task.state]
+            entry.info = task.info
+        ol = state.init("objects", len(objects))
+        for i, obj in enumerate(objects):
+            entry = ol[i]
+            entry.id = obj.id
+            entry.state = ("unfinished", "finished", "removed")[obj.state]
+            info = loads_or(obj.info, {}) or {}
+            if obj.size >= 0:
+                info["size"] = obj.size
+            if obj.content_type:
+                info.setdefault("content_type", obj.content_type)
+            entry.info = dumps_or_empty(info)
+    elif kind == "fetch":
+        obj, data, location = payload
+        fetch = resp.init("fetch")
+        info = loads_or(obj.info, {}) or {}
+        info["size"] = obj.size
+        fetch.info = dumps_or_empty(info)
+        fetch.dataType = "directory" if obj.data_type == 1 else "blob"
+        fetch.contentType = obj.content_type or ""
+        fetch.size = obj.size
+        if data is not None:
+            fetch.data = data
+        else:
+            fetch.location = location
+    elif kind == "serverInfo":
+        resp.serverInfo = dumps_or_empty(payload)
+    else:
+        raise ValueError(kind)
+    return msg.to_bytes()
+
+
+def _fill_id(builder, key):
+    builder.session = key[0]
+    builder.id = key[1]
+
+
+def encode_governor_work(governor):
+    """Frames for everything queued for one governor: stops and deletes first, then one
+    assignment with objects before the tasks that use them."""
+    frames = []
+    if governor.out_stop:
+        msg = R.ServerToGovernor.new_message()
+        stops = msg.init("stopTasks", len(governor.out_stop))
+        for i, key in enumerate(governor.out_stop):
+            _fill_id(stops[i], key)
+        governor.out_stop = []
+        frames.append(msg.to_bytes())
+    if governor.out_delete:
+        msg = R.ServerToGovernor.new_message()
+        deletes = msg.init("deleteObjects", len(governor.out_delete))
+        for i, key in enumerate(governor.out_delete):
+            _fill_id(deletes[i], key)
+        governor.out_delete = []
+        frames.append(msg.to_bytes())
+    if governor.out_tasks or governor.out_objects:
+        msg = R.ServerToGovernor.new_message()
+        assign = msg.init("assign")
+        objects = [o for o in governor.out_objects if o.state != REMOVED]
+        ol = assign.init("objects", len(objects))
+        for i, obj in enumerate(objects):
+            entry = ol[i]
+            oid = entry.id
+            oid.session = obj.session.id
+            oid.id = obj.id
+            if obj.label:
+                entry.label = obj.label
+            if obj.content_type:
+                entry.contentType = obj.content_type
+            if obj.data_type:
+                entry.dataType = "directory"
+            if obj.user:
+                entry.user = obj.user
+            entry.size = obj.size
+            if obj.data is not None:
+                entry.hasData = True
+                entry.data = obj.data
+            elif obj.state == OBJ_FINISHED and obj.locations:
+                locations = entry.init("locations", len(obj.locations))
+                for j, g in enumerate(obj.locations):
+                    locations[j] = g.id
+        tasks = [t for t in governor.out_tasks if t.governor is governor and t.state == 2]
+        tl = assign.init("tasks", len(tasks))
+        for i, task in enumerate(tasks):
+            entry = tl[i]
+            tid = entry.id
+            sid = task.session.id
+            tid.session = sid
+            tid.id = task.id
+            entry.taskType = task.task_type
+            if task.config:
+                entry.config = task.config
+            inputs = entry.init("inputs", len(task.inputs))
+            labels = task.input_labels
+            for j, obj in enumerate(task.inputs):
+                inp = inputs[j]
+                iid = inp.id
+                iid.session = sid
+                iid.id = obj.id
+                if labels[j]:
+                    inp.label = labels[j]
+            outputs = entry.init("outputs", len(task.outputs))
+            for j, obj in enumerate(task.outputs):
+                oid = outputs[j]
+                oid.session = sid
+                oid.id = obj.id
+            entry.cpus = task.cpus
+            if task.resources:
+                entry.resources = dumps_or_empty(task.resources)
+            if task.name:
+                entry.name = task.name
+            if task.user:
+                entry.user = task.user
+        governor.out_objects = []
+        governor.out_tasks = []
+        frames.append(msg.to_bytes())
+    return frames

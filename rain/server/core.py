@@ -1,0 +1,667 @@
+"""The server's state machine: sessions, the task graph, object lifetime, failures.
+
+No sockets and no asyncio here. The connection layer decodes a message, calls one of the
+``on_*``/request methods, and then sends whatever the core queued: replies go through
+``comm.reply(client, request_id, kind, payload)``, per-governor work accumulates in the
+governors' ``out_*`` lists (``comm.governor_dirty(governor)`` is called once per governor
+that got something), and events through ``comm.event(event_dict)``. A test can drive the
+whole server by calling these methods with a recording ``comm``.
+"""
+import logging
+
+from ..common.cbor import loads_or
+from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
+                    REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
+                    Governor, Session, SessionError, Task, Waiter)
+from .scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+FIRST_ID = 10
+
+
+class RequestError(Exception):
+    """A client request that cannot be honoured; the message goes back to that client."""
+
+
+class ServerCore:
+    def __init__(self, comm, *, test_mode=False, debug_mode=False):
+        self.comm = comm
+        self.test_mode = test_mode
+        self.debug_mode = debug_mode
+        self.scheduler = Scheduler()
+        self.governors = {}          # id -> Governor
+        self.clients = {}
+        self.sessions = {}           # id -> Session (open ones)
+        self._next_session_id = 1
+        self._next_client_id = 1
+        self._schedule_needed = False
+
+    # ======================================================================================
+    # Clients and sessions
+
+    def add_client(self, conn=None):
+        client = Client(self._next_client_id, conn)
+        self._next_client_id += 1
+        self.clients[client.id] = client
+        self.comm.event({"type": "ClientNew", "client": client.id})
+        return client
+
+    def remove_client(self, client):
+        for session in list(client.sessions):
+            self._close_session(session, "ClientClose", "client disconnected")
+        self.clients.pop(client.id, None)
+        self.comm.event({"type": "ClientRemoved", "client": client.id})
+
+    def new_session(self, client, spec):
+        session = Session(self._next_session_id, client, spec.get("name", ""), spec)
+        self._next_session_id += 1
+        self.sessions[session.id] = session
+        client.sessions.add(session)
+        self.comm.event({"type": "SessionNew", "session": session.id, "client": client.id,
+                         "spec": spec})
+        return session.id
+
+    def _session(self, client, session_id, allow_failed=False):
+        session = self.sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+        if session.error is not None and not allow_failed:
+            raise _session_failed(session)
+        return session
+
+    def close_session(self, client, session_id):
+        session = self.sessions.get(session_id)
+        if session is None or session.client is not client:
+            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+        self._close_session(session, "ClientClose", "")
+
+    def _close_session(self, session, reason, message):
+        if session.closed:
+            return
+        self._stop_session_work(session)
+        session.closed = True
+        self.sessions.pop(session.id, None)
+        session.client.sessions.discard(session)
+        error = RequestError(f"Session {session.id} was closed")
+        for waiters in list(session.waiters.values()):
+            for waiter in waiters:
+                self._fail_waiter(waiter, error)
+        session.waiters.clear()
+        session.tasks.clear()
+        session.objects.clear()
+        self.comm.event({"type": "SessionClosed", "session": session.id, "reason": reason,
+                         "message": message})
+        self._request_schedule()
+
+    def _stop_session_work(self, session):
+        """Stop every running task of the session and drop all its objects everywhere."""
+        for task in session.tasks.values():
+            if task.state in (ASSIGNED, RUNNING):
+                self._release(task)
+                governor = task.governor
+                governor.out_stop.append(task.key)
+                self.comm.governor_dirty(governor)
+            if task.state in (NOT_ASSIGNED, READY, ASSIGNED, RUNNING):
+                task.state = FAILED   # also takes it out of the scheduler's ready queue
+        for obj in session.objects.values():
+            if obj.state != REMOVED:
+                self._remove_object(obj)
+
+    # ======================================================================================
+    # Submit
+
+    def submit(self, client, session_id, tasks, objects):
+        """Validate a whole submit first (nothing changes when it is rejected), then add.
+
+        ``tasks``: tuples (id, type, config, [(input_id, label)], [output_id], cpus,
+        resources, name, user); ``objects``: tuples (id, label, content_type, data_type,
+        user, keep, data-or-None).
+        """
+        session = self._session(client, session_id)
+        existing_tasks = session.tasks
+        existing_objects = session.objects
+        new_objects = {}
+        for spec in objects:
+            oid = spec[0]
+            if oid < FIRST_ID:
+                raise RequestError(f"Invalid object id {oid} (ids start at {FIRST_ID})")
+            if oid in new_objects or oid in existing_objects or oid in existing_tasks:
+                raise RequestError(f"Duplicate id {oid} in session {session_id}")
+            if spec[3] not in (0, 1):
+                raise RequestError(f"Object {oid}: invalid data type")
+            new_objects[oid] = spec
+        new_tasks = {}
+        producers = {}
+        for spec in tasks:
+            tid, task_type, _config, inputs, outputs, cpus = spec[:6]
+            if tid < FIRST_ID:
+                raise RequestError(f"Invalid task id {tid} (ids start at {FIRST_ID})")
+            if tid in new_tasks or tid in existing_tasks or tid in existing_objects \
+                    or tid in new_objects:
+                raise RequestError(f"Duplicate id {tid} in session {session_id}")
+            if not task_type:
+                raise RequestError(f"Task {tid}: empty task type")
+            if cpus < 0:
+                raise RequestError(f"Task {tid}: negative cpus")
+            max_cpus = self.scheduler.max_cpus()
+            if self.governors and cpus > max_cpus:
+                raise RequestError(
+                    f"Task {tid} asks for {cpus} cpus but the largest governor has {max_cpus}")
+            for input_id, _label in inputs:
+                if input_id in new_objects:
+                    continue
+                obj = existing_objects.get(input_id)
+                if obj is None:
+                    raise RequestError(f"Task {tid}: unknown input object {input_id}")
+                if obj.state == REMOVED:
+                    raise RequestError(
+                        f"Task {tid}: input object {input_id} was already removed "
+                        "(it was not kept)")
+            for output_id in outputs:
+                if output_id not in new_objects:
+                    raise RequestError(
+                        f"Task {tid}: output {output_id} is not an object of this submit")
+                if output_id in producers:
+                    raise RequestError(f"Object {output_id} is an output of two tasks "
+                                       f"({producers[output_id]} and {tid})")
+                if new_objects[output_id][6] is not None:
+                    raise RequestError(f"Object {output_id} has data and is a task output")
+                producers[output_id] = tid
+            new_tasks[tid] = spec
+        for oid, spec in new_objects.items():
+            if oid not in producers and spec[6] is None:
+                raise RequestError(f"Object {oid} has no data and no task produces it")
+        self._check_acyclic(new_tasks, producers)
+
+        # -- apply ----------------------------------------------------------------------
+        submitted_objects = []
+        for oid, (_, label, content_type, data_type, user, keep, data) in new_objects.items():
+            obj = DataObject(session, oid, label, content_type, data_type, user, keep, data)
+            existing_objects[oid] = obj
+            submitted_objects.append(obj)
+            if data is not None:
+                obj.state = OBJ_FINISHED
+                obj.size = len(data)
+                if self.test_mode:
+                    self._apply_testing(obj)
+        submitted_tasks = []
+        for tid, spec in new_tasks.items():
+            _, task_type, config, inputs, outputs, cpus, resources, name, user = spec
+            input_objects = [existing_objects[i] for i, _ in inputs]
+            task = Task(session, tid, task_type, config, input_objects,
+                        [label for _, label in inputs],
+                        [existing_objects[o] for o in outputs], cpus, resources, name, user)
+            existing_tasks[tid] = task
+            for obj in task.outputs:
+                obj.producer = task
+            submitted_tasks.append(task)
+        ready = []
+        for task in submitted_tasks:
+            waiting = 0
+            for obj in task.inputs:
+                obj.consumers += 1
+                if obj.state != OBJ_FINISHED:
+                    waiting += 1
+                    if obj.dependents is None:
+                        obj.dependents = [task]
+                    else:
+                        obj.dependents.append(task)
+            task.waiting = waiting
+            if waiting == 0:
+                ready.append(task)
+        session.unfinished_tasks += len(submitted_tasks)
+        session.stats[0] += len(submitted_tasks)
+        for task in ready:
+            self.scheduler.add_ready(task)
+        # Constants that nobody needs and nobody keeps are garbage right away.
+        for obj in submitted_objects:
+            if obj.state == OBJ_FINISHED and obj.consumers == 0 and not obj.keep:
+                self._remove_object(obj)
+        self.comm.event({"type": "ClientSubmit", "session": session.id,
+                         "tasks": [t.id for t in submitted_tasks],
+                         "dataobjs": [o.id for o in submitted_objects],
+                         "task_names": _names_summary(submitted_tasks)})
+        self._request_schedule()
+        self._debug_check()
+
+    def _apply_testing(self, obj):
+        user = loads_or(obj.user, {})
+        testing = user.get("_testing") if isinstance(user, dict) else None
+        if not testing:
+            return
+        governors = []
+        for gid in testing.get("governors", ()):
+            governor = self.governors.get(gid)
+            if governor is None:
+                raise RequestError(f"_testing: unknown governor {gid}")
+            governors.append(governor)
+        obj.testing = governors
+        if "size" in testing:
+            obj.size = int(testing["size"])
+
+    @staticmethod
+    def _check_acyclic(new_tasks, producers):
+        """Kahn's algorithm over the tasks of one submit (older tasks cannot depend on new
+        ones, so a cycle can only lie within the submit)."""
+        if not new_tasks:
+            return
+        indegree = {}
+        dependents = {}
+        for tid, spec in new_tasks.items():
+            count = 0
+            for input_id, _ in spec[3]:
+                producer = producers.get(input_id)
+                if producer is not None:
+                    count += 1
+                    dependents.setdefault(producer, []).append(tid)
+            indegree[tid] = count
+        stack = [tid for tid, count in indegree.items() if count == 0]
+        seen = 0
+        while stack:
+            tid = stack.pop()
+            seen += 1
+            for dep in dependents.get(tid, ()):
+                indegree[dep] -= 1
+                if indegree[dep] == 0:
+                    stack.append(dep)
+        if seen != len(new_tasks):
+            cyclic = sorted(tid for tid, count in indegree.items() if count > 0)
+            shown = ", ".join(map(str, cyclic[:10]))
+            raise RequestError(f"The submitted graph has a cycle (through tasks {shown})")
+
+    # ======================================================================================
+    # Waiting, fetching, state
+
+    def _lookup(self, session, task_ids, object_ids):
+        items = []
+        for tid in task_ids:
+            task = session.tasks.get(tid)
+            if task is None:
+                raise RequestError(f"Unknown task {tid} in session {session.id} "
+                                   "(not submitted?)")
+            items.append(task)
+        for oid in object_ids:
+            obj = session.objects.get(oid)
+            if obj is None:
+                raise RequestError(f"Unknown object {oid} in session {session.id} "
+                                   "(not submitted?)")
+            items.append(obj)
+        return items
+
+    def wait(self, client, request_id, session_id, task_ids, object_ids, some=False):
+        session = self._session(client, session_id)
+        items = self._lookup(session, task_ids, object_ids)
+        pending = [item for item in items if not _is_done(item)]
+        if some:
+            if not items or len(pending) < len(items):
+                self._reply_some(client, request_id, items)
+                return
+            waiter = Waiter(client, request_id, "some", session, 1, items)
+        else:
+            if not pending:
+                self.comm.reply(client, request_id, "ok", None)
+                return
+            waiter = Waiter(client, request_id, "wait", session, len(pending))
+        for item in pending:
+            session.waiters.setdefault(item, []).append(waiter)
+
+    def wait_all(self, client, request_id, session_id):
+        session = self._session(client, session_id)
+        pending = [t for t in session.tasks.values() if t.state != FINISHED]
+        if not pending:
+            self.comm.reply(client, request_id, "ok", None)
+            return
+        waiter = Waiter(client, request_id, "wait", session, len(pending))
+        for task in pending:
+            session.waiters.setdefault(task, []).append(waiter)
+
+    def _reply_some(self, client, request_id, items):
+        tasks = [i.id for i in items if isinstance(i, Task) and _is_done(i)]
+        objects = [i.id for i in items if isinstance(i, DataObject) and _is_done(i)]
+        self.comm.reply(client, request_id, "some", (tasks, objects))
+
+    def fetch(self, client, request_id, session_id, object_id):
+        session = self._session(client, session_id)
+        obj = session.objects.get(object_id)
+        if obj is None:
+            raise RequestError(f"Unknown object {object_id} in session {session_id} "
+                               "(not submitted?)")
+        if not obj.keep:
+            raise RequestError(f"Object {object_id} is not kept; call keep() before submit "
+                               "to fetch it")
+        if obj.state == OBJ_FINISHED:
+            self._reply_fetch(client, request_id, obj)
+            return
+        waiter = Waiter(client, request_id, "fetch", session, 1, obj)
+        session.waiters.setdefault(obj, []).append(waiter)
+
+    def _reply_fetch(self, client, request_id, obj):
+        if obj.data is not None:
+            self.comm.reply(client, request_id, "fetch", (obj, obj.data, None))
+            return
+        locations = [g for g in obj.locations if g.conn is not None]
+        if not locations:
+            self.comm.reply(client, request_id, "error",
+                            RequestError(f"Object {obj.id} is on no governor any more"))
+            return
+        self.comm.reply(client, request_id, "fetch", (obj, None, locations[0].id))
+
+    def unkeep(self, client, session_id, object_ids):
+        session = self._session(client, session_id)
+        objs = []
+        for oid in object_ids:
+            obj = session.objects.get(oid)
+            if obj is None:
+                raise RequestError(f"Unknown object {oid} in session {session_id}")
+            objs.append(obj)
+        for obj in objs:
+            obj.keep = False
+            if obj.state == OBJ_FINISHED and obj.consumers == 0:
+                self._remove_object(obj)
+        self.comm.event({"type": "ClientUnkeep", "session": session_id,
+                         "dataobjs": list(object_ids)})
+
+    def get_state(self, client, session_id, task_ids, object_ids):
+        session = self._session(client, session_id)
+        items = self._lookup(session, task_ids, object_ids)
+        return items
+
+    # ======================================================================================
+    # Governors
+
+    def add_governor(self, governor_id, cpus, resources, conn=None):
+        if governor_id in self.governors:
+            raise RequestError(f"Governor {governor_id} is already registered")
+        governor = Governor(governor_id, cpus, resources, conn)
+        self.governors[governor_id] = governor
+        self.scheduler.add_governor(governor)
+        self.comm.event({"type": "GovernorNew", "governor": governor_id, "cpus": cpus,
+                         "resources": resources or {}})
+        self._request_schedule()
+        return governor
+
+    def remove_governor(self, governor, reason="connection lost"):
+        """A governor is gone: re-run what can be re-run, fail what lost its data."""
+        if governor.id not in self.governors:
+            return
+        del self.governors[governor.id]
+        self.scheduler.remove_governor(governor)
+        governor.conn = None
+        affected = {}
+        for task in list(governor.tasks):
+            affected.setdefault(task.session, []).append(task)
+        governor.tasks.clear()
+        for session in list(self.sessions.values()):
+            lost = []
+            for obj in session.objects.values():
+                if governor in obj.locations:
+                    obj.locations.remove(governor)
+                    if not obj.locations and obj.data is None and obj.state == OBJ_FINISHED \
+                            and (obj.keep or obj.consumers > 0):
+                        lost.append(obj)
+                if governor in obj.known_by:
+                    obj.known_by.remove(governor)
+                if obj.testing and governor in obj.testing:
+                    obj.testing.remove(governor)
+            if lost:
+                names = ", ".join(str(o.id) for o in lost[:5])
+                self._fail_session(session, SessionError(
+                    f"Governor {governor.id} was lost ({reason}) and with it the only copy "
+                    f"of object(s) {names}"))
+                continue
+            for task in affected.get(session, ()):
+                task.governor = None
+                self.scheduler.add_ready(task)
+        self.comm.event({"type": "GovernorRemoved", "governor": governor.id,
+                         "reason": reason})
+        self._request_schedule()
+
+    def on_task_updates(self, governor, updates):
+        """``updates``: (session_id, task_id, state, info_bytes)."""
+        for session_id, task_id, state, info in updates:
+            session = self.sessions.get(session_id)
+            if session is None:
+                continue            # closed meanwhile: the stop message is on its way
+            task = session.tasks.get(task_id)
+            if task is None or task.governor is not governor:
+                continue
+            if state == RUNNING:
+                if task.state == ASSIGNED:
+                    task.state = RUNNING
+                    task.info = info
+                    self.comm.event({"type": "TaskStarted", "session": session_id,
+                                     "task": task_id, "governor": governor.id,
+                                     "name": task.name})
+            elif state == FINISHED:
+                if task.state in (ASSIGNED, RUNNING):
+                    task.info = info
+                    self._task_finished(task)
+            elif state == FAILED:
+                if task.state in (ASSIGNED, RUNNING):
+                    task.info = info
+                    self._task_failed(task)
+        self._debug_check()
+
+    def on_object_updates(self, governor, updates):
+        """``updates``: (session_id, object_id, state, size, content_type, info_bytes)."""
+        for session_id, object_id, state, size, content_type, info in updates:
+            session = self.sessions.get(session_id)
+            if session is None:
+                continue
+            obj = session.objects.get(object_id)
+            if obj is None or obj.state == REMOVED:
+                continue
+            if state == OBJ_FINISHED:
+                if governor not in obj.locations:
+                    obj.locations.append(governor)
+                if obj.state == UNFINISHED:
+                    obj.size = size
+                    if content_type:
+                        obj.content_type = content_type
+                    obj.info = info
+            elif state == REMOVED:
+                if governor in obj.locations:
+                    obj.locations.remove(governor)
+
+    def _task_finished(self, task):
+        session = task.session
+        governor = task.governor
+        self._release(task)
+        task.state = FINISHED
+        session.unfinished_tasks -= 1
+        session.stats[1] += 1
+        self.comm.event({"type": "TaskFinished", "session": session.id, "task": task.id,
+                         "governor": governor.id, "name": task.name,
+                         "info": loads_or(task.info, {})})
+        waiters = session.waiters
+        for obj in task.outputs:
+            obj.state = OBJ_FINISHED
+            if governor not in obj.locations:
+                obj.locations.append(governor)
+            dependents, obj.dependents = obj.dependents, None
+            for consumer_task in dependents or ():
+                consumer_task.waiting -= 1
+                if consumer_task.waiting == 0 and consumer_task.state == NOT_ASSIGNED:
+                    self.scheduler.add_ready(consumer_task)
+            if waiters:
+                self._notify(session, obj)
+            if obj.consumers == 0 and not obj.keep:
+                self._remove_object(obj)
+        for obj in task.inputs:
+            obj.consumers -= 1
+            if obj.consumers == 0 and not obj.keep and obj.state == OBJ_FINISHED:
+                self._remove_object(obj)
+        if waiters:
+            self._notify(session, task)
+        task.config = None   # not needed any more; keeps a big finished graph small
+        self._request_schedule()
+
+    def _task_failed(self, task):
+        session = task.session
+        self._release(task)
+        task.state = FAILED
+        session.stats[2] += 1
+        info = loads_or(task.info, {})
+        self.comm.event({"type": "TaskFailed", "session": session.id, "task": task.id,
+                         "governor": task.governor.id if task.governor else None,
+                         "name": task.name, "info": info})
+        message = info.get("error") or "task failed"
+        self._fail_session(session, SessionError(message, task.id, info.get("debug", "")))
+
+    def _fail_session(self, session, error):
+        if session.error is not None:
+            return
+        session.error = error
+        self._stop_session_work(session)
+        exc = _session_failed(session)
+        for waiters in list(session.waiters.values()):
+            for waiter in waiters:
+                self._fail_waiter(waiter, exc)
+        session.waiters.clear()
+        self.comm.event({"type": "SessionFailed", "session": session.id,
+                         "message": error.message, "task": error.task_id})
+
+    def _release(self, task):
+        governor = task.governor
+        if governor is None:
+            return
+        governor.tasks.discard(task)
+        governor.free_cpus += task.cpus
+        if task.resources:
+            free = governor.free_resources
+            for name, amount in task.resources.items():
+                free[name] = free.get(name, 0) + amount
+
+    def _remove_object(self, obj):
+        obj.state = REMOVED
+        key = obj.key
+        for governor in obj.known_by:
+            governor.out_delete.append(key)
+            self.comm.governor_dirty(governor)
+        obj.known_by = []
+        obj.locations = []
+        obj.data = None
+
+    # ======================================================================================
+    # Scheduling
+
+    def _request_schedule(self):
+        if not self._schedule_needed:
+            self._schedule_needed = True
+            self.comm.schedule_soon()
+
+    def schedule(self):
+        """Run one scheduling round (the I/O layer calls this once per loop turn)."""
+        self._schedule_needed = False
+        self.scheduler.schedule(self._assign)
+
+    def _assign(self, task, governor):
+        task.state = ASSIGNED
+        task.governor = governor
+        governor.tasks.add(task)
+        governor.free_cpus -= task.cpus
+        if task.resources:
+            free = governor.free_resources
+            for name, amount in task.resources.items():
+                free[name] = free.get(name, 0) - amount
+        out_objects = governor.out_objects
+        for obj in task.inputs:
+            if governor not in obj.known_by:
+                obj.known_by.append(governor)
+                out_objects.append(obj)
+        for obj in task.outputs:
+            if governor not in obj.known_by:
+                obj.known_by.append(governor)
+                out_objects.append(obj)
+        governor.out_tasks.append(task)
+        self.comm.governor_dirty(governor)
+
+    # ======================================================================================
+    # Helpers
+
+    def _notify(self, session, item):
+        waiters = session.waiters.pop(item, None)
+        if not waiters:
+            return
+        for waiter in waiters:
+            if waiter.done:
+                continue
+            if waiter.kind == "fetch":
+                waiter.done = True
+                self._reply_fetch(waiter.client, waiter.request_id, item)
+            elif waiter.kind == "some":
+                waiter.done = True
+                self._reply_some(waiter.client, waiter.request_id, waiter.items)
+            else:
+                waiter.remaining -= 1
+                if waiter.remaining == 0:
+                    waiter.done = True
+                    self.comm.reply(waiter.client, waiter.request_id, "ok", None)
+
+    def _fail_waiter(self, waiter, exc):
+        if not waiter.done:
+            waiter.done = True
+            self.comm.reply(waiter.client, waiter.request_id, "error", exc)
+
+    def session_error(self, session):
+        return _session_failed(session)
+
+    def _debug_check(self):
+        if self.debug_mode:
+            check_consistency(self)
+
+
+class SessionFailed(RequestError):
+    def __init__(self, session):
+        error = session.error
+        super().__init__(error.message)
+        self.task_id = error.task_id
+        self.debug = error.debug
+
+
+def _session_failed(session):
+    return SessionFailed(session)
+
+
+def _is_done(item):
+    if isinstance(item, Task):
+        return item.state == FINISHED
+    return item.state in (OBJ_FINISHED, REMOVED) and (
+        item.producer is None or item.producer.state == FINISHED)
+
+
+def _names_summary(tasks):
+    counts = {}
+    for task in tasks:
+        name = task.name or task.task_type
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def check_consistency(core):
+    """RAIN_DEBUG_MODE: verify the graph invariants; raise AssertionError loudly."""
+    for governor in core.governors.values():
+        used = sum(t.cpus for t in governor.tasks)
+        assert governor.free_cpus == governor.cpus - used, \
+            f"cpu accounting broken on {governor.id}"
+        for task in governor.tasks:
+            assert task.state in (ASSIGNED, RUNNING), f"{task} on {governor.id}"
+            assert task.governor is governor
+    for session in core.sessions.values():
+        unfinished = 0
+        for task in session.tasks.values():
+            if task.state != FINISHED:
+                unfinished += 1
+            if task.state in (ASSIGNED, RUNNING):
+                assert task in task.governor.tasks, f"{task} not on its governor"
+            if task.state == READY or task.state in (ASSIGNED, RUNNING):
+                assert all(o.state != UNFINISHED for o in task.inputs), \
+                    f"{task} scheduled before its inputs"
+        if session.error is None:
+            assert unfinished == session.unfinished_tasks, "unfinished count broken"
+        for obj in session.objects.values():
+            assert obj.consumers >= 0, f"{obj} consumers negative"
+
+
+__all__ = ["ServerCore", "RequestError", "SessionFailed", "TASK_STATE_NAMES", "DIRECTORY"]

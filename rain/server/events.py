@@ -1,0 +1,182 @@
+"""The server's event log: SQLite at ``<logdir>/events.db``, written in batches.
+
+Events are collected in memory as they happen and written at least every half second by a
+single writer thread, so the event loop never waits for the disk. Queries (``POST /events``,
+the dashboard, post-mortem replay) run on the same thread after a flush, so they always see
+every event recorded before the query arrived.
+"""
+import asyncio
+import datetime
+import json
+import logging
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    type TEXT NOT NULL,
+    session INTEGER,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_type ON events(type);
+CREATE INDEX IF NOT EXISTS events_session ON events(session);
+"""
+
+MODES = {"<": "<", ">": ">", "=": "=", "<=": "<=", ">=": ">=", "==": "="}
+
+
+class EventFilterError(ValueError):
+    """A malformed filter of ``POST /events``."""
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def build_query(filter_):
+    """Translate the JSON filter of ``POST /events`` into SQL (conditions AND-ed; the
+    event-type conditions OR-ed among themselves)."""
+    if filter_ is None:
+        filter_ = {}
+    if not isinstance(filter_, dict):
+        raise EventFilterError("the filter must be a JSON object")
+    unknown = set(filter_) - {"id", "event_types", "session", "limit"}
+    if unknown:
+        raise EventFilterError(f"unknown filter key(s): {', '.join(sorted(unknown))}")
+    where, params = [], []
+
+    def condition(column, spec, cast):
+        if not isinstance(spec, dict) or "value" not in spec:
+            raise EventFilterError(f"'{column}' must be {{\"value\": ..., \"mode\": ...}}")
+        mode = MODES.get(spec.get("mode", "="))
+        if mode is None:
+            raise EventFilterError(f"invalid mode {spec.get('mode')!r} for '{column}'")
+        try:
+            value = cast(spec["value"])
+        except (TypeError, ValueError):
+            raise EventFilterError(f"invalid value {spec['value']!r} for '{column}'") from None
+        return f"{column} {mode} ?", value
+
+    def as_int(value):
+        if isinstance(value, bool):
+            raise TypeError
+        return int(value)
+
+    if "id" in filter_:
+        sql, value = condition("id", filter_["id"], as_int)
+        where.append(sql)
+        params.append(value)
+    if "session" in filter_:
+        sql, value = condition("session", filter_["session"], as_int)
+        where.append(sql)
+        params.append(value)
+    if "event_types" in filter_:
+        types = filter_["event_types"]
+        if not isinstance(types, list):
+            raise EventFilterError("'event_types' must be a list")
+        parts = []
+        for spec in types:
+            sql, value = condition("type", spec, str)
+            parts.append(sql)
+            params.append(value)
+        if parts:
+            where.append("(" + " OR ".join(parts) + ")")
+    query = "SELECT id, time, event FROM events"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY id"
+    if "limit" in filter_:
+        try:
+            query += f" LIMIT {int(filter_['limit'])}"
+        except (TypeError, ValueError):
+            raise EventFilterError("'limit' must be an integer") from None
+    return query, params
+
+
+class EventLog:
+    def __init__(self, path):
+        self.path = path
+        self._pending = []
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rain-events")
+        self._db = None
+        self._executor.submit(self._open).result()
+        self._timer = None
+        self.listeners = []     # callables(event_dict) for live subscribers
+
+    def _open(self):
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def add(self, event):
+        """Record one event (a dict with a ``type``); cheap, called on the hot path."""
+        self._pending.append((now_iso(), event))
+        for listener in self.listeners:
+            listener(event)
+
+    def start(self, loop=None):
+        loop = loop or asyncio.get_running_loop()
+
+        def tick():
+            self.flush_async()
+            self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+
+        self._timer = loop.call_later(FLUSH_INTERVAL, tick)
+
+    def flush_async(self):
+        if not self._pending:
+            return None
+        batch, self._pending = self._pending, []
+        return self._executor.submit(self._write, batch)
+
+    def _write(self, batch):
+        rows = []
+        for time, event in batch:
+            session = event.get("session")
+            rows.append((time, event["type"], session if isinstance(session, int) else None,
+                         json.dumps(event, default=str)))
+        try:
+            self._db.executemany(
+                "INSERT INTO events (time, type, session, event) VALUES (?, ?, ?, ?)", rows)
+            self._db.commit()
+        except sqlite3.Error:
+            logger.exception("writing %d events failed", len(rows))
+
+    async def query(self, filter_):
+        """Run a ``POST /events`` filter; returns ``[{"id", "time", "event"}]``."""
+        query, params = build_query(filter_)
+        self.flush_async()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._query, query, params)
+
+    def _query(self, query, params):
+        rows = self._db.execute(query, params).fetchall()
+        return [{"id": row[0], "time": row[1], "event": json.loads(row[2])} for row in rows]
+
+    def close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush_async()
+        self._executor.submit(self._db.close).result()
+        self._executor.shutdown(wait=True)
+
+
+def query_file(path, filter_=None):
+    """Read events from an ``events.db`` of a finished run (post-mortem use)."""
+    query, params = build_query(filter_)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(query, params).fetchall()
+    finally:
+        db.close()
+    return [{"id": row[0], "time": row[1], "event": json.loads(row[2])} for row in rows]

@@ -1,0 +1,70 @@
+"""``rain server``: binds the RPC and HTTP listeners on one loop and runs until stopped."""
+import asyncio
+import logging
+import os
+import signal
+import tempfile
+
+from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
+from ..common.logs import setup_logging
+from ..common.readyfile import write_ready_file
+from .connections import RainServer
+from .events import EventLog
+from .http import make_app
+
+logger = logging.getLogger(__name__)
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=""):
+    logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
+    os.makedirs(logdir, exist_ok=True)
+    host, port = parse_listen_address(listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
+    http_host, http_port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT,
+                                                DEFAULT_HTTP_PORT)
+    events = EventLog(os.path.join(logdir, "events.db"))
+    events.start()
+    server = RainServer(events, token=token, test_mode=env_flag("RAIN_TEST_MODE"),
+                        debug_mode=env_flag("RAIN_DEBUG_MODE"))
+    bound = await server.listen(host, port)
+    app = make_app(events, extra=http_handlers(server))
+    http_server = app.listen(http_port, address=http_host)
+    http_bound = next(iter(http_server._sockets.values())).getsockname()[:2]
+    logger.info("server listening on %s:%s, http on %s:%s, logs in %s",
+                bound[0], bound[1], http_bound[0], http_bound[1], logdir)
+    if ready_file:
+        write_ready_file(ready_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server.stop_event = stop
+    await stop.wait()
+    logger.info("server stopping")
+    http_server.stop()
+    server.rpc_server.close()
+    events.close()
+
+
+def http_handlers(server):
+    """Extra HTTP handlers that need the running server (dashboard, REST)."""
+    handlers = []
+    try:
+        from .rest import rest_handlers
+    except ImportError:
+        return handlers
+    handlers.extend(rest_handlers(server))
+    return handlers
+
+
+def main(args):
+    setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
+    try:
+        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file))
+    except OSError as exc:
+        logger.error("cannot start the server: %s", exc)
+        return 1
+    return 0
