@@ -120,9 +120,11 @@ def _local_ip_for(host):
 class Cluster:
     """Processes started so far; killed together when the start fails."""
 
-    def __init__(self, workdir, logdir):
+    def __init__(self, workdir, logdir, env=None, preexec_fn=None):
         self.workdir = workdir
         self.logdir = logdir
+        self.env = env
+        self.preexec_fn = preexec_fn
         self.children = []     # (name, Popen, ready_file, log_path)
 
     def spawn(self, name, command, ready_file, log_path):
@@ -130,7 +132,8 @@ class Cluster:
         try:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                       close_fds=True)
+                                       close_fds=True, env=self.env,
+                                       preexec_fn=self.preexec_fn)
         except OSError as exc:
             raise StartError(f"cannot start {name} ({shlex.join(command)}): {exc}") from None
         finally:
@@ -158,14 +161,25 @@ class Cluster:
                                  f"{', '.join(names)}")
             time.sleep(0.02)
 
+    def terminate(self, process, timeout=10.0):
+        """Stop one child (SIGTERM to its group, SIGKILL after ``timeout``)."""
+        _terminate(process.pid)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(process.pid)
+            process.wait()
+        self.children = [c for c in self.children if c[1] is not process]
+
     def kill_all(self):
         for _name, process, _ready, _log in self.children:
             _terminate(process.pid)
         for _name, process, _ready, _log in self.children:
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 _kill(process.pid)
+                process.wait()
 
 
 def _terminate(pid):

@@ -6,9 +6,10 @@ from .data import DataObject, blob, directory, pickled
 from .input import Input, InputDir
 from .output import Output, OutputDir
 from .program import Program
+from .remote import Remote, remote
 from .session import Session
 from .task import Task
 
 __all__ = ["Client", "Task", "DataObject", "tasks", "blob", "pickled", "directory",
-           "Program", "Input", "InputDir", "Output", "OutputDir", "RainException",
-           "RainWarning", "SessionException", "TaskException", "Session"]
+           "remote", "Remote", "Program", "Input", "InputDir", "Output", "OutputDir",
+           "RainException", "RainWarning", "SessionException", "TaskException", "Session"]

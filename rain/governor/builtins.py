@@ -46,9 +46,14 @@ async def in_thread(func, *args):
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
+FRIENDLY_NAMES = {"buildin/open": "Load", "buildin/open_dir": "LoadDir",
+                  "buildin/export": "Store"}
+
+
 def _absolute(call, path):
     if not isinstance(path, str) or not os.path.isabs(path):
-        raise TaskError(f"{call.task.task_type}: path {path!r} is not absolute")
+        name = FRIENDLY_NAMES.get(call.task.task_type, call.task.task_type)
+        raise TaskError(f"{name}: path {path!r} is not absolute")
     return path
 
 

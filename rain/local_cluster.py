@@ -1,0 +1,174 @@
+"""A server and governors as child processes of this Python process.
+
+Used by the demo, by ``%rain start`` in notebooks and by benchmarks. The children are
+tied to this process (``PR_SET_PDEATHSIG`` on Linux): if it dies, they get SIGTERM, so a
+crashed kernel or script leaves nothing running.
+"""
+import ctypes
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from .starter import Cluster, StartError
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """``LocalCluster(governors=[2, 2]).start()``: a cluster on loopback; ``stop()`` ends it.
+
+    ``port``/``http_port`` default to free ports; ``env`` adds environment variables of
+    the children.
+    """
+
+    def __init__(self, governors=(None,), *, port=None, http_port=None, workdir=None,
+                 env=None, host="127.0.0.1"):
+        self.governor_cpus = list(governors)
+        self.host = host
+        self.port = port
+        self.http_port = http_port
+        self._own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="rain-local-")
+        self.logdir = os.path.join(self.workdir, "logs")
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self._cluster = None
+        self.governors = []     # (name, Popen)
+        self._clients = []
+        self._counter = 0
+
+    @property
+    def server_address(self):
+        return f"{self.host}:{self.port}"
+
+    @property
+    def dashboard_url(self):
+        return f"http://{self.host}:{self.http_port}/"
+
+    def _command(self):
+        return [sys.executable, "-m", "rain"]
+
+    def start(self, timeout=60.0):
+        os.makedirs(self.logdir, exist_ok=True)
+        self._cluster = Cluster(self.workdir, self.logdir, env=self.env,
+                                preexec_fn=_die_with_parent)
+        fixed = self.port is not None
+        for attempt in range(1 if fixed else 5):
+            port = self.port if fixed else free_port(self.host)
+            http_port = self.http_port or free_port(self.host)
+            ready = os.path.join(self.workdir, f"server-{attempt}.ready")
+            process = self._cluster.spawn("server", self._command() + [
+                "server", "--listen", f"{self.host}:{port}",
+                "--http-listen", f"{self.host}:{http_port}",
+                "--logdir", os.path.join(self.logdir, "server"), "--ready-file", ready],
+                ready, os.path.join(self.logdir, "server.out"))
+            try:
+                self._cluster.wait_ready(timeout)
+            except StartError:
+                self._cluster.children.remove(next(c for c in self._cluster.children
+                                                   if c[1] is process))
+                if fixed or attempt == 4:
+                    self.stop()
+                    raise
+                continue
+            self.port, self.http_port = port, http_port
+            self.server_process = process
+            break
+        try:
+            for cpus in self.governor_cpus:
+                self._spawn_governor(cpus)
+            self._cluster.wait_ready(timeout)
+        except StartError:
+            self.stop()
+            raise
+        return self
+
+    def _spawn_governor(self, cpus):
+        name = f"governor-{self._counter}"
+        self._counter += 1
+        ready = os.path.join(self.workdir, f"{name}.ready")
+        command = self._command() + [
+            "governor", self.server_address, "--listen", f"{self.host}:0",
+            "--workdir", os.path.join(self.workdir, name),
+            "--logdir", os.path.join(self.logdir, name), "--ready-file", ready]
+        if cpus is not None:
+            command += ["--cpus", str(cpus)]
+        process = self._cluster.spawn(name, command, ready,
+                                      os.path.join(self.logdir, f"{name}.out"))
+        self.governors.append((name, process, cpus))
+        return process
+
+    def add_governors(self, count, cpus=None, timeout=60.0):
+        for _ in range(count):
+            self._spawn_governor(cpus)
+        self._cluster.wait_ready(timeout)
+
+    def remove_governors(self, count):
+        """Stop the ``count`` most recently added governors (SIGTERM, then wait)."""
+        victims = self.governors[-count:] if count else []
+        for name, process, _cpus in victims:
+            self._cluster.terminate(process)
+        for entry in victims:
+            self.governors.remove(entry)
+        return [name for name, _p, _c in victims]
+
+    def client(self):
+        from .client import Client
+        client = Client(self.host, self.port)
+        self._clients.append(client)
+        return client
+
+    def is_running(self):
+        return self._cluster is not None and self.server_process.poll() is None
+
+    def stop(self):
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self._clients = []
+        if self._cluster is not None:
+            self._cluster.kill_all()
+            self._cluster = None
+        self.governors = []
+        if self._own_workdir:
+            import shutil
+            from .governor.protect import remove_tree
+            remove_tree(self.workdir)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        if self._cluster is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def wait_governors(self, count, timeout=10.0):
+        """Wait until the server reports ``count`` governors."""
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = client.get_server_info()
+            if len(info["governors"]) == count or time.monotonic() > deadline:
+                return info
+            time.sleep(0.05)

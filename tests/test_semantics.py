@@ -1,0 +1,224 @@
+"""Runtime guarantees of SPEC §6 on real clusters (generous time bounds: 2 noisy cores)."""
+import time
+
+import pytest
+
+from rain.client import RainException, TaskException, blob, tasks
+from rain.client.rpc.common import DataObjectState, TaskState
+from rain.common import ID
+
+
+def test_sleep_chain_runs_in_sequence(client):
+    with client.new_session() as s:
+        obj = blob("x")
+        chain = []
+        for _ in range(4):
+            obj = tasks.Sleep(obj, 0.2)
+            chain.append(obj)
+        obj.output.keep()
+        start = time.monotonic()
+        s.submit()
+        assert obj.output.fetch().get_bytes() == b"x"
+        elapsed = time.monotonic() - start
+        assert 0.75 < elapsed < 5.0
+        s.update(chain)
+        assert all(t.state == TaskState.finished for t in chain)
+
+
+def test_independent_tasks_run_in_parallel_within_cpus(make_cluster):
+    cluster = make_cluster([2, 1])
+    client = cluster.client()
+    with client.new_session() as s:
+        sleeps = [tasks.Sleep(blob("x"), 0.6) for _ in range(3)]
+        start = time.monotonic()
+        s.submit()
+        s.wait(sleeps)
+        elapsed = time.monotonic() - start
+        assert 0.55 < elapsed < 1.15, elapsed       # 3 slots: one round
+        s.update(sleeps)
+        governors = {t.info.governor for t in sleeps}
+        assert len(governors) == 2
+
+
+def test_cpu_requests_are_never_overbooked(make_cluster):
+    cluster = make_cluster([2])
+    client = cluster.client()
+    with client.new_session() as s:
+        big = [tasks.Sleep(blob("x"), 0.4, cpus=2) for _ in range(2)]
+        small = [tasks.Sleep(blob("x"), 0.4) for _ in range(2)]
+        s.submit()
+        s.wait(big + small)
+        s.update(big + small)
+        spans = [(t.info.start_time, t.info.duration, t.spec.resources["cpus"])
+                 for t in big + small]
+    import datetime
+    events = []
+    for start, duration, cpus in spans:
+        begin = datetime.datetime.fromisoformat(start).timestamp()
+        events.append((begin, cpus))
+        events.append((begin + duration, -cpus))
+    events.sort(key=lambda e: (e[0], e[1]))
+    used = peak = 0
+    for _, delta in events:
+        used += delta
+        peak = max(peak, used)
+    assert peak <= 2
+
+
+def test_large_objects_move_between_three_governors(make_cluster):
+    cluster = make_cluster([1, 1, 1])
+    client = cluster.client()
+    payload = bytes(range(256)) * (12 * 4096)      # 12 MiB
+    with client.new_session() as s:
+        parts = [tasks.Concat((blob(payload), blob(bytes([i])))) for i in range(3)]
+        joined = tasks.Concat(parts)
+        joined.output.keep()
+        s.submit()
+        result = joined.output.fetch().get_bytes()
+        assert len(result) == 3 * (len(payload) + 1)
+        assert result[len(payload)] == 0 and result[-1] == 2
+        s.update(parts + [joined])
+        assert len({t.info.governor for t in parts}) >= 2
+        info = client.get_server_info()
+        assert len(info["governors"]) == 3
+
+
+def test_failure_fails_only_its_session(client):
+    bad = client.new_session()
+    good = client.new_session()
+    with bad.bind_only():
+        tasks.Execute("sh -c 'exit 1'")
+        slow = tasks.Sleep(blob("x"), 0.3)
+        slow.output.keep()
+    with good.bind_only():
+        ok = tasks.Sleep(blob("fine"), 0.3)
+        ok.output.keep()
+    bad.submit()
+    good.submit()
+    with pytest.raises(TaskException, match="code 1"):
+        bad.wait_all()
+    for call in (bad.wait_all, lambda: bad.fetch(slow.output),
+                 lambda: bad.update([slow]), lambda: bad.unkeep([slow.output])):
+        with pytest.raises(TaskException, match="code 1"):
+            call()
+    assert good.fetch(ok.output).get_bytes() == b"fine"
+    bad.close()
+    good.close()
+
+
+def test_server_info_empty_after_sessions_close(make_cluster):
+    cluster = make_cluster([1, 1], env={"RAIN_DELETE_LIST_TIMEOUT": "5"})
+    client = cluster.client()
+    for _ in range(2):
+        with client.new_session() as s:
+            objs = [tasks.Concat((blob(b"a" * 1000), blob(str(i)))) for i in range(10)]
+            for t in objs:
+                t.output.keep()
+            tasks.Sleep(blob("x"), 3)
+            s.submit()
+            s.wait(objs)
+    time.sleep(0.5)
+    info = client.get_server_info()
+    assert len(info["governors"]) == 2
+    for governor in info["governors"]:
+        assert governor["tasks"] == []
+        assert set(governor["objects"]) <= set(governor["objects_to_delete"])
+        assert governor["resources"]["cpus"] == 1
+        assert all(isinstance(i, ID) for i in governor["objects"])
+
+
+def test_several_submits_reuse_kept_objects(client):
+    with client.new_session() as s:
+        first = tasks.Concat((blob("a"), blob("b")))
+        first.output.keep()
+        s.submit()
+        s.wait([first])
+        second = tasks.Concat((first, blob("c")))
+        second.output.keep()
+        s.submit()
+        assert second.output.fetch().get_bytes() == b"abc"
+        s.unkeep([first.output])
+        third = tasks.Concat((first, blob("d")))
+        with pytest.raises(RainException, match="removed"):
+            s.submit()
+        assert third.state is None
+
+
+def test_wait_some_and_waiting_on_objects(client):
+    with client.new_session() as s:
+        fast = tasks.Sleep(blob("f"), 0.0)
+        slow = tasks.Sleep(blob("s"), 1.5)
+        slow.output.keep()
+        s.submit()
+        done_tasks, done_objects = s.wait_some([fast, slow])
+        assert done_tasks == [fast]
+        assert done_objects == []
+        s.wait([slow.output])
+        assert slow.output.state == DataObjectState.finished
+        _, objs = s.wait_some([slow.output])
+        assert objs == [slow.output]
+
+
+def test_fetch_client_constant_and_states(client):
+    with client.new_session() as s:
+        const = blob("constant", label="c")
+        const.keep()
+        t = tasks.Concat((const, const))
+        t.output.keep()
+        assert t.state is None and const.state is None
+        s.submit()
+        assert t.state == TaskState.notAssigned
+        assert const.fetch().get_str() == "constant"
+        assert const.fetch().content_type == "text"
+        assert t.output.fetch().get_bytes() == b"constantconstant"
+        t.update()
+        assert t.state == TaskState.finished
+        assert t.info.governor and t.info.duration >= 0
+        t.output.update()
+        assert t.output.info.size == 16
+
+
+def test_methods_in_the_wrong_order(client):
+    with client.new_session() as s:
+        t = tasks.Concat((blob("a"),))
+        with pytest.raises(RainException, match="not submitted"):
+            s.wait([t])
+        with pytest.raises(RainException, match="not submitted"):
+            t.output.fetch()
+        s.submit()
+        with pytest.raises(RainException, match="not kept"):
+            t.output.fetch()
+        with pytest.raises(RainException, match="before"):
+            t.output.keep()
+    with pytest.raises(RainException, match="closed"):
+        with s:
+            pass
+    with pytest.raises(RainException, match="No active session"):
+        blob("orphan")
+
+
+def test_default_session(client):
+    s = client.new_session(default=True)
+    t = tasks.Concat((blob("d"), blob("efault")))
+    t.output.keep()
+    s.submit()
+    assert t.output.fetch().get_bytes() == b"default"
+    s.close()
+    with pytest.raises(RainException, match="No active session"):
+        blob("x")
+
+
+def test_dropped_client_connection_closes_its_sessions(cluster):
+    first = cluster.client()
+    with first.new_session() as s:
+        tasks.Sleep(blob("x"), 30)
+        s.submit()
+        first._connection.close()
+    observer = cluster.client()
+    deadline = time.monotonic() + 5
+    while True:
+        info = observer.get_server_info()
+        if all(not g["tasks"] for g in info["governors"]):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
