@@ -6,6 +6,17 @@ import argparse
 import sys
 
 from . import __version__
+from .common.address import parse_listen_address
+
+
+def address_arg(text):
+    """argparse type of the address flags: checked here so that a bad address is a usage
+    error (exit 2) with a clear message, not a traceback from deep inside a process."""
+    try:
+        parse_listen_address(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
+    return text
 
 
 def build_parser():
@@ -18,10 +29,10 @@ def build_parser():
 
     p = commands.add_parser("server", help="run a server",
                             description="Run the Rain server (scheduler, RPC and HTTP).")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None,
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
                    help="RPC address for clients and governors: IP:PORT, IP or PORT "
                         "(default port 7210)")
-    p.add_argument("--http-listen", metavar="ADDR", default=None,
+    p.add_argument("--http-listen", metavar="ADDR", default=None, type=address_arg,
                    help="HTTP address for the dashboard, REST and events (default port 7222)")
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="directory for logs and events.db (default: a fresh temporary dir)")
@@ -31,9 +42,9 @@ def build_parser():
 
     p = commands.add_parser("governor", help="run a governor",
                             description="Run a governor that executes tasks for a server.")
-    p.add_argument("server_address", metavar="SERVER_ADDR",
+    p.add_argument("server_address", metavar="SERVER_ADDR", type=address_arg,
                    help="host[:port] of the server (default port 7210)")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None,
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
                    help="address for data transfers (default: a random port)")
     p.add_argument("--cpus", default=None, metavar="N",
                    help="CPUs offered; -X means all detected minus X (default: all)")

@@ -40,9 +40,10 @@ def add_start_arguments(p):
                    help="shell commands run before each remote governor (e.g. module loads)")
     p.add_argument("-S", dest="reserve_cpu", action="store_true",
                    help="leave one CPU of the local machine to the server")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None,
+    from .cli import address_arg
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
                    help="server RPC address (default port 7210)")
-    p.add_argument("--http-listen", metavar="ADDR", default=None,
+    p.add_argument("--http-listen", metavar="ADDR", default=None, type=address_arg,
                    help="server HTTP address (default port 7222)")
     p.add_argument("--governor-config", metavar="FILE", default=None,
                    help="TOML config passed to every governor")

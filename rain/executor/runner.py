@@ -284,7 +284,7 @@ class PyExecutor:
         except OSError:
             os.chdir(self.workdir)
         with os.scandir(self.workdir) as entries:
-            self._dirty = any(True for _ in entries)
+            self._dirty = next(entries, None) is not None
 
     def _clean_workdir(self):
         for name in os.listdir(self.workdir):

@@ -453,10 +453,31 @@ class Governor:
         }
 
     async def _take_executor_result(self, task, executor, result, inputs, outputs):
+        try:
+            return await self._read_executor_result(executor, result, inputs, outputs)
+        except (TaskFailure, TaskError):
+            # The call is over and the executor is healthy: it goes back to the pool
+            # (_execute only releases it after a success).
+            self.executors.release(executor)
+            raise
+        except ExecutorError:
+            executor.kill()
+            raise
+
+    async def _read_executor_result(self, executor, result, inputs, outputs):
         if not isinstance(result, dict):
             raise ExecutorError("executor sent a malformed result")
-        for key in result.get("cached") or ():
-            executor.cached.add(tuple(key))
+        cached = result.get("cached")
+        if cached:
+            stale = []
+            for key in cached:
+                key = tuple(key)
+                executor.cached.add(key)
+                obj = self.store.objects.get(key)
+                if obj is None or obj.delete_at is not None:
+                    stale.append(key)     # deleted while the call ran: drop it right away
+            if stale:
+                executor.drop_cached(stale)
         info = result.get("info") or {}
         if not isinstance(info, dict):
             info = {}

@@ -7,13 +7,14 @@ governors' ``out_*`` lists (``comm.governor_dirty(governor)`` is called once per
 that got something), and events through ``comm.event(event_dict)``. A test can drive the
 whole server by calling these methods with a recording ``comm``.
 """
+import gc
 import logging
 
 from ..common.cbor import loads_or
 from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter)
-from .scheduler import Scheduler
+from .scheduler import Scheduler, update_prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,19 @@ class ServerCore:
         resources, name, user); ``objects``: tuples (id, label, content_type, data_type,
         user, keep, data-or-None).
         """
+        # A big submit allocates millions of objects that all stay alive; letting the
+        # cyclic GC rescan the growing graph meanwhile costs most of the submit time
+        # (measured: 2.2 s instead of 0.5 s for 200,000 tasks).
+        paused = gc.isenabled() and len(tasks) + len(objects) > 1000
+        if paused:
+            gc.disable()
+        try:
+            self._submit(client, session_id, tasks, objects)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _submit(self, client, session_id, tasks, objects):
         session = self._session(client, session_id)
         existing_tasks = session.tasks
         existing_objects = session.objects
@@ -131,6 +145,14 @@ class ServerCore:
             if spec[3] not in (0, 1):
                 raise RequestError(f"Object {oid}: invalid data type")
             new_objects[oid] = spec
+        testing = {}
+        if self.test_mode:
+            for oid, spec in new_objects.items():
+                if spec[4] and spec[6] is not None:     # constants only
+                    found = self._parse_testing(oid, spec[4])
+                    if found is not None:
+                        testing[oid] = found
+        max_cpus = self.scheduler.max_cpus()   # once: O(governors)
         new_tasks = {}
         producers = {}
         for spec in tasks:
@@ -144,7 +166,6 @@ class ServerCore:
                 raise RequestError(f"Task {tid}: empty task type")
             if cpus < 0:
                 raise RequestError(f"Task {tid}: negative cpus")
-            max_cpus = self.scheduler.max_cpus()
             if self.governors and cpus > max_cpus:
                 raise RequestError(
                     f"Task {tid} asks for {cpus} cpus but the largest governor has {max_cpus}")
@@ -183,8 +204,10 @@ class ServerCore:
             if data is not None:
                 obj.state = OBJ_FINISHED
                 obj.size = len(data)
-                if self.test_mode:
-                    self._apply_testing(obj)
+                if oid in testing:
+                    obj.testing, size = testing[oid]
+                    if size is not None:
+                        obj.size = size
         submitted_tasks = []
         for tid, spec in new_tasks.items():
             _, task_type, config, inputs, outputs, cpus, resources, name, user = spec
@@ -225,20 +248,27 @@ class ServerCore:
         self._request_schedule()
         self._debug_check()
 
-    def _apply_testing(self, obj):
-        user = loads_or(obj.user, {})
+    def _parse_testing(self, oid, user_bytes):
+        """RAIN_TEST_MODE: ``user["_testing"] = {"governors": [id...], "size": n}`` makes a
+        constant pretend to be on those governors. Returns (governors, size) or None;
+        raises RequestError before anything of the submit is applied."""
+        try:
+            user = loads_or(user_bytes, {})
+        except Exception as exc:
+            raise RequestError(f"Object {oid}: invalid user data ({exc})") from None
         testing = user.get("_testing") if isinstance(user, dict) else None
         if not testing:
-            return
+            return None
+        if not isinstance(testing, dict):
+            raise RequestError(f"Object {oid}: _testing must be a map")
         governors = []
         for gid in testing.get("governors", ()):
             governor = self.governors.get(gid)
             if governor is None:
-                raise RequestError(f"_testing: unknown governor {gid}")
+                raise RequestError(f"Object {oid}: _testing: unknown governor {gid}")
             governors.append(governor)
-        obj.testing = governors
-        if "size" in testing:
-            obj.size = int(testing["size"])
+        size = int(testing["size"]) if "size" in testing else None
+        return governors, size
 
     @staticmethod
     def _check_acyclic(new_tasks, producers):
@@ -266,9 +296,25 @@ class ServerCore:
                 if indegree[dep] == 0:
                     stack.append(dep)
         if seen != len(new_tasks):
-            cyclic = sorted(tid for tid, count in indegree.items() if count > 0)
-            shown = ", ".join(map(str, cyclic[:10]))
-            raise RequestError(f"The submitted graph has a cycle (through tasks {shown})")
+            # Tasks left over are on a cycle or downstream of one; every one of them has a
+            # left-over producer among its inputs, so walking producers finds a cycle.
+            tid = min(t for t, count in indegree.items() if count > 0)
+            path = []
+            position = {}
+            while tid not in position:
+                position[tid] = len(path)
+                path.append(tid)
+                for input_id, _ in new_tasks[tid][3]:
+                    producer = producers.get(input_id)
+                    if producer is not None and indegree[producer] > 0:
+                        tid = producer
+                        break
+            cycle = path[position[tid]:]
+            cycle.reverse()                  # producer before consumer
+            shown = " -> ".join(map(str, cycle[:10] + cycle[:1]))
+            if len(cycle) > 10:
+                shown = " -> ".join(map(str, cycle[:10])) + f" -> ... ({len(cycle)} tasks)"
+            raise RequestError(f"The submitted graph has a cycle: task {shown}")
 
     # ======================================================================================
     # Waiting, fetching, state
@@ -471,9 +517,12 @@ class ServerCore:
         task.state = FINISHED
         session.unfinished_tasks -= 1
         session.stats[1] += 1
+        info = loads_or(task.info, {})
+        duration = info.get("duration")
+        if isinstance(duration, (int, float)):
+            update_prefetch(governor, duration)
         self.comm.event({"type": "TaskFinished", "session": session.id, "task": task.id,
-                         "governor": governor.id, "name": task.name,
-                         "info": loads_or(task.info, {})})
+                         "governor": governor.id, "name": task.name, "info": info})
         waiters = session.waiters
         for obj in task.outputs:
             obj.state = OBJ_FINISHED

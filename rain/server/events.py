@@ -55,19 +55,28 @@ def build_query(filter_):
     def condition(column, spec, cast):
         if not isinstance(spec, dict) or "value" not in spec:
             raise EventFilterError(f"'{column}' must be {{\"value\": ..., \"mode\": ...}}")
-        mode = MODES.get(spec.get("mode", "="))
+        mode = spec.get("mode", "=")
+        mode = MODES.get(mode) if isinstance(mode, str) else None
         if mode is None:
             raise EventFilterError(f"invalid mode {spec.get('mode')!r} for '{column}'")
         try:
             value = cast(spec["value"])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise EventFilterError(f"invalid value {spec['value']!r} for '{column}'") from None
         return f"{column} {mode} ?", value
 
     def as_int(value):
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError
-        return int(value)
+        value = int(value)
+        if not -2**63 <= value < 2**63:     # SQLite integers are 64-bit
+            raise OverflowError
+        return value
+
+    def as_str(value):
+        if not isinstance(value, str):
+            raise TypeError
+        return value
 
     if "id" in filter_:
         sql, value = condition("id", filter_["id"], as_int)
@@ -83,7 +92,7 @@ def build_query(filter_):
             raise EventFilterError("'event_types' must be a list")
         parts = []
         for spec in types:
-            sql, value = condition("type", spec, str)
+            sql, value = condition("type", spec, as_str)
             parts.append(sql)
             params.append(value)
         if parts:
@@ -94,8 +103,8 @@ def build_query(filter_):
     query += " ORDER BY id"
     if "limit" in filter_:
         try:
-            query += f" LIMIT {int(filter_['limit'])}"
-        except (TypeError, ValueError):
+            query += f" LIMIT {as_int(filter_['limit'])}"
+        except (TypeError, ValueError, OverflowError):
             raise EventFilterError("'limit' must be an integer") from None
     return query, params
 

@@ -79,7 +79,7 @@ class DataObject:
 class Governor:
     __slots__ = ("id", "cpus", "free_cpus", "resources", "free_resources", "tasks",
                  "running_count", "out_objects", "out_tasks", "out_stop", "out_delete", "conn",
-                 "index", "closing")
+                 "index", "closing", "prefetch", "avg_duration")
 
     def __init__(self, governor_id, cpus, resources, conn=None):
         self.id = governor_id
@@ -96,6 +96,8 @@ class Governor:
         self.conn = conn
         self.index = 0
         self.closing = False
+        self.prefetch = cpus * 2         # queued tasks allowed beyond the CPUs (adaptive)
+        self.avg_duration = None         # moving average of task run times (seconds)
 
     def has_output(self):
         return bool(self.out_objects or self.out_tasks or self.out_stop or self.out_delete)

@@ -15,8 +15,26 @@ from collections import deque
 
 from .graph import READY
 
-#: Queued tasks a governor may hold per CPU beyond those it runs.
-PREFETCH_PER_CPU = int(os.environ.get("RAIN_PREFETCH_PER_CPU", "2"))
+#: Upper bound of queued tasks a governor may hold per CPU beyond those it runs.
+PREFETCH_PER_CPU = int(os.environ.get("RAIN_PREFETCH_PER_CPU", "32"))
+#: How much queued work (seconds per CPU) the prefetch queue aims at.
+PREFETCH_WORK = 0.02
+#: Tasks longer than this are never queued ahead: a free governor may take them instead.
+NO_PREFETCH_ABOVE = 0.1
+
+
+def update_prefetch(governor, duration):
+    """Adapt the governor's queue depth to its tasks' run times: tiny tasks get a deep
+    queue (so the governor never waits for the server), long tasks none (so a governor
+    that frees up early can still take them)."""
+    avg = governor.avg_duration
+    avg = duration if avg is None else 0.9 * avg + 0.1 * duration
+    governor.avg_duration = avg
+    if avg >= NO_PREFETCH_ABOVE:
+        per_cpu = 0
+    else:
+        per_cpu = min(PREFETCH_PER_CPU, max(1, int(PREFETCH_WORK / max(avg, 1e-5))))
+    governor.prefetch = governor.cpus * per_cpu
 
 
 class Scheduler:
@@ -39,7 +57,7 @@ class Scheduler:
 
     @staticmethod
     def prefetch_slots(governor):
-        return governor.cpus * PREFETCH_PER_CPU
+        return governor.prefetch
 
     def max_cpus(self):
         return max((g.cpus for g in self.governors if not g.closing), default=0)
@@ -70,19 +88,85 @@ class Scheduler:
             placed += self._schedule_special(governors, assign)
         for cpus in sorted(self.ready, reverse=True):
             queue = self.ready[cpus]
-            while queue:
-                task = queue[0]
-                if task.state != READY:      # cancelled or re-queued meanwhile
-                    queue.popleft()
-                    continue
-                governor = self._choose(task, governors)
-                if governor is None:
-                    break
-                queue.popleft()
-                assign(task, governor)
-                placed += 1
+            placed += self._schedule_queue(queue, cpus, governors, assign)
             if not queue:
                 del self.ready[cpus]
+        return placed
+
+    def _schedule_queue(self, queue, cpus, governors, assign):
+        """Place the tasks of one cpus class (no named resources).
+
+        Within one round a governor's free CPUs only go down, so a governor that cannot
+        take a task of this size now cannot take a later one either: it leaves the
+        candidate lists for good. The round-robin choice is thus amortised O(1) per task,
+        and the whole queue costs O(tasks placed x inputs + governors)."""
+        count = len(governors)
+        start = self._rr % count
+        rotated = governors[start:] + governors[:start] if start else governors
+        # Candidates with free CPUs now, and candidates with room in the prefetch queue.
+        now = [g for g in rotated if g.cpus >= cpus and g.free_cpus >= cpus]
+        later = [g for g in rotated
+                 if g.cpus >= cpus and g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU]
+        now_pos = later_pos = 0
+        placed = 0
+        while queue:
+            task = queue[0]
+            if task.state != READY:          # cancelled or re-queued meanwhile
+                queue.popleft()
+                continue
+            if not later:
+                break
+            governor = None
+            # Locality: the governor already holding the most bytes of the inputs.
+            scores = None
+            for obj in task.inputs:
+                holders = obj.testing or obj.locations
+                if holders and obj.size > 0:
+                    if scores is None:
+                        scores = {}
+                    size = obj.size
+                    for g in holders:
+                        scores[g] = scores.get(g, 0) + size
+            if scores:
+                best_score = -1
+                for g, score in scores.items():
+                    if score > best_score and g.free_cpus >= cpus and g.cpus >= cpus \
+                            and not g.closing:
+                        governor, best_score = g, score
+            if governor is None:
+                # Round robin among governors with free CPUs.
+                while now:
+                    if now_pos >= len(now):
+                        now_pos = 0
+                    g = now[now_pos]
+                    if g.free_cpus >= cpus:
+                        governor = g
+                        now_pos += 1
+                        break
+                    del now[now_pos]
+            if governor is None and scores:
+                # Everyone is busy: queue it where its data is, if there is room.
+                best_score = -1
+                for g, score in scores.items():
+                    if score > best_score and g.cpus >= cpus and not g.closing and \
+                            g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU:
+                        governor, best_score = g, score
+            if governor is None:
+                while later:
+                    if later_pos >= len(later):
+                        later_pos = 0
+                    g = later[later_pos]
+                    if g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU:
+                        governor = g
+                        later_pos += 1
+                        break
+                    del later[later_pos]
+                if governor is None:
+                    break
+            queue.popleft()
+            assign(task, governor)
+            self._rr = governor.index + 1
+            placed += 1
         return placed
 
     def _schedule_special(self, governors, assign):
@@ -100,7 +184,10 @@ class Scheduler:
         self.ready_special = remaining
         return placed
 
-    def _fits(self, task, governor, limit):
+    @staticmethod
+    def _fits(task, governor, limit):
+        if task.cpus > governor.cpus or governor.closing:
+            return False    # never hand a governor a task it can never run
         if governor.free_cpus - task.cpus < limit:
             return False
         if task.resources:
@@ -111,8 +198,8 @@ class Scheduler:
         return True
 
     def _choose(self, task, governors, allow_prefetch=True):
-        if task.cpus > 0 and all(g.cpus < task.cpus for g in governors):
-            return None
+        """The general (slower, O(governors)) choice, used for tasks with named
+        resources."""
         # Locality: bytes of inputs already present on each governor.
         scores = None
         for obj in task.inputs:
@@ -126,7 +213,7 @@ class Scheduler:
             best = None
             best_score = -1
             for g, score in scores.items():
-                if score > best_score and not g.closing and self._fits(task, g, 0):
+                if score > best_score and self._fits(task, g, 0):
                     best, best_score = g, score
             if best is not None:
                 return best
@@ -137,8 +224,7 @@ class Scheduler:
             best = None
             best_score = -1
             for g, score in scores.items():
-                if score > best_score and not g.closing and \
-                        self._fits(task, g, -self.prefetch_slots(g)):
+                if score > best_score and self._fits(task, g, -self.prefetch_slots(g)):
                     best, best_score = g, score
             if best is not None:
                 return best
@@ -151,6 +237,6 @@ class Scheduler:
             g = governors[(start + step) % count]
             lim = limit if limit is not None else -self.prefetch_slots(g)
             if self._fits(task, g, lim):
-                self._rr = start + step + 1
+                self._rr = g.index + 1
                 return g
         return None
