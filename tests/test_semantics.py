@@ -222,3 +222,82 @@ def test_dropped_client_connection_closes_its_sessions(cluster):
             break
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_lost_governor_reruns_tasks_elsewhere(make_cluster):
+    import os
+    import signal
+    cluster = make_cluster([1, 1])
+    client = cluster.client()
+    with client.new_session() as s:
+        sleeps = [tasks.Sleep(blob(str(i)), 1.0) for i in range(2)]
+        for t in sleeps:
+            t.output.keep()
+        s.submit()
+        time.sleep(0.4)
+        victim = cluster.governor_processes[0]
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert sorted(t.output.fetch().get_bytes() for t in sleeps) == [b"0", b"1"]
+    info = client.get_server_info()
+    assert len(info["governors"]) == 1
+
+
+def test_lost_governor_with_only_copy_fails_session(make_cluster):
+    import os
+    import signal
+    cluster = make_cluster([1])
+    client = cluster.client()
+    with client.new_session() as s:
+        first = tasks.Concat((blob("a"), blob("b")))
+        first.output.keep()
+        s.submit()
+        s.wait([first])
+        os.killpg(cluster.governor_processes[0].pid, signal.SIGKILL)
+        cluster.governor_processes[0].wait()
+        deadline = time.monotonic() + 5
+        while client.get_server_info()["governors"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(TaskException, match="lost"):
+            first.output.fetch()
+    cluster.add_governor(1)
+    with client.new_session() as s:
+        t = tasks.Concat((blob("still "), blob("works")))
+        t.output.keep()
+        s.submit()
+        assert t.output.fetch().get_bytes() == b"still works"
+
+
+def test_test_mode_places_consumer_with_pretended_data(make_cluster):
+    cluster = make_cluster([1, 1, 1], env={"RAIN_TEST_MODE": "1"})
+    client = cluster.client()
+    governors = [g["governor_id"] for g in client.get_server_info()["governors"]]
+    with client.new_session() as s:
+        for target in (governors[2], governors[0]):
+            const = blob("data")
+            const.spec.user["_testing"] = {"governors": [target], "size": 10_000_000}
+            consumer = tasks.Concat((const, blob("x")))
+            s.submit()
+            s.wait([consumer])
+            consumer.update()
+            assert consumer.info.governor == target
+
+
+def test_debug_mode_checks_pass_on_a_real_graph(make_cluster):
+    cluster = make_cluster([1, 1], env={"RAIN_DEBUG_MODE": "1"})
+    client = cluster.client()
+    with client.new_session() as s:
+        layer = [blob(str(i)) for i in range(8)]
+        while len(layer) > 1:
+            layer = [tasks.Concat((layer[i], layer[i + 1])) for i in range(0, len(layer), 2)]
+        layer[0].output.keep()
+        s.submit()
+        assert layer[0].output.fetch().get_bytes() == b"01234567"
+
+
+def test_client_cannot_connect_to_nothing():
+    from rain.client import Client
+    from rain.local_cluster import free_port
+    with pytest.raises(RainException, match="Cannot connect"):
+        Client("127.0.0.1", free_port())

@@ -1,10 +1,23 @@
 """Length-prefixed frames over asyncio transports, written once per event-loop turn.
 
-Why our own framing and not pycapnp's RPC system: see ``benchmarks/protocol_choice.md``
-for the figures measured on the project's 2-core reference machine. In short, RPC adds
-a promise/capability round per call and its own event-loop bridge, while a plain
-Cap'n Proto message in a frame costs only the struct building and reading; batching many
-tasks into one message then makes the per-task cost a few microseconds.
+Why Cap'n Proto messages in our own framing rather than pycapnp's RPC system: measured on
+the 2-core reference machine (``python benchmarks/protocol_choice.py``, pycapnp 2.2.4,
+Python 3.11; full table in ``benchmarks/protocol_choice.md``), client and server in two
+processes on loopback:
+
+=====================================  ==============  ===================
+                                       pycapnp RPC     messages + framing
+=====================================  ==============  ===================
+submit of 10,000 tasks, per task       10.6 us         11.1 us
+governor update, per update            25.4 us          6.3 us
+round trip (median / p90)              154 / 211 us    86 / 97 us
+=====================================  ==============  ===================
+
+A submit costs the same either way (the time is in reading and writing struct fields from
+Python), but every small message costs RPC four times as much and a round trip nearly
+twice as long: the per-call promise and capability bookkeeping and the bridge between
+pycapnp's KJ loop and asyncio. Small messages are the hot path of a running graph
+(governor updates, assignments, waits), so we send plain messages and batch them.
 
 A frame is a 4-byte little-endian unsigned length followed by that many bytes. Writes are
 queued and flushed together by one ``loop.call_soon`` callback, so many messages produced
