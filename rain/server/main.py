@@ -11,6 +11,7 @@ from ..common.readyfile import write_ready_file
 from .connections import RainServer
 from .events import EventLog
 from .http import make_app
+from .statefile import remove_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     http_bound = next(iter(http_server._sockets.values())).getsockname()[:2]
     logger.info("server listening on %s:%s, http on %s:%s, logs in %s",
                 bound[0], bound[1], http_bound[0], http_bound[1], logdir)
+    state_path = write_state_file(bound[0], bound[1], http_bound[0], http_bound[1], logdir)
     if ready_file:
         write_ready_file(ready_file)
     stop = asyncio.Event()
@@ -47,6 +49,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     http_server.stop()
     server.rpc_server.close()
     events.close()
+    remove_state_file(state_path)
 
 
 def http_handlers(server):

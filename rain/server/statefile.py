@@ -1,0 +1,72 @@
+"""Per-server state files, so every Rain server of this user on this machine can be found.
+
+Each running server writes ``<runtime dir>/servers/<pid>.json`` (address, ports, pid, start
+time, owner, log dir) once it listens, and removes it on exit. Readers ignore and delete
+files whose process is gone (a server killed with SIGKILL cannot clean up after itself).
+"""
+import getpass
+import json
+import os
+import time
+
+from ..runtime_dir import pid_alive, runtime_dir
+
+
+def servers_dir():
+    return os.path.join(runtime_dir(), "servers")
+
+
+def write_state_file(host, port, http_host, http_port, logdir):
+    directory = servers_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    connect_http = "127.0.0.1" if http_host in ("0.0.0.0", "", "::") else http_host
+    state = {
+        "pid": os.getpid(),
+        "address": f"{connect_host}:{port}",
+        "host": connect_host,
+        "port": port,
+        "http_host": connect_http,
+        "http_port": http_port,
+        "dashboard": f"http://{connect_http}:{http_port}/",
+        "started": time.time(),
+        "owner": getpass.getuser(),
+        "uid": os.getuid(),
+        "logdir": logdir,
+        "token_path": None,
+    }
+    path = os.path.join(directory, f"{os.getpid()}.json")
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_state_file(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def list_servers():
+    """State of every live server of this user; stale files are removed."""
+    directory = servers_dir()
+    result = []
+    if not os.path.isdir(directory):
+        return result
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(state, dict) or not pid_alive(state.get("pid", -1)):
+            remove_state_file(path)
+            continue
+        result.append(state)
+    return result
