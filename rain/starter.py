@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+import psutil
+
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from .runtime_dir import clusters_dir, pid_alive
 
@@ -297,6 +299,7 @@ def start_cluster(args):
         "workdir": workdir,
         "logdir": logdir,
         "pids": [p.pid for _n, p, _r, _l in cluster.children],
+        "create_times": [_create_time(p.pid) for _n, p, _r, _l in cluster.children],
         "governors": governors,
         "started": time.time(),
     }
@@ -345,12 +348,33 @@ def list_clusters():
                 record = json.load(f)
         except (OSError, ValueError):
             continue
-        if not any(pid_alive(pid) for pid in record.get("pids", [])):
+        record["pids"] = _own_pids(record)
+        if not any(pid_alive(pid) for pid in record["pids"]):
             _remove(path)
             continue
         record["_path"] = path
         result.append(record)
     return result
+
+
+def _create_time(pid):
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _own_pids(record):
+    """The recorded pids that still belong to the cluster's processes: a pid reused by an
+    unrelated process (different start time) is never signalled."""
+    pids = record.get("pids", [])
+    times = record.get("create_times") or [None] * len(pids)
+    own = []
+    for pid, created in zip(pids, times):
+        now = _create_time(pid)
+        if now is not None and (created is None or abs(now - created) < 0.01):
+            own.append(pid)
+    return own
 
 
 def stop_cluster(record, timeout=10.0):

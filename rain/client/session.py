@@ -184,9 +184,13 @@ class Session:
             for i, obj in enumerate(objects):
                 obj._fill_spec(ol[i])
 
-        self._request(fill)
-        self._tasks = []
-        self._dataobjs = []
+        try:
+            self._request(fill)
+        finally:
+            # A rejected submit is dropped whole: resending it could only fail again,
+            # and the session stays usable for a corrected graph.
+            self._tasks = []
+            self._dataobjs = []
         submitted_tasks = self._submitted_tasks
         for task in tasks:
             task._on_submitted()

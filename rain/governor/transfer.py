@@ -15,6 +15,8 @@ from .store import READY
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
+#: Peers only send a Hello and small DataRequests to the data port.
+REQUEST_MAX_SIZE = 2**20
 
 
 class DataServer:
@@ -28,7 +30,8 @@ class DataServer:
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame), host, port)
+            lambda: FrameProtocol(self._on_frame, max_frame_size=REQUEST_MAX_SIZE),
+            host, port)
         return self.server.sockets[0].getsockname()[:2]
 
     def _on_frame(self, conn, frame):

@@ -9,18 +9,39 @@ import logging
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import dumps_or_empty, loads_or
-from ..common.framing import FrameProtocol
+from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
 
 logger = logging.getLogger(__name__)
 
 R = rain_capnp
+#: Largest frame accepted before a successful Hello: an unknown peer must not make the
+#: server buffer gigabytes. Raised to ``MAX_FRAME_SIZE`` once the peer is accepted.
+HELLO_MAX_SIZE = 2**20
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
 
 
 class ProtocolError(Exception):
     pass
+
+
+def decode_cbor(data, what, default=None):
+    """``loads_or`` for peer-supplied bytes: undecodable CBOR is the sender's error."""
+    try:
+        return loads_or(data, default)
+    except Exception as exc:
+        raise RequestError(f"{what} is not valid CBOR: {exc}") from None
+
+
+class LocalConnection:
+    """The ``conn`` of a client living inside the server process (the REST API): replies
+    are handed to ``on_reply(request_id, kind, payload)`` instead of being encoded."""
+
+    closed = False
+
+    def __init__(self, on_reply):
+        self.on_reply = on_reply
 
 
 class ServerComm:
@@ -35,6 +56,9 @@ class ServerComm:
     def reply(self, client, request_id, kind, payload):
         conn = client.conn
         if conn is None or conn.closed:
+            return
+        if type(conn) is LocalConnection:
+            conn.on_reply(request_id, kind, payload)
             return
         conn.send(encode_response(request_id, kind, payload))
 
@@ -80,7 +104,8 @@ class RainServer:
         loop = asyncio.get_running_loop()
         self.comm.loop = loop
         self.rpc_server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame, self._on_close), host, port)
+            lambda: FrameProtocol(self._on_frame, self._on_close,
+                                  max_frame_size=HELLO_MAX_SIZE), host, port)
         self.events.listeners.append(self._push_event)
         return self.rpc_server.sockets[0].getsockname()[:2]
 
@@ -148,15 +173,19 @@ class RainServer:
             self._reply_hello(conn, False, "Authentication failed: wrong or missing token")
             conn.close()
             return
+        conn.max_frame_size = MAX_FRAME_SIZE
         if role == "client":
             client = self.core.add_client(conn)
             conn.state = ("client", client)
             self._reply_hello(conn, True)
         elif role == "governor":
             try:
-                resources = loads_or(resources, {})
-                if not isinstance(resources, dict):
-                    raise ValueError("resources must be a map")
+                resources = decode_cbor(resources, "resources", {})
+                if not isinstance(resources, dict) or not all(
+                        isinstance(k, str) and isinstance(v, (int, float))
+                        and not isinstance(v, bool) and v >= 0
+                        for k, v in resources.items()):
+                    raise ValueError("resources must map names to non-negative numbers")
                 if cpus < 0:
                     raise ValueError("negative cpus")
                 governor_id = data_address
@@ -228,7 +257,7 @@ class RainServer:
             core.unkeep(client, ids.session, list(ids.objects))
             self.comm.reply(client, request_id, "ok", None)
         elif which == "newSession":
-            spec = loads_or(req.newSession, {})
+            spec = decode_cbor(req.newSession, "session spec", {})
             if not isinstance(spec, dict):
                 raise RequestError("session spec must be a map")
             session_id = core.new_session(client, spec)
@@ -239,7 +268,7 @@ class RainServer:
         elif which == "serverInfo":
             self._start_info_request(client, request_id)
         elif which == "subscribe":
-            spec = loads_or(req.subscribe, {})
+            spec = decode_cbor(req.subscribe, "subscribe spec", {})
             session = spec.get("session", -1) if isinstance(spec, dict) else -1
             self.event_subscribers[client] = session
             self.comm.reply(client, request_id, "ok", None)
@@ -341,7 +370,7 @@ def decode_submit(submit):
     for t in submit.tasks:
         resources = t.resources
         if resources:
-            resources = loads_or(resources, None)
+            resources = decode_cbor(resources, f"Task {t.id}: resources")
             if resources is not None and not isinstance(resources, dict):
                 raise RequestError(f"Task {t.id}: resources must be a map")
             if resources:
