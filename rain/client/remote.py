@@ -104,6 +104,17 @@ class _ArgPickler(cloudpickle.Pickler):
         return None
 
 
+_PLAIN_TYPES = frozenset([int, float, str, bytes, bool, type(None)])
+
+
+def _plain(values):
+    """Only scalars of builtin types: plain pickle does (no data objects, no code)."""
+    for value in values:
+        if type(value) not in _PLAIN_TYPES:
+            return False
+    return True
+
+
 class _Discard:
     __slots__ = ()
 
@@ -111,12 +122,17 @@ class _Discard:
         return len(data)
 
 
+def _eval_annotation(annotation, globals_):
+    """A string annotation (``from __future__ import annotations``) evaluated, or None."""
+    try:
+        return eval(annotation, globals_)  # noqa: S307 - the user's own code
+    except Exception:
+        return None
+
+
 def _output_from_annotation(annotation, globals_):
     if isinstance(annotation, str):
-        try:
-            annotation = eval(annotation, globals_)  # noqa: S307 - the user's own code
-        except Exception:
-            return None
+        annotation = _eval_annotation(annotation, globals_)
     if isinstance(annotation, Output):
         return [annotation]
     if isinstance(annotation, (tuple, list)) and annotation and \
@@ -147,6 +163,40 @@ def _normalize_outputs(outputs, allow_objects):
     return result
 
 
+class _Unset:
+    """Default of the generated binder's parameters: "not given by the caller"."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "__rain_unset__"
+
+
+_UNSET = _Unset()
+
+
+def _make_binder(signature, qualname):
+    """A function with ``signature`` (no annotations, defaults replaced by a marker) that
+    returns its ``locals()``: binding the call arguments costs a plain Python call
+    (~0.4 us) instead of ``Signature.bind`` (~6 us), and a wrong call raises Python's own
+    TypeError. ``None`` when the signature cannot be rebuilt as source."""
+    try:
+        params = [p.replace(annotation=inspect.Parameter.empty,
+                            default=_UNSET if p.default is not inspect.Parameter.empty
+                            else inspect.Parameter.empty)
+                  for p in signature.parameters.values()]
+        text = str(signature.replace(parameters=params,
+                                     return_annotation=inspect.Signature.empty))
+        namespace = {"__rain_unset__": _UNSET}
+        exec(f"def __rain_bind__{text}:\n    return locals()\n", namespace)  # noqa: S102
+        binder = namespace["__rain_bind__"]
+    except Exception:
+        return None
+    binder.__qualname__ = qualname
+    binder.__name__ = qualname.rpartition(".")[2]
+    return binder
+
+
 class Remote:
     """A Python function ``f(ctx, ...)`` made into a task factory (see ``remote``)."""
 
@@ -174,6 +224,8 @@ class Remote:
             raise RainException(f"{self._task_name}: a remote function takes the task "
                                 "context as its first argument: def f(ctx, ...)")
         self._params = {p.name: p for p in params[1:]}
+        self._binder = _make_binder(self.signature, getattr(fn, "__qualname__",
+                                                            self._task_name))
         self._reserved = tuple(k for k in RESERVED_KEYWORDS if k not in self._params)
         globals_ = getattr(fn, "__globals__", {})
 
@@ -182,7 +234,7 @@ class Remote:
         for param in params[1:]:
             annotation = param.annotation
             if isinstance(annotation, str) and "Input" in annotation:
-                annotation = _output_from_annotation_eval(annotation, globals_)
+                annotation = _eval_annotation(annotation, globals_)
             if isinstance(annotation, Input):
                 decls[param.name] = annotation
         if isinstance(inputs, dict):
@@ -225,10 +277,14 @@ class Remote:
                 output = kwargs.pop("output", _MISSING)
             if "name" in self._reserved:
                 name = kwargs.pop("name", _MISSING)
-        try:
-            bound = self.signature.bind(None, *args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self._task_name}(): {exc}") from None
+        binder = self._binder
+        if binder is not None:
+            arguments = binder(None, *args, **kwargs)     # TypeError on a wrong call
+        else:
+            try:
+                arguments = self.signature.bind(None, *args, **kwargs).arguments
+            except TypeError as exc:
+                raise TypeError(f"{self._task_name}(): {exc}") from None
 
         session = get_active_session()
         function_obj = session._get_static(self, lambda: self._function_object(session))
@@ -237,11 +293,12 @@ class Remote:
         if args or kwargs:
             params = self._params
             decls = self.input_decls
-            arguments = bound.arguments
             first = True
             for pname, value in arguments.items():
                 if first:           # the ctx placeholder
                     first = False
+                    continue
+                if value is _UNSET:
                     continue
                 decl = decls.get(pname)
                 kind = params[pname].kind
@@ -257,9 +314,12 @@ class Remote:
                     elif decl is not None and not isinstance(item, (int, float, str,
                                                                     bytes)):
                         _ArgPickler(_Discard(), refs, decl).dump(item)
-            buffer = io.BytesIO()
-            _ArgPickler(buffer, refs).dump((args, kwargs))
-            data = buffer.getvalue()
+            if len(refs.inputs) == 1 and _plain(args) and _plain(kwargs.values()):
+                data = pickle.dumps((args, kwargs), pickle.HIGHEST_PROTOCOL)
+            else:
+                buffer = io.BytesIO()
+                _ArgPickler(buffer, refs).dump((args, kwargs))
+                data = buffer.getvalue()
             if len(data) > ARGS_WARNING_SIZE:
                 warnings.warn(RainWarning(
                     f"{self._task_name}(): the pickled arguments take {len(data)} bytes "
@@ -314,13 +374,6 @@ class Remote:
 
     def __repr__(self):
         return f"<Remote {self.task_type}>"
-
-
-def _output_from_annotation_eval(annotation, globals_):
-    try:
-        return eval(annotation, globals_)  # noqa: S307 - the user's own code
-    except Exception:
-        return None
 
 
 def remote(outputs=None, inputs=(), auto_load=None, auto_encode=None, name=None, cpus=1):

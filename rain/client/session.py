@@ -240,16 +240,29 @@ class Session:
             ol[i] = obj.id[1]
 
     def wait(self, items):
-        """Block until all ``items`` (tasks and data objects) are finished."""
+        """Block until all ``items`` (tasks and data objects) are finished; their ``state``
+        and ``info`` are then up to date."""
         items = _as_list(items)
         tasks, objects = self._split(items, "wait for")
         self._check_open()
-        self._request(lambda msg: self._fill_ids(msg.init("wait"), tasks, objects))
+        reply = self._request(lambda msg: self._fill_ids(msg.init("wait"), tasks, objects))
+        if reply is not None:
+            self._apply_states(tasks, objects, reply)
+            return
         for task in tasks:
             task._state = TaskState.finished
         for obj in objects:
             if obj._state == DataObjectState.unfinished:
                 obj._state = DataObjectState.finished
+
+    def _apply_states(self, tasks, objects, reply):
+        task_states, object_states = reply
+        for task, (_tid, state, info) in zip(tasks, task_states):
+            task._state = TaskState[state]
+            task._info = TaskInfo.from_json(loads_or(info, {}))
+        for obj, (_oid, state, info) in zip(objects, object_states):
+            obj._state = DataObjectState[state]
+            obj._set_info(loads_or(info, {}))
 
     def wait_some(self, items):
         """Block until at least one of ``items`` is finished; return the finished
@@ -328,14 +341,9 @@ class Session:
         """Refresh ``state`` and ``info`` of tasks and data objects from the server."""
         tasks, objects = self._split(_as_list(items), "update")
         self._check_open()
-        task_states, object_states = self._request(
+        reply = self._request(
             lambda msg: self._fill_ids(msg.init("getState"), tasks, objects))
-        for task, (_tid, state, info) in zip(tasks, task_states):
-            task._state = TaskState[state]
-            task._info = TaskInfo.from_json(loads_or(info, {}))
-        for obj, (_oid, state, info) in zip(objects, object_states):
-            obj._state = DataObjectState[state]
-            obj._set_info(loads_or(info, {}))
+        self._apply_states(tasks, objects, reply)
 
     def close(self):
         """Close the session on the server: stop its tasks, free its objects."""

@@ -25,7 +25,6 @@ import io
 import os
 import pickle
 import shutil
-import sys
 import traceback
 
 import cbor2
@@ -66,6 +65,7 @@ class PyExecutor:
         self.functions = {}     # digest of the pickled function -> function
         self.by_id = {}         # object id (session, id) -> function (inputs we keep)
         self._dirty = False
+        self._device = None
 
     # -- messages ---------------------------------------------------------------------
     def drop_cached(self, body):
@@ -225,7 +225,7 @@ class PyExecutor:
             if object_id is not None and _is_input(object_id, inputs):
                 location = ["other", [object_id[0], object_id[1]]]
             elif value.path is not None:
-                location = ["path", value.path]
+                location = ["path", self._movable(value.path, index)]
             elif is_dir:
                 path = os.path.join(self.workdir, f"out-dir-{index}")
                 extract_tar(value.data, path)
@@ -266,6 +266,17 @@ class PyExecutor:
                             f"{content_type!r} is not a sub-type of the declared "
                             f"{declared!r}")
         return {"location": location, "content_type": content_type or None}
+
+    def _movable(self, path, index):
+        """``path`` itself, or a new path in the working directory when ``path`` is on
+        another file system (the governor takes outputs by renaming them)."""
+        if self._device is None:
+            self._device = os.stat(self.workdir).st_dev
+        if os.stat(path).st_dev == self._device:
+            return path
+        target = os.path.join(self.workdir, f"out-{index}-{os.path.basename(path)}")
+        shutil.move(path, target)
+        return target
 
     def _failure(self, message, ctx, newly_cached):
         info = _info_map(ctx._info) if ctx is not None and ctx._info is not None else {}
@@ -394,11 +405,3 @@ def _user_traceback(exc):
     if tb is not None and tb.tb_frame.f_code is PyExecutor.call.__code__:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
-
-
-def _flush_std():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass

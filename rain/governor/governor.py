@@ -31,6 +31,10 @@ R = rain_capnp
 RUNNING_STATE, FINISHED_STATE, FAILED_STATE = 3, 4, 5
 OBJ_FINISHED, OBJ_REMOVED = 1, 2
 MONITORING_INTERVAL = 2.0
+#: Update batching while the local queue is deep (see ``Governor._hold_updates``).
+HOLD_QUEUE = 4
+HOLD_BATCH = 16
+HOLD_MAX = 0.005
 
 
 class GovTask:
@@ -83,6 +87,9 @@ class Governor:
         self.closed = None
         self._monitor = Monitor()
         self._background = set()
+        self._expire_timer = None
+        self._hold_timer = None     # see _hold_updates
+        self._urgent = False
 
     # ======================================================================================
     # Start-up
@@ -195,9 +202,20 @@ class Governor:
             self.store.schedule_delete(key, self.delete_timeout)
         for executor in list(self.executors.all.values()):
             executor.drop_cached(keys)
-        if self.store.to_delete:
-            asyncio.get_running_loop().call_later(self.delete_timeout + 0.05,
-                                                  self.store.expire)
+        if self.store.to_delete and self._expire_timer is None:
+            self._expire_timer = asyncio.get_running_loop().call_later(
+                self.delete_timeout + 0.05, self._expire)
+
+    def _expire(self):
+        """One timer for the whole delete list (not one per delete message): delete what
+        is due, then sleep until the next deadline."""
+        self._expire_timer = None
+        self.store.expire()
+        deadline = self.store.next_expiry()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._expire_timer = loop.call_at(
+                loop.time() + max(0.0, deadline - time.monotonic()) + 0.05, self._expire)
 
     def _send_info(self, request_id):
         msg = R.GovernorToServer.new_message()
@@ -381,6 +399,7 @@ class Governor:
             if obj is not None and obj.state == PENDING:
                 self.store.delete_now(key)
         self._task_updates.append((task.key, FAILED_STATE, cbor2.dumps(info)))
+        self._urgent = True
         self._schedule_flush()
 
     def _spawn_cleanup(self, path):
@@ -566,10 +585,38 @@ class Governor:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _hold_updates(self):
+        """Whether this turn's updates may wait for the next ones.
+
+        With many tiny tasks the server keeps a deep prefetch queue here, and one update
+        message per finished task (one send, one wake-up of the server, one scheduling
+        round and assignment back) cost more than the tasks. While at least
+        ``HOLD_QUEUE`` tasks wait here for a CPU, the server has nothing urgent to do
+        with our news, so updates are sent per ``HOLD_BATCH`` (or after ``HOLD_MAX``
+        seconds at most). Anything else (a short queue: chains, the end of a graph, long
+        tasks; a failure) leaves at the end of this loop turn as before.
+        """
+        return (not self._urgent and len(self._task_updates) < HOLD_BATCH
+                and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus))
+
+    def _flush_held(self):
+        self._hold_timer = None
+        self._urgent = True
+        self._flush()
+
     def _flush(self):
         self._flush_scheduled = False
         if not (self._task_updates or self._object_updates) or self.server is None:
             return
+        if self._hold_updates():
+            if self._hold_timer is None:
+                self._hold_timer = asyncio.get_running_loop().call_later(
+                    HOLD_MAX, self._flush_held)
+            return
+        self._urgent = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
@@ -612,6 +659,12 @@ class Governor:
     # Shutdown
 
     async def close(self):
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if self._expire_timer is not None:
+            self._expire_timer.cancel()
+            self._expire_timer = None
         for task in list(self.tasks.values()):
             if task.runner is not None:
                 task.runner.cancel()

@@ -6,6 +6,7 @@ only when they must be (large, a directory, or a program's input): a chain of ti
 tasks never touches the disk.
 """
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -58,6 +59,8 @@ class Store:
         os.makedirs(self.data_dir, exist_ok=True)
         self.objects = {}
         self.to_delete = {}      # key -> StoredObject in the delayed-delete list
+        self._delete_sorted = True   # to_delete is in deadline order (see expire)
+        self._last_delete_at = 0.0
         self._materialize_lock = threading.Lock()
 
     def path_for(self, key):
@@ -84,7 +87,12 @@ class Store:
         target = self.path_for(obj.key)
         if os.path.lexists(target):
             remove_tree(target)
-        os.rename(path, target)
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.move(path, target)      # produced on another file system
         obj.path = target
         obj.size = size if size is not None else path_size(target)
         obj.safe_link = protect(target)
@@ -156,7 +164,10 @@ class Store:
             self.delete_now(key)
             return
         if obj.delete_at is None:
-            obj.delete_at = time.monotonic() + delay
+            obj.delete_at = delete_at = time.monotonic() + delay
+            if delete_at < self._last_delete_at:
+                self._delete_sorted = False
+            self._last_delete_at = delete_at
             self.to_delete[key] = obj
 
     def delete_now(self, key):
@@ -172,11 +183,32 @@ class Store:
             obj.path = None
 
     def expire(self, now=None):
+        """Delete what is due. ``to_delete`` is in insertion order, which is deadline
+        order while every delay is the same (the governor's), so the scan stops at the
+        first object not yet due instead of walking the whole list each time."""
         now = time.monotonic() if now is None else now
-        expired = [key for key, obj in self.to_delete.items() if obj.delete_at <= now]
+        if self._delete_sorted:
+            expired = []
+            for key, obj in self.to_delete.items():
+                if obj.delete_at > now:
+                    break
+                expired.append(key)
+        else:
+            expired = [key for key, obj in self.to_delete.items() if obj.delete_at <= now]
         for key in expired:
             self.delete_now(key)
+        if not self.to_delete:
+            self._delete_sorted = True
+            self._last_delete_at = 0.0
         return expired
+
+    def next_expiry(self):
+        """The earliest deadline in the delete list (None when it is empty)."""
+        if not self.to_delete:
+            return None
+        if self._delete_sorted:
+            return next(iter(self.to_delete.values())).delete_at
+        return min(obj.delete_at for obj in self.to_delete.values())
 
     def clear(self):
         for key in list(self.objects):

@@ -1,0 +1,275 @@
+"""The Python executor without a cluster: its pure core, and the process on a socket
+driven by a test playing the governor (docs/executor-protocol.md)."""
+import io
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+
+import cbor2
+import cloudpickle
+import pytest
+
+from rain.client.remote import _ArgPickler, _Refs
+from rain.executor.runner import PyExecutor
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def args_bytes(*args, **kwargs):
+    buffer = io.BytesIO()
+    _ArgPickler(buffer, _Refs(None, 0)).dump((args, kwargs))
+    return buffer.getvalue()
+
+
+def make_call(fn, *, fn_location=None, config=None, inputs=(), outputs=1, task_id=20):
+    fn_bytes = cloudpickle.dumps(fn)
+    function_input = {"id": [1, 10], "label": None, "data_type": "blob",
+                      "content_type": "cloudpickle", "size": len(fn_bytes),
+                      "location": fn_location or ["memory", fn_bytes]}
+    if isinstance(outputs, int):
+        outputs = [{"id": [1, 100 + i], "label": None, "data_type": "blob",
+                    "content_type": None} for i in range(outputs)]
+    return {"task": {"id": [1, task_id], "type": "py/fn", "method": "fn",
+                     "config": cbor2.dumps(config) if config is not None else b"",
+                     "name": None, "user": {"u": 1}, "resources": {"cpus": 1}},
+            "inputs": [function_input, *inputs], "outputs": outputs}
+
+
+def blob_input(index, data, content_type=None, label=None):
+    return {"id": [1, index], "label": label, "data_type": "blob",
+            "content_type": content_type, "size": len(data), "location": ["memory", data]}
+
+
+def double(ctx, x):
+    return str(2 * x)
+
+
+def test_function_cache_by_id_and_content(tmp_path):
+    executor = PyExecutor(str(tmp_path))
+    config = {"args": args_bytes(21)}
+    first = executor.call(make_call(double, config=config))
+    assert first == {"success": True, "cached": [[1, 10]],
+                     "outputs": [{"location": ["memory", b"42"], "content_type": "text"}]}
+    again = executor.call(make_call(double, config=config, fn_location=["cached"]))
+    assert again["success"] and "cached" not in again
+    executor.drop_cached({"objects": [[1, 10]]})
+    lost = executor.call(make_call(double, config=config, fn_location=["cached"]))
+    assert not lost["success"]
+    assert "does not keep it" in lost["info"]["error"]
+    # The same bytes under a new id: the deserialized function is found by content.
+    fn_before = executor.functions.copy()
+    executor.call(make_call(double, config=config))
+    assert executor.functions == fn_before
+
+
+def test_inputs_outputs_and_errors(tmp_path):
+    executor = PyExecutor(str(tmp_path))
+
+    def both(ctx, raw, loaded):
+        ctx.info.user["seen"] = [raw.get_str(), loaded]
+        ctx.debug("spec user {}", ctx.spec.user)
+        return raw, ctx.blob(loaded, encode="json")
+
+    buffer = io.BytesIO()
+
+    class Ref:
+        def __init__(self, index):
+            self.index = index
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.index if isinstance(obj, Ref) else None
+
+    Pickler(buffer).dump(((Ref(1), Ref(2)), {}))
+    call = make_call(both, config={"args": buffer.getvalue(), "load": [0, 0, 1]},
+                     inputs=[blob_input(11, b"abc", "text"), blob_input(12, b"[1]", "json")],
+                     outputs=2)
+    result = executor.call(call)
+    assert result["success"], result
+    assert result["outputs"][0] == {"location": ["other", [1, 11]], "content_type": "text"}
+    assert result["outputs"][1] == {"location": ["memory", b"[1]"], "content_type": "json"}
+    assert result["info"] == {"user": {"seen": ["abc", [1]]}, "debug": "spec user {'u': 1}"}
+
+    def boom(ctx):
+        ctx.debug("before")
+        raise KeyError("missing")
+
+    failed = executor.call(make_call(boom))
+    assert not failed["success"]
+    assert failed["info"]["debug"] == "before"
+    assert failed["info"]["error"].startswith("Traceback (most recent call last)")
+    assert "KeyError: 'missing'" in failed["info"]["error"]
+
+
+def test_working_directory_is_cleaned_between_calls(tmp_path):
+    executor = PyExecutor(str(tmp_path))
+
+    def litter(ctx):
+        os.mkdir("sub")
+        os.chdir("sub")
+        with open("f", "w") as f:
+            f.write("x")
+        return b""
+
+    def look(ctx):
+        return ",".join(sorted(os.listdir("."))) + "|" + os.getcwd()
+
+    assert executor.call(make_call(litter))["success"]
+    assert os.getcwd() == str(tmp_path)
+    result = executor.call(make_call(look))
+    assert result["outputs"][0]["location"][1].decode() == f"|{tmp_path}"
+
+
+@pytest.fixture
+def executor_process(tmp_path):
+    sock_path = str(tmp_path / "e.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen(1)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = dict(os.environ, RAIN_EXECUTOR_SOCKET=sock_path, RAIN_EXECUTOR_ID="7",
+               RAIN_EXECUTOR_TYPE="py")
+    process = subprocess.Popen([sys.executable, "-m", "rain.executor"], env=env,
+                               cwd=str(workdir), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    server.settimeout(30)
+    conn, _ = server.accept()
+    conn.settimeout(30)
+    yield process, conn, workdir
+    conn.close()
+    server.close()
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def send(conn, kind, body):
+    payload = cbor2.dumps([kind, body])
+    conn.sendall(len(payload).to_bytes(4, "little") + payload)
+
+
+def receive(conn):
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            assert chunk, "executor closed the connection"
+            data += chunk
+        return data
+    size = int.from_bytes(exactly(4), "little")
+    return cbor2.loads(exactly(size))
+
+
+def stage(ctx, text):
+    with open("out.txt", "w") as f:
+        f.write(text)
+    return ctx.stage_file("out.txt", content_type="text")
+
+
+def test_executor_process_protocol(executor_process):
+    process, conn, workdir = executor_process
+    assert receive(conn) == ["register", {"protocol": "rain-executor/1", "executor_id": 7,
+                                          "executor_type": "py"}]
+    send(conn, "call", make_call(stage, config={"args": args_bytes("hi")}))
+    kind, result = receive(conn)
+    assert kind == "result" and result["success"]
+    location = result["outputs"][0]["location"]
+    assert location == ["path", str(workdir / "out.txt")]
+    assert result["outputs"][0]["content_type"] == "text"
+    assert open(location[1]).read() == "hi"
+    os.unlink(location[1])               # the governor moves staged files away
+    send(conn, "drop_cached", {"objects": [[1, 10]]})
+    send(conn, "some_future_hint", {})    # unknown kinds are ignored
+    send(conn, "call", make_call(stage, config={"args": args_bytes("again")},
+                                 fn_location=["cached"]))
+    kind, result = receive(conn)
+    assert not result["success"] and "does not keep it" in result["info"]["error"]
+    # EOF: the executor exits at once
+    conn.shutdown(socket.SHUT_RDWR)
+    start = time.monotonic()
+    assert process.wait(timeout=5) == 0
+    assert time.monotonic() - start < 2
+
+
+FOREIGN_EXECUTOR = r'''
+# An executor written from docs/executor-protocol.md alone: socket + cbor2, no rain.
+import os, socket, sys, cbor2
+
+def send(sock, kind, body):
+    payload = cbor2.dumps([kind, body])
+    sock.sendall(len(payload).to_bytes(4, "little") + payload)
+
+def read_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            sys.exit(0)                       # EOF: the governor is gone
+        data += chunk
+    return data
+
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(os.environ["RAIN_EXECUTOR_SOCKET"])
+send(sock, "register", {"protocol": "rain-executor/1",
+                        "executor_id": int(os.environ["RAIN_EXECUTOR_ID"]),
+                        "executor_type": os.environ["RAIN_EXECUTOR_TYPE"]})
+while True:
+    kind, body = cbor2.loads(read_exactly(sock, int.from_bytes(read_exactly(sock, 4), "little")))
+    if kind != "call":
+        continue
+    method = body["task"]["method"]
+    source = body["inputs"][0]
+    location = source["location"]
+    data = location[1] if location[0] == "memory" else open(location[1], "rb").read()
+    if method == "upper":
+        outputs = [{"location": ["memory", data.upper()], "content_type": "text"}]
+    elif method == "file":
+        with open("result.bin", "wb") as f:
+            f.write(data * 2)
+        outputs = [{"location": ["path", "result.bin"], "content_type": None,
+                    "info": {"user": {"from": "file"}}}]
+    elif method == "same":
+        outputs = [{"location": ["other", source["id"]], "content_type": None}]
+    else:
+        send(sock, "result", {"success": False, "info": {"error": f"no method {method}",
+                                                        "debug": "foreign debug"}})
+        continue
+    send(sock, "result", {"success": True, "info": {"user": {"method": method}},
+                          "outputs": outputs})
+'''
+
+
+def test_executor_written_from_the_documentation(make_cluster, tmp_path):
+    from rain.client import Task, TaskException, blob
+
+    script = tmp_path / "foreign.py"
+    script.write_text(FOREIGN_EXECUTOR)
+    config = tmp_path / "governor.toml"
+    config.write_text(f"[executors.foreign]\ncommand = '{sys.executable} {script}'\n")
+    cluster = make_cluster([1], governor_config=str(config))
+    client = cluster.client()
+    with client.new_session() as s:
+        source = blob("hi")
+        upper = Task([source], 1, task_type="foreign/upper")
+        doubled = Task([upper], 1, task_type="foreign/file")
+        same = Task([doubled], 1, task_type="foreign/same")
+        for t in (upper, doubled, same):
+            t.keep_outputs()
+        s.submit()
+        assert upper.output.fetch().get_str() == "HI"
+        assert upper.output.fetch().content_type == "text"
+        assert doubled.output.fetch().get_bytes() == b"HIHI"
+        assert same.output.fetch().get_bytes() == b"HIHI"
+        upper.update()
+        assert upper.info.user == {"method": "upper"}
+        doubled.output.update()
+        assert doubled.output.info.user == {"from": "file"}
+    with client.new_session() as s:
+        Task([blob("x")], 1, task_type="foreign/nothing")
+        s.submit()
+        with pytest.raises(TaskException, match=r"(?s)no method nothing.*foreign debug"):
+            s.wait_all()
