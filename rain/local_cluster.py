@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -120,13 +121,32 @@ class LocalCluster:
             self._spawn_governor(cpus)
         self._cluster.wait_ready(timeout)
 
-    def remove_governors(self, count):
-        """Stop the ``count`` most recently added governors (SIGTERM, then wait)."""
+    def remove_governors(self, count, drain_timeout=None):
+        """Stop the ``count`` most recently added governors.
+
+        With ``drain_timeout`` they first leave gracefully (SIGUSR1: the server sends them
+        no new tasks and re-queues what waits there; they exit once their running tasks
+        are done), and are terminated when that takes longer. Returns their names and
+        whether all drained in time."""
         victims = self.governors[-count:] if count else []
+        drained = True
+        if drain_timeout is not None:
+            for _name, process, _cpus in victims:
+                try:
+                    process.send_signal(signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + drain_timeout
+            for _name, process, _cpus in victims:
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    drained = False
         for name, process, _cpus in victims:
             self._cluster.terminate(process)
         for entry in victims:
             self.governors.remove(entry)
+        self.last_drained = drained
         return [name for name, _p, _c in victims]
 
     def client(self):

@@ -253,6 +253,7 @@ struct GovernorToServer {
     update @0 :Update;
     info @1 :GovernorInfo;
     monitoring @2 :Data;      # CBOR map {cpu_usage, mem_usage, net_stat, ...}
+    draining @3 :Void;        # give back queued tasks and send no new ones: leaving soon
   }
 }
 

@@ -87,6 +87,7 @@ class Governor:
         self.closed = None
         self._monitor = Monitor()
         self._background = set()
+        self.draining = False
         self._expire_timer = None
         self._hold_timer = None     # see _hold_updates
         self._urgent = False
@@ -657,6 +658,24 @@ class Governor:
 
     # ======================================================================================
     # Shutdown
+
+    def drain(self):
+        """Tell the server we are leaving; exit once the running tasks are done."""
+        if self.draining or self.server is None or self.server.closed:
+            return
+        self.draining = True
+        msg = R.GovernorToServer.new_message()
+        msg.draining = None
+        self.server.send(msg.to_bytes())
+        self._check_drained()
+
+    def _check_drained(self):
+        if not self.draining:
+            return
+        if any(t.state == "running" for t in self.tasks.values()):
+            asyncio.get_running_loop().call_later(0.05, self._check_drained)
+        elif self.closed is not None and not self.closed.done():
+            self.closed.set_result("drained")
 
     async def close(self):
         if self._hold_timer is not None:

@@ -81,6 +81,8 @@ async def run_governor(args):
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result("signal"))
+    # SIGUSR1: leave gracefully (finish the running tasks, take no new ones, then exit).
+    loop.add_signal_handler(signal.SIGUSR1, governor.drain)
     try:
         await governor.start(server_host, server_port, listen_host, listen_port)
         if args.ready_file:
@@ -89,7 +91,7 @@ async def run_governor(args):
                                      return_when=asyncio.FIRST_COMPLETED)
         reason = next(iter(done)).result()
         logger.info("governor stopping: %s", reason)
-        return 0 if reason == "signal" else 1
+        return 0 if reason in ("signal", "drained") else 1
     finally:
         await governor.close()
         if own_workdir:

@@ -352,6 +352,8 @@ class RainServer:
                         [[i.session, i.id] for i in info.objectsToDelete])
                     pending[1].discard(governor.id)
                     self._maybe_finish_info(pending)
+            elif which == "draining":
+                self.core.drain_governor(governor)
             elif which == "monitoring":
                 data = loads_or(msg.monitoring, {})
                 if isinstance(data, dict):

@@ -452,6 +452,20 @@ class ServerCore:
         self._request_schedule()
         return governor
 
+    def drain_governor(self, governor):
+        """The governor is leaving: it gets no new tasks, and the ones queued there but not
+        yet running go back to the ready queue (it finishes those it runs)."""
+        governor.closing = True
+        for task in list(governor.tasks):
+            if task.state == ASSIGNED:
+                self._release(task)
+                task.governor = None
+                governor.out_stop.append(task.key)
+                self.scheduler.add_ready(task)
+        self.comm.governor_dirty(governor)
+        self.comm.event({"type": "GovernorDraining", "governor": governor.id})
+        self._request_schedule()
+
     def remove_governor(self, governor, reason="connection lost"):
         """A governor is gone: re-run what can be re-run, fail what lost its data."""
         if governor.id not in self.governors:

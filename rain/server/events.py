@@ -11,11 +11,14 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
+_time = time.time
+_dumps = json.JSONEncoder(default=str).encode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -38,6 +41,25 @@ class EventFilterError(ValueError):
 
 def now_iso():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+_iso_second = [None, ""]
+
+
+def iso_from_timestamp(ts):
+    """``datetime.fromtimestamp(ts, utc).isoformat()`` (microseconds truncated), with the
+    date-and-second part cached: events come thousands per second, and building a
+    datetime for each cost more than the rest of recording it."""
+    second = int(ts)
+    cache = _iso_second
+    if cache[0] != second:
+        cache[1] = datetime.datetime.fromtimestamp(
+            second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = second
+    micro = int((ts - second) * 1e6)
+    if micro:
+        return f"{cache[1]}.{micro:06d}+00:00"
+    return cache[1] + "+00:00"
 
 
 def build_query(filter_):
@@ -129,7 +151,7 @@ class EventLog:
 
     def add(self, event):
         """Record one event (a dict with a ``type``); cheap, called on the hot path."""
-        self._pending.append((now_iso(), event))
+        self._pending.append((_time(), event))
         for listener in self.listeners:
             listener(event)
 
@@ -150,10 +172,11 @@ class EventLog:
 
     def _write(self, batch):
         rows = []
-        for time, event in batch:
+        dumps = _dumps
+        for ts, event in batch:
             session = event.get("session")
-            rows.append((time, event["type"], session if isinstance(session, int) else None,
-                         json.dumps(event, default=str)))
+            rows.append((iso_from_timestamp(ts), event["type"],
+                         session if isinstance(session, int) else None, dumps(event)))
         try:
             self._db.executemany(
                 "INSERT INTO events (time, type, session, event) VALUES (?, ?, ?, ?)", rows)

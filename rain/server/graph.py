@@ -63,8 +63,11 @@ class DataObject:
         self.dependents = None      # [Task] waiting for it to be produced, until it is
         self.state = UNFINISHED
         self.size = -1
-        self.locations = []         # [Governor] holding it
-        self.known_by = []          # [Governor] told about it (they must be told to drop it)
+        # [Governor] holding it / told about it (they must be told to drop it). Both are
+        # the shared () until first needed and again once the object is removed: a big
+        # graph has a million of them.
+        self.locations = ()
+        self.known_by = ()
         self.info = b""
         self.testing = None         # RAIN_TEST_MODE: [Governor] it pretends to be on
 

@@ -55,11 +55,19 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
 def http_handlers(server):
     """Extra HTTP handlers that need the running server (dashboard, REST)."""
     handlers = []
+    if os.environ.get("RAIN_DASHBOARD", "").strip().lower() in ("0", "off", "no", "false"):
+        return handlers     # no run model, no dashboard, no REST (benchmark baseline)
     try:
         from .rest import rest_handlers
     except ImportError:
         return handlers
     handlers.extend(rest_handlers(server))
+    try:
+        from ..dashboard.web import live_handlers
+    except ImportError as exc:
+        logger.info("no dashboard (%s); install rain-python[dashboard] for it", exc)
+        return handlers
+    handlers.extend(live_handlers(server))
     return handlers
 
 

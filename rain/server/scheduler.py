@@ -106,7 +106,7 @@ class Scheduler:
         # Candidates with free CPUs now, and candidates with room in the prefetch queue.
         now = [g for g in rotated if g.cpus >= cpus and g.free_cpus >= cpus]
         later = [g for g in rotated
-                 if g.cpus >= cpus and g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU]
+                 if g.cpus >= cpus and g.free_cpus - cpus >= -g.prefetch]
         now_pos = later_pos = 0
         placed = 0
         while queue:
@@ -149,14 +149,14 @@ class Scheduler:
                 best_score = -1
                 for g, score in scores.items():
                     if score > best_score and g.cpus >= cpus and not g.closing and \
-                            g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU:
+                            g.free_cpus - cpus >= -g.prefetch:
                         governor, best_score = g, score
             if governor is None:
                 while later:
                     if later_pos >= len(later):
                         later_pos = 0
                     g = later[later_pos]
-                    if g.free_cpus - cpus >= -g.cpus * PREFETCH_PER_CPU:
+                    if g.free_cpus - cpus >= -g.prefetch:
                         governor = g
                         later_pos += 1
                         break

@@ -1,0 +1,42 @@
+"""Rain in Jupyter: ``%load_ext rain_jupyter``.
+
+Registers the ``%rain`` line magic and ``%%rain`` cell magic (``magics``), rich displays
+of the ``rain.client`` classes (``reprs``), and provides live widgets of a session's
+progress and task graph (``widgets``: ``SessionWidget``, ``ProgressWidget``,
+``GraphWidget``, ``live(session)``). Nothing here is imported by ``rain.client``.
+"""
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "live"]
+
+_magics = None
+
+
+def load_ipython_extension(ipython):
+    global _magics
+    from . import reprs
+    from .magics import RainMagics
+    if _magics is None or _magics.shell is not ipython:
+        _magics = RainMagics(ipython)
+    ipython.register_magics(_magics)
+    reprs.register(ipython)
+
+
+def unload_ipython_extension(ipython):
+    global _magics
+    from . import reprs
+    reprs.unregister(ipython)
+    if _magics is not None:
+        _magics.shutdown()
+        _magics = None
+
+
+def live(session, **kwargs):
+    """Show the live progress and graph view of ``session`` (returns the widget)."""
+    from .widgets import live as show
+    return show(session, **kwargs)
+
+
+def _jupyter_server_extension_points():
+    """The Jupyter server extension lives in ``server_extension`` (imported only when a
+    Jupyter server loads it)."""
+    from .server_extension import _jupyter_server_extension_points as points
+    return points()

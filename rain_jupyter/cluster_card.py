@@ -1,0 +1,106 @@
+"""The cluster card: governors, CPUs and the dashboard link of the connected cluster."""
+from html import escape
+
+from .rendering import BOX, badge
+
+INFO_TIMEOUT = 5.0
+
+
+def server_info(client, timeout=INFO_TIMEOUT):
+    """``client.get_server_info()`` that gives up after ``timeout`` seconds (a display
+    must not hang on a server that stopped answering)."""
+    connection = getattr(client, "_connection", None)
+    if connection is None or connection.closed:
+        return None
+
+    def fill(msg):
+        msg.serverInfo = None
+
+    try:
+        return connection.request_async(fill).result(timeout)
+    except Exception:
+        return None
+
+
+def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT):
+    """Plain data of the card. ``cluster`` is the ``NotebookCluster`` when this kernel
+    started it."""
+    info = {"address": f"{client.address}:{client.port}", "connected": client.connected,
+            "governors": [], "cpus": 0, "dashboard": None, "started_here": False,
+            "sessions": sum(1 for s in getattr(client, "_sessions", ()) if not s.closed)}
+    if cluster is not None:
+        info["started_here"] = True
+        info["dashboard"] = cluster.dashboard_url
+        info["workdir"] = cluster.workdir
+    elif getattr(client, "_rain_dashboard_url", None):
+        info["dashboard"] = client._rain_dashboard_url
+    reply = server_info(client, timeout) if info["connected"] else None
+    if reply is None:
+        info["reachable"] = False
+        return info
+    info["reachable"] = True
+    for governor in reply.get("governors", ()):
+        cpus = (governor.get("resources") or {}).get("cpus", 0)
+        info["governors"].append({"id": governor.get("governor_id"), "cpus": cpus,
+                                  "tasks": len(governor.get("tasks", ())),
+                                  "objects": len(governor.get("objects", ()))})
+        info["cpus"] += cpus
+    return info
+
+
+def card_text(info):
+    if not info["connected"]:
+        return f"Rain cluster at {info['address']}: not connected"
+    lines = [f"Rain cluster at {info['address']}"
+             + (" (started by this kernel)" if info["started_here"] else "")
+             + f": {len(info['governors'])} governors, {info['cpus']} CPUs"]
+    if not info.get("reachable", True):
+        lines[0] += " (server not answering)"
+    for governor in info["governors"]:
+        lines.append(f"  {governor['id']}: {governor['cpus']} CPUs, "
+                     f"{governor['tasks']} tasks, {governor['objects']} objects")
+    if info.get("dashboard"):
+        lines.append(f"  dashboard: {info['dashboard']}")
+    return "\n".join(lines)
+
+
+def card_html(info):
+    if not info["connected"]:
+        return (f"<div class='rain-cluster' style='{BOX}'><b>Rain cluster</b> "
+                f"{escape(info['address'])} &nbsp; {badge('disconnected', '#8a8f96')}</div>")
+    state = badge("connected", "#4caf50") if info.get("reachable", True) else \
+        badge("not answering", "#e0443e")
+    origin = " &nbsp; <span style='color:#8a8f96'>started by this kernel</span>" \
+        if info["started_here"] else ""
+    rows = "".join(
+        f"<tr><td style='padding:0 10px 0 0; text-align:left;'>{escape(str(g['id']))}</td>"
+        f"<td style='padding:0 10px 0 0; text-align:right;'>{g['cpus']}</td>"
+        f"<td style='padding:0 10px 0 0; text-align:right;'>{g['tasks']}</td>"
+        f"<td style='text-align:right;'>{g['objects']}</td></tr>"
+        for g in info["governors"])
+    table = ("<table style='border-collapse:collapse; margin-top:4px;'><tr style='color:#8a8f96'>"
+             "<th style='text-align:left; padding-right:10px;'>governor</th>"
+             "<th style='padding-right:10px;'>CPUs</th><th style='padding-right:10px;'>tasks"
+             "</th><th>objects</th></tr>" + rows + "</table>") if rows else ""
+    dashboard = ""
+    if info.get("dashboard"):
+        url = escape(info["dashboard"], quote=True)
+        dashboard = (f"<div style='margin-top:4px;'>Dashboard: <a href='{url}' "
+                     f"target='_blank'>{url}</a></div>")
+    return (f"<div class='rain-cluster' style='{BOX}'><b>Rain cluster</b> "
+            f"{escape(info['address'])} &nbsp; {state}{origin}"
+            f"<div>{len(info['governors'])} governors, {info['cpus']} CPUs, "
+            f"{info['sessions']} open sessions of this client</div>{table}{dashboard}</div>")
+
+
+class ClusterCard:
+    """A displayable card (HTML and text) of a client's cluster, read when created."""
+
+    def __init__(self, client, cluster=None):
+        self.info = cluster_info(client, cluster)
+
+    def _repr_html_(self):
+        return card_html(self.info)
+
+    def __repr__(self):
+        return card_text(self.info)

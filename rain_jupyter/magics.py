@@ -1,0 +1,374 @@
+"""``%rain`` and ``%%rain``: start or connect to a cluster and run cells in sessions."""
+import logging
+import shlex
+from html import escape
+import sys
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import IFrame, display
+
+from rain.client import Client
+from rain.common.errors import RainException
+
+from . import reprs
+from .cluster_card import ClusterCard
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard", "help")
+
+
+# Argument specifications, one per sub-command (their parsers print the usage lines).
+@magic_arguments(name="rain start")
+@argument("--governors", type=int, default=1, metavar="N",
+          help="number of local governors (default 1)")
+@argument("--cpus", type=int, default=None, metavar="C",
+          help="CPUs of each governor (default: all CPUs shared among the governors)")
+@argument("--port", type=int, default=None, metavar="P",
+          help="server port for clients and governors (default: a free port)")
+@argument("--http-port", type=int, default=None, metavar="H",
+          help="dashboard and REST port (default: a free port)")
+def _start_spec(line):
+    """Start a server and local governors as children of this kernel."""
+
+
+@magic_arguments(name="rain connect")
+@argument("address", metavar="HOST[:PORT]", help="the server (default port 7210)")
+@argument("--dashboard", default=None, metavar="URL", help="the cluster's dashboard URL")
+def _connect_spec(line):
+    """Connect to a running Rain server."""
+
+
+@magic_arguments(name="rain scale")
+@argument("governors", type=int, metavar="N", help="number of governors to have")
+@argument("--timeout", type=float, default=60.0, metavar="S",
+          help="how long removed governors may finish their running tasks (default 60)")
+def _scale_spec(line):
+    """Add or remove governors of the cluster started by %rain start."""
+
+
+@magic_arguments(name="rain dashboard")
+@argument("--inline", action="store_true", help="show the dashboard in the output")
+@argument("--height", type=int, default=600, help="height of the inline dashboard")
+def _dashboard_spec(line):
+    """Link to (or show) the cluster's dashboard."""
+
+
+@magic_arguments(name="rain status")
+def _status_spec(line):
+    """Show the cluster card."""
+
+
+@magic_arguments(name="rain stop")
+def _stop_spec(line):
+    """Stop the cluster started here (or disconnect from a connected one)."""
+
+
+@magic_arguments(name="rain-cell")
+@argument("session", nargs="?", default=None, metavar="SESSION-NAME",
+          help="run in this named session (default: the default session)")
+@argument("--no-widget", action="store_true", help="do not show the live widget")
+@argument("--no-graph", action="store_true", help="show the progress only, no graph view")
+def _cell_spec(line):
+    """Cell magic: the cell's tasks go into a session, submitted at the end of the cell."""
+
+
+SPECS = {"start": _start_spec, "connect": _connect_spec, "scale": _scale_spec,
+         "dashboard": _dashboard_spec, "status": _status_spec, "stop": _stop_spec}
+
+
+SUMMARIES = {
+    "start": "Start a server and N local governors (C CPUs each) as children of this "
+             "kernel, wait until they are ready, bind a connected client as `rain_client`.",
+    "connect": "Connect to a running Rain server and bind the client as `rain_client`.",
+    "status": "Show the cluster card: governors, CPUs, dashboard link.",
+    "scale": "Add or remove governors of the cluster started here (removed governors "
+             "first finish their running tasks).",
+    "stop": "Stop the cluster started by this kernel (or disconnect from a connected one).",
+    "dashboard": "Link to the cluster's dashboard (--inline: show it in the output).",
+}
+
+
+def _usage(spec):
+    words = spec.parser.format_usage().split()
+    while words and words[0] in ("::", "usage:"):
+        words.pop(0)
+    text = " ".join(words)
+    return text.replace("%rain-cell", "%%rain")
+
+
+def _parse(spec, text):
+    try:
+        return parse_argstring(spec, text)
+    except UsageError as exc:
+        raise UsageError(f"{exc}. Usage: {_usage(spec)}") from None
+    except ValueError as exc:    # unbalanced quotes and the like
+        raise UsageError(f"{exc}. Usage: {_usage(spec)}") from None
+
+
+def help_text():
+    lines = ["%rain COMMAND [options]: a Rain cluster for this notebook.", ""]
+    for name, spec in SPECS.items():
+        lines.append(f"  {_usage(spec)}")
+        lines.append(f"      {SUMMARIES[name]}")
+    lines += ["  %rain help", "      This text.", "",
+              f"  {_usage(_cell_spec)}",
+              "      Cell magic: the cell's tasks go into the session (the default one",
+              "      unless named), are submitted at the end of the cell, and the live",
+              "      progress and graph widget is shown under the cell. The session is",
+              "      bound as `rain_session`, the widget as `rain_widget`.", "",
+              "Bad arguments give a one-line usage error. Stopping the kernel stops the",
+              "cluster it started."]
+    return "\n".join(lines)
+
+
+@magics_class
+class RainMagics(Magics):
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.cluster = None          # NotebookCluster started here
+        self.client = None
+        self.named_sessions = {}
+
+    # -- entry ---------------------------------------------------------------------------------
+    @line_cell_magic
+    def rain(self, line, cell=None):
+        if cell is not None:
+            return self._cell(line, cell)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"{exc}. Try %rain help") from None
+        if not words or words[0] in ("help", "-h", "--help"):
+            print(help_text())
+            return None
+        command, rest = words[0], line.strip()[len(words[0]):]
+        if command not in SPECS:
+            raise UsageError(f"unknown command {command!r}; commands: "
+                             f"{', '.join(COMMANDS)} (see %rain?)")
+        if "-h" in words[1:] or "--help" in words[1:]:
+            print(SUMMARIES[command])
+            print(SPECS[command].parser.format_help())
+            return None
+        args = _parse(SPECS[command], rest)
+        return getattr(self, f"_{command}")(args)
+
+    # -- commands ------------------------------------------------------------------------------
+    def _running(self):
+        if self.cluster is not None and not self.cluster.is_running():
+            self.cluster.stop()
+            self._forget_client()
+            self.cluster = None
+        return self.cluster
+
+    def _start(self, args):
+        for name in ("governors", "cpus"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name} must be at least 1. Usage: "
+                                 f"{_usage(_start_spec)}")
+        for name in ("port", "http_port"):
+            value = getattr(args, name)
+            if value is not None and not 0 < value < 65536:
+                raise UsageError(f"--{name.replace('_', '-')} must be a port number "
+                                 f"(1-65535). Usage: {_usage(_start_spec)}")
+        if self._running() is not None:
+            print(f"A Rain cluster started by this kernel is already running: "
+                  f"{self.cluster.describe()}. Use %rain stop first.")
+            return None
+        if self.client is not None and self.client.connected:
+            print(f"Already connected to the Rain server at {self.client.address}:"
+                  f"{self.client.port}. Use %rain stop to disconnect first.")
+            return None
+        from .cluster import NotebookCluster, default_cpus
+        cpus = args.cpus or default_cpus(args.governors)
+        cluster = NotebookCluster(args.governors, cpus, args.port, args.http_port)
+        try:
+            cluster.start()
+        except Exception as exc:
+            print(f"Could not start the Rain cluster: {exc}", file=sys.stderr)
+            return None
+        self.cluster = cluster
+        self._bind(cluster.client)
+        reprs.cluster_of_client[id(cluster.client)] = cluster
+        display(ClusterCard(cluster.client, cluster))
+        return None
+
+    def _connect(self, args):
+        if self._running() is not None:
+            print(f"This kernel runs its own Rain cluster ({self.cluster.describe()}); "
+                  "use %rain stop before connecting elsewhere.")
+            return None
+        address = args.address
+        host, _sep, port = address.rpartition(":") if ":" in address else (address, "", "")
+        if ":" in address and (not host or not port.isdigit()):
+            raise UsageError(f"invalid address {address!r}. Usage: {_usage(_connect_spec)}")
+        try:
+            client = Client(host, int(port)) if port else Client(address)
+        except RainException as exc:
+            print(f"Could not connect: {exc}", file=sys.stderr)
+            return None
+        if self.client is not None:
+            self._disconnect()
+        if args.dashboard:
+            client._rain_dashboard_url = args.dashboard
+        self._bind(client)
+        display(ClusterCard(client))
+        return None
+
+    def _status(self, args):
+        if self.client is None:
+            print("No Rain cluster: use %rain start or %rain connect HOST[:PORT].")
+            return None
+        self._running()
+        if self.client is None:
+            print("The Rain cluster started by this kernel has stopped.")
+            return None
+        display(ClusterCard(self.client, self.cluster))
+        return None
+
+    def _scale(self, args):
+        if args.governors < 0:
+            raise UsageError(f"N must be 0 or more. Usage: {_usage(_scale_spec)}")
+        if args.timeout < 0:
+            raise UsageError(f"--timeout must be 0 or more. Usage: {_usage(_scale_spec)}")
+        if self._running() is None:
+            raise UsageError("%rain scale works on a cluster started by %rain start "
+                             "in this kernel")
+        try:
+            added, removed, drained = self.cluster.scale(args.governors, args.timeout,
+                                                         progress=print)
+        except Exception as exc:
+            print(f"Scaling failed: {exc}", file=sys.stderr)
+            return None
+        if added:
+            print(f"Added {added} governors.")
+        elif removed:
+            print(f"Removed {removed} governors" + (
+                "." if drained else f" (their tasks did not finish within "
+                                    f"{args.timeout:g} s; the server re-runs them elsewhere)."))
+        else:
+            print(f"The cluster already has {args.governors} governors.")
+        display(ClusterCard(self.client, self.cluster))
+        return None
+
+    def _stop(self, args):
+        if self.cluster is not None:
+            description = self.cluster.describe()
+            self._forget_client()
+            self.cluster.stop()
+            self.cluster = None
+            print(f"Stopped the Rain cluster ({description}).")
+        elif self.client is not None:
+            address = f"{self.client.address}:{self.client.port}"
+            self._disconnect()
+            print(f"Disconnected from the Rain server at {address}.")
+        else:
+            print("No Rain cluster to stop.")
+        return None
+
+    def _dashboard(self, args):
+        url = None
+        if self._running() is not None:
+            url = self.cluster.dashboard_url
+        elif self.client is not None:
+            url = getattr(self.client, "_rain_dashboard_url", None)
+        if url is None:
+            print("No dashboard known: %rain start a cluster, or "
+                  "%rain connect HOST[:PORT] --dashboard URL.")
+            return None
+        if args.inline:
+            display(IFrame(url, width="100%", height=args.height))
+        else:
+            link = escape(url, quote=True)
+            display({"text/plain": f"Rain dashboard: {url}",
+                     "text/html": f"Rain dashboard: <a href='{link}' target='_blank'>"
+                                  f"{link}</a>"}, raw=True)
+        return None
+
+    # -- %%rain ---------------------------------------------------------------------------------
+    def _cell(self, line, cell):
+        args = _parse(_cell_spec, line)
+        client = self._require_client()
+        session = self._session(client, args.session)
+        from .tracker import tracker_for
+        tracker_for(session)        # follow the session before anything is submitted
+        pending = (len(session._tasks), len(session._dataobjs))
+        widget = None
+        try:
+            with session.bind_only():
+                self.shell.ex(cell)
+            if not args.no_widget:
+                # made before the submit, so that it sees the run from its start
+                from .widgets import SessionWidget
+                widget = SessionWidget(session, graph=not args.no_graph)
+            session.submit()
+        except BaseException:
+            # a cell that fails adds nothing to the session
+            del session._tasks[pending[0]:]
+            del session._dataobjs[pending[1]:]
+            if widget is not None:
+                widget.close_all()
+            raise
+        self.shell.user_ns["rain_session"] = session
+        if widget is not None:
+            display(widget)
+            self.shell.user_ns["rain_widget"] = widget
+        return None
+
+    def _require_client(self):
+        self._running()
+        client = self.client
+        if client is None or not client.connected:
+            candidate = self.shell.user_ns.get("rain_client")
+            if isinstance(candidate, Client) and candidate.connected:
+                return candidate
+            raise UsageError("no Rain cluster: use %rain start or %rain connect first")
+        return client
+
+    def _session(self, client, name):
+        from rain.client import session as session_module
+        if name is None:
+            default = session_module._default_session
+            if default is not None and not default.closed and default.client is client:
+                return default
+            return client.new_session("Default session", default=True)
+        session = self.named_sessions.get(name)
+        if session is None or session.closed or session.client is not client:
+            session = self.named_sessions[name] = client.new_session(name)
+        return session
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _bind(self, client):
+        self.client = client
+        self.shell.user_ns["rain_client"] = client
+
+    def _forget_client(self):
+        client = self.client
+        self.client = None
+        self.named_sessions.clear()
+        if client is not None:
+            reprs.cluster_of_client.pop(id(client), None)
+            if self.shell.user_ns.get("rain_client") is client:
+                del self.shell.user_ns["rain_client"]
+
+    def _disconnect(self):
+        client = self.client
+        self._forget_client()
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                logger.debug("closing the client failed", exc_info=True)
+
+    def shutdown(self):
+        """Stop what this kernel started (the extension's unload and exit path)."""
+        if self.cluster is not None:
+            self._forget_client()
+            self.cluster.stop()
+            self.cluster = None
+
+
+RainMagics.rain.__doc__ = help_text()

@@ -1,0 +1,465 @@
+"""The Jupyter server extension of Rain: cluster list, stop, and a dashboard proxy.
+
+Enabled by ``jupyter-config/jupyter_server_config.d/rain_jupyter.json`` (installed with the
+package). Everything lives under Jupyter's base URL and behind its authentication, so the
+JupyterLab sidebar and dashboard panes work where only the Jupyter port is reachable
+(JupyterHub, Binder):
+
+- ``GET  <base>/rain/api/clusters``: the Rain servers of this user on this machine (their
+  state files, ``rain.server.statefile``), each with its governors, sessions and dashboard
+  charts read from the server's HTTP port.
+- ``DELETE <base>/rain/api/clusters/<pid>`` (or ``POST .../<pid>/stop``): stop that server
+  and its governors.
+- ``<base>/rain/proxy/<http port>/<path>``: HTTP and websocket requests forwarded to the
+  HTTP port of a known Rain server of this machine (never to any other port or host).
+"""
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import time
+from urllib.parse import quote
+
+import psutil
+import tornado.httpclient
+import tornado.web
+import tornado.websocket
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.utils import url_path_join
+from tornado.routing import PathMatches, Rule
+
+from rain.runtime_dir import pid_alive
+from rain.server.statefile import list_servers
+
+logger = logging.getLogger(__name__)
+
+AUTH_RESOURCE = "rain"
+INFO_TIMEOUT = 2.0
+STOP_TIMEOUT = 10.0
+RECENT_SESSIONS = 3
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+# Headers that belong to one connection, not to the message (RFC 9110 7.6.1), plus the
+# ones the proxy must not pass on (Jupyter's own credentials stay with Jupyter).
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+REQUEST_DROP = HOP_BY_HOP | {"cookie", "authorization", "x-xsrftoken", "accept-encoding",
+                             "sec-websocket-key", "sec-websocket-version",
+                             "sec-websocket-extensions", "sec-websocket-protocol", "origin"}
+RESPONSE_DROP = HOP_BY_HOP | {"content-encoding", "set-cookie", "server", "date"}
+ABSOLUTE_ATTR = re.compile(r"""(\s(?:src|href|action|data-base)=["'])/(?!/)""")
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "rain_jupyter.server_extension"}]
+
+
+def _load_jupyter_server_extension(server_app):
+    setup_handlers(server_app.web_app)
+    server_app.log.info("Rain extension: clusters and dashboard proxy under %srain/",
+                        server_app.web_app.settings.get("base_url", "/"))
+
+
+# ------------------------------------------------------------------------------------------
+# Which servers exist, and what they say about themselves
+
+def known_servers():
+    """State of the live Rain servers of this user, by server pid."""
+    return {int(s["pid"]): s for s in list_servers() if "pid" in s}
+
+
+def server_by_http_port(port):
+    for state in list_servers():
+        if state.get("http_port") == port:
+            return state
+    return None
+
+
+def upstream_host(state):
+    host = state.get("http_host") or "127.0.0.1"
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def cluster_records():
+    """``rain start`` clusters (their records know every pid), by server port."""
+    try:
+        from rain.starter import list_clusters
+        records = list_clusters()
+    except Exception as exc:     # a damaged record must not break the listing
+        logger.debug("cannot read cluster records: %s", exc)
+        return {}
+    by_port = {}
+    for record in records:
+        try:
+            by_port[int(str(record.get("server", "")).rsplit(":", 1)[1])] = record
+        except (IndexError, ValueError):
+            continue
+    return by_port
+
+
+async def fetch_json(url, timeout=INFO_TIMEOUT):
+    client = tornado.httpclient.AsyncHTTPClient()
+    response = await client.fetch(url, request_timeout=timeout, connect_timeout=timeout,
+                                  raise_error=False)
+    if response.code == 599 and response.error is not None:
+        raise response.error
+    if response.code != 200:
+        raise LookupError(f"HTTP {response.code} from {url}")
+    return json.loads(response.body)
+
+
+def governor_summary(governor):
+    return {"id": governor.get("governor"), "cpus": governor.get("cpus"),
+            "cpu_usage": governor.get("cpu_usage"), "mem_usage": governor.get("mem_usage"),
+            "running": governor.get("running", governor.get("assigned_tasks", 0)),
+            "finished": governor.get("finished"), "alive": governor.get("alive", True)}
+
+
+def session_summary(session):
+    return {key: session.get(key) for key in (
+        "session", "name", "status", "tasks", "waiting", "running", "finished", "failed",
+        "progress", "created", "ended")}
+
+
+def pick_sessions(sessions):
+    """Open sessions, and the most recent few that ended (so a finished run stays visible)."""
+    sessions = sorted(sessions, key=lambda s: s.get("session") or 0)
+    open_ = [s for s in sessions if s.get("status") == "open"]
+    ended = [s for s in sessions if s.get("status") != "open"][-RECENT_SESSIONS:]
+    return [session_summary(s) for s in open_ + ended], len(sessions)
+
+
+async def info_over_rest(state):
+    base = f"http://{upstream_host(state)}:{state['http_port']}"
+    governors, sessions, charts = await asyncio.gather(
+        fetch_json(f"{base}/api/governors"), fetch_json(f"{base}/api/sessions"),
+        fetch_json(f"{base}/charts.json"), return_exceptions=True)
+    if isinstance(governors, BaseException):
+        raise governors
+    result = {"governors": [governor_summary(g) for g in governors if g.get("alive", True)]}
+    if not isinstance(sessions, BaseException):
+        result["sessions"], result["session_count"] = pick_sessions(sessions)
+    if not isinstance(charts, BaseException) and isinstance(charts, list):
+        result["charts"] = [{"id": c.get("id"), "title": c.get("title"), "url": c.get("url")}
+                            for c in charts if isinstance(c, dict) and c.get("url")]
+    return result
+
+
+def info_over_rpc(state, timeout=INFO_TIMEOUT):
+    """Fallback for a server without the REST API: ask it as a client does."""
+    from rain.client import Client
+    client = Client(state["host"], state["port"])
+    try:
+        info = client.get_server_info()
+    finally:
+        client.close()
+    governors = []
+    for governor in info.get("governors", ()):
+        governors.append({"id": governor.get("governor_id"),
+                          "cpus": (governor.get("resources") or {}).get("cpus"),
+                          "cpu_usage": None, "mem_usage": None,
+                          "running": len(governor.get("tasks", ())), "finished": None,
+                          "alive": True})
+    return {"governors": governors}
+
+
+async def describe(state, records):
+    cluster = {key: state.get(key) for key in (
+        "pid", "address", "host", "port", "http_host", "http_port", "started", "owner",
+        "logdir")}
+    cluster.update(governors=[], sessions=[], session_count=0, charts=[], reachable=False,
+                   error=None, dashboard=state.get("dashboard"))
+    record = records.get(state.get("port"))
+    cluster["origin"] = f"rain start ({record['id']})" if record else "process"
+    try:
+        cluster.update(await info_over_rest(state))
+        cluster["reachable"] = True
+    except LookupError:
+        try:
+            loop = asyncio.get_running_loop()
+            cluster.update(await asyncio.wait_for(
+                loop.run_in_executor(None, info_over_rpc, state), INFO_TIMEOUT * 2))
+            cluster["reachable"] = True
+        except Exception as exc:
+            cluster["error"] = f"server not answering: {exc}"
+    except Exception as exc:
+        cluster["error"] = f"server not answering: {exc}"
+    return cluster
+
+
+async def list_clusters():
+    servers = list_servers()
+    records = cluster_records()
+    clusters = await asyncio.gather(*(describe(s, records) for s in servers))
+    return sorted(clusters, key=lambda c: c.get("started") or 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Stopping
+
+def governor_pids(state):
+    """Local governor processes connected to this server (found by their command line:
+    ``rain governor <host>:<port>``), of this user."""
+    address = f"{state['host']}:{state['port']}"
+    aliases = {address, f"localhost:{state['port']}", f"127.0.0.1:{state['port']}"}
+    pids = []
+    for process in psutil.process_iter(["pid", "cmdline", "uids"]):
+        try:
+            cmdline = process.info["cmdline"] or []
+            uids = process.info["uids"]
+        except (psutil.Error, KeyError):
+            continue
+        if uids is not None and uids.real != os.getuid():
+            continue
+        if "governor" in cmdline and aliases.intersection(cmdline) \
+                and process.info["pid"] != state["pid"]:
+            pids.append(process.info["pid"])
+    return pids
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_server(state, timeout=STOP_TIMEOUT):
+    """Stop a server and its governors: SIGTERM (governors first), SIGKILL after
+    ``timeout``. A ``rain start`` cluster is stopped through its record, which also
+    knows remote governors' ssh processes. Returns the pids signalled."""
+    record = cluster_records().get(state.get("port"))
+    if record is not None:
+        from rain.starter import stop_cluster
+        pids = list(record.get("pids", []))
+        stop_cluster(record, timeout)
+        return pids
+    pids = governor_pids(state) + [int(state["pid"])]
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            logger.warning("Rain process %s did not stop on SIGTERM; killing it", pid)
+            _signal(pid, signal.SIGKILL)
+    list_servers()      # drops the state file if the server could not remove it itself
+    return pids
+
+
+# ------------------------------------------------------------------------------------------
+# Handlers
+
+class ClustersHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @tornado.web.authenticated
+    async def get(self):
+        self.finish(json.dumps({"clusters": await list_clusters(), "time": time.time()},
+                               default=str))
+
+
+class ClusterHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    def find(self, pid):
+        state = known_servers().get(int(pid))
+        if state is None:
+            raise tornado.web.HTTPError(404, f"no running Rain server with pid {pid}")
+        return state
+
+    @tornado.web.authenticated
+    async def get(self, pid):
+        state = self.find(pid)
+        self.finish(json.dumps(await describe(state, cluster_records()), default=str))
+
+    @tornado.web.authenticated
+    async def delete(self, pid):
+        state = self.find(pid)
+        loop = asyncio.get_running_loop()
+        pids = await loop.run_in_executor(None, stop_server, state)
+        logger.info("stopped Rain server %s (%s) and processes %s", state["pid"],
+                    state.get("address"), pids)
+        self.finish(json.dumps({"stopped": True, "pid": state["pid"],
+                                "address": state.get("address"), "pids": pids}))
+
+    post = delete       # POST .../<pid>/stop
+
+
+def rewrite_html(body, prefix):
+    """Make the absolute paths of a proxied page (``src="/dashboard/..."``) go through
+    the proxy."""
+    text = body.decode("utf-8", "replace")
+    return ABSOLUTE_ATTR.sub(lambda m: m.group(1) + prefix + "/", text).encode("utf-8")
+
+
+class ProxyMixin:
+    def proxy_prefix(self, port):
+        return url_path_join(self.base_url, "rain", "proxy", str(port))
+
+    def upstream_url(self, port, path, scheme="http"):
+        state = server_by_http_port(int(port))
+        if state is None:
+            raise tornado.web.HTTPError(
+                404, f"no Rain server of this user with HTTP port {port} on this machine")
+        url = f"{scheme}://{upstream_host(state)}:{int(port)}/{(path or '').lstrip('/')}"
+        if self.request.query:
+            url += "?" + self.request.query
+        return url
+
+    def upstream_headers(self):
+        headers = {k: v for k, v in self.request.headers.get_all()
+                   if k.lower() not in REQUEST_DROP}
+        headers["X-Forwarded-Prefix"] = self.proxy_prefix(self.path_args[0])
+        return headers
+
+
+class ProxyHandler(ProxyMixin, JupyterHandler):
+    """HTTP requests to ``<base>/rain/proxy/<port>/<path>``, forwarded."""
+
+    auth_resource = AUTH_RESOURCE
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+    def check_xsrf_cookie(self):
+        """Jupyter's XSRF check, or else a same-origin ``Origin`` header: the proxied
+        pages' own scripts post without Jupyter's XSRF token, and a browser always sends
+        ``Origin`` on such a request, which another site cannot forge."""
+        try:
+            return super().check_xsrf_cookie()
+        except tornado.web.HTTPError:
+            origin = self.request.headers.get("Origin")
+            if origin and origin == f"{self.request.protocol}://{self.request.host}":
+                return None
+            raise
+
+    @tornado.web.authenticated
+    async def proxy(self, port, path=""):
+        url = self.upstream_url(port, path)
+        method = self.request.method
+        body = self.request.body if method in ("POST", "PUT", "PATCH", "DELETE") else None
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        request = tornado.httpclient.HTTPRequest(
+            url, method=method, headers=self.upstream_headers(), body=body,
+            follow_redirects=False, request_timeout=120, connect_timeout=10,
+            decompress_response=True, allow_nonstandard_methods=True)
+        try:
+            response = await tornado.httpclient.AsyncHTTPClient().fetch(
+                request, raise_error=False)
+        except OSError as exc:
+            raise tornado.web.HTTPError(502, f"Rain server on port {port}: {exc}") from None
+        if response.code == 599:
+            raise tornado.web.HTTPError(502, f"Rain server on port {port}: "
+                                             f"{response.error}")
+        self.set_status(response.code, response.reason)
+        prefix = self.proxy_prefix(port)
+        content_type = ""
+        for name, value in response.headers.get_all():
+            lower = name.lower()
+            if lower in RESPONSE_DROP:
+                continue
+            if lower == "location" and value.startswith("/") and not value.startswith("//"):
+                value = prefix + value
+            if lower == "content-type":
+                content_type = value
+            self.set_header(name, value)
+        payload = response.body or b""
+        if content_type.startswith("text/html") and payload:
+            payload = rewrite_html(payload, prefix)
+        if method != "HEAD" and response.code not in (204, 304):
+            self.write(payload)
+        self.finish()
+
+    get = head = post = put = patch = delete = options = proxy
+
+
+class ProxyWebSocketHandler(ProxyMixin, WebSocketMixin, tornado.websocket.WebSocketHandler,
+                            JupyterHandler):
+    """Websocket connections to ``<base>/rain/proxy/<port>/<path>``, relayed both ways."""
+
+    auth_resource = AUTH_RESOURCE
+    upstream = None
+
+    async def get(self, port, path=""):
+        if self.current_user is None:
+            raise tornado.web.HTTPError(403)
+        self.target = self.upstream_url(port, path, scheme="ws")
+        return await super().get(port, path)
+
+    def select_subprotocol(self, subprotocols):
+        return subprotocols[0] if subprotocols else None
+
+    async def open(self, port, path=""):
+        super().open(port, path)
+        protocols = [p.strip() for p in self.request.headers.get(
+            "Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        request = tornado.httpclient.HTTPRequest(
+            self.target, headers=self.upstream_headers(), connect_timeout=10,
+            request_timeout=None)
+        try:
+            self.upstream = await tornado.websocket.websocket_connect(
+                request, subprotocols=protocols or None)
+        except Exception as exc:
+            logger.info("proxy websocket to %s failed: %s", self.target, exc)
+            self.close(1011, "cannot reach the Rain server")
+            return
+        asyncio.ensure_future(self.relay_from_upstream())
+
+    async def relay_from_upstream(self):
+        upstream = self.upstream
+        while True:
+            message = await upstream.read_message()
+            if message is None:
+                if self.ws_connection is not None:
+                    self.close(upstream.close_code or 1000, upstream.close_reason)
+                return
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except tornado.websocket.WebSocketClosedError:
+                upstream.close()
+                return
+
+    async def on_message(self, message):
+        if self.upstream is not None:
+            try:
+                await self.upstream.write_message(message, binary=isinstance(message, bytes))
+            except tornado.websocket.WebSocketClosedError:
+                self.close(1011, "the Rain server closed the connection")
+
+    def on_close(self):
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
+
+
+class WebSocketUpgrade(PathMatches):
+    """Matches the path only on a websocket handshake."""
+
+    def match(self, request):
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        return super().match(request)
+
+
+def setup_handlers(web_app):
+    base_url = web_app.settings.get("base_url", "/")
+    api = url_path_join(base_url, "rain", "api")
+    proxy = url_path_join(base_url, "rain", "proxy") + r"/(\d+)(/.*)?"
+    web_app.add_handlers(".*$", [
+        (url_path_join(api, "clusters") + "/?", ClustersHandler),
+        (url_path_join(api, "clusters") + r"/(\d+)/?", ClusterHandler),
+        (url_path_join(api, "clusters") + r"/(\d+)/stop/?", ClusterHandler),
+        Rule(WebSocketUpgrade(proxy), ProxyWebSocketHandler),
+        (proxy, ProxyHandler),
+    ])
+
+
+def proxy_path(base_url, http_port, path="/"):
+    """``<base>/rain/proxy/<port>/<path>`` (for links from Python)."""
+    return url_path_join(base_url, "rain", "proxy", str(http_port), quote(path.lstrip("/")))

@@ -1,0 +1,444 @@
+"""Live views of a session: progress per name group and the task graph.
+
+Both are ipywidgets containers; their charts are Bokeh models shown through
+``jupyter_bokeh.BokehModel``. They never draw from the event thread: the session tracker
+tells them that something changed, and one shared flusher thread redraws each view at most
+``interval`` seconds apart (0.1 s: at most ten updates per second), by setting traits and
+Bokeh properties (what ipywidgets' comms support from any thread). A view with nothing new
+sends nothing, so the notebook's message traffic grows with the run time, not with the
+number of tasks.
+
+Every view also renders a static HTML snapshot (``snapshot_html()``, included in its
+display bundle). When the session reaches an end state, each display of the view is
+updated, so a saved notebook keeps the final picture without a kernel.
+"""
+import collections
+import contextvars
+import logging
+import math
+import threading
+import time
+
+import ipywidgets as widgets
+from IPython.display import display
+from traitlets import Float, Int, Unicode
+
+from . import rendering
+from .graph_view import COLORS
+from .tracker import SessionTracker, tracker_for
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 0.1
+
+
+class Flusher:
+    """One daemon thread that redraws views no more often than their interval."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._due = {}          # view -> time of its next allowed flush
+        self._thread = None
+
+    def request(self, view):
+        with self._cond:
+            if view in self._due:
+                return
+            self._due[view] = max(time.monotonic(), view._last_flush + view.interval)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rain-widget-flush",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    ready = [view for view, due in self._due.items() if due <= now]
+                    if ready:
+                        for view in ready:
+                            del self._due[view]
+                        break
+                    timeout = min(self._due.values()) - now if self._due else None
+                    self._cond.wait(timeout)
+            for view in ready:
+                try:
+                    view._flush()
+                except Exception:
+                    logger.exception("redrawing %r failed", view)
+
+
+flusher = Flusher()
+
+
+def _in_kernel():
+    from IPython import get_ipython
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _as_tracker(source):
+    if isinstance(source, SessionTracker):
+        return source
+    return tracker_for(source)
+
+
+class _LiveView:
+    """Shared machinery: throttled redraws, latency statistics, display handles.
+
+    A view either follows its tracker itself (``watch=True``) or is drawn by a
+    container view that does (``SessionWidget``)."""
+
+    interval = DEFAULT_INTERVAL
+
+    def _init_live(self, tracker, interval, watch=True):
+        self.tracker = tracker
+        self.interval = interval
+        self._last_flush = 0.0
+        self._dirty_since = None
+        self._flush_lock = threading.Lock()
+        self._handles = []
+        self._last_status = None
+        self.latencies = collections.deque(maxlen=100000)
+        self._watching = watch
+        if watch:
+            tracker.add_watcher(self._request)
+            self._flush(force=True)
+
+    def _request(self):
+        """A change happened (called on the event thread): schedule a redraw."""
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        flusher.request(self)
+
+    def _flush(self, force=False):
+        with self._flush_lock:
+            dirty, self._dirty_since = self._dirty_since, None
+            if dirty is None and not force:
+                return
+            snapshot, layout = self.tracker.take(*self._snapshot_args())
+            self._render(snapshot, layout)
+            now = time.monotonic()
+            self._last_flush = now
+            if dirty is not None:
+                self.latencies.append(now - dirty)
+            status = snapshot["status"]
+            ended = status in ("finished", "failed", "closed")
+            changed_status = status != self._last_status
+            self._last_status = status
+            if self._watching and snapshot["closed"]:
+                self.tracker.remove_watcher(self._request)
+                self._watching = False
+        if ended and changed_status:
+            self._update_displays()
+
+    def _render(self, snapshot, layout):
+        self._draw(snapshot, layout)
+        self.flushes += 1
+
+    def _snapshot_args(self):
+        return (None, 12)
+
+    def refresh(self):
+        """Redraw now (in the calling thread)."""
+        self._flush(force=True)
+
+    # -- static fallback and displays --------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = widgets.DOMWidget._repr_mimebundle_(self, **kwargs) or {}
+        bundle["text/html"] = self.snapshot_html()
+        bundle["text/plain"] = self.snapshot_text()
+        return bundle
+
+    def _ipython_display_(self, **kwargs):
+        """Display with a display id, to replace the static part when the run ends."""
+        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
+        if handle is not None:
+            self._handles.append((handle, contextvars.copy_context()))
+
+    def _update_displays(self):
+        # Only a kernel turns this into a message; a terminal shell would print it from
+        # this (background) thread.
+        if not self._handles or not _in_kernel():
+            return
+        bundle = self._repr_mimebundle_()
+        for handle, context in list(self._handles):
+            try:
+                context.copy().run(handle.update, bundle, raw=True)
+            except Exception:
+                logger.debug("display update failed", exc_info=True)
+
+    @property
+    def latency_stats(self):
+        """Seconds from a change reaching the client to the redraw that showed it."""
+        values = sorted(self.latencies)
+        if not values:
+            return {"count": 0}
+        return {"count": len(values), "median": values[len(values) // 2],
+                "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
+                "max": values[-1]}
+
+
+def _bokeh_model(figure):
+    from jupyter_bokeh import BokehModel
+    return BokehModel(figure, layout=widgets.Layout(width="100%"))
+
+
+class ProgressWidget(_LiveView, widgets.VBox):
+    """Progress of a session, per task-name group (``a/b/c`` names fold to a depth)."""
+
+    status = Unicode("empty")
+    total = Int(0)
+    finished = Int(0)
+    running = Int(0)
+    failed = Int(0)
+    waiting = Int(0)
+    flushes = Int(0)
+    depth = Int(None, allow_none=True)
+    max_rows = Int(12)
+
+    def __init__(self, session, *, depth=None, max_rows=12, interval=DEFAULT_INTERVAL,
+                 chart=True, watch=True):
+        from bokeh.models import ColumnDataSource, FactorRange
+        from bokeh.plotting import figure
+        self.header = widgets.HTML()
+        self.bar = widgets.IntProgress(min=0, max=1, value=0,
+                                       layout=widgets.Layout(width="99%"))
+        children = [self.header, self.bar]
+        self.source = None
+        if chart:
+            self.source = ColumnDataSource({"group": [], "finished": [], "running": [],
+                                            "waiting": [], "failed": [], "label": []})
+            self.figure = figure(y_range=FactorRange(factors=["-"]), height=80,
+                                 sizing_mode="stretch_width", toolbar_location=None,
+                                 tools="hover", tooltips="@group: @label")
+            self.figure.hbar_stack(list(rendering.ORDER), y="group", height=0.7,
+                                   color=[COLORS[s] for s in rendering.ORDER],
+                                   source=self.source)
+            self.figure.x_range.start = 0
+            self.figure.xaxis.visible = False
+            self.figure.ygrid.visible = False
+            self.figure.xgrid.visible = False
+            self.figure.outline_line_color = None
+            self.figure.min_border_left = 10
+            self.chart = _bokeh_model(self.figure)
+            children.append(self.chart)
+        super().__init__(children=children, depth=depth, max_rows=max_rows)
+        self._snapshot = None
+        self._factors = None
+        self._redraw_target = self
+        self.observe(lambda _change: self._redraw_target._flush(force=True),
+                     names=["depth", "max_rows"])
+        self._init_live(_as_tracker(session), interval, watch)
+
+    def _snapshot_args(self):
+        return (self.depth, self.max_rows)
+
+    def _draw(self, snapshot, layout):
+        self._snapshot = snapshot
+        totals = snapshot["totals"]
+        self.header.value = rendering.progress_header_html(snapshot)
+        style = {"finished": "success", "failed": "danger"}.get(snapshot["status"], "info")
+        with self.bar.hold_sync():
+            self.bar.max = max(1, totals["total"])
+            self.bar.value = totals["finished"]
+            self.bar.bar_style = style
+        if self.source is not None:
+            self._draw_chart(snapshot["rows"])
+        # the summary traits last: once ``status`` says so, the whole view shows it
+        with self.hold_trait_notifications():
+            self.total = totals["total"]
+            self.finished = totals["finished"]
+            self.running = totals["running"]
+            self.failed = totals["failed"]
+            self.waiting = totals["waiting"]
+            self.status = snapshot["status"]
+
+    def _draw_chart(self, rows):
+        factors = [row["group"] for row in reversed(rows)] or ["-"]
+        data = {"group": factors, "label": [], "finished": [], "running": [], "waiting": [],
+                "failed": []}
+        for row in reversed(rows):
+            for state in rendering.ORDER:
+                data[state].append(row[state])
+            data["label"].append(f"{row['finished']}/{row['total']} finished, "
+                                 f"{row['running']} running, {row['failed']} failed")
+        if not rows:
+            for key in data:
+                if key != "group":
+                    data[key] = [0] if key != "label" else [""]
+        document = self.figure.document
+        if document is not None:
+            document.hold("combine")
+        try:
+            if factors != self._factors:
+                self._factors = factors
+                self.figure.y_range.factors = factors
+                self.figure.height = 40 + 22 * len(factors)
+            self.source.data = data
+        finally:
+            if document is not None:
+                document.unhold()
+
+    def snapshot_html(self):
+        """The current state as static HTML (what a saved notebook shows)."""
+        return rendering.progress_html(self.tracker.snapshot(self.depth, self.max_rows))
+
+    def snapshot_text(self):
+        return rendering.progress_text(self.tracker.snapshot(self.depth, self.max_rows))
+
+
+class GraphWidget(_LiveView, widgets.VBox):
+    """The task graph coloured by state; large graphs are drawn as groups or levels."""
+
+    mode = Unicode("tasks")
+    nodes = Int(0)
+    finished_nodes = Int(0)
+    failed_nodes = Int(0)
+    tasks = Int(0)
+    flushes = Int(0)
+    fraction_finished = Float(0.0)
+
+    def __init__(self, session, *, interval=DEFAULT_INTERVAL, height=320, watch=True):
+        from bokeh.models import ColumnDataSource
+        from bokeh.plotting import figure
+        self.caption = widgets.HTML()
+        self.node_source = ColumnDataSource({k: [] for k in (
+            "x", "y", "size", "color", "label", "text", "state")})
+        self.edge_source = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [],
+                                             "width": []})
+        self.figure = figure(height=height, sizing_mode="stretch_width",
+                             tools="pan,wheel_zoom,reset,hover",
+                             tooltips="@label: @text", toolbar_location="right")
+        self.figure.segment("x0", "y0", "x1", "y1", line_width="width", color="#b5bac1",
+                            source=self.edge_source)
+        self.figure.scatter("x", "y", size="size", color="color", line_color="#666",
+                            source=self.node_source)
+        self.figure.axis.visible = False
+        self.figure.grid.visible = False
+        self.figure.outline_line_color = None
+        self.chart = _bokeh_model(self.figure)
+        super().__init__(children=[self.caption, self.chart])
+        self._layout = None
+        self._description = ""
+        self._structure = None
+        self._init_live(_as_tracker(session), interval, watch)
+
+    def _draw(self, snapshot, layout):
+        self._layout = layout
+        self._description = snapshot["graph"]
+        nodes = layout["nodes"]
+        with self.hold_trait_notifications():
+            self.mode = layout["mode"]
+            self.tasks = layout["tasks"]
+            self.nodes = len(nodes)
+            self.finished_nodes = sum(1 for n in nodes if n["state"] == "finished")
+            self.failed_nodes = sum(1 for n in nodes if n["state"] == "failed")
+            total = sum(n["total"] for n in nodes)
+            self.fraction_finished = (sum(n["finished"] for n in nodes) / total) if total \
+                else 0.0
+        self.caption.value = (f"<b>Task graph</b> &nbsp; {rendering.escape(snapshot['graph'])}"
+                              if layout["tasks"] else "<b>Task graph</b> &nbsp; (no tasks)")
+        big = max((n["total"] for n in nodes), default=1)
+        data = {"x": [], "y": [], "size": [], "color": [], "label": [], "text": [],
+                "state": []}
+        for node in nodes:
+            data["x"].append(node["x"])
+            data["y"].append(node["y"])
+            data["size"].append(12 if layout["mode"] == "tasks"
+                                else 10 + 18 * math.sqrt(node["total"] / big))
+            data["color"].append(COLORS[node["state"]])
+            data["label"].append(str(node["label"]))
+            data["text"].append(f"{node['finished']}/{node['total']} finished, "
+                                f"{node['running']} running, {node['failed']} failed")
+            data["state"].append(node["state"])
+        structure = (layout["mode"], layout["tasks"], len(nodes), len(layout["edges"]))
+        document = self.figure.document
+        if document is not None:
+            document.hold("combine")
+        try:
+            if structure != self._structure:
+                self._structure = structure
+                edges = {"x0": [], "y0": [], "x1": [], "y1": [], "width": []}
+                for source, target, count in layout["edges"]:
+                    edges["x0"].append(nodes[source]["x"])
+                    edges["y0"].append(nodes[source]["y"])
+                    edges["x1"].append(nodes[target]["x"])
+                    edges["y1"].append(nodes[target]["y"])
+                    edges["width"].append(min(6.0, 1.0 + math.log10(count)))
+                self.edge_source.data = edges
+            self.node_source.data = data
+        finally:
+            if document is not None:
+                document.unhold()
+
+    def snapshot_html(self):
+        """The current graph as static HTML with an inline SVG."""
+        snapshot, layout = self.tracker.take()
+        return rendering.graph_html(layout, snapshot["graph"])
+
+    def snapshot_text(self):
+        snapshot, layout = self.tracker.take()
+        return rendering.graph_text(layout, snapshot["graph"])
+
+
+class SessionWidget(_LiveView, widgets.VBox):
+    """Progress above the task graph: the view ``%%rain`` shows under a cell."""
+
+    flushes = Int(0)
+
+    def __init__(self, session, *, interval=DEFAULT_INTERVAL, graph=True, **progress_args):
+        tracker = _as_tracker(session)
+        self.progress = ProgressWidget(tracker, interval=interval, watch=False,
+                                       **progress_args)
+        children = [self.progress]
+        self.graph = None
+        if graph:
+            self.graph = GraphWidget(tracker, interval=interval, watch=False)
+            children.append(self.graph)
+        super().__init__(children=children)
+        self.progress._redraw_target = self
+        self._init_live(tracker, interval)
+
+    def _snapshot_args(self):
+        return self.progress._snapshot_args()
+
+    def _draw(self, snapshot, layout):
+        if self.graph is not None:
+            self.graph._render(snapshot, layout)
+        self.progress._render(snapshot, layout)
+
+    @property
+    def status(self):
+        return self.progress.status
+
+    def close_all(self):
+        """Stop following the session and close this widget and its children."""
+        self.tracker.remove_watcher(self._request)
+        self._watching = False
+        for child in (self.progress, self.graph):
+            if child is not None:
+                for widget in child.children:
+                    widget.close()
+                child.close()
+        self.close()
+
+    def snapshot_html(self):
+        parts = [self.progress.snapshot_html()]
+        if self.graph is not None:
+            parts.append(self.graph.snapshot_html())
+        return "".join(parts)
+
+    def snapshot_text(self):
+        parts = [self.progress.snapshot_text()]
+        if self.graph is not None:
+            parts.append(self.graph.snapshot_text())
+        return "\n".join(parts)
+
+
+def live(session, **kwargs):
+    """Display the live view of ``session`` and return it."""
+    widget = SessionWidget(session, **kwargs)
+    display(widget)
+    return widget
