@@ -1,4 +1,5 @@
-"""The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``.
+"""The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``,
+``dashboard``, ``report``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 """
@@ -73,6 +74,23 @@ def build_parser():
                             description="Show the Rain clusters of this user on this "
                                         "machine.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = commands.add_parser("dashboard", help="serve the dashboard of a run from its logs",
+                            description="Serve the dashboard of a finished (or running) run "
+                                        "from its events.db, with no cluster needed.")
+    p.add_argument("--logdir", metavar="DIR", required=True,
+                   help="the server's log directory (or the events.db file itself)")
+    p.add_argument("--http-listen", metavar="ADDR", default=None, type=address_arg,
+                   help="HTTP address: IP:PORT, IP or PORT (default port 7222)")
+
+    p = commands.add_parser("report", help="write a self-contained HTML report of a run",
+                            description="Write one self-contained HTML file with the charts "
+                                        "of a session of a run, from its events.db.")
+    p.add_argument("--logdir", metavar="DIR", required=True,
+                   help="the server's log directory (or the events.db file itself)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="HTML file to write")
+    p.add_argument("--session", metavar="N", type=int, default=None,
+                   help="session id (default: the last session with tasks)")
     return parser
 
 
@@ -85,6 +103,12 @@ def main(argv=None):
     if args.command == "governor":
         from .governor.main import main as governor_main
         return governor_main(args)
+    if args.command == "dashboard":
+        from .dashboard.postmortem import dashboard_command
+        return dashboard_command(args)
+    if args.command == "report":
+        from .dashboard.postmortem import report_command
+        return report_command(args)
     from . import starter
     if args.command == "start":
         return starter.start_command(args, parser)

@@ -10,7 +10,7 @@ import time
 import cbor2
 import pytest
 
-from conftest import TestCluster
+from rain_cluster import TestCluster
 from rain.capnp import PROTOCOL_VERSION, rain_capnp as R
 from rain.client import (Client, DataObject, RainException, Task, TaskException, blob,
                          tasks)

@@ -20,7 +20,7 @@ import uuid
 import psutil
 import pytest
 
-from conftest import free_port, processes_of
+from rain_cluster import free_port, processes_of
 from rain.client import Client, blob, tasks
 
 RAIN = [sys.executable, "-m", "rain"]

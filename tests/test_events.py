@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import TestCluster
+from rain_cluster import TestCluster
 from rain.client import Client, TaskException, blob, tasks
 
 REQUIRED_TYPES = {"GovernorNew", "ClientNew", "SessionNew", "ClientSubmit", "TaskStarted",

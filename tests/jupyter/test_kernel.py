@@ -13,7 +13,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
-from conftest import kill_all, rain_descendants, wait_gone
+from jupyter_helpers import kill_all, rain_descendants, wait_gone
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -6,7 +6,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from conftest import kill_all, rain_descendants, wait_gone
+from jupyter_helpers import kill_all, rain_descendants, wait_gone
 
 
 @pytest.fixture
