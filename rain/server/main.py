@@ -57,16 +57,9 @@ def http_handlers(server):
     handlers = []
     if os.environ.get("RAIN_DASHBOARD", "").strip().lower() in ("0", "off", "no", "false"):
         return handlers     # no run model, no dashboard, no REST (benchmark baseline)
-    try:
-        from .rest import rest_handlers
-    except ImportError:
-        return handlers
+    from ..dashboard.web import live_handlers
+    from .rest import rest_handlers
     handlers.extend(rest_handlers(server))
-    try:
-        from ..dashboard.web import live_handlers
-    except ImportError as exc:
-        logger.info("no dashboard (%s); install rain-python[dashboard] for it", exc)
-        return handlers
     handlers.extend(live_handlers(server))
     return handlers
 
