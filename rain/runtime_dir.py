@@ -1,4 +1,5 @@
 """The per-user runtime directory where clusters leave their state files."""
+import json
 import os
 import tempfile
 
@@ -13,6 +14,23 @@ def runtime_dir():
             os.path.join(tempfile.gettempdir(), f"rain-{os.getuid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def read_records(directory):
+    """Yield ``(path, dict)`` for every readable ``*.json`` record in ``directory``."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            yield path, record
 
 
 def clusters_dir():

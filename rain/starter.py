@@ -19,7 +19,7 @@ import time
 import psutil
 
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
-from .runtime_dir import clusters_dir, pid_alive
+from .runtime_dir import clusters_dir, pid_alive, read_records
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 3000
@@ -336,18 +336,7 @@ def start_command(args, parser):
 def list_clusters():
     """Records of running clusters; records whose processes are all gone are removed."""
     result = []
-    directory = clusters_dir()
-    if not os.path.isdir(directory):
-        return result
-    for name in sorted(os.listdir(directory)):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for path, record in read_records(clusters_dir()):
         record["pids"] = _own_pids(record)
         if not any(pid_alive(pid) for pid in record["pids"]):
             _remove(path)

@@ -36,6 +36,21 @@ def processes_of(marker):
     return found
 
 
+def reap_leftovers(marker, timeout):
+    """Wait up to ``timeout`` s for the marked processes to end; kill and return the rest."""
+    deadline = time.monotonic() + timeout
+    left = processes_of(marker)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = processes_of(marker)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
 class TestCluster:
     __test__ = False
 
@@ -151,14 +166,4 @@ class TestCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        deadline = time.monotonic() + 5
-        left = processes_of(self.marker)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = processes_of(self.marker)
-        for proc in left:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        return left
+        return reap_leftovers(self.marker, 5)

@@ -20,7 +20,7 @@ import uuid
 import psutil
 import pytest
 
-from rain_cluster import free_port, processes_of
+from rain_cluster import free_port, processes_of, reap_leftovers
 from rain.client import Client, blob, tasks
 
 RAIN = [sys.executable, "-m", "rain"]
@@ -88,17 +88,7 @@ class Env:
         # behind is stopped here.
         if self.state_files():
             self.run("stop", "--all")
-        deadline = time.monotonic() + 10
-        left = processes_of(self.marker)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.1)
-            left = processes_of(self.marker)
-        for proc in left:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        return left
+        return reap_leftovers(self.marker, 10)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from ..runtime_dir import pid_alive, runtime_dir
+from ..runtime_dir import pid_alive, read_records, runtime_dir
 
 
 def servers_dir():
@@ -52,20 +52,9 @@ def remove_state_file(path):
 
 def list_servers():
     """State of every live server of this user; stale files are removed."""
-    directory = servers_dir()
     result = []
-    if not os.path.isdir(directory):
-        return result
-    for name in sorted(os.listdir(directory)):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            with open(path) as f:
-                state = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(state, dict) or not pid_alive(state.get("pid", -1)):
+    for path, state in read_records(servers_dir()):
+        if not pid_alive(state.get("pid", -1)):
             remove_state_file(path)
             continue
         result.append(state)
