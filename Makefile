@@ -6,13 +6,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench bench-smoke clean
+.PHONY: demo test bench bench-smoke labextension clean
 
-$(STAMP): pyproject.toml
+LABEXT_DIR := $(VENV)/share/jupyter/labextensions/rain-jupyter
+
+# The editable install also builds the JupyterLab extension (npm install and build in
+# labextension/, through hatch-jupyter-builder) and installs it into the venv.
+$(STAMP): pyproject.toml labextension/package.json labextension/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Rebuild the JupyterLab extension after editing labextension/ and refresh the copy the
+# editable install put into the venv (reload JupyterLab in the browser afterwards).
+labextension: $(STAMP)
+	cd labextension && PATH="$(abspath $(VENV))/bin:$$PATH" npm run build:prod
+	rm -rf $(LABEXT_DIR)
+	cp -r rain_jupyter/labextension $(LABEXT_DIR)
+	cp install.json $(LABEXT_DIR)/install.json
 
 demo: $(STAMP)
 	$(PY) examples/hello_world.py
@@ -27,4 +39,5 @@ bench-smoke: $(STAMP)
 	$(PY) benchmarks/run.py --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info rain_jupyter/labextension labextension/lib \
+		labextension/node_modules labextension/tsconfig.tsbuildinfo

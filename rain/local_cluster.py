@@ -36,18 +36,20 @@ class LocalCluster:
     """``LocalCluster(governors=[2, 2]).start()``: a cluster on loopback; ``stop()`` ends it.
 
     ``port``/``http_port`` default to free ports; ``env`` adds environment variables of
-    the children.
+    the children. ``logdir`` keeps the logs (the server's ``events.db`` in
+    ``<logdir>/server``) in a directory of your choice that ``stop()`` leaves in place;
+    by default they live in the work directory and are removed with it.
     """
 
     def __init__(self, governors=(None,), *, port=None, http_port=None, workdir=None,
-                 env=None, host="127.0.0.1"):
+                 env=None, host="127.0.0.1", logdir=None):
         self.governor_cpus = list(governors)
         self.host = host
         self.port = port
         self.http_port = http_port
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="rain-local-")
-        self.logdir = os.path.join(self.workdir, "logs")
+        self.logdir = os.path.abspath(logdir) if logdir else os.path.join(self.workdir, "logs")
         self.env = dict(os.environ)
         self.env.update(env or {})
         self._cluster = None

@@ -5,7 +5,7 @@ of the ``rain.client`` classes (``reprs``), and provides live widgets of a sessi
 progress and task graph (``widgets``: ``SessionWidget``, ``ProgressWidget``,
 ``GraphWidget``, ``live(session)``). Nothing here is imported by ``rain.client``.
 """
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "live"]
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "live", "current_cluster"]
 
 _magics = None
 
@@ -27,6 +27,18 @@ def unload_ipython_extension(ipython):
     if _magics is not None:
         _magics.shutdown()
         _magics = None
+
+
+def current_cluster():
+    """The cluster started by ``%rain start`` in this kernel (None if there is none).
+
+    Its ``http_url`` is the server's HTTP address as this kernel reaches it (REST API
+    under ``api/``), ``dashboard_link`` the dashboard as the browser opens it, ``logdir``
+    where the logs and the event log (``server/events.db``) are written.
+    """
+    if _magics is None:
+        return None
+    return _magics._running()
 
 
 def live(session, **kwargs):

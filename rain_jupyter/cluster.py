@@ -33,14 +33,30 @@ def _in_spawning_thread(function, *args, **kwargs):
     return _spawner.submit(function, *args, **kwargs).result()
 
 
+def dashboard_link(http_port, direct_url):
+    """The dashboard URL to show in the browser.
+
+    Where only Jupyter's own port is reachable (mybinder.org, JupyterHub), the browser
+    cannot open ``http://127.0.0.1:<port>/``; Rain's Jupyter server extension proxies each
+    cluster's HTTP port at ``<jupyter base url>/rain/proxy/<port>/``. Set
+    ``RAIN_DASHBOARD_PREFIX`` to that proxy's path (``binder/start`` sets it to
+    ``${JUPYTERHUB_SERVICE_PREFIX}rain/proxy/``) and links point there instead.
+    """
+    prefix = os.environ.get("RAIN_DASHBOARD_PREFIX", "").strip()
+    if not prefix or not http_port:
+        return direct_url
+    return f"{prefix.rstrip('/')}/{http_port}/dashboard/"
+
+
 def default_cpus(governors):
     return max(1, (os.cpu_count() or 1) // max(1, governors))
 
 
 class NotebookCluster:
-    def __init__(self, governors=1, cpus=None, port=None, http_port=None):
+    def __init__(self, governors=1, cpus=None, port=None, http_port=None, logdir=None):
         self.cpus = cpus
-        self.local = LocalCluster([cpus] * governors, port=port, http_port=http_port)
+        self.local = LocalCluster([cpus] * governors, port=port, http_port=http_port,
+                                  logdir=logdir)
         self.client = None
         self.started_at = None
 
@@ -71,7 +87,26 @@ class NotebookCluster:
 
     @property
     def dashboard_url(self):
+        """The server's HTTP address as seen from this kernel (REST API under ``api/``)."""
         return self.local.dashboard_url
+
+    @property
+    def http_url(self):
+        return self.local.dashboard_url
+
+    @property
+    def http_port(self):
+        return self.local.http_port
+
+    @property
+    def dashboard_link(self):
+        """The dashboard as the browser should open it (see ``dashboard_link()``)."""
+        return dashboard_link(self.http_port, self.dashboard_url)
+
+    @property
+    def logdir(self):
+        """Logs of the server (``server/events.db``) and governors."""
+        return self.local.logdir
 
     @property
     def workdir(self):
@@ -92,7 +127,7 @@ class NotebookCluster:
     def describe(self):
         cpus = sum((c or os.cpu_count() or 1) for _n, _p, c in self.local.governors)
         return (f"server {self.server_address} with {self.governor_count} governors "
-                f"({cpus} CPUs), dashboard {self.dashboard_url}")
+                f"({cpus} CPUs), dashboard {self.dashboard_link}")
 
     # -- scaling ------------------------------------------------------------------------------
     def scale(self, count, timeout=60.0, progress=None):

@@ -30,7 +30,8 @@ def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT):
             "sessions": sum(1 for s in getattr(client, "_sessions", ()) if not s.closed)}
     if cluster is not None:
         info["started_here"] = True
-        info["dashboard"] = cluster.dashboard_url
+        info["dashboard"] = getattr(cluster, "dashboard_link", cluster.dashboard_url)
+        info["http_port"] = getattr(cluster, "http_port", None)
         info["workdir"] = cluster.workdir
     elif getattr(client, "_rain_dashboard_url", None):
         info["dashboard"] = client._rain_dashboard_url
@@ -86,11 +87,32 @@ def card_html(info):
     if info.get("dashboard"):
         url = escape(info["dashboard"], quote=True)
         dashboard = (f"<div style='margin-top:4px;'>Dashboard: <a href='{url}' "
-                     f"target='_blank'>{url}</a></div>")
+                     f"target='_blank'>{url}</a>{open_in_lab_link(info)}</div>")
     return (f"<div class='rain-cluster' style='{BOX}'><b>Rain cluster</b> "
             f"{escape(info['address'])} &nbsp; {state}{origin}"
             f"<div>{len(info['governors'])} governors, {info['cpus']} CPUs, "
             f"{info['sessions']} open sessions of this client</div>{table}{dashboard}</div>")
+
+
+def open_in_lab_link(info):
+    """The card's "Open in JupyterLab" button. The JupyterLab extension (``labextension/``)
+    catches clicks on ``[data-rain-open-in-lab]`` and opens the dashboard panes docked
+    beside the notebook; without it, the link opens the dashboard in a browser tab."""
+    url = info.get("dashboard")
+    if not url:
+        return ""
+    http_port = info.get("http_port")
+    if not http_port:
+        try:
+            http_port = int(url.rstrip("/").rsplit(":", 1)[1].split("/", 1)[0])
+        except (IndexError, ValueError):
+            http_port = ""
+    return (f" &nbsp; <a class='rain-open-in-lab' href='{escape(url, quote=True)}' "
+            f"target='_blank' data-rain-open-in-lab='{escape(info['address'], quote=True)}' "
+            f"data-rain-http-port='{http_port}' title='Open the dashboard as panes docked "
+            "beside this notebook (JupyterLab)' style='border:1px solid #8a8f96; "
+            "border-radius:3px; padding:0 6px; text-decoration:none;'>"
+            "Open in JupyterLab</a>")
 
 
 class ClusterCard:

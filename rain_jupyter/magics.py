@@ -30,6 +30,9 @@ COMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard", "help")
           help="server port for clients and governors (default: a free port)")
 @argument("--http-port", type=int, default=None, metavar="H",
           help="dashboard and REST port (default: a free port)")
+@argument("--logdir", default=None, metavar="DIR",
+          help="keep the logs here, also after %%rain stop (the event log is "
+               "DIR/server/events.db; default: a temporary directory removed at stop)")
 def _start_spec(line):
     """Start a server and local governors as children of this kernel."""
 
@@ -184,7 +187,8 @@ class RainMagics(Magics):
             return None
         from .cluster import NotebookCluster, default_cpus
         cpus = args.cpus or default_cpus(args.governors)
-        cluster = NotebookCluster(args.governors, cpus, args.port, args.http_port)
+        cluster = NotebookCluster(args.governors, cpus, args.port, args.http_port,
+                                  logdir=args.logdir)
         try:
             cluster.start()
         except Exception as exc:
@@ -272,7 +276,7 @@ class RainMagics(Magics):
     def _dashboard(self, args):
         url = None
         if self._running() is not None:
-            url = self.cluster.dashboard_url
+            url = self.cluster.dashboard_link
         elif self.client is not None:
             url = getattr(self.client, "_rain_dashboard_url", None)
         if url is None:

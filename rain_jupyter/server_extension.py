@@ -168,6 +168,19 @@ def info_over_rpc(state, timeout=INFO_TIMEOUT):
     return {"governors": governors}
 
 
+def origin_of(pid):
+    """Who started a server that is not a ``rain start`` cluster: a notebook kernel
+    (``%rain start``), or some other program (a script using ``LocalCluster``)."""
+    try:
+        parent = psutil.Process(pid).parent()
+        cmdline = parent.cmdline() if parent is not None else []
+    except (psutil.Error, OSError):
+        return "process"
+    if any("ipykernel" in part for part in cmdline):
+        return "notebook kernel"
+    return f"process {parent.pid}" if parent is not None else "process"
+
+
 async def describe(state, records):
     cluster = {key: state.get(key) for key in (
         "pid", "address", "host", "port", "http_host", "http_port", "started", "owner",
@@ -175,7 +188,7 @@ async def describe(state, records):
     cluster.update(governors=[], sessions=[], session_count=0, charts=[], reachable=False,
                    error=None, dashboard=state.get("dashboard"))
     record = records.get(state.get("port"))
-    cluster["origin"] = f"rain start ({record['id']})" if record else "process"
+    cluster["origin"] = f"rain start ({record['id']})" if record else origin_of(state["pid"])
     try:
         cluster.update(await info_over_rest(state))
         cluster["reachable"] = True

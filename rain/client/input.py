@@ -46,3 +46,7 @@ class InputDir(Input):
             raise RainException("A directory input has content type 'dir'")
         super().__init__(label, path=path, dataobj=dataobj, load=False,
                          content_type=content_type, write=write)
+
+    def bind(self, dataobj):
+        return type(self)(self.label, path=self.path, dataobj=dataobj,
+                          content_type=self.content_type, write=self.write)
