@@ -735,14 +735,17 @@ def _is_done(item):
         item.producer is None or item.producer.state == FINISHED)
 
 
-_NO_LABELS = [()]
+_NO_LABELS = {}
 
 
 def _no_labels(count):
-    """A shared tuple of ``count`` empty labels."""
-    while len(_NO_LABELS) <= count:
-        _NO_LABELS.append(("",) * len(_NO_LABELS))
-    return _NO_LABELS[count]
+    """A shared tuple of ``count`` empty labels (one per distinct count: caching every
+    size up to ``count`` would take count**2 / 2 slots, gigabytes for a task with
+    100,000 inputs)."""
+    labels = _NO_LABELS.get(count)
+    if labels is None:
+        labels = _NO_LABELS[count] = ("",) * count
+    return labels
 
 
 def _names_summary(tasks):

@@ -1,0 +1,43 @@
+"""The benchmark suite runs end to end at tiny sizes (``benchmarks/run.py --smoke``).
+
+Only our runtime is exercised here (peers are optional: ``pip install -e '.[bench]'``);
+the full side-by-side run is ``make bench`` and its results live in
+``benchmarks/RESULTS.md``.
+"""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "benchmarks", "run.py")
+
+SCENARIO_ROWS = ["cluster up, client connected", "(a) ", "(a) server CPU per task",
+                 "(b) merge", "(c) chain", "(d) round trip, isolated",
+                 "(d) round trip, back to back", "(e) concat", "(f) ", "(g) scheduler alone",
+                 "independent trivial Python tasks", "dependent Python tasks"]
+
+
+def test_smoke_run_writes_every_scenario_row(tmp_path):
+    output = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, RUN, "--smoke", "--systems", "rain",
+                           "--output", str(output)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = output.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    for label in SCENARIO_ROWS:
+        matching = [row for row in rows if label in row]
+        assert matching, f"no row for {label!r} in:\n{text}"
+        for row in matching:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            rain = cells[3]
+            assert rain not in ("", "-", "not run") and "failed" not in rain \
+                and "timed out" not in rain, row
+    assert "## Memory across sessions" in text
+    assert "<!-- notes -->" in text
+
+
+def test_only_and_bad_scenario(tmp_path):
+    proc = subprocess.run([sys.executable, RUN, "--smoke", "--only", "x"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown scenario" in proc.stderr
