@@ -20,7 +20,9 @@ import time
 WAITING, RUNNING, FINISHED, FAILED = range(4)
 STATE_NAMES = ("waiting", "running", "finished", "failed")
 UNNAMED = "(unnamed)"
-DETAILED_CLOSED_SESSIONS = 50   # closed sessions keeping per-task details; older keep counts
+#: Closed sessions that keep per-task details on a live server (older keep their counts
+#: and groups), so a long-running server's memory stays flat; a post-mortem model keeps all.
+DETAILED_CLOSED_SESSIONS = 5
 
 
 def parse_time(text):
@@ -258,7 +260,7 @@ class RunModel:
         session.ended = when
         session.version += 1
         self._closed.append(session.id)
-        if len(self._closed) > DETAILED_CLOSED_SESSIONS:
+        if self.live and len(self._closed) > DETAILED_CLOSED_SESSIONS:
             self.forget_details(self.sessions.get(self._closed.pop(0)))
 
     def forget_details(self, session):

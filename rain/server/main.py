@@ -30,8 +30,13 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     events.start()
     server = RainServer(events, token=token, test_mode=env_flag("RAIN_TEST_MODE"),
                         debug_mode=env_flag("RAIN_DEBUG_MODE"))
+    dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
+        "0", "off", "no", "false")
+    if dashboard_on:
+        from ..dashboard.live import live_model
+        live_model(server)        # sees every event from the first one on
     bound = await server.listen(host, port)
-    app = make_app(events, extra=http_handlers(server))
+    app = make_app(events, extra=rest_handlers(server) if dashboard_on else ())
     http_server = app.listen(http_port, address=http_host)
     http_bound = next(iter(http_server._sockets.values())).getsockname()[:2]
     logger.info("server listening on %s:%s, http on %s:%s, logs in %s",
@@ -39,6 +44,12 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     state_path = write_state_file(bound[0], bound[1], http_bound[0], http_bound[1], logdir)
     if ready_file:
         write_ready_file(ready_file)
+    if dashboard_on:
+        # The pages need Bokeh (~0.4 s to import): mounted right after the server is
+        # ready, so starting a cluster does not wait for it.
+        await asyncio.sleep(0)
+        from ..dashboard.web import live_handlers
+        app.wildcard_router.add_rules(live_handlers(server))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -52,16 +63,10 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     remove_state_file(state_path)
 
 
-def http_handlers(server):
-    """Extra HTTP handlers that need the running server (dashboard, REST)."""
-    handlers = []
-    if os.environ.get("RAIN_DASHBOARD", "").strip().lower() in ("0", "off", "no", "false"):
-        return handlers     # no run model, no dashboard, no REST (benchmark baseline)
-    from ..dashboard.web import live_handlers
-    from .rest import rest_handlers
-    handlers.extend(rest_handlers(server))
-    handlers.extend(live_handlers(server))
-    return handlers
+def rest_handlers(server):
+    """The REST API's handlers (they need the running server)."""
+    from .rest import rest_handlers as make
+    return make(server)
 
 
 def main(args):
