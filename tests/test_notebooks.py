@@ -15,23 +15,11 @@ import time
 import uuid
 
 import nbformat
-import psutil
 import pytest
+from rain_cluster import processes_of
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-def processes_of(marker):
-    """Processes whose environment has ``RAIN_TEST_CLUSTER=marker``."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("RAIN_TEST_CLUSTER") == marker:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def test_there_are_six_numbered_notebooks():

@@ -77,6 +77,13 @@ class Chart:
     def delta(self, model, session, cursor):
         return self.data(model, session)
 
+    def _table(self, model, session, source_name, source, columns, height, name):
+        """A table chart filled with the current data of ``source_name``."""
+        table = DataTable(source=source, columns=columns, width=WIDTH, height=height,
+                          index_position=None, name=name)
+        _apply({source_name: source}, self.data(model, session))
+        return table
+
 
 def _source(name, data):
     return ColumnDataSource(data=data, name=name)
@@ -133,10 +140,7 @@ class SessionsChart(Chart):
                    TableColumn(field="progress", title="Progress",
                                formatter=NumberFormatter(format="0.0%"), width=70),
                    TableColumn(field="message", title="Message", width=300)]
-        table = DataTable(source=source, columns=columns, width=WIDTH, height=280,
-                          index_position=None, name="sessions-table")
-        _apply({"sessions": source}, self.data(model, session))
-        return table
+        return self._table(model, session, "sessions", source, columns, 280, "sessions-table")
 
 
 class GovernorsChart(Chart):
@@ -165,10 +169,7 @@ class GovernorsChart(Chart):
                    TableColumn(field="finished", title="Finished tasks", width=90),
                    TableColumn(field="cpu", title="CPU %", width=60),
                    TableColumn(field="mem", title="Memory %", width=70)]
-        table = DataTable(source=source, columns=columns, width=WIDTH, height=180,
-                          index_position=None, name="governors-table")
-        _apply({"governors": source}, self.data(model, session))
-        return table
+        return self._table(model, session, "governors", source, columns, 180, "governors-table")
 
 
 class MonitoringChart(Chart):
@@ -524,10 +525,7 @@ class InspectorChart(SessionChart):
                                formatter=seconds, width=110),
                    TableColumn(field="total_duration", title="Total duration (s)",
                                formatter=seconds, width=110)]
-        table = DataTable(source=source, columns=columns, width=WIDTH, height=260,
-                          index_position=None, name="inspector-table")
-        _apply({"groups": source}, self.data(model, session))
-        return table
+        return self._table(model, session, "groups", source, columns, 260, "inspector-table")
 
 
 class StreamChart(SessionChart):
