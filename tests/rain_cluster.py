@@ -25,15 +25,34 @@ def free_port():
         return s.getsockname()[1]
 
 
-def processes_of(marker):
+def processes_of(marker, variable="RAIN_TEST_CLUSTER"):
+    """Processes whose environment has ``variable=marker``."""
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.environ().get("RAIN_TEST_CLUSTER") == marker:
+            if proc.environ().get(variable) == marker:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def alive(proc):
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(procs, timeout=15.0):
+    """The processes (psutil objects) still alive after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    left = list(procs)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if alive(p)]
+        if left:
+            time.sleep(0.05)
+    return left
 
 
 def reap_leftovers(marker, timeout):

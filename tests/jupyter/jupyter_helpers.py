@@ -4,6 +4,7 @@ import threading
 import time
 
 import psutil
+from rain_cluster import wait_gone  # noqa: F401 (re-exported)
 
 RAIN_ROLES = ("server", "governor")
 
@@ -29,25 +30,6 @@ def rain_descendants(pid):
     except psutil.NoSuchProcess:
         return []
     return [p for p in children if is_rain_process(p)]
-
-
-def wait_gone(procs, timeout=15.0):
-    """Processes (psutil objects, identity checked with their start time) still alive
-    after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    alive = list(procs)
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
-        if alive:
-            time.sleep(0.05)
-    return alive
-
-
-def _alive(proc):
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def kill_all(procs):

@@ -7,11 +7,9 @@ and kills whatever is left, and fails the test if anything survived a clean stop
 """
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
@@ -19,6 +17,7 @@ import psutil
 import requests
 
 from rain.local_cluster import LocalCluster
+from rain_cluster import alive, processes_of, wait_gone  # noqa: F401 (re-exported)
 
 START_TIMEOUT = 60
 MARKER = "RAIN_LABEXT_TEST"
@@ -31,31 +30,7 @@ def free_port():
 
 
 def marked_processes(marker):
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get(MARKER) == marker:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
-def alive(proc):
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_gone(procs, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    left = list(procs)
-    while left and time.monotonic() < deadline:
-        left = [p for p in left if alive(p)]
-        if left:
-            time.sleep(0.1)
-    return left
+    return processes_of(marker, MARKER)
 
 
 def kill_leftovers(marker):
