@@ -2,6 +2,7 @@
 broken and half-sent frames, and malformed requests, each answered with a clear error to
 the sender only. After each case a normal client still runs a graph on the same cluster.
 """
+import contextlib
 import os
 import shutil
 import socket
@@ -128,6 +129,18 @@ class Raw:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def server_connection(cluster):
+    """A raw connection to the server's RPC port; once the test's block is done, the
+    cluster must still serve a normal client."""
+    raw = Raw(server_address(cluster))
+    try:
+        yield raw
+    finally:
+        raw.close()
+    assert_cluster_works(cluster)
+
+
 def server_address(cluster):
     return ("127.0.0.1", cluster.port)
 
@@ -201,26 +214,18 @@ def expect_error(call, *words, exc_type=RainException):
     frame(b"") + frame(b"\x00" * 64),
 ], ids=["short", "random", "http", "text-frame", "random-frame", "empty-frames"])
 def test_server_garbage(cluster, payload):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(payload)
         raw.sock.settimeout(2)
         raw.closed_by_peer()    # closed, or waiting for more bytes: both are fine
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_server_invalid_hello_gets_reply(cluster):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(b"\x01\x02\x03\x04" * 8))
         ok, error, _ = raw.hello_reply()
         assert not ok and error
         assert raw.closed_by_peer()
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 @pytest.mark.parametrize("prefix", [b"\xff\xff\xff\xff", b"\x00\x00\x00\x80",
@@ -229,34 +234,25 @@ def test_server_invalid_hello_gets_reply(cluster):
 def test_server_huge_length_prefix(cluster, prefix):
     """Before a Hello only small frames are accepted: a huge announced length closes the
     connection at once instead of making the server buffer it."""
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(prefix + b"garbage")
         assert raw.closed_by_peer()
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_large_frame_after_hello_kept_pending(cluster):
     """An accepted client announcing a big frame that never arrives only holds its own
     connection."""
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello()))
         assert raw.hello_reply()[0]
         raw.send((100 * 2**20).to_bytes(4, "little") + b"x" * 1000)
         assert_cluster_works(cluster)
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 @pytest.mark.parametrize("garbage", [b"nonsense" * 10, os.urandom(512), b""],
                          ids=["text", "random", "empty"])
 def test_server_hello_then_garbage_frames(cluster, garbage):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello()))
         ok, error, _ = raw.hello_reply()
         assert ok, error
@@ -270,47 +266,32 @@ def test_server_hello_then_garbage_frames(cluster, garbage):
         except EOFError:
             pass
         assert raw.closed_by_peer()
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_server_hello_then_valid_request_of_wrong_kind(cluster):
     """A frame that decodes but is not a ClientRequest (a Hello again)."""
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello()))
         assert raw.hello_reply()[0]
         raw.send(frame(hello(role="governor", dataAddress="1.2.3.4:5", cpus=100)))
         raw.sock.settimeout(3)
         raw.closed_by_peer()
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_server_wrong_protocol_version(cluster):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello(version=PROTOCOL_VERSION + 41)))
         ok, error, _ = raw.hello_reply()
         assert not ok
         assert "version" in error.lower() and str(PROTOCOL_VERSION + 41) in error
         assert raw.closed_by_peer()
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_server_data_role_refused(cluster):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello(role="data")))
         ok, error, _ = raw.hello_reply()
         assert not ok and "data" in error
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -326,27 +307,19 @@ def test_server_data_role_refused(cluster):
 ], ids=["negative-cpus", "no-address", "bad-cbor", "not-a-map", "text-amount",
         "negative-amount"])
 def test_server_bad_governor_hello(cluster, kwargs, message):
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello(role="governor", **kwargs)))
         ok, error, _ = raw.hello_reply()
         assert not ok
         assert message in error
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_server_duplicate_governor_id_refused(cluster):
     [address, *_] = data_addresses(cluster)
-    raw = Raw(server_address(cluster))
-    try:
+    with server_connection(cluster) as raw:
         raw.send(frame(hello(role="governor", cpus=1, dataAddress=address)))
         ok, error, _ = raw.hello_reply()
         assert not ok and "already registered" in error
-    finally:
-        raw.close()
-    assert_cluster_works(cluster)
 
 
 def test_half_open_connections(cluster):
