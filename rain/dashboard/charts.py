@@ -140,7 +140,8 @@ class SessionsChart(Chart):
                    TableColumn(field="progress", title="Progress",
                                formatter=NumberFormatter(format="0.0%"), width=70),
                    TableColumn(field="message", title="Message", width=300)]
-        return self._table(model, session, "sessions", source, columns, 280, "sessions-table")
+        return self._table(model, session, "sessions", source, columns, 280,
+                           "sessions-table")
 
 
 class GovernorsChart(Chart):
@@ -169,7 +170,8 @@ class GovernorsChart(Chart):
                    TableColumn(field="finished", title="Finished tasks", width=90),
                    TableColumn(field="cpu", title="CPU %", width=60),
                    TableColumn(field="mem", title="Memory %", width=70)]
-        return self._table(model, session, "governors", source, columns, 180, "governors-table")
+        return self._table(model, session, "governors", source, columns, 180,
+                           "governors-table")
 
 
 class MonitoringChart(Chart):
@@ -525,7 +527,8 @@ class InspectorChart(SessionChart):
                                formatter=seconds, width=110),
                    TableColumn(field="total_duration", title="Total duration (s)",
                                formatter=seconds, width=110)]
-        return self._table(model, session, "groups", source, columns, 260, "inspector-table")
+        return self._table(model, session, "groups", source, columns, 260,
+                           "inspector-table")
 
 
 class StreamChart(SessionChart):
