@@ -20,6 +20,10 @@ UNNAMED = "(unnamed)"
 _TOTAL = 0
 
 
+#: Order of a group no task has been seen in yet (after every real task id).
+UNORDERED = 1 << 40
+
+
 class GroupNode:
     __slots__ = ("name", "path", "depth", "children", "counts", "own", "order")
 
@@ -72,8 +76,11 @@ class ProgressModel:
                 child = node.children.get(part)
                 if child is None:
                     self._node_count += 1
+                    # Ordered by the first task id seen in it (below), so rows follow
+                    # the order tasks were created in, whichever source (the submit or
+                    # an earlier event) reported the group first.
                     child = node.children[part] = GroupNode(part, prefix, depth,
-                                                            self._node_count)
+                                                            UNORDERED + self._node_count)
                     if depth > self.max_depth:
                         self.max_depth = depth
                 nodes.append(child)
@@ -81,8 +88,12 @@ class ProgressModel:
             path = self._paths[group] = tuple(nodes)
         return path
 
-    def _add(self, group, state, sign):
+    def _add(self, group, state, sign, task_id=None):
         path = self._path(group)
+        if task_id is not None:
+            for node in path:
+                if task_id < node.order:
+                    node.order = task_id
         for node in path:
             counts = node.counts
             counts[0] += sign
@@ -121,7 +132,7 @@ class ProgressModel:
             record = tasks.get(task_id)
             if record is None:
                 tasks[task_id] = [group, state]
-                self._add(group, state, 1)
+                self._add(group, state, 1, task_id)
             else:
                 if record[0] != group and task_id in self._provisional:
                     self._move(task_id, record, group)
@@ -135,13 +146,13 @@ class ProgressModel:
     def _move(self, task_id, record, group):
         self._add(record[0], record[1], -1)
         record[0] = group
-        self._add(group, record[1], 1)
+        self._add(group, record[1], 1, task_id)
 
     def _task(self, task_id, name):
         record = self._tasks.get(task_id)
         if record is None:
             record = self._tasks[task_id] = [name or UNNAMED, WAITING]
-            self._add(record[0], WAITING, 1)
+            self._add(record[0], WAITING, 1, task_id)
         elif name and task_id in self._provisional:
             self._provisional.discard(task_id)
             if record[0] != name:
@@ -216,7 +227,7 @@ class ProgressModel:
             tasks[task_id] = [only or UNNAMED, WAITING]
             if only is None:
                 self._provisional.add(task_id)
-            self._add(tasks[task_id][0], WAITING, 1)
+            self._add(tasks[task_id][0], WAITING, 1, task_id)
 
     # -- output ------------------------------------------------------------------------------
     def state_of(self, task_id):

@@ -261,3 +261,15 @@ def test_100k_tasks_bounded_messages(comm_messages):
     assert len(widget.snapshot_html()) < 100_000
     stats = widget.latency_stats
     assert stats["count"] > 0 and stats["max"] < 2.0
+
+
+def test_group_rows_follow_task_creation_order_even_when_events_come_first():
+    """Events of later tasks may reach the model before the submit registers the graph;
+    the rows still come in the order the tasks were created."""
+    model = ProgressModel(session_id=5)
+    model.apply([{"type": "TaskStarted", "session": 5, "task": 13, "name": "stage3/part"},
+                 {"type": "TaskStarted", "session": 5, "task": 11, "name": "stage1/part"}])
+    model.register([(10, "stage0/part", 0), (11, "stage1/part", 0), (12, "stage2/part", 0),
+                    (13, "stage3/part", 0), (14, "join", 0)])
+    assert [r["group"] for r in model.snapshot()["rows"]] == [
+        "stage0/part", "stage1/part", "stage2/part", "stage3/part", "join"]
