@@ -1,5 +1,6 @@
 """The server's event log: what is recorded in ``<logdir>/events.db`` and ``POST /events``
 (SPEC §7)."""
+import datetime
 import json
 import os
 import shutil
@@ -319,3 +320,48 @@ def test_server_still_serves_after_bad_http(observed):
             assert task.output.fetch().get_bytes() == b"xy"
     finally:
         client.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Encoding (no cluster)
+
+@pytest.mark.parametrize("event", [
+    {"type": "TaskStarted", "session": 3, "task": 7, "governor": 2, "name": None},
+    {"type": "TaskStarted", "session": 3, "task": 7, "governor": 2, "name": 'a "b"\n\u00e9'},
+    {"type": "TaskStarted", "session": 3, "task": 7, "governor": 2, "name": "x",
+     "extra": [1, 2]},
+    {"type": "TaskFinished", "session": 1, "task": 2, "governor": 1, "name": "n/m",
+     "info": {"start_time": "2026-11-22T08:00:00.5+00:00", "duration": 0.25, "governor": 1}},
+    {"type": "TaskFinished", "session": 1, "task": 2, "governor": 1, "name": None,
+     "info": {"start_time": "t", "duration": float("inf"), "governor": 1}},
+    {"type": "TaskFinished", "session": 1, "task": 2, "governor": 1, "name": None,
+     "info": {"start_time": "t", "duration": 1, "governor": 1, "user": {"k": [1, "v"]}}},
+    {"type": "TaskFinished", "session": 1, "task": 2, "governor": 1, "name": None,
+     "info": {"start_time": "t", "duration": True, "governor": None}},
+    {"type": "SessionNew", "session": 1, "client": 4, "spec": {"name": "s"}},
+])
+def test_encode_event_matches_the_generic_encoder(event):
+    from rain.server.events import encode_event
+    assert json.loads(encode_event(event)) == json.loads(json.dumps(event))
+
+
+def test_times_are_stored_as_numbers_and_read_as_iso_text(tmp_path):
+    from rain.server.events import EventLog, query_file
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    before = time.time()
+    log.add({"type": "ClientNew", "client": 1})
+    log.close()
+    db = sqlite3.connect(path)
+    stored = db.execute("SELECT time FROM events").fetchone()[0]
+    # A row from a log whose times were written as text still reads back unchanged.
+    db.execute("INSERT INTO events (time, type, session, event) VALUES (?, ?, ?, ?)",
+               ("2026-01-01T00:00:00+00:00", "ClientRemoved", None, '{"type": "ClientRemoved"}'))
+    db.commit()
+    db.close()
+    assert isinstance(stored, float) and abs(stored - before) < 60
+    rows = query_file(path)
+    assert [r["event"]["type"] for r in rows] == ["ClientNew", "ClientRemoved"]
+    first = datetime.datetime.fromisoformat(rows[0]["time"])
+    assert abs(first.timestamp() - before) < 60 and first.tzinfo is not None
+    assert rows[1]["time"] == "2026-01-01T00:00:00+00:00"

@@ -1,7 +1,9 @@
 """The server's event log: SQLite at ``<logdir>/events.db``, written in batches.
 
 Events are collected in memory as they happen and written at least every half second by a
-single writer thread, so the event loop never waits for the disk. Queries (``POST /events``,
+single writer thread, so the event loop never waits for the disk. Times are stored as epoch
+seconds and turned into ISO-8601 text when read; the two task events that make up the bulk
+of a run are encoded from templates (see ``encode_event``). Queries (``POST /events``,
 the dashboard, post-mortem replay) run on the same thread after a flush, so they always see
 every event recorded before the query arrived.
 """
@@ -9,6 +11,7 @@ import asyncio
 import datetime
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -19,11 +22,12 @@ logger = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.5
 _time = time.time
 _dumps = json.JSONEncoder(default=str).encode
+_encode_str = json.encoder.encode_basestring
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
+    time REAL NOT NULL,
     type TEXT NOT NULL,
     session INTEGER,
     event TEXT NOT NULL
@@ -60,6 +64,52 @@ def iso_from_timestamp(ts):
     if micro:
         return f"{cache[1]}.{micro:06d}+00:00"
     return cache[1] + "+00:00"
+
+
+def _time_text(value):
+    """A row's time as ISO-8601 text (logs written before times were stored as numbers
+    already hold text)."""
+    return iso_from_timestamp(value) if isinstance(value, (int, float)) else value
+
+
+def _json_scalar(value):
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return _dumps(value)
+
+
+_STANDARD_INFO = frozenset(("start_time", "duration", "governor"))
+
+
+def _encode_info(info):
+    if info.keys() == _STANDARD_INFO and type(info["start_time"]) is str:
+        return (f'{{"start_time": {_encode_str(info["start_time"])}, '
+                f'"duration": {_json_scalar(info["duration"])}, '
+                f'"governor": {_json_scalar(info["governor"])}}}')
+    return _dumps(info)
+
+
+def encode_event(event):
+    """JSON text of one event. ``TaskStarted`` and ``TaskFinished`` (two per task, nearly
+    every row of a big run) are filled into templates, ~5x cheaper than the generic
+    encoder; anything else, or those with unexpected fields, goes through ``json``."""
+    kind = event.get("type")
+    if kind == "TaskStarted" and len(event) == 5 and "name" in event:
+        return (f'{{"type": "TaskStarted", "session": {_json_scalar(event["session"])}, '
+                f'"task": {_json_scalar(event["task"])}, '
+                f'"governor": {_json_scalar(event["governor"])}, '
+                f'"name": {_json_scalar(event["name"])}}}')
+    if kind == "TaskFinished" and len(event) == 6 and "name" in event \
+            and type(event.get("info")) is dict:
+        return (f'{{"type": "TaskFinished", "session": {_json_scalar(event["session"])}, '
+                f'"task": {_json_scalar(event["task"])}, '
+                f'"governor": {_json_scalar(event["governor"])}, '
+                f'"name": {_json_scalar(event["name"])}, "info": {_encode_info(event["info"])}}}')
+    return _dumps(event)
 
 
 def build_query(filter_):
@@ -171,12 +221,11 @@ class EventLog:
         return self._executor.submit(self._write, batch)
 
     def _write(self, batch):
-        rows = []
-        dumps = _dumps
-        for ts, event in batch:
-            session = event.get("session")
-            rows.append((iso_from_timestamp(ts), event["type"],
-                         session if isinstance(session, int) else None, dumps(event)))
+        encode = encode_event
+        rows = [(ts, event["type"],
+                 event.get("session") if type(event.get("session")) is int else None,
+                 encode(event))
+                for ts, event in batch]
         try:
             self._db.executemany(
                 "INSERT INTO events (time, type, session, event) VALUES (?, ?, ?, ?)", rows)
@@ -193,7 +242,8 @@ class EventLog:
 
     def _query(self, query, params):
         rows = self._db.execute(query, params).fetchall()
-        return [{"id": row[0], "time": row[1], "event": json.loads(row[2])} for row in rows]
+        return [{"id": row[0], "time": _time_text(row[1]), "event": json.loads(row[2])}
+                for row in rows]
 
     def close(self):
         if self._timer is not None:
@@ -211,4 +261,5 @@ def query_file(path, filter_=None):
         rows = db.execute(query, params).fetchall()
     finally:
         db.close()
-    return [{"id": row[0], "time": row[1], "event": json.loads(row[2])} for row in rows]
+    return [{"id": row[0], "time": _time_text(row[1]), "event": json.loads(row[2])}
+            for row in rows]
