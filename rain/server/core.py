@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 FIRST_ID = 10
 #: A paused-GC submit at least this big (tasks + objects) ends with one full collection.
 GC_COLLECT_ITEMS = 100_000
+#: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
+#: unfinished-task count, not on every task (one entry instead of one per task).
+ALL_TASKS = "all tasks"
 
 
 class RequestError(Exception):
@@ -379,13 +382,11 @@ class ServerCore:
 
     def wait_all(self, client, request_id, session_id):
         session = self._session(client, session_id)
-        pending = [t for t in session.tasks.values() if t.state != FINISHED]
-        if not pending:
+        if not session.unfinished_tasks:
             self.comm.reply(client, request_id, "ok", None)
             return
-        waiter = Waiter(client, request_id, "wait", session, len(pending))
-        for task in pending:
-            session.waiters.setdefault(task, []).append(waiter)
+        waiter = Waiter(client, request_id, "wait", session, 1)
+        session.waiters.setdefault(ALL_TASKS, []).append(waiter)
 
     def _reply_some(self, client, request_id, items):
         tasks = [i.id for i in items if isinstance(i, Task) and _is_done(i)]
@@ -586,6 +587,8 @@ class ServerCore:
                 self._remove_object(obj)
         if waiters and task in waiters:
             self._notify(session, task)
+        if not session.unfinished_tasks and waiters and ALL_TASKS in waiters:
+            self._notify(session, ALL_TASKS)
         task.config = None   # not needed any more; keeps a big finished graph small
         self._request_schedule()
 
