@@ -109,6 +109,10 @@ def rows(sizes):
          None),
         ("d", "d.bi_b2b.median", "(d) round trip, built-in task, back to back, median", "ms",
          2, None),
+        ("d", "d.ping_b2b.median", "(d) machine baseline: raw ping-pong of two processes, "
+         "back to back, median", "us", 0, None),
+        ("d", "d.ping_iso.median", "(d) machine baseline: the same ping-pong, isolated, median",
+         "us", 0, None),
         ("e", "e.small.rate", f"(e) concat, 2^{e['small']} constants "
          f"({2 ** e['small'] - 1:,} tasks)", "tasks/s", 0, (">=", 20_000, ">= 20,000")),
         ("e", "e.large.rate", f"(e) concat, 2^{e['large']} constants "

@@ -122,8 +122,49 @@ def round_trips(session, make, count, pause):
     return times
 
 
+ECHO = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+while True:
+    data = sock.recv(64)
+    if not data:
+        break
+    sock.send(data)
+"""
+
+
+def raw_ping(count, pause):
+    """Round trips of one byte between two blocking processes over a socketpair: what the
+    machine itself charges for a hop, hot and after the same pause as the isolated round
+    trips (a process woken after a pause runs slower for a while)."""
+    import socket
+    import subprocess
+    ours, theirs = socket.socketpair()
+    echo = subprocess.Popen([sys.executable, "-c", ECHO, str(theirs.fileno())],
+                            pass_fds=[theirs.fileno()])
+    theirs.close()
+    try:
+        ours.send(b"x")
+        ours.recv(64)
+        times = []
+        for _ in range(count):
+            if pause:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            ours.send(b"x")
+            ours.recv(64)
+            times.append(time.perf_counter() - t0)
+        return times
+    finally:
+        ours.close()
+        echo.wait(10)
+
+
 def scenario_d(result, sizes, repeat):
     count, isolated_count, pause = sizes["d"]
+    for _ in range(repeat):
+        add(result, "d.ping_b2b.median", percentile(raw_ping(count, 0), 50) * 1e6)
+        add(result, "d.ping_iso.median", percentile(raw_ping(isolated_count, pause), 50) * 1e6)
     with cluster() as c:
         client = c.client()
         independent(client, 200)
