@@ -11,6 +11,10 @@ from .rpc.common import DataObjectState
 from .session import get_active_session
 
 
+#: Looked up once: attribute access on an Enum class is slow, and every object needs it.
+_BLOB = DataType.BLOB
+
+
 class DataObject:
     """A node of the graph holding data: a task output or a constant.
 
@@ -21,10 +25,10 @@ class DataObject:
     __slots__ = ("session", "_id", "_label", "_content_type", "_data_type", "_keep", "_data",
                  "_spec_cache", "_state", "_info", "__weakref__")
 
-    def __init__(self, label=None, session=None, data_type=DataType.BLOB, content_type=None):
+    def __init__(self, label=None, session=None, data_type=_BLOB, content_type=None):
         if session is None:
             session = get_active_session()
-        if data_type is not DataType.BLOB:
+        if data_type is not _BLOB:
             if isinstance(data_type, str):
                 data_type = DataType.from_str(data_type)
             if not isinstance(data_type, DataType):

@@ -133,8 +133,8 @@ def fill_objects(builder, objects):
              if obj._spec_cache is not None]
     labels = [obj._label for obj in objects]
     content_types = [obj._content_type for obj in objects]
-    directories = [index for index, obj in enumerate(objects)
-                   if obj._data_type is not DataType.BLOB]
+    blob = DataType.BLOB
+    directories = [index for index, obj in enumerate(objects) if obj._data_type is not blob]
     users = []
     if specs:
         for index, spec in specs:
@@ -143,7 +143,7 @@ def fill_objects(builder, objects):
             if spec.user:
                 users.append((index, cbor2.dumps(spec.user)))
         directories = sorted(set(directories).difference(index for index, _ in specs).union(
-            index for index, spec in specs if spec.data_type == DataType.DIRECTORY))
+            index for index, spec in specs if spec.data_type is not blob))
     fill_strings(builder.init("labels"), labels)
     fill_strings(builder.init("contentTypes"), content_types)
     if directories:
