@@ -63,6 +63,22 @@ class TaskRow:
         self._user = spec.user or None
 
 
+def flatten_ids(items):
+    """(count per task, all ids) of tasks' ``_in`` or ``_out`` (an object or a tuple)."""
+    counts = []
+    ids = []
+    add_count = counts.append
+    add_id = ids.append
+    for item in items:
+        if item.__class__ is tuple:
+            add_count(len(item))
+            ids.extend([obj._id for obj in item])
+        else:
+            add_count(1)
+            add_id(item._id)
+    return counts, ids
+
+
 def _rows(tasks):
     """Tasks as rows of plain ids: (rows, input ids per row, output ids per row)."""
     rows, input_ids, output_ids = [], [], []
@@ -91,10 +107,8 @@ def fill_tasks(builder, tasks):
         output_counts = [len(ids) for ids in output_lists]
         output_ids = [oid for ids in output_lists for oid in ids]
     else:
-        input_counts = [len(task._input_objs) for task in tasks]
-        input_ids = [obj._id for task in tasks for obj in task._input_objs]
-        output_counts = [len(task._output_objs) for task in tasks]
-        output_ids = [obj._id for task in tasks for obj in task._output_objs]
+        input_counts, input_ids = flatten_ids([task._in for task in tasks])
+        output_counts, output_ids = flatten_ids([task._out for task in tasks])
     builder.ids = int32s([task._id for task in tasks])
     fill_strings(builder.init("types"), [task._task_type for task in tasks])
     fill_strings(builder.init("names"), [task._name for task in tasks])

@@ -16,8 +16,11 @@ class Task:
     ``spec`` was asked for, it is what gets submitted (changes to it count).
     """
 
-    __slots__ = ("session", "_id", "_task_type", "_config", "_input_objs", "_input_labels",
-                 "_inputs", "_output_objs", "_outputs", "_cpus", "_resources", "_name",
+    # ``_in`` / ``_out``: the one input / output object itself, else a tuple of them (a
+    # tuple per task would double what the cyclic GC has to traverse while a big graph
+    # is built).
+    __slots__ = ("session", "_id", "_task_type", "_config", "_in", "_input_labels",
+                 "_inputs", "_out", "_outputs", "_cpus", "_resources", "_name",
                  "_user", "_spec_cache", "_state", "_info", "_created_at", "__weakref__")
 
     def __init__(self, inputs=(), outputs=None, *, config=None, session=None, task_type=None,
@@ -54,15 +57,15 @@ class Task:
             if labels is not None:
                 labels.append(label)
             objs.append(obj)
-        self._input_objs = tuple(objs)
+        self._in = objs[0] if len(objs) == 1 else tuple(objs)
         self._input_labels = None if labels is None else tuple(labels)
         self._inputs = None
 
         self._outputs = None
         if outputs is None or (outputs.__class__ is int and outputs == 1):
-            self._output_objs = (DataObject(session=session),)
+            self._out = DataObject(session=session)
         elif isinstance(outputs, int) and not isinstance(outputs, bool):
-            self._output_objs = tuple([DataObject(session=session) for _ in range(outputs)])
+            self._out = tuple([DataObject(session=session) for _ in range(outputs)])
         else:
             from .output import Output
             output_list = LabeledList()
@@ -79,7 +82,7 @@ class Task:
                     raise RainException(f"Invalid output {item!r}: expected a label, an "
                                         "Output or a DataObject")
                 output_list.append(obj, obj.label)     # checks the labels
-            self._output_objs = tuple(output_list)
+            self._out = output_list[0] if len(output_list) == 1 else tuple(output_list)
 
         if resources:
             extra = {}
@@ -132,6 +135,16 @@ class Task:
     _spec = spec
 
     @property
+    def _input_objs(self):
+        objs = self._in
+        return objs if objs.__class__ is tuple else (objs,)
+
+    @property
+    def _output_objs(self):
+        objs = self._out
+        return objs if objs.__class__ is tuple else (objs,)
+
+    @property
     def name(self):
         spec = self._spec_cache
         return self._name if spec is None else spec.name
@@ -170,7 +183,9 @@ class Task:
     @property
     def output(self):
         """The only output; RainException when there are none or several."""
-        outputs = self._output_objs
+        outputs = self._out
+        if outputs.__class__ is not tuple:
+            return outputs
         if len(outputs) != 1:
             raise RainException(f"Task {self._id} has {len(outputs)} outputs; 'output' "
                                 "needs exactly one (use 'outputs')")
