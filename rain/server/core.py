@@ -239,6 +239,7 @@ class ServerCore:
         get_object = existing_objects.__getitem__
         input_labels = batch.input_labels
         resources = batch.resources
+        no_labels = _NO_LABELS.get
         submitted_tasks = []
         ready = []
         start_in = start_out = 0
@@ -254,7 +255,7 @@ class ServerCore:
             else:
                 inputs = tuple(map(get_object, input_ids[start_in:end_in]))
             if input_labels is None:
-                labels = _no_labels(input_count)
+                labels = no_labels(input_count) or _no_labels(input_count)
             else:
                 labels = tuple(input_labels[start_in:end_in])
                 if not any(labels):

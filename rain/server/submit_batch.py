@@ -262,6 +262,8 @@ def read_submit(tasks, objects):
 
 def task_positions(counts):
     """For a flattened per-task column: the task index of every entry."""
+    if counts.count(1) == len(counts):
+        return list(range(len(counts)))
     positions = []
     extend = positions.extend
     for index, count in enumerate(counts):
