@@ -29,10 +29,7 @@ class Task:
             session = get_active_session()
         if task_type is None:
             raise RainException("Task needs a task_type")
-        if cpus.__class__ is not int and (not isinstance(cpus, int)
-                                          or isinstance(cpus, bool)):
-            raise RainException(f"cpus must be a non-negative integer, not {cpus!r}")
-        if cpus < 0:
+        if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 0:
             raise RainException(f"cpus must be a non-negative integer, not {cpus!r}")
         self.session = session
         self._created_at = client_location()
