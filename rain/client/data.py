@@ -7,7 +7,6 @@ from ..common.content_type import check_content_type, encode_value, is_type_inst
 from ..common.data_instance import make_tar
 from ..common.errors import RainException
 from ..common.ids import ID, DataType
-from .rpc.common import DataObjectState
 from .session import get_active_session
 
 

@@ -4,7 +4,6 @@ from ..common.errors import RainException
 from ..common.ids import ID
 from ..common.labeled_list import LabeledList
 from .data import DataObject, to_dataobj
-from .rpc.common import TaskState
 from .session import client_location, get_active_session
 
 
