@@ -190,3 +190,39 @@ class _NullComm:
 
     def flush_governors(self):
         pass
+
+
+class _RecordingClient:
+    """Stands in for ``Client``: fills each request into a real message and keeps it."""
+
+    def __init__(self):
+        self._submit_listeners = []
+        self._connection = self
+        self.frames = []
+
+    def request(self, fill):
+        msg = R.ClientRequest.new_message(requestId=1)
+        fill(msg)
+        self.frames.append(msg.to_bytes())
+
+
+def test_submit_sends_once_and_freezes_specs():
+    client = _RecordingClient()
+    session = Session(client, 7)
+    with session.bind_only():
+        early = tasks.Concat((blob(b"a"),))
+        early_spec = early.spec                 # built before the submit
+        late = tasks.Concat((early, blob(b"b")))
+    session.submit()
+    assert len(client.frames) == 1 and session.task_count == 0
+    assert early.state is not None and late.output.state is not None
+    for spec, field in ((early_spec, "name"), (late.spec, "name"),
+                        (late.output.spec, "label")):      # the last two built after
+        with pytest.raises(RainException):
+            setattr(spec, field, "changed")
+    with R.ClientRequest.from_bytes(client.frames[0]) as req:
+        batch = decode_submit(req.submit)
+    assert batch.task_ids == [early.id.id, late.id.id]
+    assert batch.input_ids == [early.inputs[0].id.id, early.output.id.id,
+                               late.inputs[1].id.id]
+    assert session.submitted_tasks == [early, late]
