@@ -226,3 +226,19 @@ def test_submit_sends_once_and_freezes_specs():
     assert batch.input_ids == [early.inputs[0].id.id, early.output.id.id,
                                late.inputs[1].id.id]
     assert session.submitted_tasks == [early, late]
+
+
+#: A submit of the earlier format (a list of task structs, a list of object structs).
+LIST_OF_STRUCTS_SUBMIT = bytes.fromhex(
+    "00000000170000000000000002000100050000000000000002000000000000000000000001000200"
+    "01000000000000000500000047000000290000002f00000004000000010007000a00000000000000"
+    "19000000120000000000000000000000000000000000000000000000000000000000000000000000"
+    "00000000000000000000000000000000780000000000000004000000010004000b00000000000000"
+    "0000000000000000000000000000000000000000000000000000000000000000")
+
+
+def test_submit_of_another_schema_is_a_request_error():
+    with R.ClientRequest.from_bytes(LIST_OF_STRUCTS_SUBMIT) as req:
+        assert req.which() == "submit" and req.requestId == 5
+        with pytest.raises(RequestError, match="Malformed submit"):
+            decode_submit(req.submit)

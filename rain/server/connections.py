@@ -7,6 +7,8 @@ possible). Replies and governor work leave once per loop turn.
 import asyncio
 import logging
 
+import capnp
+
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
@@ -369,7 +371,13 @@ class RainServer:
 
 def decode_submit(submit):
     """The ``SubmitBatch`` of a ``Submit`` message (columns checked for shape)."""
-    return read_submit(submit.tasks, submit.objects)
+    try:
+        return read_submit(submit.tasks, submit.objects)
+    except capnp.KjException as exc:
+        # e.g. a list of task structs where a column struct belongs: a client built
+        # against another version of the schema
+        raise RequestError(f"Malformed submit (not the columnar format of this server): "
+                           f"{getattr(exc, 'description', exc)}") from None
 
 
 def _set_error(error, exc):
