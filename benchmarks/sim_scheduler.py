@@ -1,7 +1,7 @@
 """Scheduler simulation: the server core and scheduler alone, no network, no processes.
 
-Builds one big graph, submits it in a single ``ServerCore.submit`` call (the tuples that
-``decode_submit`` would produce), then plays the governors: each round the core schedules,
+Builds one big graph, submits it in a single ``ServerCore.submit_batch`` call (the columns
+that ``decode_submit`` would produce), then plays the governors: each round the core schedules,
 every simulated governor takes its assigned tasks into a local queue, "runs" as many as it
 has CPUs, and reports them finished (object updates, then task updates, as a real governor
 does). The loop ends when the session has no unfinished task.
@@ -42,6 +42,7 @@ import psutil  # noqa: E402
 
 from rain.server.core import ServerCore  # noqa: E402
 from rain.server.graph import FINISHED, OBJ_FINISHED  # noqa: E402
+from rain.server.submit_batch import SubmitBatch  # noqa: E402
 
 GROUP = 100          # layer-1 tasks sharing one constant
 FAN_IN = 4           # layer-1 outputs read by one layer-2 task
@@ -71,7 +72,8 @@ class NullComm:
 
 
 def build_graph(n_tasks):
-    """Submit tuples: (tasks, objects). Ids are unique across tasks and objects."""
+    """Submit tuples: (tasks, objects). Ids are unique across tasks and objects.
+    ``run`` turns them into the ``SubmitBatch`` a client's message decodes to."""
     n2 = n_tasks // (FAN_IN + 1)
     n1 = n_tasks - n2
     n_const = (n1 + GROUP - 1) // GROUP
@@ -155,6 +157,7 @@ def run(n_tasks, n_governors, cpus, quiet=False):
     with build:
         gc.disable()
         tasks, objects = build_graph(n_tasks)
+        batch = SubmitBatch.from_tuples(tasks, objects)
         gc.enable()
     n_tasks = len(tasks)
 
@@ -163,9 +166,9 @@ def run(n_tasks, n_governors, cpus, quiet=False):
     watch = GcWatch()       # from here on, every collection counts
     submit = Clock()
     with submit:
-        core.submit(client, session_id, tasks, objects)
+        core.submit_batch(client, session_id, batch)
     rss_after = rss()
-    del tasks, objects
+    del tasks, objects, batch
 
     queues = {g: deque() for g in governors}
     scheduling = Clock()
@@ -264,7 +267,7 @@ def print_result(r):
         wall, cpu = r[key]
         print(f"  {label:<20} {wall:7.2f} s {cpu:7.2f} s   {note}")
 
-    line("build tuples", "build", "(not counted)")
+    line("build columns", "build", "(not counted)")
     line("submit", "submit")
     line("scheduling", "scheduling", "(all core.schedule() calls)")
     line("task/object updates", "updates", "(on_*_updates, and the client's wait_all)")

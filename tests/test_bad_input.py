@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import time
 
 import cbor2
@@ -158,37 +159,65 @@ def raw_request(client, fill):
     return client._connection.request(fill, timeout=TIMEOUT)
 
 
-def raw_submit(client, session_id, objects=(), tasks_=()):
-    """Submit raw specs. objects: dicts(id, data=None, keep=False);
-    tasks_: dicts(id, type, inputs=[], outputs=[], cpus=1, config=None)."""
+def packed(values):
+    """A little-endian Int32 column."""
+    return struct.pack(f"<{len(values)}i", *values)
+
+
+def submit_columns(submit, session_id, objects=(), tasks_=()):
+    """Fill a columnar ``Submit`` by hand. objects: dicts(id, data=None, keep=False,
+    user=None); tasks_: dicts(id, type, inputs=[], outputs=[], cpus=1, config=None,
+    resources=None, user=None)."""
+    submit.session = session_id
+    ob = submit.objects
+    ob.ids = packed([spec["id"] for spec in objects])
+    constants = [(i, spec["data"]) for i, spec in enumerate(objects)
+                 if spec.get("data") is not None]
+    if constants:
+        ob.data.indexes = packed([i for i, _ in constants])
+        ob.data.values = [data for _, data in constants]
+    ob.keep = packed([i for i, spec in enumerate(objects) if spec.get("keep")])
+    users = [(i, spec["user"]) for i, spec in enumerate(objects) if spec.get("user")]
+    if users:
+        ob.user.indexes = packed([i for i, _ in users])
+        ob.user.values = [user for _, user in users]
+    tb = submit.tasks
+    tb.ids = packed([spec["id"] for spec in tasks_])
+    types = sorted({spec.get("type", "buildin/concat") for spec in tasks_})
+    tb.types.table = types
+    tb.types.index = packed([types.index(spec.get("type", "buildin/concat"))
+                             for spec in tasks_])
+    tb.cpus = packed([spec.get("cpus", 1) for spec in tasks_])
+    configs = [spec.get("config") or b"" for spec in tasks_]
+    if any(configs):
+        tb.configs = b"".join(configs)
+        ends, total = [], 0
+        for config in configs:
+            total += len(config)
+            ends.append(total)
+        tb.configEnds = packed(ends)
+    tb.inputCounts = packed([len(spec.get("inputs", ())) for spec in tasks_])
+    tb.inputIds = packed([i for spec in tasks_ for i in spec.get("inputs", ())])
+    tb.outputCounts = packed([len(spec.get("outputs", ())) for spec in tasks_])
+    tb.outputIds = packed([i for spec in tasks_ for i in spec.get("outputs", ())])
+    for key in ("resources", "user"):
+        items = [(i, spec[key]) for i, spec in enumerate(tasks_)
+                 if spec.get(key) is not None]
+        if items:
+            column = getattr(tb, key)
+            column.indexes = packed([i for i, _ in items])
+            column.values = [value for _, value in items]
+
+
+def raw_submit(client, session_id, objects=(), tasks_=(), tamper=None):
+    """Submit raw specs (see ``submit_columns``); ``tamper(submit)`` may then break
+    columns of the message."""
 
     def fill(msg):
         submit = msg.init("submit")
-        submit.session = session_id
-        ol = submit.init("objects", len(objects))
-        for i, spec in enumerate(objects):
-            ol[i].id = spec["id"]
-            if spec.get("data") is not None:
-                ol[i].hasData = True
-                ol[i].data = spec["data"]
-            ol[i].keep = spec.get("keep", False)
-            if spec.get("user") is not None:
-                ol[i].user = spec["user"]
-        tl = submit.init("tasks", len(tasks_))
-        for i, spec in enumerate(tasks_):
-            entry = tl[i]
-            entry.id = spec["id"]
-            entry.taskType = spec.get("type", "buildin/concat")
-            inputs = entry.init("inputs", len(spec.get("inputs", ())))
-            for j, input_id in enumerate(spec.get("inputs", ())):
-                inputs[j].id = input_id
-            outputs = entry.init("outputs", len(spec.get("outputs", ())))
-            for j, output_id in enumerate(spec.get("outputs", ())):
-                outputs[j] = output_id
-            entry.cpus = spec.get("cpus", 1)
-            for key in ("config", "resources", "user"):
-                if spec.get(key) is not None:
-                    setattr(entry, key, spec[key])
+        submit_columns(submit, session_id, objects, tasks_)
+        if tamper is not None:
+            tamper(submit)
 
     return raw_request(client, fill)
 
@@ -646,6 +675,67 @@ def test_malformed_submit(cluster, client, objects, tasks_, words):
         task.output.keep()
         session.submit()
         assert task.output.fetch().get_bytes() == b"ok"
+    session.close()
+    assert_cluster_works(cluster)
+
+
+def _set(path, value):
+    """A tamper function: set the field at dotted ``path`` of the Submit to ``value``."""
+    def tamper(submit):
+        *parents, name = path.split(".")
+        node = submit
+        for parent in parents:
+            node = getattr(node, parent)
+        setattr(node, name, value)
+    return tamper
+
+
+TWO_TASKS = dict(
+    objects=[{"id": 11, "data": b"a"}, {"id": 12}, {"id": 13, "keep": True}],
+    tasks_=[{"id": 20, "inputs": [11], "outputs": [12], "config": b"\xa0"},
+            {"id": 21, "inputs": [12], "outputs": [13], "config": b"\xa0"}])
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("tasks.ids", b"\x14\x00\x00\x00\x15\x00", ["tasks.ids", "whole number"]),
+    ("objects.ids", b"\x0b\x00", ["objects.ids", "whole number"]),
+    ("tasks.cpus", packed([1, 1, 1]), ["tasks.cpus", "3 values for 2"]),
+    ("tasks.types.index", packed([0, 5]), ["tasks.types", "outside its table"]),
+    ("tasks.names.index", packed([0]), ["tasks.names", "1 values for 2"]),
+    ("tasks.configs", b"\xa0\xa0\xa0", ["config offsets", "do not cover"]),
+    ("tasks.configEnds", packed([2, 1]), ["offsets"]),
+    ("tasks.configEnds", b"", ["without their end offsets"]),
+    ("tasks.inputCounts", packed([2, 1]), ["input counts add up to 3", "2"]),
+    ("tasks.inputCounts", packed([-1, 3]), ["negative input count"]),
+    ("tasks.outputIds", packed([12]), ["output counts add up to 2", "1"]),
+    ("tasks.outputCounts", packed([1]), ["tasks.outputCounts", "1 values for 2"]),
+    ("tasks.inputLabels.index", packed([0, 0]), ["tasks.inputLabels", "outside its table"]),
+    ("objects.keep", packed([7]), ["objects.keep", "outside"]),
+    ("objects.keep", packed([2, 1]), ["objects.keep", "ascending"]),
+    ("objects.directories", packed([-1]), ["objects.directories", "outside"]),
+    ("objects.data.indexes", packed([0, 1]), ["objects.data", "2 indexes and 1 values"]),
+    ("objects.labels.index", packed([0, 0, 3]), ["objects.labels", "outside"]),
+    ("tasks.user.indexes", packed([4]), ["tasks.user", "outside"]),
+], ids=["task-ids-bytes", "object-ids-bytes", "cpus-length", "type-index", "names-length",
+        "config-blob-longer", "config-ends-backwards", "config-ends-missing",
+        "input-counts-sum", "input-count-negative", "output-ids-short", "output-counts-length",
+        "label-index", "keep-range", "keep-order", "directory-negative",
+        "data-values-count", "object-label-index", "user-index"])
+def test_malformed_submit_columns(cluster, client, path, value, words):
+    """Columns of inconsistent shape are refused with a message naming the column; the
+    session is untouched and still works."""
+    session = client.new_session("bad columns")
+    sid = session.session_id
+    expect_error(lambda: raw_submit(client, sid, tamper=_set(path, value), **TWO_TASKS),
+                 *words)
+    raw_submit(client, sid, **TWO_TASKS)      # the same ids: nothing was left behind
+
+    def wait(msg):
+        w = msg.init("wait")
+        w.session = sid
+        w.objects = [13]
+
+    raw_request(client, wait)
     session.close()
     assert_cluster_works(cluster)
 

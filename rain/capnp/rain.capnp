@@ -62,38 +62,54 @@ enum ObjectState {
 # ------------------------------------------------------------------------------------------
 # Client <-> server
 
-struct TaskInput {
-  id @0 :Int32;               # object id within the submitting session
-  label @1 :Text;
+# A submit is columnar: one packed column per field instead of a struct per task, so that
+# both ends encode and decode it with bulk operations. Numeric columns are `Data` holding
+# little-endian 32-bit signed integers; an item's position in its column is its *index*.
+
+struct StringColumn {
+  # One string per item: `table` holds the distinct strings, `index` one Int32 per item
+  # pointing into it. An empty `index` means every item is "".
+  table @0 :List(Text);
+  index @1 :Data;
 }
 
-struct TaskSpec {
-  id @0 :Int32;
-  taskType @1 :Text;
-  config @2 :Data;            # CBOR
-  inputs @3 :List(TaskInput);
-  outputs @4 :List(Int32);
-  cpus @5 :Int32;
-  resources @6 :Data;         # CBOR map of other resources
-  name @7 :Text;
-  user @8 :Data;              # CBOR map
+struct SparseData {
+  # Bytes for a few items: `indexes` (Int32, ascending, unique) and the values, in order.
+  indexes @0 :Data;
+  values @1 :List(Data);
 }
 
-struct ObjectSpec {
-  id @0 :Int32;
-  label @1 :Text;
-  contentType @2 :Text;
-  dataType @3 :DataType;
-  user @4 :Data;              # CBOR map
-  keep @5 :Bool;
-  hasData @6 :Bool;           # a client constant: its bytes follow in `data`
-  data @7 :Data;
+struct TaskColumns {
+  ids @0 :Data;               # Int32 per task: its id within the submitting session
+  types @1 :StringColumn;
+  names @2 :StringColumn;
+  cpus @3 :Data;              # Int32 per task; empty: every task needs 1
+  configs @4 :Data;           # every task's CBOR config, one after another
+  configEnds @5 :Data;        # Int32 per task: end offset of its config in `configs`
+                              # (an empty config means none); empty: no task has one
+  inputCounts @6 :Data;       # Int32 per task
+  inputIds @7 :Data;          # Int32 per input, all tasks' inputs one after another
+  inputLabels @8 :StringColumn; # one per input
+  outputCounts @9 :Data;      # Int32 per task
+  outputIds @10 :Data;        # Int32 per output, like inputIds
+  resources @11 :SparseData;  # CBOR map of resources besides cpus
+  user @12 :SparseData;       # CBOR map
+}
+
+struct ObjectColumns {
+  ids @0 :Data;               # Int32 per object
+  labels @1 :StringColumn;
+  contentTypes @2 :StringColumn;
+  directories @3 :Data;       # Int32 indexes of the objects that are directories
+  keep @4 :Data;              # Int32 indexes of the objects to keep
+  data @5 :SparseData;        # client constants: their bytes
+  user @6 :SparseData;        # CBOR map
 }
 
 struct Submit {
   session @0 :Int32;
-  tasks @1 :List(TaskSpec);
-  objects @2 :List(ObjectSpec);
+  tasks @1 :TaskColumns;
+  objects @2 :ObjectColumns;
 }
 
 struct IdList {

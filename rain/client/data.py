@@ -3,34 +3,46 @@
 import os
 
 from ..common.attributes import ObjectInfo, ObjectSpec
-from ..common.cbor import dumps_or_empty
 from ..common.content_type import check_content_type, encode_value, is_type_instance
 from ..common.data_instance import make_tar
 from ..common.errors import RainException
 from ..common.ids import ID, DataType
-from .rpc.common import DataObjectState
 from .session import get_active_session
 
 
-class DataObject:
-    """A node of the graph holding data: a task output or a constant."""
+#: Looked up once: attribute access on an Enum class is slow, and every object needs it.
+_BLOB = DataType.BLOB
 
-    def __init__(self, label=None, session=None, data_type=DataType.BLOB, content_type=None):
+
+class DataObject:
+    """A node of the graph holding data: a task output or a constant.
+
+    Fields live in slots and ``spec`` is built on first use (from then on it is what
+    gets submitted), as for tasks: a big graph has millions of objects.
+    """
+
+    __slots__ = ("session", "_id", "_label", "_content_type", "_data_type", "_keep", "_data",
+                 "_spec_cache", "_state", "_info", "__weakref__")
+
+    def __init__(self, label=None, session=None, data_type=_BLOB, content_type=None):
         if session is None:
             session = get_active_session()
-        if isinstance(data_type, str):
-            data_type = DataType.from_str(data_type)
-        if not isinstance(data_type, DataType):
-            raise TypeError(f"invalid data_type {data_type!r}")
+        if data_type is not _BLOB:
+            if isinstance(data_type, str):
+                data_type = DataType.from_str(data_type)
+            if not isinstance(data_type, DataType):
+                raise TypeError(f"invalid data_type {data_type!r}")
         if content_type is not None:
             check_content_type(content_type)
-        if data_type == DataType.DIRECTORY and content_type not in (None, "", "dir"):
-            raise RainException("A directory object cannot have content type "
-                                f"{content_type!r}")
+            if data_type == DataType.DIRECTORY and content_type not in ("", "dir"):
+                raise RainException("A directory object cannot have content type "
+                                    f"{content_type!r}")
         self.session = session
-        object_id = session._register_dataobj(self)
-        self._spec = ObjectSpec(id=ID(session.session_id, object_id), label=label,
-                                content_type=content_type, data_type=data_type)
+        self._id = session._register_dataobj(self)
+        self._label = label
+        self._content_type = content_type
+        self._data_type = data_type
+        self._spec_cache = None
         self._keep = False
         self._data = None           # bytes of a constant
         self._state = None
@@ -39,15 +51,24 @@ class DataObject:
     # -- identity ---------------------------------------------------------------------------
     @property
     def id(self):
-        return self._spec.id
+        return ID(self.session.session_id, self._id)
 
     @property
     def label(self):
-        return self._spec.label
+        spec = self._spec_cache
+        return self._label if spec is None else spec.label
 
     @property
     def spec(self):
-        return self._spec
+        """The ``ObjectSpec``; built on first use, and from then on what is submitted."""
+        spec = self._spec_cache
+        if spec is None:
+            spec = self._spec_cache = ObjectSpec(
+                id=ID(self.session.session_id, self._id), label=self._label,
+                content_type=self._content_type, data_type=self._data_type)
+            if self._state is not None:
+                spec._freeze()
+        return spec
 
     @property
     def info(self):
@@ -59,12 +80,18 @@ class DataObject:
 
     @property
     def data_type(self):
-        return self._spec.data_type
+        spec = self._spec_cache
+        return self._data_type if spec is None else spec.data_type
+
+    def _declared_content_type(self):
+        """The content type given when the object was declared (or set on its spec)."""
+        spec = self._spec_cache
+        return self._content_type if spec is None else spec.content_type
 
     @property
     def content_type(self):
         """The content type known at run time when compatible, else the declared one."""
-        declared = self._spec.content_type
+        declared = self._declared_content_type()
         if self._info is not None and self._info.content_type:
             known = self._info.content_type
             if not declared or is_type_instance(known, declared):
@@ -73,7 +100,7 @@ class DataObject:
 
     def __repr__(self):
         label = f" {self.label!r}" if self.label else ""
-        return f"<DataObject {self.id.session_id}/{self.id.id}{label}>"
+        return f"<DataObject {self.session.session_id}/{self._id}{label}>"
 
     # -- keeping ----------------------------------------------------------------------------
     def keep(self):
@@ -90,7 +117,7 @@ class DataObject:
         return self._keep
 
     def expect_dir(self):
-        if self._spec.data_type != DataType.DIRECTORY:
+        if self.data_type != DataType.DIRECTORY:
             raise RainException(f"{self!r} is not a directory object")
 
     # -- server interaction ---------------------------------------------------------------
@@ -107,28 +134,6 @@ class DataObject:
     def _set_info(self, info_json):
         if info_json:
             self._info = ObjectInfo.from_json(info_json)
-
-    # -- submit -------------------------------------------------------------------------------
-    def _fill_spec(self, builder):
-        spec = self._spec
-        builder.id = spec.id[1]
-        if spec.label:
-            builder.label = spec.label
-        if spec.content_type:
-            builder.contentType = spec.content_type
-        if spec.data_type == DataType.DIRECTORY:
-            builder.dataType = "directory"
-        if spec.user:
-            builder.user = dumps_or_empty(spec.user)
-        builder.keep = self._keep
-        if self._data is not None:
-            builder.hasData = True
-            builder.data = self._data
-
-    def _on_submitted(self):
-        self._spec._freeze()
-        self._state = DataObjectState.finished if self._data is not None \
-            else DataObjectState.unfinished
 
 
 def blob(value, label="const", content_type=None, encode=None):

@@ -136,6 +136,8 @@ def _build_execute(args, stdout, stdin, input_paths, output_paths, shell, name):
 class Execute(Task):
     """Run an external program once (see the module doc)."""
 
+    __slots__ = ()
+
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
                  shell=False, *, cpus=1, name=None, session=None):
         inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,

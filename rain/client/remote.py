@@ -81,7 +81,7 @@ def _check_declaration(decl, obj, label):
         return
     if decl.load and obj.data_type == DataType.DIRECTORY:
         raise RainException(f"{what}: {obj!r} is a directory and cannot be loaded")
-    declared = obj.spec.content_type
+    declared = obj._declared_content_type()
     if decl.content_type and declared:
         try:
             merge_content_types(declared, decl.content_type)
@@ -353,7 +353,7 @@ class Remote:
 
     def _encode_of(self, item):
         if isinstance(item, DataObject):
-            if item.data_type == DataType.DIRECTORY or item.spec.content_type:
+            if item.data_type == DataType.DIRECTORY or item._declared_content_type():
                 return None
             return self.auto_encode
         if isinstance(item, OutputDir):

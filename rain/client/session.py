@@ -13,6 +13,7 @@ from ..common.data_instance import DataInstance
 from ..common.errors import RainException, TaskException
 from ..common.ids import DataType
 from .connection import ServerError
+from .submit_encoding import fill_submit
 from .rpc.common import DataObjectState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -175,14 +176,7 @@ class Session:
         session_id = self.session_id
 
         def fill(msg):
-            submit = msg.init("submit")
-            submit.session = session_id
-            tl = submit.init("tasks", len(tasks))
-            for i, task in enumerate(tasks):
-                task._fill_spec(tl[i])
-            ol = submit.init("objects", len(objects))
-            for i, obj in enumerate(objects):
-                obj._fill_spec(ol[i])
+            fill_submit(msg.init("submit"), session_id, tasks, objects)
 
         try:
             self._request(fill)
@@ -191,14 +185,18 @@ class Session:
             # and the session stays usable for a corrected graph.
             self._tasks = []
             self._dataobjs = []
-        submitted_tasks = self._submitted_tasks
+        not_assigned = TaskState.notAssigned
         for task in tasks:
-            task._on_submitted()
-            submitted_tasks[task.id[1]] = task
-        submitted_objects = self._submitted_objects
+            task._state = not_assigned
+            if task._spec_cache is not None:
+                task._spec_cache._freeze()
+        self._submitted_tasks.update({task._id: task for task in tasks})
+        finished, unfinished = DataObjectState.finished, DataObjectState.unfinished
         for obj in objects:
-            obj._on_submitted()
-            submitted_objects[obj.id[1]] = obj
+            obj._state = unfinished if obj._data is None else finished
+            if obj._spec_cache is not None:
+                obj._spec_cache._freeze()
+        self._submitted_objects.update({obj._id: obj for obj in objects})
         client = self.client
         if client is not None and client._submit_listeners:
             for listener in list(client._submit_listeners):

@@ -1,18 +1,26 @@
 """Tasks of the graph (client side)."""
-import cbor2
-
 from ..common.attributes import TaskInfo, TaskSpec, TaskSpecInput
-from ..common.cbor import dumps_or_empty
 from ..common.errors import RainException
 from ..common.ids import ID
 from ..common.labeled_list import LabeledList
 from .data import DataObject, to_dataobj
-from .rpc.common import TaskState
 from .session import client_location, get_active_session
 
 
 class Task:
-    """A node of the graph that runs: built-in, external program, or Python function."""
+    """A node of the graph that runs: built-in, external program, or Python function.
+
+    A big graph has millions of these, so a task keeps its fields in slots and builds the
+    richer views (``spec``, the labeled ``inputs``/``outputs``) only when asked. Once
+    ``spec`` was asked for, it is what gets submitted (changes to it count).
+    """
+
+    # ``_in`` / ``_out``: the one input / output object itself, else a tuple of them (a
+    # tuple per task would double what the cyclic GC has to traverse while a big graph
+    # is built).
+    __slots__ = ("session", "_id", "_task_type", "_config", "_in", "_input_labels",
+                 "_inputs", "_out", "_outputs", "_cpus", "_resources", "_name",
+                 "_user", "_spec_cache", "_state", "_info", "_created_at", "__weakref__")
 
     def __init__(self, inputs=(), outputs=None, *, config=None, session=None, task_type=None,
                  cpus=1, name=None, user_spec=None, resources=None):
@@ -24,33 +32,39 @@ class Task:
             raise RainException(f"cpus must be a non-negative integer, not {cpus!r}")
         self.session = session
         self._created_at = client_location()
-        task_id = session._register_task(self)
+        self._id = session._register_task(self)
 
-        input_list = LabeledList()
+        objs = []
+        labels = None
         for item in inputs:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (str,
-                                                                                   type(None))):
+            if isinstance(item, tuple) and len(item) == 2 and (item[0] is None or
+                                                              isinstance(item[0], str)):
                 label, value = item
             else:
                 label, value = None, item
-            obj = to_dataobj(value)
+            obj = value if value.__class__ is DataObject else to_dataobj(value)
             if obj.session is not session:
                 raise RainException(f"{obj!r} belongs to another session")
-            if label is not None and label in input_list:
-                # duplicate labels are allowed on inputs (same object twice)
-                input_list.append(obj)
-            else:
-                input_list.append(obj, label)
-        self._inputs = input_list
+            if label is not None:
+                if labels is None:
+                    labels = [None] * len(objs)
+                elif label in labels:
+                    label = None    # duplicate labels are allowed on inputs (same object)
+            if labels is not None:
+                labels.append(label)
+            objs.append(obj)
+        self._in = objs[0] if len(objs) == 1 else tuple(objs)
+        self._input_labels = None if labels is None else tuple(labels)
+        self._inputs = None
 
-        output_list = LabeledList()
-        if outputs is None:
-            outputs = 1
-        if isinstance(outputs, int) and not isinstance(outputs, bool):
-            for _ in range(outputs):
-                output_list.append(DataObject(session=session))
+        self._outputs = None
+        if outputs is None or (outputs.__class__ is int and outputs == 1):
+            self._out = DataObject(session=session)
+        elif isinstance(outputs, int) and not isinstance(outputs, bool):
+            self._out = tuple([DataObject(session=session) for _ in range(outputs)])
         else:
             from .output import Output
+            output_list = LabeledList()
             for item in outputs:
                 if isinstance(item, DataObject):
                     obj = item
@@ -63,65 +77,115 @@ class Task:
                 else:
                     raise RainException(f"Invalid output {item!r}: expected a label, an "
                                         "Output or a DataObject")
-                output_list.append(obj, obj.label)
-        self._outputs = output_list
+                output_list.append(obj, obj.label)     # checks the labels
+            self._out = output_list[0] if len(output_list) == 1 else tuple(output_list)
 
-        res = {"cpus": cpus}
         if resources:
+            extra = {}
             for key, amount in resources.items():
                 if not isinstance(key, str) or not isinstance(amount, (int, float)) \
                         or amount < 0:
                     raise RainException(f"invalid resource request {key!r}: {amount!r}")
-                res[key] = amount
-        self._spec = TaskSpec(
-            id=ID(session.session_id, task_id), task_type=task_type, config=config,
-            inputs=[TaskSpecInput(obj.id, label) for label, obj in input_list.items()],
-            outputs=[obj.id for obj in output_list], resources=res, name=name,
-            user=dict(user_spec) if user_spec else {})
+                if key == "cpus":
+                    cpus = amount
+                else:
+                    extra[key] = amount
+            resources = extra or None
+        else:
+            resources = None
+        self._task_type = task_type
+        self._config = config
+        self._cpus = cpus
+        self._resources = resources
+        self._name = name
+        self._user = dict(user_spec) if user_spec else None
+        self._spec_cache = None
         self._state = None
         self._info = None
 
     # -- identity -----------------------------------------------------------------------------
     @property
     def id(self):
-        return self._spec.id
+        return ID(self.session.session_id, self._id)
 
     @property
     def spec(self):
-        return self._spec
+        """The ``TaskSpec``; built on first use, and from then on what is submitted."""
+        spec = self._spec_cache
+        if spec is None:
+            session_id = self.session.session_id
+            labels = self._input_labels or (None,) * len(self._input_objs)
+            resources = {"cpus": self._cpus}
+            if self._resources:
+                resources.update(self._resources)
+            spec = self._spec_cache = TaskSpec(
+                id=ID(session_id, self._id), task_type=self._task_type, config=self._config,
+                inputs=[TaskSpecInput(ID(session_id, obj._id), label)
+                        for obj, label in zip(self._input_objs, labels)],
+                outputs=[ID(session_id, obj._id) for obj in self._output_objs],
+                resources=resources, name=self._name, user=dict(self._user or {}))
+            if self._state is not None:
+                spec._freeze()
+        return spec
+
+    _spec = spec
+
+    @property
+    def _input_objs(self):
+        objs = self._in
+        return objs if objs.__class__ is tuple else (objs,)
+
+    @property
+    def _output_objs(self):
+        objs = self._out
+        return objs if objs.__class__ is tuple else (objs,)
 
     @property
     def name(self):
-        return self._spec.name
+        spec = self._spec_cache
+        return self._name if spec is None else spec.name
 
     @property
     def task_type(self):
-        return self._spec.task_type
+        spec = self._spec_cache
+        return self._task_type if spec is None else spec.task_type
 
     @property
     def config(self):
-        return self._spec.config
+        spec = self._spec_cache
+        return self._config if spec is None else spec.config
 
     @property
     def cpus(self):
-        return self._spec.resources.get("cpus", 1)
+        spec = self._spec_cache
+        return self._cpus if spec is None else spec.resources.get("cpus", 1)
 
     @property
     def inputs(self):
-        return self._inputs
+        inputs = self._inputs
+        if inputs is None:
+            inputs = self._inputs = LabeledList(
+                self._input_objs, self._input_labels or (None,) * len(self._input_objs))
+        return inputs
 
     @property
     def outputs(self):
-        return self._outputs
+        outputs = self._outputs
+        if outputs is None:
+            outputs = self._outputs = LabeledList(
+                self._output_objs, [obj.label for obj in self._output_objs])
+        return outputs
 
     @property
     def output(self):
         """The only output; RainException when there are none or several."""
-        count = len(self._outputs)
-        if count != 1:
-            raise RainException(f"Task {self.id[1]} has {count} outputs; 'output' needs "
-                                "exactly one (use 'outputs')")
-        return self._outputs[0]
+        outputs = self._out
+        if outputs.__class__ is not tuple:
+            return outputs
+        if len(outputs) != 1:
+            raise RainException(f"Task {self._id} has {len(outputs)} outputs; 'output' "
+                                "needs exactly one (use 'outputs')")
+        return outputs[0]
 
     @property
     def state(self):
@@ -139,56 +203,25 @@ class Task:
     def __repr__(self):
         name = f" {self.name!r}" if self.name else ""
         state = f" {self._state.name}" if self._state is not None else ""
-        return f"<Task {self.id.session_id}/{self.id.id} {self.task_type}{name}{state}>"
+        return f"<Task {self.session.session_id}/{self._id} {self.task_type}{name}{state}>"
 
     # -- actions -------------------------------------------------------------------------------
     def keep_outputs(self):
-        for obj in self._outputs:
+        for obj in self._output_objs:
             obj.keep()
 
     def unkeep_outputs(self):
-        self.session.unkeep(list(self._outputs))
+        self.session.unkeep(list(self._output_objs))
 
     def fetch_outputs(self):
         """Fetch every output; returns a list of ``DataInstance``."""
-        return [self.session.fetch(obj) for obj in self._outputs]
+        return [self.session.fetch(obj) for obj in self._output_objs]
 
     def wait(self):
         self.session.wait([self])
 
     def update(self):
         self.session.update([self])
-
-    # -- submit ---------------------------------------------------------------------------------
-    def _fill_spec(self, builder):
-        spec = self._spec
-        builder.id = spec.id[1]
-        builder.taskType = spec.task_type
-        config = spec.config
-        if config is not None:
-            builder.config = cbor2.dumps(config)
-        inputs = builder.init("inputs", len(spec.inputs))
-        for i, item in enumerate(spec.inputs):
-            entry = inputs[i]
-            entry.id = item.id[1]
-            if item.label:
-                entry.label = item.label
-        outputs = builder.init("outputs", len(spec.outputs))
-        for i, oid in enumerate(spec.outputs):
-            outputs[i] = oid[1]
-        resources = spec.resources
-        builder.cpus = resources.get("cpus", 1)
-        if len(resources) > 1:
-            builder.resources = cbor2.dumps({k: v for k, v in resources.items()
-                                             if k != "cpus"})
-        if spec.name:
-            builder.name = spec.name
-        if spec.user:
-            builder.user = dumps_or_empty(spec.user)
-
-    def _on_submitted(self):
-        self._spec._freeze()
-        self._state = TaskState.notAssigned
 
     def _set_info(self, info_json):
         self._info = TaskInfo.from_json(info_json) if info_json else TaskInfo()

@@ -25,6 +25,8 @@ def _output(output, default_label, directory=False):
 class Concat(Task):
     """Join blobs into one."""
 
+    __slots__ = ()
+
     def __init__(self, inputs, *, name=None, session=None):
         super().__init__(list(inputs), 1, task_type="buildin/concat", name=name,
                          session=session)
@@ -33,20 +35,25 @@ class Concat(Task):
 class Sleep(Task):
     """Pass the input through after ``seconds``."""
 
+    __slots__ = ()
+
     def __init__(self, input, seconds, *, cpus=1, name=None, session=None):
         try:
             seconds = float(seconds)
         except (TypeError, ValueError):
             raise RainException(f"Sleep: invalid number of seconds {seconds!r}") from None
         obj = to_dataobj(input)
-        super().__init__([obj], [Output(content_type=obj.spec.content_type)
-                                 if obj.spec.content_type else Output()],
+        content_type = obj._declared_content_type()
+        super().__init__([obj], [Output(content_type=content_type)
+                                 if content_type else Output()],
                          config={"seconds": seconds}, task_type="buildin/sleep", cpus=cpus,
                          name=name, session=session)
 
 
 class Load(Task):
     """Copy a file of the governor's file system (absolute path) into the cluster."""
+
+    __slots__ = ()
 
     def __init__(self, path, output=None, *, name=None, session=None):
         super().__init__((), [_output(output, os.path.basename(str(path)) or "data")],
@@ -56,6 +63,8 @@ class Load(Task):
 
 class LoadDir(Task):
     """Copy a directory of the governor's file system (absolute path) into the cluster."""
+
+    __slots__ = ()
 
     def __init__(self, path, output=None, *, name=None, session=None):
         super().__init__((), [_output(output, os.path.basename(str(path).rstrip("/"))
@@ -67,6 +76,8 @@ class LoadDir(Task):
 class Store(Task):
     """Write an object to an absolute path on the governor's file system."""
 
+    __slots__ = ()
+
     def __init__(self, input, path, *, name=None, session=None):
         super().__init__([to_dataobj(input)], 0, config={"path": str(path)},
                          task_type="buildin/export", name=name, session=session)
@@ -74,6 +85,8 @@ class Store(Task):
 
 class MakeDirectory(Task):
     """Assemble objects into one directory: ``{relpath: obj}`` or pairs."""
+
+    __slots__ = ()
 
     def __init__(self, paths_objects, *, name=None, session=None):
         items = paths_objects.items() if isinstance(paths_objects, dict) else paths_objects
@@ -87,6 +100,8 @@ class MakeDirectory(Task):
 
 class SliceDirectory(Task):
     """Take a file (or a sub-directory, when ``path`` ends with '/') out of a directory."""
+
+    __slots__ = ()
 
     def __init__(self, input, path, output=None, *, name=None, session=None):
         obj = to_dataobj(input)

@@ -7,11 +7,14 @@ possible). Replies and governor work leave once per loop turn.
 import asyncio
 import logging
 
+import capnp
+
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
+from .submit_batch import read_submit
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +237,7 @@ class RainServer:
         core = self.core
         if which == "submit":
             submit = req.submit
-            tasks, objects = decode_submit(submit)
-            core.submit(client, submit.session, tasks, objects)
+            core.submit_batch(client, submit.session, decode_submit(submit))
             self.comm.reply(client, request_id, "ok", None)
         elif which == "wait":
             ids = req.wait
@@ -368,27 +370,14 @@ class RainServer:
 # Encoding and decoding
 
 def decode_submit(submit):
-    tasks = []
-    for t in submit.tasks:
-        resources = t.resources
-        if resources:
-            resources = decode_cbor(resources, f"Task {t.id}: resources")
-            if resources is not None and not isinstance(resources, dict):
-                raise RequestError(f"Task {t.id}: resources must be a map")
-            if resources:
-                for name, amount in resources.items():
-                    if not isinstance(name, str) or not isinstance(amount, (int, float)) \
-                            or amount < 0:
-                        raise RequestError(f"Task {t.id}: invalid resource {name!r}")
-        else:
-            resources = None
-        tasks.append((t.id, t.taskType, t.config, [(i.id, i.label) for i in t.inputs],
-                      list(t.outputs), t.cpus, resources or None, t.name, t.user))
-    objects = []
-    for o in submit.objects:
-        objects.append((o.id, o.label, o.contentType, int(o.dataType.raw), o.user, o.keep,
-                        o.data if o.hasData else None))
-    return tasks, objects
+    """The ``SubmitBatch`` of a ``Submit`` message (columns checked for shape)."""
+    try:
+        return read_submit(submit.tasks, submit.objects)
+    except capnp.KjException as exc:
+        # e.g. a list of task structs where a column struct belongs: a client built
+        # against another version of the schema
+        raise RequestError(f"Malformed submit (not the columnar format of this server): "
+                           f"{getattr(exc, 'description', exc)}") from None
 
 
 def _set_error(error, exc):

@@ -9,12 +9,17 @@ whole server by calling these methods with a recording ``comm``.
 """
 import gc
 import logging
+from bisect import bisect_right
+from collections import Counter
+from itertools import repeat
 
 from ..common.cbor import loads_or
 from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter)
+from .errors import RequestError
 from .scheduler import Scheduler, update_prefetch
+from .submit_batch import SubmitBatch, offsets, task_positions
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +29,6 @@ GC_COLLECT_ITEMS = 100_000
 #: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
 #: unfinished-task count, not on every task (one entry instead of one per task).
 ALL_TASKS = "all tasks"
-
-
-class RequestError(Exception):
-    """A client request that cannot be honoured; the message goes back to that client."""
 
 
 class ServerCore:
@@ -120,21 +121,21 @@ class ServerCore:
     # Submit
 
     def submit(self, client, session_id, tasks, objects):
-        """Validate a whole submit first (nothing changes when it is rejected), then add.
+        """Add tasks and objects given as tuples (see ``SubmitBatch.from_tuples``)."""
+        self.submit_batch(client, session_id, SubmitBatch.from_tuples(tasks, objects))
 
-        ``tasks``: tuples (id, type, config, [(input_id, label)], [output_id], cpus,
-        resources, name, user); ``objects``: tuples (id, label, content_type, data_type,
-        user, keep, data-or-None).
-        """
+    def submit_batch(self, client, session_id, batch):
+        """Validate a whole ``SubmitBatch`` first (nothing changes when it is rejected),
+        then add it to the session's graph."""
         # A big submit allocates millions of objects that all stay alive; letting the
         # cyclic GC rescan the growing graph meanwhile costs most of the submit time
         # (measured: 2.2 s instead of 0.5 s for 200,000 tasks).
-        items = len(tasks) + len(objects)
+        items = batch.size
         paused = gc.isenabled() and items > 1000
         if paused:
             gc.disable()
         try:
-            self._submit(client, session_id, tasks, objects)
+            self._submit(client, session_id, batch)
         finally:
             if paused:
                 gc.enable()
@@ -146,110 +147,136 @@ class ServerCore:
             # ~2.7 s of collector time).
             gc.collect()
 
-    def _submit(self, client, session_id, tasks, objects):
+    def _submit(self, client, session_id, batch):
         session = self._session(client, session_id)
-        existing_tasks = session.tasks
         existing_objects = session.objects
-        new_objects = {}
-        for spec in objects:
-            oid = spec[0]
-            if oid < FIRST_ID:
-                raise RequestError(f"Invalid object id {oid} (ids start at {FIRST_ID})")
-            if oid in new_objects or oid in existing_objects or oid in existing_tasks:
-                raise RequestError(f"Duplicate id {oid} in session {session_id}")
-            if spec[3] not in (0, 1):
-                raise RequestError(f"Object {oid}: invalid data type")
-            new_objects[oid] = spec
+        object_ids = batch.object_ids
+        task_ids = batch.task_ids
+        constants = batch.data
+        object_index = _check_new_ids(session, object_ids, "object", {})
+        _check_new_ids(session, task_ids, "task", object_index)
         testing = {}
         if self.test_mode:
-            for oid, spec in new_objects.items():
-                if spec[4] and spec[6] is not None:     # constants only
-                    found = self._parse_testing(oid, spec[4])
+            users = batch.object_users
+            for index in constants:
+                if users[index]:
+                    found = self._parse_testing(object_ids[index], users[index])
                     if found is not None:
-                        testing[oid] = found
-        max_cpus = self.scheduler.max_cpus() if self.governors else None   # O(governors)
-        new_tasks = {}
-        producers = {}
-        # Clients submit tasks in creation order, so producers nearly always come before
-        # their consumers; then the graph is acyclic and Kahn's algorithm is not needed.
-        in_order = True
-        for spec in tasks:
-            tid, task_type, _config, inputs, outputs, cpus, _res, _name, _user = spec
-            if tid < FIRST_ID:
-                raise RequestError(f"Invalid task id {tid} (ids start at {FIRST_ID})")
-            if tid in new_tasks or tid in existing_tasks or tid in existing_objects \
-                    or tid in new_objects:
-                raise RequestError(f"Duplicate id {tid} in session {session_id}")
-            if not task_type:
-                raise RequestError(f"Task {tid}: empty task type")
-            if cpus < 0:
-                raise RequestError(f"Task {tid}: negative cpus")
-            if max_cpus is not None and cpus > max_cpus:
-                raise RequestError(
-                    f"Task {tid} asks for {cpus} cpus but the largest governor has {max_cpus}")
-            for input_id, _label in inputs:
-                new = new_objects.get(input_id)
-                if new is not None:
-                    if in_order and new[6] is None and input_id not in producers:
-                        in_order = False     # produced by a later task (or by none)
-                    continue
-                obj = existing_objects.get(input_id)
+                        testing[index] = found
+
+        task_types = batch.task_types
+        if not all(task_types):
+            raise RequestError(f"Task {task_ids[task_types.index('')]}: empty task type")
+        cpus = batch.cpus
+        if cpus:
+            lowest = min(cpus)
+            if lowest < 0:
+                raise RequestError(f"Task {task_ids[cpus.index(lowest)]}: negative cpus")
+            max_cpus = self.scheduler.max_cpus() if self.governors else None  # O(governors)
+            highest = max(cpus)
+            if max_cpus is not None and highest > max_cpus:
+                raise RequestError(f"Task {task_ids[cpus.index(highest)]} asks for "
+                                   f"{highest} cpus but the largest governor has {max_cpus}")
+
+        input_ids = batch.input_ids
+        input_offsets = offsets(batch.input_counts)
+        for input_id in set(input_ids):
+            if input_id in object_index:
+                continue
+            obj = existing_objects.get(input_id)
+            if obj is None or obj.state == REMOVED:
+                tid = task_ids[_owner(input_offsets, input_ids.index(input_id))]
                 if obj is None:
                     raise RequestError(f"Task {tid}: unknown input object {input_id}")
-                if obj.state == REMOVED:
-                    raise RequestError(
-                        f"Task {tid}: input object {input_id} was already removed "
-                        "(it was not kept)")
-            for output_id in outputs:
-                new = new_objects.get(output_id)
-                if new is None:
-                    raise RequestError(
-                        f"Task {tid}: output {output_id} is not an object of this submit")
-                if output_id in producers:
-                    raise RequestError(f"Object {output_id} is an output of two tasks "
-                                       f"({producers[output_id]} and {tid})")
-                if new[6] is not None:
-                    raise RequestError(f"Object {output_id} has data and is a task output")
-                producers[output_id] = tid
-            new_tasks[tid] = spec
-        for oid, spec in new_objects.items():
-            if spec[6] is None and oid not in producers:
-                raise RequestError(f"Object {oid} has no data and no task produces it")
-        if not in_order:
-            self._check_acyclic(new_tasks, producers)
+                raise RequestError(f"Task {tid}: input object {input_id} was already "
+                                   "removed (it was not kept)")
+
+        output_ids = batch.output_ids
+        output_task = task_positions(batch.output_counts)
+        producer_of = dict(zip(output_ids, output_task))     # object id -> task index
+        if len(producer_of) != len(output_ids):
+            seen = set()
+            for position, oid in enumerate(output_ids):
+                if oid in seen:
+                    first = task_ids[output_task[output_ids.index(oid)]]
+                    raise RequestError(f"Object {oid} is an output of two tasks ({first} "
+                                       f"and {task_ids[output_task[position]]})")
+                seen.add(oid)
+        for position, oid in enumerate(output_ids):
+            if oid not in object_index:
+                raise RequestError(f"Task {task_ids[output_task[position]]}: output {oid} "
+                                   "is not an object of this submit")
+        for index in constants:
+            if object_ids[index] in producer_of:
+                raise RequestError(f"Object {object_ids[index]} has data and is a task "
+                                   "output")
+        if len(producer_of) + len(constants) != len(object_ids):
+            for index, oid in enumerate(object_ids):
+                if oid not in producer_of and index not in constants:
+                    raise RequestError(f"Object {oid} has no data and no task produces it")
+        # Clients submit tasks in creation order, so producers nearly always come before
+        # their consumers; then the graph is acyclic and Kahn's algorithm is not needed.
+        if producer_of and input_ids:
+            get = producer_of.get
+            input_task = task_positions(batch.input_counts)
+            for input_id, task in zip(input_ids, input_task):
+                if get(input_id, -1) >= task:
+                    _check_acyclic(task_ids, input_ids, input_offsets, producer_of)
+                    break
 
         # -- apply ----------------------------------------------------------------------
-        submitted_objects = []
-        for oid, (_, label, content_type, data_type, user, keep, data) in new_objects.items():
-            obj = DataObject(session, oid, label, content_type, data_type, user, keep, data)
-            existing_objects[oid] = obj
-            submitted_objects.append(obj)
-            if data is not None:
-                obj.state = OBJ_FINISHED
-                obj.size = len(data)
-                if oid in testing:
-                    obj.testing, size = testing[oid]
-                    if size is not None:
-                        obj.size = size
+        submitted_objects = list(map(
+            DataObject, repeat(session), object_ids, batch.labels, batch.content_types,
+            batch.data_types, batch.object_users, batch.keep, repeat(None)))
+        for index, data in constants.items():
+            obj = submitted_objects[index]
+            obj.data = data
+            obj.state = OBJ_FINISHED
+            obj.size = len(data)
+            if index in testing:
+                obj.testing, size = testing[index]
+                if size is not None:
+                    obj.size = size
+        existing_objects.update(zip(object_ids, submitted_objects))
+
+        get_object = existing_objects.__getitem__
+        input_labels = batch.input_labels
+        resources = batch.resources
+        no_labels = _NO_LABELS.get
         submitted_tasks = []
         ready = []
-        for tid, (_, task_type, config, inputs, outputs, cpus, resources, name,
-                  user) in new_tasks.items():
+        start_in = start_out = 0
+        for index, (tid, task_type, config, input_count, output_count, task_cpus, name,
+                    user) in enumerate(zip(task_ids, task_types, batch.configs,
+                                           batch.input_counts, batch.output_counts, cpus,
+                                           batch.names, batch.users)):
             # Tuples, and one shared tuple for the usual all-empty labels: a million-task
             # graph is mostly these small sequences.
-            input_objects = tuple([existing_objects[i] for i, _ in inputs])
-            labels = tuple([label for _, label in inputs])
-            if not any(labels):
-                labels = _no_labels(len(labels))
-            task = Task(session, tid, task_type, config, input_objects, labels,
-                        tuple([existing_objects[o] for o in outputs]), cpus, resources, name,
-                        user)
-            existing_tasks[tid] = task
-            for obj in task.outputs:
-                obj.producer = task
+            end_in = start_in + input_count
+            if input_count == 1:
+                inputs = (get_object(input_ids[start_in]),)
+            else:
+                inputs = tuple(map(get_object, input_ids[start_in:end_in]))
+            if input_labels is None:
+                labels = no_labels(input_count) or _no_labels(input_count)
+            else:
+                labels = tuple(input_labels[start_in:end_in])
+                if not any(labels):
+                    labels = _no_labels(input_count)
+            start_in = end_in
+            end_out = start_out + output_count
+            if output_count == 1:
+                outputs = (get_object(output_ids[start_out]),)
+            else:
+                outputs = tuple(map(get_object, output_ids[start_out:end_out]))
+            start_out = end_out
+            task = Task(session, tid, task_type, config, inputs, labels, outputs, task_cpus,
+                        resources.get(index) if resources else None, name, user)
             submitted_tasks.append(task)
+            for obj in outputs:
+                obj.producer = task
             waiting = 0
-            for obj in input_objects:
+            for obj in inputs:
                 obj.consumers += 1
                 if obj.state != OBJ_FINISHED:
                     waiting += 1
@@ -257,21 +284,23 @@ class ServerCore:
                         obj.dependents = [task]
                     else:
                         obj.dependents.append(task)
-            task.waiting = waiting
-            if waiting == 0:
+            if waiting:
+                task.waiting = waiting
+            else:
                 ready.append(task)
+        session.tasks.update(zip(task_ids, submitted_tasks))
         session.unfinished_tasks += len(submitted_tasks)
         session.stats[0] += len(submitted_tasks)
         for task in ready:
             self.scheduler.add_ready(task)
         # Constants that nobody needs and nobody keeps are garbage right away.
-        for obj in submitted_objects:
-            if obj.state == OBJ_FINISHED and obj.consumers == 0 and not obj.keep:
+        for index in constants:
+            obj = submitted_objects[index]
+            if obj.consumers == 0 and not obj.keep:
                 self._remove_object(obj)
         self.comm.event({"type": "ClientSubmit", "session": session.id,
-                         "tasks": [t.id for t in submitted_tasks],
-                         "dataobjs": [o.id for o in submitted_objects],
-                         "task_names": _names_summary(submitted_tasks)})
+                         "tasks": list(task_ids), "dataobjs": list(object_ids),
+                         "task_names": _names_summary(batch.names, task_types)})
         self._request_schedule()
         self._debug_check()
 
@@ -296,52 +325,6 @@ class ServerCore:
             governors.append(governor)
         size = int(testing["size"]) if "size" in testing else None
         return governors, size
-
-    @staticmethod
-    def _check_acyclic(new_tasks, producers):
-        """Kahn's algorithm over the tasks of one submit (older tasks cannot depend on new
-        ones, so a cycle can only lie within the submit)."""
-        if not new_tasks:
-            return
-        indegree = {}
-        dependents = {}
-        for tid, spec in new_tasks.items():
-            count = 0
-            for input_id, _ in spec[3]:
-                producer = producers.get(input_id)
-                if producer is not None:
-                    count += 1
-                    dependents.setdefault(producer, []).append(tid)
-            indegree[tid] = count
-        stack = [tid for tid, count in indegree.items() if count == 0]
-        seen = 0
-        while stack:
-            tid = stack.pop()
-            seen += 1
-            for dep in dependents.get(tid, ()):
-                indegree[dep] -= 1
-                if indegree[dep] == 0:
-                    stack.append(dep)
-        if seen != len(new_tasks):
-            # Tasks left over are on a cycle or downstream of one; every one of them has a
-            # left-over producer among its inputs, so walking producers finds a cycle.
-            tid = min(t for t, count in indegree.items() if count > 0)
-            path = []
-            position = {}
-            while tid not in position:
-                position[tid] = len(path)
-                path.append(tid)
-                for input_id, _ in new_tasks[tid][3]:
-                    producer = producers.get(input_id)
-                    if producer is not None and indegree[producer] > 0:
-                        tid = producer
-                        break
-            cycle = path[position[tid]:]
-            cycle.reverse()                  # producer before consumer
-            shown = " -> ".join(map(str, cycle[:10] + cycle[:1]))
-            if len(cycle) > 10:
-                shown = " -> ".join(map(str, cycle[:10])) + f" -> ... ({len(cycle)} tasks)"
-            raise RequestError(f"The submitted graph has a cycle: task {shown}")
 
     # ======================================================================================
     # Waiting, fetching, state
@@ -751,12 +734,88 @@ def _no_labels(count):
     return labels
 
 
-def _names_summary(tasks):
-    counts = {}
-    for task in tasks:
-        name = task.name or task.task_type
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+def _names_summary(names, task_types):
+    """How many tasks of each name (the task type for unnamed tasks)."""
+    return dict(Counter(map(_name_or_type, names, task_types)))
+
+
+def _name_or_type(name, task_type):
+    return name or task_type
+
+
+def _check_new_ids(session, ids, what, other_new):
+    """Ids of new items: not below FIRST_ID, unique in the submit and in the session.
+    Returns {id: index}."""
+    if ids:
+        lowest = min(ids)
+        if lowest < FIRST_ID:
+            raise RequestError(f"Invalid {what} id {lowest} (ids start at {FIRST_ID})")
+    index = dict(zip(ids, range(len(ids))))
+    taken = [other_new, session.objects, session.tasks]
+    if len(index) != len(ids):
+        taken.append(None)
+    for known in taken:
+        if known is None:
+            seen = set()
+            clash = next(i for i in ids if i in seen or seen.add(i))
+        elif not known:
+            continue
+        else:
+            common = index.keys() & known.keys()
+            if not common:
+                continue
+            clash = min(common, key=index.__getitem__)
+        raise RequestError(f"Duplicate id {clash} in session {session.id}")
+    return index
+
+
+def _owner(starts, position):
+    """The task index owning entry ``position`` of a flattened column with these starts."""
+    return bisect_right(starts, position) - 1
+
+
+def _check_acyclic(task_ids, input_ids, input_starts, producer_of):
+    """Kahn's algorithm over the tasks of one submit (older tasks cannot depend on new
+    ones, so a cycle can only lie within the submit). Tasks are indexes here."""
+    count = len(task_ids)
+    indegree = [0] * count
+    dependents = {}
+    for task in range(count):
+        for input_id in input_ids[input_starts[task]:input_starts[task + 1]]:
+            producer = producer_of.get(input_id)
+            if producer is not None:
+                indegree[task] += 1
+                dependents.setdefault(producer, []).append(task)
+    stack = [task for task in range(count) if indegree[task] == 0]
+    seen = 0
+    while stack:
+        task = stack.pop()
+        seen += 1
+        for dep in dependents.get(task, ()):
+            indegree[dep] -= 1
+            if indegree[dep] == 0:
+                stack.append(dep)
+    if seen == count:
+        return
+    # Tasks left over are on a cycle or downstream of one; every one of them has a
+    # left-over producer among its inputs, so walking producers finds a cycle.
+    task = min((t for t in range(count) if indegree[t] > 0), key=task_ids.__getitem__)
+    path = []
+    position = {}
+    while task not in position:
+        position[task] = len(path)
+        path.append(task)
+        for input_id in input_ids[input_starts[task]:input_starts[task + 1]]:
+            producer = producer_of.get(input_id)
+            if producer is not None and indegree[producer] > 0:
+                task = producer
+                break
+    cycle = [task_ids[t] for t in path[position[task]:]]
+    cycle.reverse()                  # producer before consumer
+    shown = " -> ".join(map(str, cycle[:10] + cycle[:1]))
+    if len(cycle) > 10:
+        shown = " -> ".join(map(str, cycle[:10])) + f" -> ... ({len(cycle)} tasks)"
+    raise RequestError(f"The submitted graph has a cycle: task {shown}")
 
 
 def check_consistency(core):
