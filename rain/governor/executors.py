@@ -1,8 +1,11 @@
 """Executor processes: spawned once, registered over a unix socket, reused task after task.
 
 The protocol (CBOR frames) is documented in ``docs/executor-protocol.md``. An executor runs
-one task at a time. Stopping a task kills its executor (SIGKILL), and a fresh one is spawned
-on demand, so a stopped session never leaves work running.
+one task at a time. One that announces ``pipeline`` may be sent further calls before its
+result is back (``Executor.calls`` lists them in order, the first is running); that saves
+the governor a round trip, a wake-up and a write per task when many small tasks wait.
+Stopping a task kills its executor (SIGKILL), and a fresh one is spawned on demand, so a
+stopped session never leaves work running; calls queued behind it are handed back.
 """
 import asyncio
 import collections
@@ -27,6 +30,20 @@ class ExecutorError(Exception):
     """The executor failed (died, could not start, broke the protocol)."""
 
 
+class CallReturned(Exception):
+    """A queued call never started because its executor was lost: run the task again."""
+
+
+class PendingCall:
+    """A call sent to an executor, waiting for its result."""
+
+    __slots__ = ("task", "future")
+
+    def __init__(self, task, future):
+        self.task = task
+        self.future = future
+
+
 def encode_message(kind, body):
     return cbor2.dumps([kind, body])
 
@@ -40,7 +57,9 @@ class Executor:
         self.conn = None
         self.cached = set()        # object keys the executor keeps
         self.registered = None     # future
-        self.result = None         # future of the running call
+        self.calls = collections.deque()   # PendingCall, in the order sent
+        self.pipeline = False      # announced in register: may queue calls
+        self.listed_idle = False
         self.workdir = None
         self.output_path = None
         self.dead = False
@@ -63,10 +82,13 @@ class Executor:
                         f"executor speaks protocol {body.get('protocol')!r}, "
                         f"expected {PROTOCOL!r}"))
                 else:
+                    self.pipeline = body.get("pipeline") is True
                     self.registered.set_result(True)
         elif kind == "result":
-            if self.result is not None and not self.result.done():
-                self.result.set_result(body)
+            if self.calls:
+                future = self.calls.popleft().future
+                if not future.done():
+                    future.set_result(body)
         else:
             raise ExecutorError(f"unknown message {kind!r} from executor {self.id}")
 
@@ -78,8 +100,10 @@ class Executor:
         error = ExecutorError(self._death_message())
         if self.registered is not None and not self.registered.done():
             self.registered.set_exception(error)
-        if self.result is not None and not self.result.done():
-            self.result.set_exception(error)
+        calls, self.calls = self.calls, collections.deque()
+        for i, call in enumerate(calls):
+            if not call.future.done():
+                call.future.set_exception(error if i == 0 else CallReturned())
 
     def _death_message(self):
         code = self.process.returncode if self.process else None
@@ -91,13 +115,29 @@ class Executor:
             message += f"; its last output:\n{tail}"
         return message
 
-    async def call(self, body):
-        self.result = asyncio.get_running_loop().create_future()
+    def send_call(self, body, task):
+        """Send a call now; returns the future of its result body."""
+        future = asyncio.get_running_loop().create_future()
+        if self.dead:
+            future.set_exception(CallReturned())
+            return future
+        self.calls.append(PendingCall(task, future))
         self.conn.send(encode_message("call", body))
-        try:
-            return await self.result
-        finally:
-            self.result = None
+        return future
+
+    def accepts_behind(self, task, depth):
+        """Whether ``task`` may queue behind the calls sent so far: the queue holds the
+        CPUs of one task, so only tasks of the same session needing the same CPUs and no
+        named resources share it."""
+        calls = self.calls
+        if not calls or len(calls) >= depth or not self.pipeline or self.dead:
+            return False
+        session, cpus = task.key[0], task.cpus
+        for call in calls:
+            other = call.task
+            if other.cpus != cpus or other.resources or other.key[0] != session:
+                return False
+        return True
 
     def drop_cached(self, keys):
         keys = [k for k in keys if k in self.cached]
@@ -172,15 +212,31 @@ class ExecutorPool:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def acquire(self, executor_type):
+        return self.take_idle(executor_type) or await self._spawn(executor_type)
+
+    def take_idle(self, executor_type):
+        """An idle executor of this type, or None (then ``acquire`` spawns one)."""
         idle = self.idle.get(executor_type)
         while idle:
             executor = idle.pop()
-            if not executor.dead:
+            executor.listed_idle = False
+            if not executor.dead and not executor.calls:
                 return executor
-        return await self._spawn(executor_type)
+        return None
+
+    def queue_behind(self, executor_type, task, depth):
+        """A busy executor that may take ``task`` in its queue (the shortest), or None."""
+        best = None
+        for executor in self.all.values():
+            if executor.type == executor_type and executor.accepts_behind(task, depth) \
+                    and (best is None or len(executor.calls) < len(best.calls)):
+                best = executor
+        return best
 
     def release(self, executor):
-        if not executor.dead:
+        """Back to the idle list once no call of it is pending."""
+        if not executor.dead and not executor.calls and not executor.listed_idle:
+            executor.listed_idle = True
             self.idle[executor.type].append(executor)
 
     def forget(self, executor):
@@ -188,6 +244,7 @@ class ExecutorPool:
         idle = self.idle.get(executor.type)
         if idle and executor in idle:
             idle.remove(executor)
+        executor.listed_idle = False
 
     async def _spawn(self, executor_type):
         command = self.commands.get(executor_type)

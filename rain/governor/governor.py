@@ -20,7 +20,7 @@ from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.framing import FrameProtocol
 from .builtins import BUILTINS, BuiltinCall, TaskError
-from .executors import ExecutorError, ExecutorPool
+from .executors import CallReturned, ExecutorError, ExecutorPool
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
 from .transfer import DataServer, PeerPool, TransferError
@@ -35,11 +35,15 @@ MONITORING_INTERVAL = 2.0
 HOLD_QUEUE = 4
 HOLD_BATCH = 16
 HOLD_MAX = 0.005
+#: Calls an executor may hold at once (the running one included) while the local queue
+#: is deep (see ``Governor._queue_behind``).
+PIPELINE_DEPTH = 4
 
 
 class GovTask:
     __slots__ = ("key", "task_type", "config", "inputs", "labels", "outputs", "cpus",
-                 "resources", "name", "user", "state", "runner", "executor", "start")
+                 "resources", "name", "user", "state", "runner", "executor", "start",
+                 "duration", "holds_cpus")
 
     def __init__(self, key, task_type, config, inputs, labels, outputs, cpus, resources,
                  name, user):
@@ -56,7 +60,9 @@ class GovTask:
         self.state = "waiting"
         self.runner = None
         self.executor = None
-        self.start = None
+        self.start = None           # unix time; the executor's when it reports one
+        self.duration = None        # the executor's measure, when it reports one
+        self.holds_cpus = False     # False while queued behind another call (see _pump)
 
 
 class Governor:
@@ -309,12 +315,15 @@ class Governor:
             return
         skipped = []
         queue = self.queue
+        deep = len(queue) > max(HOLD_QUEUE, 2 * self.cpus)
         while queue:
             task = queue.popleft()
             if task.state != "queued":
                 continue
             if self._fits(task):
                 self._start(task)
+            elif deep and self._queue_behind(task):
+                pass
             else:
                 skipped.append(task)
                 if self.free_cpus <= 0:
@@ -324,6 +333,7 @@ class Governor:
 
     def _start(self, task):
         task.state = "running"
+        task.holds_cpus = True
         self.free_cpus -= task.cpus
         if task.resources:
             for name, amount in task.resources.items():
@@ -331,7 +341,54 @@ class Governor:
         task.start = time.time()
         self._task_updates.append((task.key, RUNNING_STATE, b""))
         self._schedule_flush()
-        task.runner = self._spawn(self._run(task))
+        pending = None
+        if task.task_type not in BUILTINS:
+            executor_type, _, method = task.task_type.partition("/")
+            executor = self.executors.take_idle(executor_type) if method else None
+            if executor is not None:
+                pending = self._send_call_now(task, executor, method)
+                if pending is None:
+                    self.executors.release(executor)
+        task.runner = self._spawn(self._run(task, pending))
+
+    def _queue_behind(self, task):
+        """Send ``task`` to an executor busy with tasks like it, behind them.
+
+        Only while many tasks wait here: the executor then goes from one call to the
+        next without waiting for us, and calls and results travel several to a write.
+        A task queued this way holds no CPUs; it takes over those of the call ahead of it
+        when that one is done (``_run``), so the queue occupies one task's CPUs.
+        """
+        if task.resources or task.task_type in BUILTINS:
+            return False
+        executor_type, _, method = task.task_type.partition("/")
+        if not method:
+            return False
+        executor = self.executors.queue_behind(executor_type, task, PIPELINE_DEPTH)
+        if executor is None:
+            return False
+        pending = self._send_call_now(task, executor, method)
+        if pending is None:
+            return False
+        task.state = "running"
+        task.holds_cpus = False
+        task.runner = self._spawn(self._run(task, pending))
+        return True
+
+    def _send_call_now(self, task, executor, method):
+        """Send the call at once when its body needs no file work; returns the pending
+        result, or None (the task's coroutine then prepares the call)."""
+        store_objects = self.store.objects
+        try:
+            inputs = [store_objects[key] for key in task.inputs]
+            outputs = [store_objects[key] for key in task.outputs]
+        except KeyError:
+            return None
+        body = self._call_body_now(task, method, inputs, outputs, executor)
+        if body is None:
+            return None
+        task.executor = executor
+        return executor.send_call(body, task)
 
     def _finish_resources(self, task):
         self.free_cpus += task.cpus
@@ -339,7 +396,7 @@ class Governor:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) + amount
 
-    async def _run(self, task):
+    async def _run(self, task, pending=None):
         temp_dirs = []
         try:
             inputs = [self.store.objects[key] for key in task.inputs]
@@ -347,7 +404,7 @@ class Governor:
             for obj in inputs:
                 obj.refs += 1
             try:
-                extra_info = await self._execute(task, inputs, outputs, temp_dirs)
+                extra_info = await self._execute(task, inputs, outputs, temp_dirs, pending)
             finally:
                 for obj in inputs:
                     obj.refs -= 1
@@ -365,6 +422,11 @@ class Governor:
             self.tasks.pop(task.key, None)
         except asyncio.CancelledError:
             pass
+        except CallReturned:
+            if self.tasks.get(task.key) is task and task.state == "running":
+                task.state = "queued"
+                task.start = None
+                self.queue.appendleft(task)
         except (TaskError, ExecutorError, TaskFailure) as exc:
             if self.tasks.get(task.key) is task:
                 extra = exc.info if isinstance(exc, TaskFailure) else None
@@ -375,16 +437,33 @@ class Governor:
                 self._fail_task(task, f"Governor error while running the task: {exc!r}")
         finally:
             task.state = "done" if task.state == "running" else task.state
-            self._finish_resources(task)
+            executor, task.executor = task.executor, None
+            if task.holds_cpus:
+                task.holds_cpus = False
+                self._pass_cpus(task, executor)
             for path in temp_dirs:
                 self._spawn_cleanup(path)
             self._pump()
 
+    def _pass_cpus(self, task, executor):
+        """``task`` is over: its CPUs go to the next call queued in its executor (now
+        running there), else back to the free pool."""
+        calls = executor.calls if executor is not None and not executor.dead else None
+        if calls:
+            successor = calls[0].task
+            if not successor.holds_cpus and successor.state == "running":
+                successor.holds_cpus = True
+                self._task_updates.append((successor.key, RUNNING_STATE, b""))
+                self._schedule_flush()
+                return
+        self._finish_resources(task)
+
     def _base_info(self, task):
+        duration = task.duration
         return {
             "start_time": datetime.datetime.fromtimestamp(
                 task.start, datetime.timezone.utc).isoformat(),
-            "duration": time.time() - task.start,
+            "duration": duration if duration is not None else time.time() - task.start,
             "governor": self.governor_id,
         }
 
@@ -407,7 +486,7 @@ class Governor:
         from .protect import remove_tree
         asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
 
-    async def _execute(self, task, inputs, outputs, temp_dirs):
+    async def _execute(self, task, inputs, outputs, temp_dirs, pending=None):
         task_type = task.task_type
         builtin = BUILTINS.get(task_type)
         if builtin is not None:
@@ -432,19 +511,42 @@ class Governor:
             raise TaskError(f"Unknown task type {task_type!r}: no executor "
                             f"{executor_type!r} is registered on governor "
                             f"{self.governor_id}")
-        executor = await self.executors.acquire(executor_type)
-        task.executor = executor
-        try:
+        if pending is None:
+            executor = await self.executors.acquire(executor_type)
+            task.executor = executor
             body = await self._call_body(task, method, inputs, outputs, executor)
-            result = await executor.call(body)
-            info = await self._take_executor_result(task, executor, result, inputs, outputs)
-        finally:
-            task.executor = None
+            pending = executor.send_call(body, task)
+        executor = task.executor
+        result = await pending
+        self._take_timing(task, result)
+        info = await self._take_executor_result(task, executor, result, inputs, outputs)
         self.executors.release(executor)
         return info
 
+    @staticmethod
+    def _take_timing(task, result):
+        """The executor's own start time and duration, when it reports them (with queued
+        calls the governor cannot see when a call really started)."""
+        if isinstance(result, dict):
+            start, duration = result.get("start_time"), result.get("duration")
+            if isinstance(start, (int, float)) and isinstance(duration, (int, float)):
+                task.start = start
+                task.duration = duration
+
     async def _call_body(self, task, method, inputs, outputs, executor):
+        body = self._call_body_now(task, method, inputs, outputs, executor)
+        if body is not None:
+            return body
         loop = asyncio.get_running_loop()
+        for obj in inputs:
+            if obj.path is None and obj.key not in executor.cached and \
+                    not (obj.data is not None and obj.data_type == BLOB):
+                await loop.run_in_executor(None, self.store.materialize, obj)
+        return self._call_body_now(task, method, inputs, outputs, executor, True)
+
+    def _call_body_now(self, task, method, inputs, outputs, executor, materialize=False):
+        """The body of the ``call`` message, or None when an input must first be written
+        to a file (``materialize``: do it here, it was just done in a thread)."""
         input_specs = []
         for obj, label in zip(inputs, task.labels):
             entry = {"id": list(obj.key), "label": label or None,
@@ -455,8 +557,11 @@ class Governor:
             elif obj.data is not None and obj.data_type == BLOB:
                 entry["location"] = ["memory", obj.data]
             else:
-                path = obj.path or await loop.run_in_executor(None, self.store.materialize,
-                                                              obj)
+                path = obj.path
+                if path is None:
+                    if not materialize:
+                        return None
+                    path = self.store.materialize(obj)
                 entry["location"] = ["path", path]
             input_specs.append(entry)
         output_specs = [{"id": list(obj.key), "label": obj.label or None,
@@ -633,6 +738,7 @@ class Governor:
             if info:
                 entry.info = info
         tasks, self._task_updates = self._task_updates, []
+        tasks = _merge_task_updates(tasks)
         tl = update.init("tasks", len(tasks))
         for i, (key, state, info) in enumerate(tasks):
             entry = tl[i]
@@ -702,6 +808,15 @@ class TaskFailure(Exception):
     def __init__(self, message, info):
         super().__init__(message)
         self.info = info
+
+
+def _merge_task_updates(updates):
+    """Drop the "running" entry of a task that also finished in this batch: the server
+    records the start from the finished entry (whose info has the start time)."""
+    finished = {key for key, state, _ in updates if state == FINISHED_STATE}
+    if not finished:
+        return updates
+    return [u for u in updates if u[1] != RUNNING_STATE or u[0] not in finished]
 
 
 def _write_file(path, data):
