@@ -60,6 +60,7 @@ class Executor:
         self.calls = collections.deque()   # PendingCall, in the order sent
         self.pipeline = False      # announced in register: may queue calls
         self.listed_idle = False
+        self.fill_round = None     # the governor's pump round that last queued a call here
         self.workdir = None
         self.output_path = None
         self.dead = False
@@ -125,12 +126,17 @@ class Executor:
         self.conn.send(encode_message("call", body))
         return future
 
-    def accepts_behind(self, task, depth):
-        """Whether ``task`` may queue behind the calls sent so far: the queue holds the
-        CPUs of one task, so only tasks of the same session needing the same CPUs and no
-        named resources share it."""
+    def accepts_behind(self, task, depth, refill_at, fill_round):
+        """Whether ``task`` may queue behind the calls sent so far.
+
+        The queue is topped up to ``depth`` calls once it is down to ``refill_at`` (so
+        calls leave several to a write), and it holds the CPUs of one task, so only tasks
+        of the same session needing the same CPUs and no named resources share it.
+        """
         calls = self.calls
-        if not calls or len(calls) >= depth or not self.pipeline or self.dead:
+        count = len(calls)
+        if not calls or count >= depth or not self.pipeline or self.dead or \
+                (count > refill_at and self.fill_round != fill_round):
             return False
         session, cpus = task.key[0], task.cpus
         for call in calls:
@@ -224,13 +230,16 @@ class ExecutorPool:
                 return executor
         return None
 
-    def queue_behind(self, executor_type, task, depth):
+    def queue_behind(self, executor_type, task, depth, refill_at, fill_round):
         """A busy executor that may take ``task`` in its queue (the shortest), or None."""
         best = None
         for executor in self.all.values():
-            if executor.type == executor_type and executor.accepts_behind(task, depth) \
-                    and (best is None or len(executor.calls) < len(best.calls)):
+            if executor.type == executor_type and \
+                    executor.accepts_behind(task, depth, refill_at, fill_round) and \
+                    (best is None or len(executor.calls) < len(best.calls)):
                 best = executor
+        if best is not None:
+            best.fill_round = fill_round
         return best
 
     def release(self, executor):

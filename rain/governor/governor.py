@@ -15,6 +15,7 @@ import time
 import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
+from ..common import update_columns
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
@@ -36,8 +37,9 @@ HOLD_QUEUE = 4
 HOLD_BATCH = 16
 HOLD_MAX = 0.005
 #: Calls an executor may hold at once (the running one included) while the local queue
-#: is deep (see ``Governor._queue_behind``).
-PIPELINE_DEPTH = 4
+#: is deep, and the count at which it is topped up again (see ``Governor._queue_behind``).
+PIPELINE_DEPTH = 8
+PIPELINE_REFILL = 4
 
 
 class GovTask:
@@ -97,6 +99,7 @@ class Governor:
         self._expire_timer = None
         self._hold_timer = None     # see _hold_updates
         self._urgent = False
+        self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
 
     # ======================================================================================
     # Start-up
@@ -315,6 +318,7 @@ class Governor:
             return
         skipped = []
         queue = self.queue
+        self._pump_round += 1
         deep = len(queue) > max(HOLD_QUEUE, 2 * self.cpus)
         while queue:
             task = queue.popleft()
@@ -364,7 +368,8 @@ class Governor:
         executor_type, _, method = task.task_type.partition("/")
         if not method:
             return False
-        executor = self.executors.queue_behind(executor_type, task, PIPELINE_DEPTH)
+        executor = self.executors.queue_behind(executor_type, task, PIPELINE_DEPTH,
+                                               PIPELINE_REFILL, self._pump_round)
         if executor is None:
             return False
         pending = self._send_call_now(task, executor, method)
@@ -726,27 +731,13 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
-        ol = update.init("objects", len(objects))
-        for i, (key, state, size, content_type, info) in enumerate(objects):
-            entry = ol[i]
-            entry.id.session = key[0]
-            entry.id.id = key[1]
-            entry.state = state
-            entry.size = size
-            if content_type:
-                entry.contentType = content_type
-            if info:
-                entry.info = info
+        if objects:
+            (update.objectIds, update.objectStates, update.objectSizes,
+             update.objectDetails) = update_columns.encode_objects(objects)
         tasks, self._task_updates = self._task_updates, []
-        tasks = _merge_task_updates(tasks)
-        tl = update.init("tasks", len(tasks))
-        for i, (key, state, info) in enumerate(tasks):
-            entry = tl[i]
-            entry.id.session = key[0]
-            entry.id.id = key[1]
-            entry.state = state
-            if info:
-                entry.info = info
+        if tasks:
+            update.taskIds, update.taskStates, update.taskInfos = \
+                update_columns.encode_tasks(_merge_task_updates(tasks))
         self.server.send(msg.to_bytes())
 
     def _schedule_monitoring(self):
