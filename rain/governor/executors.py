@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 
 import cbor2
 
@@ -37,11 +38,12 @@ class CallReturned(Exception):
 class PendingCall:
     """A call sent to an executor, waiting for its result."""
 
-    __slots__ = ("task", "future")
+    __slots__ = ("task", "future", "started")
 
-    def __init__(self, task, future):
+    def __init__(self, task, future, started):
         self.task = task
         self.future = future
+        self.started = started     # when the executor got to it, as far as we know
 
 
 def encode_message(kind, body):
@@ -86,14 +88,19 @@ class Executor:
                     self.pipeline = body.get("pipeline") is True
                     self.registered.set_result(True)
         elif kind == "result":
-            if self.calls:
-                future = self.calls.popleft().future
-                if not future.done():
-                    future.set_result(body)
+            calls = self.calls
+            if calls:
+                call = calls.popleft()
+                if calls:
+                    calls[0].started = time.time()
+                if not call.future.done():
+                    call.future.set_result((body, call.started))
         else:
             raise ExecutorError(f"unknown message {kind!r} from executor {self.id}")
 
-    def on_lost(self):
+    def on_lost(self, return_all=False):
+        """The executor is gone: its running call fails with the death message (unless
+        ``return_all``: we killed it to stop another task), queued calls are returned."""
         if self.dead:
             return
         self.dead = True
@@ -104,7 +111,8 @@ class Executor:
         calls, self.calls = self.calls, collections.deque()
         for i, call in enumerate(calls):
             if not call.future.done():
-                call.future.set_exception(error if i == 0 else CallReturned())
+                call.future.set_exception(
+                    error if i == 0 and not return_all else CallReturned())
 
     def _death_message(self):
         code = self.process.returncode if self.process else None
@@ -117,12 +125,13 @@ class Executor:
         return message
 
     def send_call(self, body, task):
-        """Send a call now; returns the future of its result body."""
+        """Send a call now; returns the future of ``(result body, start time)``, the
+        start time being when the call was sent or the result before it came back."""
         future = asyncio.get_running_loop().create_future()
         if self.dead:
             future.set_exception(CallReturned())
             return future
-        self.calls.append(PendingCall(task, future))
+        self.calls.append(PendingCall(task, future, None if self.calls else time.time()))
         self.conn.send(encode_message("call", body))
         return future
 
@@ -131,17 +140,17 @@ class Executor:
 
         The queue is topped up to ``depth`` calls once it is down to ``refill_at`` (so
         calls leave several to a write), and it holds the CPUs of one task, so only tasks
-        of the same session needing the same CPUs and no named resources share it.
+        needing the same CPUs and no named resources share it.
         """
         calls = self.calls
         count = len(calls)
         if not calls or count >= depth or not self.pipeline or self.dead or \
                 (count > refill_at and self.fill_round != fill_round):
             return False
-        session, cpus = task.key[0], task.cpus
+        cpus = task.cpus
         for call in calls:
             other = call.task
-            if other.cpus != cpus or other.resources or other.key[0] != session:
+            if other.cpus != cpus or other.resources:
                 return False
         return True
 
@@ -152,7 +161,8 @@ class Executor:
                 self.cached.discard(key)
             self.conn.send(encode_message("drop_cached", {"objects": [list(k) for k in keys]}))
 
-    def kill(self):
+    def kill(self, return_all=False):
+        """SIGKILL the executor's process group; see ``on_lost`` for its calls."""
         if self.process is not None and self.process.returncode is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -163,7 +173,7 @@ class Executor:
                     pass
         if self.conn is not None:
             self.conn.close()
-        self.on_lost()
+        self.on_lost(return_all)
 
 
 class ExecutorPool:

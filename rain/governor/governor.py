@@ -195,16 +195,20 @@ class Governor:
                     self._enqueue(task)
 
     def _on_stop(self, keys):
+        doomed = {}
         for key in keys:
             task = self.tasks.pop(key, None)
             if task is None:
                 continue
             if task.state == "running":
                 if task.executor is not None:
-                    task.executor.kill()
+                    doomed[task.executor.id] = task.executor
                 if task.runner is not None:
                     task.runner.cancel()
             task.state = "stopped"
+        for executor in doomed.values():
+            # Calls of other tasks in its queue (even the running one) go back to ours.
+            executor.kill(return_all=True)
         self._pump()
 
     def _on_delete(self, keys):
@@ -522,21 +526,25 @@ class Governor:
             body = await self._call_body(task, method, inputs, outputs, executor)
             pending = executor.send_call(body, task)
         executor = task.executor
-        result = await pending
-        self._take_timing(task, result)
+        result, started = await pending
+        self._take_timing(task, result, started)
         info = await self._take_executor_result(task, executor, result, inputs, outputs)
         self.executors.release(executor)
         return info
 
     @staticmethod
-    def _take_timing(task, result):
-        """The executor's own start time and duration, when it reports them (with queued
-        calls the governor cannot see when a call really started)."""
+    def _take_timing(task, result, started):
+        """The executor's own start time and duration when it reports them (with queued
+        calls the governor cannot see when a call really started), else ours."""
         if isinstance(result, dict):
             start, duration = result.get("start_time"), result.get("duration")
             if isinstance(start, (int, float)) and isinstance(duration, (int, float)):
                 task.start = start
                 task.duration = duration
+                return
+        if started is not None:
+            task.start = started
+            task.duration = time.time() - started
 
     async def _call_body(self, task, method, inputs, outputs, executor):
         body = self._call_body_now(task, method, inputs, outputs, executor)
