@@ -343,10 +343,14 @@ def test_lost_executor_fails_its_running_call_and_returns_queued_ones(tmp_path, 
         executor = await pool.acquire("py")
         assert executor.pipeline
         first = make_call(exit_now if how == "dies" else wait_forever, task_id=30)
-        futures = [executor.send_call(first, FakeTask(30))]
-        futures += [executor.send_call(make_call(double, config={"args": args_bytes(i)},
-                                                 task_id=31 + i), FakeTask(31 + i))
-                    for i in range(2)]
+        calls = [first] + [make_call(double, config={"args": args_bytes(i)},
+                                     task_id=31 + i) for i in range(2)]
+        futures = []
+        for i, call in enumerate(calls):
+            future = asyncio.get_running_loop().create_future()
+            executor.send_call(call, FakeTask(30 + i), lambda *r, f=future: f.set_result(r),
+                               future.set_exception)
+            futures.append(future)
         if how != "dies":
             await asyncio.sleep(0.2)
             executor.kill(return_all=how == "stopped")

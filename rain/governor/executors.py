@@ -18,7 +18,7 @@ import time
 
 import cbor2
 
-from ..common.framing import FrameProtocol
+from ..common.framing import FrameProtocol, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +38,26 @@ class CallReturned(Exception):
 class PendingCall:
     """A call sent to an executor, waiting for its result."""
 
-    __slots__ = ("task", "future", "started")
+    __slots__ = ("task", "on_result", "on_error", "started")
 
-    def __init__(self, task, future, started):
+    def __init__(self, task, on_result, on_error, started):
         self.task = task
-        self.future = future
-        self.started = started     # when the executor got to it, as far as we know
+        self.on_result = on_result  # (result body, start time)
+        self.on_error = on_error    # (ExecutorError or CallReturned)
+        self.started = started      # when the executor got to it, as far as we know
 
 
 def encode_message(kind, body):
     return cbor2.dumps([kind, body])
+
+
+def send_now(conn, payload):
+    """Write a frame at once instead of at the end of the loop turn (``conn.send``),
+    saving the turn when nothing else will be sent there."""
+    if conn.closed or conn.transport is None:
+        return
+    conn.flush()        # frames queued earlier go first
+    conn.transport.writelines((encode_frame(payload), payload))
 
 
 class Executor:
@@ -93,8 +103,7 @@ class Executor:
                 call = calls.popleft()
                 if calls:
                     calls[0].started = time.time()
-                if not call.future.done():
-                    call.future.set_result((body, call.started))
+                call.on_result(body, call.started)
         else:
             raise ExecutorError(f"unknown message {kind!r} from executor {self.id}")
 
@@ -110,9 +119,7 @@ class Executor:
             self.registered.set_exception(error)
         calls, self.calls = self.calls, collections.deque()
         for i, call in enumerate(calls):
-            if not call.future.done():
-                call.future.set_exception(
-                    error if i == 0 and not return_all else CallReturned())
+            call.on_error(error if i == 0 and not return_all else CallReturned())
 
     def _death_message(self):
         code = self.process.returncode if self.process else None
@@ -124,16 +131,19 @@ class Executor:
             message += f"; its last output:\n{tail}"
         return message
 
-    def send_call(self, body, task):
-        """Send a call now; returns the future of ``(result body, start time)``, the
-        start time being when the call was sent or the result before it came back."""
-        future = asyncio.get_running_loop().create_future()
+    def send_call(self, body, task, on_result, on_error):
+        """Send a call. ``on_result(body, start)`` gets its result, ``start`` being when
+        the call was sent or the result before it came back; ``on_error(exc)`` is called
+        instead if the executor is lost first. Raises CallReturned if it is already."""
         if self.dead:
-            future.set_exception(CallReturned())
-            return future
-        self.calls.append(PendingCall(task, future, None if self.calls else time.time()))
-        self.conn.send(encode_message("call", body))
-        return future
+            raise CallReturned()
+        first = not self.calls
+        self.calls.append(PendingCall(task, on_result, on_error,
+                                      time.time() if first else None))
+        if first:
+            send_now(self.conn, encode_message("call", body))
+        else:
+            self.conn.send(encode_message("call", body))   # leaves with the others
 
     def accepts_behind(self, task, depth, refill_at, fill_round):
         """Whether ``task`` may queue behind the calls sent so far.

@@ -21,7 +21,7 @@ from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.framing import FrameProtocol
 from .builtins import BUILTINS, BuiltinCall, TaskError
-from .executors import CallReturned, ExecutorError, ExecutorPool
+from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
 from .transfer import DataServer, PeerPool, TransferError
@@ -36,6 +36,9 @@ MONITORING_INTERVAL = 2.0
 HOLD_QUEUE = 4
 HOLD_BATCH = 16
 HOLD_MAX = 0.005
+#: How long news of started tasks alone may wait: most tasks finish sooner, and then one
+#: update says both (see ``Governor._hold_updates``).
+HOLD_STARTED = 0.002
 #: Calls an executor may hold at once (the running one included) while the local queue
 #: is deep, and the count at which it is topped up again (see ``Governor._queue_behind``).
 PIPELINE_DEPTH = 8
@@ -45,7 +48,7 @@ PIPELINE_REFILL = 4
 class GovTask:
     __slots__ = ("key", "task_type", "config", "inputs", "labels", "outputs", "cpus",
                  "resources", "name", "user", "state", "runner", "executor", "start",
-                 "duration", "holds_cpus")
+                 "duration", "holds_cpus", "ran_on")
 
     def __init__(self, key, task_type, config, inputs, labels, outputs, cpus, resources,
                  name, user):
@@ -65,6 +68,7 @@ class GovTask:
         self.start = None           # unix time; the executor's when it reports one
         self.duration = None        # the executor's measure, when it reports one
         self.holds_cpus = False     # False while queued behind another call (see _pump)
+        self.ran_on = None          # the executor of its call, until the run has ended
 
 
 class Governor:
@@ -100,6 +104,7 @@ class Governor:
         self._hold_timer = None     # see _hold_updates
         self._urgent = False
         self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
+        self._closing = False
 
     # ======================================================================================
     # Start-up
@@ -318,7 +323,7 @@ class Governor:
         return True
 
     def _pump(self):
-        if not self.queue:
+        if not self.queue or self._closing:
             return
         skipped = []
         queue = self.queue
@@ -349,15 +354,14 @@ class Governor:
         task.start = time.time()
         self._task_updates.append((task.key, RUNNING_STATE, b""))
         self._schedule_flush()
-        pending = None
         if task.task_type not in BUILTINS:
             executor_type, _, method = task.task_type.partition("/")
             executor = self.executors.take_idle(executor_type) if method else None
             if executor is not None:
-                pending = self._send_call_now(task, executor, method)
-                if pending is None:
-                    self.executors.release(executor)
-        task.runner = self._spawn(self._run(task, pending))
+                if self._call_now(task, executor, method):
+                    return
+                self.executors.release(executor)
+        task.runner = self._spawn(self._run(task))
 
     def _queue_behind(self, task):
         """Send ``task`` to an executor busy with tasks like it, behind them.
@@ -365,7 +369,7 @@ class Governor:
         Only while many tasks wait here: the executor then goes from one call to the
         next without waiting for us, and calls and results travel several to a write.
         A task queued this way holds no CPUs; it takes over those of the call ahead of it
-        when that one is done (``_run``), so the queue occupies one task's CPUs.
+        when that one is done (``_end``), so the queue occupies one task's CPUs.
         """
         if task.resources or task.task_type in BUILTINS:
             return False
@@ -376,28 +380,76 @@ class Governor:
                                                PIPELINE_REFILL, self._pump_round)
         if executor is None:
             return False
-        pending = self._send_call_now(task, executor, method)
-        if pending is None:
-            return False
         task.state = "running"
         task.holds_cpus = False
-        task.runner = self._spawn(self._run(task, pending))
+        if not self._call_now(task, executor, method):
+            task.state = "queued"
+            return False
         return True
 
-    def _send_call_now(self, task, executor, method):
-        """Send the call at once when its body needs no file work; returns the pending
-        result, or None (the task's coroutine then prepares the call)."""
+    def _call_now(self, task, executor, method):
+        """Send the call in this loop turn when its body needs no file work; its result
+        is then handled the moment it arrives (``_on_call_result``), without a coroutine
+        and its extra loop turns. False: nothing was sent."""
         store_objects = self.store.objects
         try:
             inputs = [store_objects[key] for key in task.inputs]
             outputs = [store_objects[key] for key in task.outputs]
         except KeyError:
-            return None
+            return False
         body = self._call_body_now(task, method, inputs, outputs, executor)
         if body is None:
-            return None
-        task.executor = executor
-        return executor.send_call(body, task)
+            return False
+        for obj in inputs:
+            obj.refs += 1
+        task.executor = task.ran_on = executor
+        executor.send_call(
+            body, task,
+            lambda result, started: self._on_call_result(task, inputs, outputs, executor,
+                                                         result, started),
+            lambda exc: self._on_call_error(task, inputs, exc))
+        return True
+
+    def _on_call_result(self, task, inputs, outputs, executor, result, started):
+        task.executor = None
+        try:
+            self._take_timing(task, result, started)
+            results, info = self._executor_results(executor, result, inputs, outputs)
+            if not self._store_now(outputs, results):
+                task.runner = self._spawn(self._store_later(task, inputs, outputs, executor,
+                                                            results, info))
+                return
+            self.executors.release(executor)
+            self._task_done(task, outputs, info)
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            self._task_error(task, exc)
+        self._end(task, inputs, ())
+
+    def _on_call_error(self, task, inputs, exc):
+        task.executor = None
+        self._task_error(task, exc)
+        self._end(task, inputs, ())
+
+    async def _store_later(self, task, inputs, outputs, executor, results, info):
+        """The rest of ``_on_call_result`` when outputs need file work."""
+        try:
+            await self._store_results(outputs, results)
+            self.executors.release(executor)
+            self._task_done(task, outputs, info)
+        except asyncio.CancelledError:
+            self.executors.release(executor)     # its call was over
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            self._task_error(task, exc)
+        finally:
+            self._end(task, inputs, ())
+
+    def _call_failed(self, executor, exc):
+        if isinstance(exc, (TaskFailure, TaskError)):
+            self.executors.release(executor)     # a failed task; the executor is fine
+        elif isinstance(exc, ExecutorError):
+            executor.kill()
 
     def _finish_resources(self, task):
         self.free_cpus += task.cpus
@@ -405,54 +457,69 @@ class Governor:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) + amount
 
-    async def _run(self, task, pending=None):
+    async def _run(self, task):
+        """Run a task that needs to wait on the way: a built-in, an executor to spawn,
+        inputs to write to files."""
         temp_dirs = []
+        held = ()
         try:
             inputs = [self.store.objects[key] for key in task.inputs]
             outputs = [self.store.objects[key] for key in task.outputs]
             for obj in inputs:
                 obj.refs += 1
-            try:
-                extra_info = await self._execute(task, inputs, outputs, temp_dirs, pending)
-            finally:
-                for obj in inputs:
-                    obj.refs -= 1
-            if self.tasks.get(task.key) is not task:
-                return
-            info = self._base_info(task)
-            if extra_info:
-                info.update(extra_info)
-            for obj in outputs:
-                self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
-                                             obj.content_type or "",
-                                             dumps_or_empty(obj.info)))
-            self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
-            self._schedule_flush()
-            self.tasks.pop(task.key, None)
+            held = inputs
+            extra_info = await self._execute(task, inputs, outputs, temp_dirs)
+            self._task_done(task, outputs, extra_info)
         except asyncio.CancelledError:
             pass
-        except CallReturned:
-            if self.tasks.get(task.key) is task and task.state == "running":
+        except Exception as exc:
+            self._task_error(task, exc)
+        finally:
+            self._end(task, held, temp_dirs)
+
+    def _task_done(self, task, outputs, extra_info):
+        if self.tasks.get(task.key) is not task:
+            return
+        info = self._base_info(task)
+        if extra_info:
+            info.update(extra_info)
+        for obj in outputs:
+            self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
+                                         obj.content_type or "",
+                                         dumps_or_empty(obj.info)))
+        self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
+        self._schedule_flush()
+        self.tasks.pop(task.key, None)
+
+    def _task_error(self, task, exc):
+        """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""
+        if self.tasks.get(task.key) is not task:
+            return
+        if isinstance(exc, CallReturned):
+            if task.state == "running":
                 task.state = "queued"
                 task.start = None
                 self.queue.appendleft(task)
-        except (TaskError, ExecutorError, TaskFailure) as exc:
-            if self.tasks.get(task.key) is task:
-                extra = exc.info if isinstance(exc, TaskFailure) else None
-                self._fail_task(task, str(exc), extra)
-        except Exception as exc:
-            logger.exception("task %s failed inside the governor", task.key)
-            if self.tasks.get(task.key) is task:
-                self._fail_task(task, f"Governor error while running the task: {exc!r}")
-        finally:
-            task.state = "done" if task.state == "running" else task.state
-            executor, task.executor = task.executor, None
-            if task.holds_cpus:
-                task.holds_cpus = False
-                self._pass_cpus(task, executor)
-            for path in temp_dirs:
-                self._spawn_cleanup(path)
-            self._pump()
+        elif isinstance(exc, (TaskError, ExecutorError, TaskFailure)):
+            extra = exc.info if isinstance(exc, TaskFailure) else None
+            self._fail_task(task, str(exc), extra)
+        else:
+            logger.error("task %s failed inside the governor", task.key, exc_info=exc)
+            self._fail_task(task, f"Governor error while running the task: {exc!r}")
+
+    def _end(self, task, inputs, temp_dirs):
+        """After every run, however it ended: unpin the inputs, pass on the CPUs."""
+        for obj in inputs:
+            obj.refs -= 1
+        if task.state == "running":
+            task.state = "done"
+        executor, task.ran_on, task.executor = task.ran_on, None, None
+        if task.holds_cpus:
+            task.holds_cpus = False
+            self._pass_cpus(task, executor)
+        for path in temp_dirs:
+            self._spawn_cleanup(path)
+        self._pump()
 
     def _pass_cpus(self, task, executor):
         """``task`` is over: its CPUs go to the next call queued in its executor (now
@@ -495,7 +562,7 @@ class Governor:
         from .protect import remove_tree
         asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
 
-    async def _execute(self, task, inputs, outputs, temp_dirs, pending=None):
+    async def _execute(self, task, inputs, outputs, temp_dirs):
         task_type = task.task_type
         builtin = BUILTINS.get(task_type)
         if builtin is not None:
@@ -520,15 +587,21 @@ class Governor:
             raise TaskError(f"Unknown task type {task_type!r}: no executor "
                             f"{executor_type!r} is registered on governor "
                             f"{self.governor_id}")
-        if pending is None:
-            executor = await self.executors.acquire(executor_type)
-            task.executor = executor
-            body = await self._call_body(task, method, inputs, outputs, executor)
-            pending = executor.send_call(body, task)
-        executor = task.executor
-        result, started = await pending
+        executor = await self.executors.acquire(executor_type)
+        task.executor = task.ran_on = executor
+        body = await self._call_body(task, method, inputs, outputs, executor)
+        future = asyncio.get_running_loop().create_future()
+        executor.send_call(body, task, lambda result, started: _settle(future, (result, started)),
+                           lambda exc: _settle(future, exc, True))
+        result, started = await future
+        task.executor = None
         self._take_timing(task, result, started)
-        info = await self._take_executor_result(task, executor, result, inputs, outputs)
+        try:
+            results, info = self._executor_results(executor, result, inputs, outputs)
+            await self._store_results(outputs, results)
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            raise
         self.executors.release(executor)
         return info
 
@@ -590,19 +663,9 @@ class Governor:
             "outputs": output_specs,
         }
 
-    async def _take_executor_result(self, task, executor, result, inputs, outputs):
-        try:
-            return await self._read_executor_result(executor, result, inputs, outputs)
-        except (TaskFailure, TaskError):
-            # The call is over and the executor is healthy: it goes back to the pool
-            # (_execute only releases it after a success).
-            self.executors.release(executor)
-            raise
-        except ExecutorError:
-            executor.kill()
-            raise
-
-    async def _read_executor_result(self, executor, result, inputs, outputs):
+    def _executor_results(self, executor, result, inputs, outputs):
+        """Check a ``result`` body: ``(results for _store_results, extra task info)``;
+        raises TaskFailure, TaskError (the executor is fine) or ExecutorError."""
         if not isinstance(result, dict):
             raise ExecutorError("executor sent a malformed result")
         cached = result.get("cached")
@@ -654,8 +717,27 @@ class Governor:
                 results.append(("same", source))
             else:
                 raise ExecutorError(f"executor sent an invalid output location {location!r}")
-        await self._store_results(outputs, results)
-        return info
+        return results, info
+
+    def _store_now(self, outputs, results):
+        """Store the outputs if that needs no file work (the common case of small blobs);
+        False, having stored nothing, if ``_store_results`` must do it."""
+        for obj, (kind, value) in zip(outputs, results):
+            if obj.state == READY:
+                continue
+            if kind == "bytes":
+                if obj.data_type == DIRECTORY or len(value) > (1 << 24):
+                    return False
+            elif kind != "same" or value.data is None:
+                return False
+        for obj, (kind, value) in zip(outputs, results):
+            if obj.state == READY:
+                continue
+            if kind == "same":
+                obj.content_type = obj.content_type or value.content_type
+                value = value.data
+            self.store.set_bytes(obj, value)
+        return True
 
     async def _store_results(self, outputs, results):
         loop = asyncio.get_running_loop()
@@ -712,11 +794,18 @@ class Governor:
         round and assignment back) cost more than the tasks. While at least
         ``HOLD_QUEUE`` tasks wait here for a CPU, the server has nothing urgent to do
         with our news, so updates are sent per ``HOLD_BATCH`` (or after ``HOLD_MAX``
-        seconds at most). Anything else (a short queue: chains, the end of a graph, long
+        seconds at most). News that tasks started, alone, waits up to ``HOLD_STARTED``
+        for their end. Anything else (a short queue: chains, the end of a graph, long
         tasks; a failure) leaves at the end of this loop turn as before.
         """
-        return (not self._urgent and len(self._task_updates) < HOLD_BATCH
-                and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus))
+        if self._urgent:
+            return False
+        updates = self._task_updates
+        if len(updates) < HOLD_BATCH and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus):
+            return True
+        # Only "started" news (a chain's next link, say): it may wait a moment for the
+        # task's end, so that one message instead of two wakes the server.
+        return not self._object_updates and all(u[1] == RUNNING_STATE for u in updates)
 
     def _flush_held(self):
         self._hold_timer = None
@@ -730,7 +819,7 @@ class Governor:
         if self._hold_updates():
             if self._hold_timer is None:
                 self._hold_timer = asyncio.get_running_loop().call_later(
-                    HOLD_MAX, self._flush_held)
+                    HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
             return
         self._urgent = False
         if self._hold_timer is not None:
@@ -746,7 +835,7 @@ class Governor:
         if tasks:
             update.taskIds, update.taskStates, update.taskInfos = \
                 update_columns.encode_tasks(_merge_task_updates(tasks))
-        self.server.send(msg.to_bytes())
+        send_now(self.server, msg.to_bytes())
 
     def _schedule_monitoring(self):
         loop = asyncio.get_running_loop()
@@ -783,6 +872,7 @@ class Governor:
             self.closed.set_result("drained")
 
     async def close(self):
+        self._closing = True
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
@@ -807,6 +897,14 @@ class TaskFailure(Exception):
     def __init__(self, message, info):
         super().__init__(message)
         self.info = info
+
+
+def _settle(future, value, error=False):
+    if not future.done():
+        if error:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
 
 
 def _merge_task_updates(updates):
