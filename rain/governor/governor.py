@@ -20,7 +20,7 @@ from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.framing import FrameProtocol
-from .builtins import BUILTINS, BuiltinCall, TaskError
+from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
@@ -353,7 +353,10 @@ class Governor:
                 self.free_resources[name] = self.free_resources.get(name, 0) - amount
         task.start = time.time()
         self._task_updates.append((task.key, RUNNING_STATE, b""))
-        self._schedule_flush()
+        self._note_started()
+        builtin_now = BUILTINS_NOW.get(task.task_type)
+        if builtin_now is not None and self._run_builtin_now(task, builtin_now):
+            return
         if task.task_type not in BUILTINS:
             executor_type, _, method = task.task_type.partition("/")
             executor = self.executors.take_idle(executor_type) if method else None
@@ -385,6 +388,34 @@ class Governor:
         if not self._call_now(task, executor, method):
             task.state = "queued"
             return False
+        return True
+
+    def _run_builtin_now(self, task, builtin_now):
+        """Run a built-in to its end in this turn if it needs no file work; False: it
+        would (nothing was done). Called from ``_pump``, which goes on with the freed
+        CPUs, so this does not pump itself."""
+        store_objects = self.store.objects
+        try:
+            inputs = [store_objects[key] for key in task.inputs]
+            outputs = [store_objects[key] for key in task.outputs]
+            config = loads_or(task.config, None)
+        except Exception:
+            return False        # the coroutine reports it
+        call = BuiltinCall(self, task, config, inputs, outputs)
+        try:
+            results = builtin_now(call)
+            if results is None or (len(results) == len(outputs) and
+                                   not self._store_now(outputs, results)):
+                for path in call.temp_dirs:
+                    self._spawn_cleanup(path)
+                return False
+            if len(results) != len(outputs):
+                raise TaskError(f"{task.task_type}: produced {len(results)} outputs, "
+                                f"the task has {len(outputs)}")
+            self._task_done(task, outputs, None)
+        except Exception as exc:
+            self._task_error(task, exc)
+        self._end(task, (), call.temp_dirs, pump=False)
         return True
 
     def _call_now(self, task, executor, method):
@@ -420,7 +451,7 @@ class Governor:
                                                             results, info))
                 return
             self.executors.release(executor)
-            self._task_done(task, outputs, info)
+            self._task_done(task, outputs, info, flush_now=True)
         except Exception as exc:
             self._call_failed(executor, exc)
             self._task_error(task, exc)
@@ -477,7 +508,9 @@ class Governor:
         finally:
             self._end(task, held, temp_dirs)
 
-    def _task_done(self, task, outputs, extra_info):
+    def _task_done(self, task, outputs, extra_info, flush_now=False):
+        """Report a finished task; ``flush_now``: in this turn, not at its end (saves a
+        turn where results come one per read anyway; deep queues still batch)."""
         if self.tasks.get(task.key) is not task:
             return
         info = self._base_info(task)
@@ -488,8 +521,11 @@ class Governor:
                                          obj.content_type or "",
                                          dumps_or_empty(obj.info)))
         self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
-        self._schedule_flush()
         self.tasks.pop(task.key, None)
+        if flush_now:
+            self._flush()
+        else:
+            self._schedule_flush()
 
     def _task_error(self, task, exc):
         """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""
@@ -507,7 +543,7 @@ class Governor:
             logger.error("task %s failed inside the governor", task.key, exc_info=exc)
             self._fail_task(task, f"Governor error while running the task: {exc!r}")
 
-    def _end(self, task, inputs, temp_dirs):
+    def _end(self, task, inputs, temp_dirs, pump=True):
         """After every run, however it ended: unpin the inputs, pass on the CPUs."""
         for obj in inputs:
             obj.refs -= 1
@@ -519,7 +555,8 @@ class Governor:
             self._pass_cpus(task, executor)
         for path in temp_dirs:
             self._spawn_cleanup(path)
-        self._pump()
+        if pump:
+            self._pump()
 
     def _pass_cpus(self, task, executor):
         """``task`` is over: its CPUs go to the next call queued in its executor (now
@@ -780,6 +817,17 @@ class Governor:
 
     # ======================================================================================
     # Reporting
+
+    def _note_started(self):
+        """A "running" update was added: if it is the only news, arm the timer that sends
+        it unless the task's end comes first, without a loop turn for ``_flush``."""
+        if self._flush_scheduled or self._hold_timer is not None or self._urgent or \
+                self._object_updates or self.server is None or \
+                any(u[1] != RUNNING_STATE for u in self._task_updates):
+            self._schedule_flush()
+            return
+        self._hold_timer = asyncio.get_running_loop().call_later(
+            HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
 
     def _schedule_flush(self):
         if not self._flush_scheduled:
