@@ -124,6 +124,32 @@ def test_working_directory_is_cleaned_between_calls(tmp_path, monkeypatch):
     assert result["outputs"][0]["location"][1].decode() == f"|{tmp_path}"
 
 
+def test_unchanged_directory_is_not_scanned_and_litter_still_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    executor = PyExecutor(str(tmp_path))
+    long_ago = time.time_ns() - 10**9
+    os.utime(tmp_path, ns=(long_ago, long_ago))
+    config = {"args": args_bytes(1)}
+    assert executor.call(make_call(double, config=config))["success"]
+    scans = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scans.append(path) or scandir(path))
+    assert executor.call(make_call(double, config=config))["success"]
+    assert scans == []                     # one stat told that nothing changed
+
+    def litter(ctx):
+        with open("left-over", "w") as f:
+            f.write("x")
+        return b""
+
+    def look(ctx):
+        return ",".join(sorted(os.listdir(".")))
+
+    assert executor.call(make_call(litter))["success"]
+    assert scans == [str(tmp_path)]
+    assert executor.call(make_call(look))["outputs"][0]["location"][1] == b""
+
+
 @pytest.fixture
 def executor_process(tmp_path):
     sock_path = str(tmp_path / "e.sock")

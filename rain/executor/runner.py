@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import shutil
+import time
 import traceback
 
 import cbor2
@@ -42,6 +43,9 @@ FUNCTION_CACHE_SIZE = 256
 OUTPUTS_DIR = ".rain-outputs"
 #: Handed-over outputs still there this many calls later were refused by the governor.
 STALE_OUTPUTS_AFTER = 1000
+#: Age after which a directory's modification time proves nothing changed since (far
+#: above the kernel's timestamp granularity, a scheduler tick).
+MTIME_SETTLED_NS = 100_000_000
 
 _BYTES = (bytes, bytearray, memoryview)
 _EMPTY = ((), {})
@@ -76,6 +80,8 @@ class PyExecutor:
         # OUTPUTS_DIR, which cleaning between calls leaves alone.
         self.pipeline = pipeline
         self._calls = 0
+        self._workdir_stat = None   # (device, inode) of the working directory
+        self._clean_mtime = None    # its modification time when last seen empty
 
     # -- messages ---------------------------------------------------------------------
     def drop_cached(self, body):
@@ -312,12 +318,28 @@ class PyExecutor:
         # The function may have changed directory or left files: files are cleaned before
         # the next call (staged outputs must stay until the governor has moved them).
         try:
-            if os.getcwd() != self.workdir:
-                os.chdir(self.workdir)
+            here = os.stat(".")
         except OSError:
+            here = None
+        if here is None or (here.st_dev, here.st_ino) != self._workdir_id():
             os.chdir(self.workdir)
+            here = os.stat(".")
+        elif here.st_mtime_ns == self._clean_mtime:
+            self._dirty = False     # unchanged since it was seen empty (one stat, no scan)
+            return
         with os.scandir(self.workdir) as entries:
             self._dirty = any(entry.name != OUTPUTS_DIR for entry in entries)
+        # Directory times come from a coarse clock: an entry made in the same tick as
+        # the last change leaves the time as it was. So the time of an empty directory
+        # only vouches for it once it is older than any tick.
+        settled = time.time_ns() - here.st_mtime_ns > MTIME_SETTLED_NS
+        self._clean_mtime = here.st_mtime_ns if settled and not self._dirty else None
+
+    def _workdir_id(self):
+        if self._workdir_stat is None:
+            stat = os.stat(self.workdir)
+            self._workdir_stat = (stat.st_dev, stat.st_ino)
+        return self._workdir_stat
 
     def _clean_workdir(self):
         for name in os.listdir(self.workdir):
