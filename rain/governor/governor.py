@@ -105,12 +105,14 @@ class Governor:
         self._urgent = False
         self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
         self._closing = False
+        # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
+        self._loop = None
 
     # ======================================================================================
     # Start-up
 
     async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await self.executors.start()
         data_host, data_port = await self.data_server.listen(listen_host, listen_port)
@@ -255,7 +257,7 @@ class Governor:
     # Inputs
 
     def _spawn(self, coroutine):
-        task = asyncio.get_running_loop().create_task(coroutine)
+        task = self._loop.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
@@ -826,13 +828,13 @@ class Governor:
                 any(u[1] != RUNNING_STATE for u in self._task_updates):
             self._schedule_flush()
             return
-        self._hold_timer = asyncio.get_running_loop().call_later(
+        self._hold_timer = self._loop.call_later(
             HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
 
     def _schedule_flush(self):
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _hold_updates(self):
         """Whether this turn's updates may wait for the next ones.
@@ -866,7 +868,7 @@ class Governor:
             return
         if self._hold_updates():
             if self._hold_timer is None:
-                self._hold_timer = asyncio.get_running_loop().call_later(
+                self._hold_timer = self._loop.call_later(
                     HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
             return
         self._urgent = False
