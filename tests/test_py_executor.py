@@ -444,9 +444,11 @@ while True:
         continue
     body = calls.pop(0)
     pending = len(calls) + 1
+    location = ["memory", str(pending).encode()]
+    if body["task"]["method"] == "bad":
+        location = ["nowhere"]
     send("result", {"success": True,
-                    "outputs": [{"location": ["memory", str(pending).encode()],
-                                 "content_type": "text"}]})
+                    "outputs": [{"location": location, "content_type": "text"}]})
 '''
 
 
@@ -480,4 +482,13 @@ def test_governor_queues_calls_only_for_pipelining_executors(make_cluster, tmp_p
     assert set(pending_counts(client, "plain/run", 300)) == {1}
     # A chain never has a second task ready: nothing waits behind a call.
     assert set(pending_counts(client, "pipe/run", 30, chain=True)) == {1}
+    # A result the governor cannot read fails its task with a clear error; the
+    # executor is replaced and later work runs as before.
+    from rain.client import Task, TaskException, blob
+    with client.new_session() as s:
+        Task([blob("x")], 1, task_type="pipe/bad")
+        s.submit()
+        with pytest.raises(TaskException, match="invalid output location"):
+            s.wait_all()
+    assert max(pending_counts(client, "pipe/run", 600)) > 1
 

@@ -482,7 +482,7 @@ class Governor:
         if isinstance(exc, (TaskFailure, TaskError)):
             self.executors.release(executor)     # a failed task; the executor is fine
         elif isinstance(exc, ExecutorError):
-            executor.kill()
+            executor.kill(return_all=True)  # calls behind the bad result are not to blame
 
     def _finish_resources(self, task):
         self.free_cpus += task.cpus
@@ -531,8 +531,8 @@ class Governor:
 
     def _task_error(self, task, exc):
         """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""
-        if self.tasks.get(task.key) is not task:
-            return
+        if self.tasks.get(task.key) is not task or self._closing:
+            return      # (closing: the server learns from the lost connection)
         if isinstance(exc, CallReturned):
             if task.state == "running":
                 task.state = "queued"
