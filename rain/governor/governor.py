@@ -165,7 +165,8 @@ class Governor:
     def _on_assign(self, assign):
         store = self.store
         for o in assign.objects:
-            key = (o.id.session, o.id.id)
+            oid = o.id
+            key = (oid.session, oid.id)
             obj = store.add(key, o.label, o.contentType, int(o.dataType.raw), o.user, o.size)
             if obj.state == READY:
                 continue
@@ -176,8 +177,10 @@ class Governor:
                 self._schedule_flush()
             elif len(o.locations):
                 obj.locations = list(o.locations)
+        queue = self.queue
         for t in assign.tasks:
-            key = (t.id.session, t.id.id)
+            tid = t.id
+            key = (tid.session, tid.id)
             if key in self.tasks:
                 continue
             task = GovTask(key, t.taskType, t.config,
@@ -199,7 +202,9 @@ class Governor:
                 if missing:
                     self._spawn(self._gather_inputs(task, missing))
                 else:
-                    self._enqueue(task)
+                    task.state = "queued"
+                    queue.append(task)
+        self._pump()        # once for the whole assignment
 
     def _on_stop(self, keys):
         doomed = {}
