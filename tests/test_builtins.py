@@ -20,6 +20,22 @@ def test_concat(client):
         assert fetch_bytes(s, t) == b"Hello world!"
 
 
+def test_concat_tree_and_file_inputs(client, tmp_path):
+    # Many small concatenations (run in the governor's loop turn) and one whose input
+    # lives in a file (read in a worker thread).
+    big = tmp_path / "big"
+    big.write_bytes(b"b" * 200_000)
+    with client.new_session() as s:
+        layer = [blob(str(i % 10)) for i in range(256)]
+        while len(layer) > 1:
+            layer = [tasks.Concat((layer[i], layer[i + 1]))
+                     for i in range(0, len(layer), 2)]
+        from_file = tasks.Concat((tasks.Load(str(big)), blob("!")))
+        from_file.output.keep()
+        assert fetch_bytes(s, layer[0]) == "".join(str(i % 10) for i in range(256)).encode()
+        assert from_file.output.fetch().get_bytes() == b"b" * 200_000 + b"!"
+
+
 def test_concat_of_directory_fails(client, tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_text("x")

@@ -104,7 +104,8 @@ def test_inputs_outputs_and_errors(tmp_path):
     assert "KeyError: 'missing'" in failed["info"]["error"]
 
 
-def test_working_directory_is_cleaned_between_calls(tmp_path):
+def test_working_directory_is_cleaned_between_calls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # an executor process starts in its directory
     executor = PyExecutor(str(tmp_path))
 
     def litter(ctx):
@@ -121,6 +122,32 @@ def test_working_directory_is_cleaned_between_calls(tmp_path):
     assert os.getcwd() == str(tmp_path)
     result = executor.call(make_call(look))
     assert result["outputs"][0]["location"][1].decode() == f"|{tmp_path}"
+
+
+def test_unchanged_directory_is_not_scanned_and_litter_still_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    executor = PyExecutor(str(tmp_path))
+    long_ago = time.time_ns() - 10**9
+    os.utime(tmp_path, ns=(long_ago, long_ago))
+    config = {"args": args_bytes(1)}
+    assert executor.call(make_call(double, config=config))["success"]
+    scans = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: scans.append(path) or scandir(path))
+    assert executor.call(make_call(double, config=config))["success"]
+    assert scans == []                     # one stat told that nothing changed
+
+    def litter(ctx):
+        with open("left-over", "w") as f:
+            f.write("x")
+        return b""
+
+    def look(ctx):
+        return ",".join(sorted(os.listdir(".")))
+
+    assert executor.call(make_call(litter))["success"]
+    assert scans == [str(tmp_path)]
+    assert executor.call(make_call(look))["outputs"][0]["location"][1] == b""
 
 
 @pytest.fixture
@@ -173,12 +200,13 @@ def stage(ctx, text):
 def test_executor_process_protocol(executor_process):
     process, conn, workdir = executor_process
     assert receive(conn) == ["register", {"protocol": "rain-executor/1", "executor_id": 7,
-                                          "executor_type": "py"}]
+                                          "executor_type": "py", "pipeline": True}]
     send(conn, "call", make_call(stage, config={"args": args_bytes("hi")}))
     kind, result = receive(conn)
     assert kind == "result" and result["success"]
     location = result["outputs"][0]["location"]
-    assert location == ["path", str(workdir / "out.txt")]
+    # Handed over under a name of its own: a queued call may write out.txt again.
+    assert location[0] == "path" and location[1].startswith(str(workdir / ".rain-outputs"))
     assert result["outputs"][0]["content_type"] == "text"
     assert open(location[1]).read() == "hi"
     os.unlink(location[1])               # the governor moves staged files away
@@ -273,3 +301,194 @@ def test_executor_written_from_the_documentation(make_cluster, tmp_path):
         s.submit()
         with pytest.raises(TaskException, match=r"(?s)no method nothing.*foreign debug"):
             s.wait_all()
+
+
+# -- pipelined calls -----------------------------------------------------------------------
+
+def test_queued_calls_run_in_order_and_hand_over_their_files(executor_process):
+    process, conn, workdir = executor_process
+    assert receive(conn)[1]["pipeline"] is True
+    # Three calls before any result: each stages "out.txt" again.
+    for i, text in enumerate(("one", "two", "three")):
+        send(conn, "call", make_call(stage, config={"args": args_bytes(text)},
+                                     task_id=20 + i))
+    results = [receive(conn) for _ in range(3)]
+    assert [kind for kind, _ in results] == ["result"] * 3
+    paths = [result["outputs"][0]["location"][1] for _, result in results]
+    assert len(set(paths)) == 3
+    assert [open(path).read() for path in paths] == ["one", "two", "three"]
+    starts = [result["start_time"] for _, result in results]
+    assert starts == sorted(starts)
+    for _, result in results:
+        assert result["duration"] >= 0
+
+
+def wait_forever(ctx):
+    time.sleep(600)
+
+
+def exit_now(ctx):
+    os._exit(3)
+
+
+def run_pool(tmp_path, scenario):
+    """Run ``scenario(pool)`` in an event loop with a governor's executor pool."""
+    import asyncio
+
+    from rain.governor.executors import ExecutorPool
+
+    async def main():
+        pool = ExecutorPool(str(tmp_path / "work"), str(tmp_path))
+        await pool.start()
+        try:
+            return await scenario(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(main())
+
+
+class FakeTask:
+    def __init__(self, number):
+        self.key = (1, number)
+        self.cpus = 1
+        self.resources = None
+
+
+async def outcomes(futures):
+    import asyncio
+    done = await asyncio.gather(*futures, return_exceptions=True)
+    return [type(value).__name__ for value in done]
+
+
+@pytest.mark.parametrize("how", ["dies", "killed", "stopped"])
+def test_lost_executor_fails_its_running_call_and_returns_queued_ones(tmp_path, how):
+    import asyncio
+
+    async def scenario(pool):
+        executor = await pool.acquire("py")
+        assert executor.pipeline
+        first = make_call(exit_now if how == "dies" else wait_forever, task_id=30)
+        calls = [first] + [make_call(double, config={"args": args_bytes(i)},
+                                     task_id=31 + i) for i in range(2)]
+        futures = []
+        for i, call in enumerate(calls):
+            future = asyncio.get_running_loop().create_future()
+            executor.send_call(call, FakeTask(30 + i), lambda *r, f=future: f.set_result(r),
+                               future.set_exception)
+            futures.append(future)
+        if how != "dies":
+            await asyncio.sleep(0.2)
+            executor.kill(return_all=how == "stopped")
+        result = await outcomes(futures)
+        first_error = futures[0].exception()
+        return result, str(first_error)
+
+    result, first_error = run_pool(tmp_path, scenario)
+    if how == "stopped":     # killed to stop another task: nothing fails, all run again
+        assert result == ["CallReturned"] * 3
+    else:
+        assert result == ["ExecutorError", "CallReturned", "CallReturned"]
+        assert f"Executor 'py' (id 1) terminated" in first_error
+
+
+PIPELINE_EXECUTOR = r'''
+# Reports in each result how many calls it had received but not answered when the call
+# started (it reads everything the governor sent so far before each call).
+import os, socket, sys, cbor2
+
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(os.environ["RAIN_EXECUTOR_SOCKET"])
+
+def send(kind, body):
+    payload = cbor2.dumps([kind, body])
+    sock.sendall(len(payload).to_bytes(4, "little") + payload)
+
+buffer = b""
+def read_available(block):
+    global buffer
+    sock.setblocking(block)
+    try:
+        data = sock.recv(1 << 16)
+    except BlockingIOError:
+        return
+    finally:
+        sock.setblocking(True)
+    if not data:
+        sys.exit(0)
+    buffer += data
+
+def take_frames():
+    global buffer
+    frames = []
+    while len(buffer) >= 4:
+        size = int.from_bytes(buffer[:4], "little")
+        if len(buffer) < 4 + size:
+            break
+        frames.append(cbor2.loads(buffer[4:4 + size]))
+        buffer = buffer[4 + size:]
+    return frames
+
+register = {"protocol": "rain-executor/1", "executor_id": int(os.environ["RAIN_EXECUTOR_ID"]),
+            "executor_type": os.environ["RAIN_EXECUTOR_TYPE"]}
+if sys.argv[1:] == ["pipeline"]:
+    register["pipeline"] = True
+send("register", register)
+calls = []
+while True:
+    if not calls:
+        read_available(True)
+    read_available(False)
+    calls += [body for kind, body in take_frames() if kind == "call"]
+    if not calls:
+        continue
+    body = calls.pop(0)
+    pending = len(calls) + 1
+    location = ["memory", str(pending).encode()]
+    if body["task"]["method"] == "bad":
+        location = ["nowhere"]
+    send("result", {"success": True,
+                    "outputs": [{"location": location, "content_type": "text"}]})
+'''
+
+
+def pending_counts(client, task_type, count, chain=False):
+    from rain.client import Task, blob
+
+    with client.new_session() as s:
+        tasks = []
+        previous = blob("x")
+        for _ in range(count):
+            task = Task([previous], 1, task_type=task_type)
+            task.keep_outputs()
+            tasks.append(task)
+            if chain:
+                previous = task
+        s.submit()
+        s.wait_all()
+        return [int(task.output.fetch().get_str()) for task in tasks]
+
+
+def test_governor_queues_calls_only_for_pipelining_executors(make_cluster, tmp_path):
+    script = tmp_path / "pipe.py"
+    script.write_text(PIPELINE_EXECUTOR)
+    config = tmp_path / "governor.toml"
+    config.write_text(f"[executors.pipe]\ncommand = '{sys.executable} {script} pipeline'\n"
+                      f"[executors.plain]\ncommand = '{sys.executable} {script}'\n")
+    client = make_cluster([1], governor_config=str(config)).client()
+    # Many small tasks: the local queue gets deep and calls queue up in the executor.
+    assert max(pending_counts(client, "pipe/run", 600)) > 1
+    # An executor that did not announce the capability gets one call at a time.
+    assert set(pending_counts(client, "plain/run", 300)) == {1}
+    # A chain never has a second task ready: nothing waits behind a call.
+    assert set(pending_counts(client, "pipe/run", 30, chain=True)) == {1}
+    # A result the governor cannot read fails its task with a clear error; the
+    # executor is replaced and later work runs as before.
+    from rain.client import Task, TaskException, blob
+    with client.new_session() as s:
+        Task([blob("x")], 1, task_type="pipe/bad")
+        s.submit()
+        with pytest.raises(TaskException, match="invalid output location"):
+            s.wait_all()
+    assert max(pending_counts(client, "pipe/run", 600)) > 1
+

@@ -572,3 +572,74 @@ def test_directory_output_needs_a_directory(client):
     with client.new_session():
         with pytest.raises(RainException, match="InputDir"):
             merge_trees(blob("a"), blob("b"), blob("c"))
+
+
+# ------------------------------------------------------------------------------------------
+# Calls queued in an executor (many small tasks on one CPU)
+
+@remote
+def square(ctx, x):
+    return str(x * x)
+
+
+@remote
+def hold(ctx, started, go, then_die):
+    """Signal ``started``, wait for ``go`` (at most a minute), then return or die."""
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if then_die:
+        os._exit(1)
+    return b""
+
+
+def queue_behind_a_held_task(client, tmp_path, then_die):
+    """Session A holds the only CPU with one task while session B's small tasks queue in
+    the same executor behind it. Returns (A, B, B's tasks, the file that releases A)."""
+    with client.new_session() as warm_up:       # the server learns that tasks are tiny
+        for i in range(300):
+            square(i)
+        warm_up.submit()
+        warm_up.wait_all()
+    started, go = str(tmp_path / "started"), str(tmp_path / "go")
+    a, b = client.new_session(), client.new_session()
+    with a.bind_only():
+        hold(started, go, then_die)
+    a.submit()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(started):
+        assert time.monotonic() < deadline, "the holding task did not start"
+        time.sleep(0.005)
+    with b.bind_only():
+        b_tasks = [square(i) for i in range(100)]
+        for task in b_tasks:
+            task.output.keep()
+    b.submit()
+    time.sleep(0.3)          # B's calls reach the executor's queue
+    return a, b, b_tasks, go
+
+
+def check_b(b, b_tasks):
+    b.wait_all()
+    assert [t.output.fetch().get_str() for t in b_tasks] == \
+        [str(i * i) for i in range(len(b_tasks))]
+    b.close()
+
+
+def test_stopping_a_session_returns_queued_calls_of_others(make_cluster, tmp_path):
+    client = make_cluster([1]).client()
+    a, b, b_tasks, _ = queue_behind_a_held_task(client, tmp_path, False)
+    a.close()
+    check_b(b, b_tasks)
+
+
+def test_executor_death_fails_its_task_and_returns_queued_calls(make_cluster, tmp_path):
+    client = make_cluster([1]).client()
+    a, b, b_tasks, go = queue_behind_a_held_task(client, tmp_path, True)
+    open(go, "w").close()
+    with pytest.raises(TaskException, match=r"Executor 'py' \(id \d+\) terminated"):
+        a.wait_all()
+    a.close()
+    check_b(b, b_tasks)

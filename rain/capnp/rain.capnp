@@ -274,8 +274,17 @@ struct GovernorToServer {
 }
 
 struct Update {
+  # A governor sends either the lists (older governors) or the columns (same entries, one
+  # packed array per field: rain/common/update_columns.py), which are much cheaper to read.
   tasks @0 :List(TaskUpdate);
   objects @1 :List(ObjectUpdate);
+  taskIds @2 :Data;           # little-endian uint64 pairs (session, id)
+  taskStates @3 :Data;        # one TaskState ordinal per byte
+  taskInfos @4 :Data;         # CBOR array: per task the CBOR TaskInfo map as bytes, or empty
+  objectIds @5 :Data;         # little-endian uint64 pairs (session, id)
+  objectStates @6 :Data;      # one ObjectState ordinal per byte
+  objectSizes @7 :Data;       # little-endian int64 per object
+  objectDetails @8 :Data;     # CBOR array [[content type text per object], [info bytes ...]]
 }
 
 # ------------------------------------------------------------------------------------------

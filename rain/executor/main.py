@@ -1,4 +1,4 @@
-"""The executor process: connect, register, then answer ``call`` messages one by one.
+"""The executor process: connect, register, then answer ``call`` messages in order.
 
 Blocking socket I/O on purpose: an executor runs one task at a time and never has
 anything else to do. The frame format (4-byte little-endian length + CBOR) is described
@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import cbor2
 
@@ -42,31 +43,69 @@ def _send(sock, kind, body):
 
 
 def serve(sock, executor_id, executor_type="py"):
-    """Register on ``sock`` and serve calls until the governor closes the connection."""
+    """Register on ``sock`` and serve calls until the governor closes the connection.
+
+    The executor announces ``pipeline``: the governor may send further calls before a
+    result is back; they run in order. Results still leave one by one as soon as each
+    call is done, so nothing waits behind a long task.
+    """
     from .runner import PyExecutor
 
-    executor = PyExecutor()
+    executor = PyExecutor(pipeline=True)
     _send(sock, "register", {"protocol": PROTOCOL, "executor_id": executor_id,
-                             "executor_type": executor_type})
-    reader = sock.makefile("rb", buffering=1 << 16)
-    read = reader.read
+                             "executor_type": executor_type, "pipeline": True})
+    frames = FrameReader(sock)
     loads = cbor2.loads
     call = executor.call
+    clock = time.time
     while True:
-        header = read(HEADER)
-        if len(header) < HEADER:
-            return
-        size = int.from_bytes(header, "little")
-        frame = read(size)
-        if len(frame) < size:
+        frame = frames.next()
+        if frame is None:
             return
         message = loads(frame)
         kind = message[0]
         if kind == "call":
-            _send(sock, "result", call(message[1]))
+            start = clock()
+            result = call(message[1])
+            result["start_time"] = start
+            result["duration"] = clock() - start
+            _send(sock, "result", result)
         elif kind == "drop_cached":
             executor.drop_cached(message[1])
         # Unknown kinds are ignored: a newer governor may send hints we do not need.
+
+
+class FrameReader:
+    """Whole frames from a blocking socket; one ``recv`` takes every call already sent."""
+
+    def __init__(self, sock, chunk=1 << 16):
+        self.sock = sock
+        self.chunk = chunk
+        self.buffer = bytearray()
+        self.offset = 0
+
+    def next(self):
+        """The next frame's payload, or None at end-of-file."""
+        while True:
+            buffer = self.buffer
+            available = len(buffer) - self.offset
+            if available >= HEADER:
+                size = int.from_bytes(buffer[self.offset:self.offset + HEADER], "little")
+                end = self.offset + HEADER + size
+                if end <= len(buffer):
+                    frame = bytes(buffer[self.offset + HEADER:end])
+                    self.offset = end
+                    return frame
+                want = max(self.chunk, end - len(buffer))
+            else:
+                want = self.chunk
+            if self.offset:
+                del buffer[:self.offset]
+                self.offset = 0
+            data = self.sock.recv(want)
+            if not data:
+                return None
+            buffer += data
 
 
 def main():

@@ -25,6 +25,7 @@ import io
 import os
 import pickle
 import shutil
+import time
 import traceback
 
 import cbor2
@@ -37,6 +38,14 @@ from .context import Context
 
 #: How many deserialized functions are kept by content (oldest dropped first).
 FUNCTION_CACHE_SIZE = 256
+
+#: Where outputs are handed over with pipelined calls (see ``PyExecutor.pipeline``).
+OUTPUTS_DIR = ".rain-outputs"
+#: Handed-over outputs still there this many calls later were refused by the governor.
+STALE_OUTPUTS_AFTER = 1000
+#: Age after which a directory's modification time proves nothing changed since (far
+#: above the kernel's timestamp granularity, a scheduler tick).
+MTIME_SETTLED_NS = 100_000_000
 
 _BYTES = (bytes, bytearray, memoryview)
 _EMPTY = ((), {})
@@ -60,12 +69,19 @@ class _ArgUnpickler(pickle.Unpickler):
 class PyExecutor:
     """The state of one Python executor process: function caches and its directory."""
 
-    def __init__(self, workdir=None):
+    def __init__(self, workdir=None, pipeline=False):
         self.workdir = os.path.abspath(workdir or os.getcwd())
         self.functions = {}     # digest of the pickled function -> function
         self.by_id = {}         # object id (session, id) -> function (inputs we keep)
         self._dirty = False
         self._device = None
+        # With pipelined calls the next call runs before the governor has moved the
+        # previous call's output files: those are handed over under unique names in
+        # OUTPUTS_DIR, which cleaning between calls leaves alone.
+        self.pipeline = pipeline
+        self._calls = 0
+        self._workdir_stat = None   # (device, inode) of the working directory
+        self._clean_mtime = None    # its modification time when last seen empty
 
     # -- messages ---------------------------------------------------------------------
     def drop_cached(self, body):
@@ -75,6 +91,7 @@ class PyExecutor:
 
     def call(self, body):
         """Run one task; returns the ``result`` body."""
+        self._calls += 1
         newly_cached = []
         ctx = None
         try:
@@ -225,11 +242,12 @@ class PyExecutor:
             if object_id is not None and _is_input(object_id, inputs):
                 location = ["other", [object_id[0], object_id[1]]]
             elif value.path is not None:
-                location = ["path", self._movable(value.path, index)]
+                location = ["path", self._hand_over(self._movable(value.path, index),
+                                                    index)]
             elif is_dir:
                 path = os.path.join(self.workdir, f"out-dir-{index}")
                 extract_tar(value.data, path)
-                location = ["path", path]
+                location = ["path", self._hand_over(path, index)]
             else:
                 location = ["memory", value.data]
         elif is_dir:
@@ -278,6 +296,16 @@ class PyExecutor:
         shutil.move(path, target)
         return target
 
+    def _hand_over(self, path, index):
+        """The path under which the governor takes an output file or directory."""
+        if not self.pipeline:
+            return path
+        directory = os.path.join(self.workdir, OUTPUTS_DIR)
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(directory, f"{self._calls}-{index}-{os.path.basename(path)}")
+        os.rename(path, target)
+        return target
+
     def _failure(self, message, ctx, newly_cached):
         info = _info_map(ctx._info) if ctx is not None and ctx._info is not None else {}
         info["error"] = message
@@ -290,15 +318,34 @@ class PyExecutor:
         # The function may have changed directory or left files: files are cleaned before
         # the next call (staged outputs must stay until the governor has moved them).
         try:
-            if os.getcwd() != self.workdir:
-                os.chdir(self.workdir)
+            here = os.stat(".")
         except OSError:
+            here = None
+        if here is None or (here.st_dev, here.st_ino) != self._workdir_id():
             os.chdir(self.workdir)
+            here = os.stat(".")
+        elif here.st_mtime_ns == self._clean_mtime:
+            self._dirty = False     # unchanged since it was seen empty (one stat, no scan)
+            return
         with os.scandir(self.workdir) as entries:
-            self._dirty = next(entries, None) is not None
+            self._dirty = any(entry.name != OUTPUTS_DIR for entry in entries)
+        # Directory times come from a coarse clock: an entry made in the same tick as
+        # the last change leaves the time as it was. So the time of an empty directory
+        # only vouches for it once it is older than any tick.
+        settled = time.time_ns() - here.st_mtime_ns > MTIME_SETTLED_NS
+        self._clean_mtime = here.st_mtime_ns if settled and not self._dirty else None
+
+    def _workdir_id(self):
+        if self._workdir_stat is None:
+            stat = os.stat(self.workdir)
+            self._workdir_stat = (stat.st_dev, stat.st_ino)
+        return self._workdir_stat
 
     def _clean_workdir(self):
         for name in os.listdir(self.workdir):
+            if name == OUTPUTS_DIR:
+                self._prune_outputs()
+                continue
             path = os.path.join(self.workdir, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -308,6 +355,23 @@ class PyExecutor:
                 except OSError:
                     pass
         self._dirty = False
+
+
+    def _prune_outputs(self):
+        """Remove handed-over outputs the governor left (it refused them): those of
+        calls long past, which it has surely dealt with."""
+        directory = os.path.join(self.workdir, OUTPUTS_DIR)
+        for name in os.listdir(directory):
+            number = name.partition("-")[0]
+            if number.isdigit() and int(number) < self._calls - STALE_OUTPUTS_AFTER:
+                path = os.path.join(directory, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
 
 
 class _InputResolver:

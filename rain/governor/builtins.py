@@ -60,12 +60,27 @@ def _absolute(call, path):
 async def concat(call):
     parts = []
     for obj in call.inputs:
-        if obj.data_type != 0:
-            raise TaskError(f"Concat: input {obj.key[1]} is a directory, only blobs can be "
-                            "concatenated")
+        _check_blob(obj)
         parts.append(obj.data if obj.data is not None else
                      await in_thread(call.store.read_bytes, obj))
     return [("bytes", b"".join(parts))]
+
+
+def concat_now(call):
+    """``concat`` when every input is in memory; None when one must be read from a file."""
+    parts = []
+    for obj in call.inputs:
+        _check_blob(obj)
+        if obj.data is None:
+            return None
+        parts.append(obj.data)
+    return [("bytes", b"".join(parts))]
+
+
+def _check_blob(obj):
+    if obj.data_type != 0:
+        raise TaskError(f"Concat: input {obj.key[1]} is a directory, only blobs can be "
+                        "concatenated")
 
 
 async def sleep(call):
@@ -233,6 +248,12 @@ async def slice_directory(call):
 async def run(call):
     return await run_program(call, TaskError)
 
+
+#: Synchronous forms of built-ins, tried first: they return None when they would have to
+#: wait (file work), and the task then runs as a coroutine with the form in BUILTINS.
+BUILTINS_NOW = {
+    "buildin/concat": concat_now,
+}
 
 BUILTINS = {
     "buildin/concat": concat,

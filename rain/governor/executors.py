@@ -1,8 +1,11 @@
 """Executor processes: spawned once, registered over a unix socket, reused task after task.
 
 The protocol (CBOR frames) is documented in ``docs/executor-protocol.md``. An executor runs
-one task at a time. Stopping a task kills its executor (SIGKILL), and a fresh one is spawned
-on demand, so a stopped session never leaves work running.
+one task at a time. One that announces ``pipeline`` may be sent further calls before its
+result is back (``Executor.calls`` lists them in order, the first is running); that saves
+the governor a round trip, a wake-up and a write per task when many small tasks wait.
+Stopping a task kills its executor (SIGKILL), and a fresh one is spawned on demand, so a
+stopped session never leaves work running; calls queued behind it are handed back.
 """
 import asyncio
 import collections
@@ -11,10 +14,11 @@ import os
 import shlex
 import signal
 import sys
+import time
 
 import cbor2
 
-from ..common.framing import FrameProtocol
+from ..common.framing import FrameProtocol, encode_frame
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,33 @@ class ExecutorError(Exception):
     """The executor failed (died, could not start, broke the protocol)."""
 
 
+class CallReturned(Exception):
+    """A queued call never started because its executor was lost: run the task again."""
+
+
+class PendingCall:
+    """A call sent to an executor, waiting for its result."""
+
+    __slots__ = ("task", "on_result", "on_error", "started")
+
+    def __init__(self, task, on_result, on_error, started):
+        self.task = task
+        self.on_result = on_result  # (result body, start time)
+        self.on_error = on_error    # (ExecutorError or CallReturned)
+        self.started = started      # when the executor got to it, as far as we know
+
+
 def encode_message(kind, body):
     return cbor2.dumps([kind, body])
+
+
+def send_now(conn, payload):
+    """Write a frame at once instead of at the end of the loop turn (``conn.send``),
+    saving the turn when nothing else will be sent there."""
+    if conn.closed or conn.transport is None:
+        return
+    conn.flush()        # frames queued earlier go first
+    conn.transport.writelines((encode_frame(payload), payload))
 
 
 class Executor:
@@ -40,7 +69,10 @@ class Executor:
         self.conn = None
         self.cached = set()        # object keys the executor keeps
         self.registered = None     # future
-        self.result = None         # future of the running call
+        self.calls = collections.deque()   # PendingCall, in the order sent
+        self.pipeline = False      # announced in register: may queue calls
+        self.listed_idle = False
+        self.fill_round = None     # the governor's pump round that last queued a call here
         self.workdir = None
         self.output_path = None
         self.dead = False
@@ -63,14 +95,21 @@ class Executor:
                         f"executor speaks protocol {body.get('protocol')!r}, "
                         f"expected {PROTOCOL!r}"))
                 else:
+                    self.pipeline = body.get("pipeline") is True
                     self.registered.set_result(True)
         elif kind == "result":
-            if self.result is not None and not self.result.done():
-                self.result.set_result(body)
+            calls = self.calls
+            if calls:
+                call = calls.popleft()
+                if calls:
+                    calls[0].started = time.time()
+                call.on_result(body, call.started)
         else:
             raise ExecutorError(f"unknown message {kind!r} from executor {self.id}")
 
-    def on_lost(self):
+    def on_lost(self, return_all=False):
+        """The executor is gone: its running call fails with the death message (unless
+        ``return_all``: we killed it to stop another task), queued calls are returned."""
         if self.dead:
             return
         self.dead = True
@@ -78,8 +117,9 @@ class Executor:
         error = ExecutorError(self._death_message())
         if self.registered is not None and not self.registered.done():
             self.registered.set_exception(error)
-        if self.result is not None and not self.result.done():
-            self.result.set_exception(error)
+        calls, self.calls = self.calls, collections.deque()
+        for i, call in enumerate(calls):
+            call.on_error(error if i == 0 and not return_all else CallReturned())
 
     def _death_message(self):
         code = self.process.returncode if self.process else None
@@ -91,13 +131,38 @@ class Executor:
             message += f"; its last output:\n{tail}"
         return message
 
-    async def call(self, body):
-        self.result = asyncio.get_running_loop().create_future()
-        self.conn.send(encode_message("call", body))
-        try:
-            return await self.result
-        finally:
-            self.result = None
+    def send_call(self, body, task, on_result, on_error):
+        """Send a call. ``on_result(body, start)`` gets its result, ``start`` being when
+        the call was sent or the result before it came back; ``on_error(exc)`` is called
+        instead if the executor is lost first. Raises CallReturned if it is already."""
+        if self.dead:
+            raise CallReturned()
+        first = not self.calls
+        self.calls.append(PendingCall(task, on_result, on_error,
+                                      time.time() if first else None))
+        if first:
+            send_now(self.conn, encode_message("call", body))
+        else:
+            self.conn.send(encode_message("call", body))   # leaves with the others
+
+    def accepts_behind(self, task, depth, refill_at, fill_round):
+        """Whether ``task`` may queue behind the calls sent so far.
+
+        The queue is topped up to ``depth`` calls once it is down to ``refill_at`` (so
+        calls leave several to a write), and it holds the CPUs of one task, so only tasks
+        needing the same CPUs and no named resources share it.
+        """
+        calls = self.calls
+        count = len(calls)
+        if not calls or count >= depth or not self.pipeline or self.dead or \
+                (count > refill_at and self.fill_round != fill_round):
+            return False
+        cpus = task.cpus
+        for call in calls:
+            other = call.task
+            if other.cpus != cpus or other.resources:
+                return False
+        return True
 
     def drop_cached(self, keys):
         keys = [k for k in keys if k in self.cached]
@@ -106,7 +171,8 @@ class Executor:
                 self.cached.discard(key)
             self.conn.send(encode_message("drop_cached", {"objects": [list(k) for k in keys]}))
 
-    def kill(self):
+    def kill(self, return_all=False):
+        """SIGKILL the executor's process group; see ``on_lost`` for its calls."""
         if self.process is not None and self.process.returncode is None:
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -117,7 +183,7 @@ class Executor:
                     pass
         if self.conn is not None:
             self.conn.close()
-        self.on_lost()
+        self.on_lost(return_all)
 
 
 class ExecutorPool:
@@ -172,15 +238,34 @@ class ExecutorPool:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def acquire(self, executor_type):
+        return self.take_idle(executor_type) or await self._spawn(executor_type)
+
+    def take_idle(self, executor_type):
+        """An idle executor of this type, or None (then ``acquire`` spawns one)."""
         idle = self.idle.get(executor_type)
         while idle:
             executor = idle.pop()
-            if not executor.dead:
+            executor.listed_idle = False
+            if not executor.dead and not executor.calls:
                 return executor
-        return await self._spawn(executor_type)
+        return None
+
+    def queue_behind(self, executor_type, task, depth, refill_at, fill_round):
+        """A busy executor that may take ``task`` in its queue (the shortest), or None."""
+        best = None
+        for executor in self.all.values():
+            if executor.type == executor_type and \
+                    executor.accepts_behind(task, depth, refill_at, fill_round) and \
+                    (best is None or len(executor.calls) < len(best.calls)):
+                best = executor
+        if best is not None:
+            best.fill_round = fill_round
+        return best
 
     def release(self, executor):
-        if not executor.dead:
+        """Back to the idle list once no call of it is pending."""
+        if not executor.dead and not executor.calls and not executor.listed_idle:
+            executor.listed_idle = True
             self.idle[executor.type].append(executor)
 
     def forget(self, executor):
@@ -188,6 +273,7 @@ class ExecutorPool:
         idle = self.idle.get(executor.type)
         if idle and executor in idle:
             idle.remove(executor)
+        executor.listed_idle = False
 
     async def _spawn(self, executor_type):
         command = self.commands.get(executor_type)

@@ -15,12 +15,13 @@ import time
 import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
+from ..common import update_columns
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.framing import FrameProtocol
-from .builtins import BUILTINS, BuiltinCall, TaskError
-from .executors import ExecutorError, ExecutorPool
+from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
+from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
 from .transfer import DataServer, PeerPool, TransferError
@@ -35,11 +36,19 @@ MONITORING_INTERVAL = 2.0
 HOLD_QUEUE = 4
 HOLD_BATCH = 16
 HOLD_MAX = 0.005
+#: How long news of started tasks alone may wait: most tasks finish sooner, and then one
+#: update says both (see ``Governor._hold_updates``).
+HOLD_STARTED = 0.002
+#: Calls an executor may hold at once (the running one included) while the local queue
+#: is deep, and the count at which it is topped up again (see ``Governor._queue_behind``).
+PIPELINE_DEPTH = 8
+PIPELINE_REFILL = 4
 
 
 class GovTask:
     __slots__ = ("key", "task_type", "config", "inputs", "labels", "outputs", "cpus",
-                 "resources", "name", "user", "state", "runner", "executor", "start")
+                 "resources", "name", "user", "state", "runner", "executor", "start",
+                 "duration", "holds_cpus", "ran_on")
 
     def __init__(self, key, task_type, config, inputs, labels, outputs, cpus, resources,
                  name, user):
@@ -56,7 +65,10 @@ class GovTask:
         self.state = "waiting"
         self.runner = None
         self.executor = None
-        self.start = None
+        self.start = None           # unix time; the executor's when it reports one
+        self.duration = None        # the executor's measure, when it reports one
+        self.holds_cpus = False     # False while queued behind another call (see _pump)
+        self.ran_on = None          # the executor of its call, until the run has ended
 
 
 class Governor:
@@ -91,12 +103,16 @@ class Governor:
         self._expire_timer = None
         self._hold_timer = None     # see _hold_updates
         self._urgent = False
+        self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
+        self._closing = False
+        # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
+        self._loop = None
 
     # ======================================================================================
     # Start-up
 
     async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await self.executors.start()
         data_host, data_port = await self.data_server.listen(listen_host, listen_port)
@@ -149,7 +165,8 @@ class Governor:
     def _on_assign(self, assign):
         store = self.store
         for o in assign.objects:
-            key = (o.id.session, o.id.id)
+            oid = o.id
+            key = (oid.session, oid.id)
             obj = store.add(key, o.label, o.contentType, int(o.dataType.raw), o.user, o.size)
             if obj.state == READY:
                 continue
@@ -160,8 +177,10 @@ class Governor:
                 self._schedule_flush()
             elif len(o.locations):
                 obj.locations = list(o.locations)
+        queue = self.queue
         for t in assign.tasks:
-            key = (t.id.session, t.id.id)
+            tid = t.id
+            key = (tid.session, tid.id)
             if key in self.tasks:
                 continue
             task = GovTask(key, t.taskType, t.config,
@@ -183,19 +202,25 @@ class Governor:
                 if missing:
                     self._spawn(self._gather_inputs(task, missing))
                 else:
-                    self._enqueue(task)
+                    task.state = "queued"
+                    queue.append(task)
+        self._pump()        # once for the whole assignment
 
     def _on_stop(self, keys):
+        doomed = {}
         for key in keys:
             task = self.tasks.pop(key, None)
             if task is None:
                 continue
             if task.state == "running":
                 if task.executor is not None:
-                    task.executor.kill()
+                    doomed[task.executor.id] = task.executor
                 if task.runner is not None:
                     task.runner.cancel()
             task.state = "stopped"
+        for executor in doomed.values():
+            # Calls of other tasks in its queue (even the running one) go back to ours.
+            executor.kill(return_all=True)
         self._pump()
 
     def _on_delete(self, keys):
@@ -237,7 +262,7 @@ class Governor:
     # Inputs
 
     def _spawn(self, coroutine):
-        task = asyncio.get_running_loop().create_task(coroutine)
+        task = self._loop.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
@@ -305,16 +330,20 @@ class Governor:
         return True
 
     def _pump(self):
-        if not self.queue:
+        if not self.queue or self._closing:
             return
         skipped = []
         queue = self.queue
+        self._pump_round += 1
+        deep = len(queue) > max(HOLD_QUEUE, 2 * self.cpus)
         while queue:
             task = queue.popleft()
             if task.state != "queued":
                 continue
             if self._fits(task):
                 self._start(task)
+            elif deep and self._queue_behind(task):
+                pass
             else:
                 skipped.append(task)
                 if self.free_cpus <= 0:
@@ -324,14 +353,141 @@ class Governor:
 
     def _start(self, task):
         task.state = "running"
+        task.holds_cpus = True
         self.free_cpus -= task.cpus
         if task.resources:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) - amount
         task.start = time.time()
         self._task_updates.append((task.key, RUNNING_STATE, b""))
-        self._schedule_flush()
+        self._note_started()
+        builtin_now = BUILTINS_NOW.get(task.task_type)
+        if builtin_now is not None and self._run_builtin_now(task, builtin_now):
+            return
+        if task.task_type not in BUILTINS:
+            executor_type, _, method = task.task_type.partition("/")
+            executor = self.executors.take_idle(executor_type) if method else None
+            if executor is not None:
+                if self._call_now(task, executor, method):
+                    return
+                self.executors.release(executor)
         task.runner = self._spawn(self._run(task))
+
+    def _queue_behind(self, task):
+        """Send ``task`` to an executor busy with tasks like it, behind them.
+
+        Only while many tasks wait here: the executor then goes from one call to the
+        next without waiting for us, and calls and results travel several to a write.
+        A task queued this way holds no CPUs; it takes over those of the call ahead of it
+        when that one is done (``_end``), so the queue occupies one task's CPUs.
+        """
+        if task.resources or task.task_type in BUILTINS:
+            return False
+        executor_type, _, method = task.task_type.partition("/")
+        if not method:
+            return False
+        executor = self.executors.queue_behind(executor_type, task, PIPELINE_DEPTH,
+                                               PIPELINE_REFILL, self._pump_round)
+        if executor is None:
+            return False
+        task.state = "running"
+        task.holds_cpus = False
+        if not self._call_now(task, executor, method):
+            task.state = "queued"
+            return False
+        return True
+
+    def _run_builtin_now(self, task, builtin_now):
+        """Run a built-in to its end in this turn if it needs no file work; False: it
+        would (nothing was done). Called from ``_pump``, which goes on with the freed
+        CPUs, so this does not pump itself."""
+        store_objects = self.store.objects
+        try:
+            inputs = [store_objects[key] for key in task.inputs]
+            outputs = [store_objects[key] for key in task.outputs]
+            config = loads_or(task.config, None)
+        except Exception:
+            return False        # the coroutine reports it
+        call = BuiltinCall(self, task, config, inputs, outputs)
+        try:
+            results = builtin_now(call)
+            if results is None or (len(results) == len(outputs) and
+                                   not self._store_now(outputs, results)):
+                for path in call.temp_dirs:
+                    self._spawn_cleanup(path)
+                return False
+            if len(results) != len(outputs):
+                raise TaskError(f"{task.task_type}: produced {len(results)} outputs, "
+                                f"the task has {len(outputs)}")
+            self._task_done(task, outputs, None)
+        except Exception as exc:
+            self._task_error(task, exc)
+        self._end(task, (), call.temp_dirs, pump=False)
+        return True
+
+    def _call_now(self, task, executor, method):
+        """Send the call in this loop turn when its body needs no file work; its result
+        is then handled the moment it arrives (``_on_call_result``), without a coroutine
+        and its extra loop turns. False: nothing was sent."""
+        store_objects = self.store.objects
+        try:
+            inputs = [store_objects[key] for key in task.inputs]
+            outputs = [store_objects[key] for key in task.outputs]
+        except KeyError:
+            return False
+        body = self._call_body_now(task, method, inputs, outputs, executor)
+        if body is None:
+            return False
+        for obj in inputs:
+            obj.refs += 1
+        task.executor = task.ran_on = executor
+        executor.send_call(
+            body, task,
+            lambda result, started: self._on_call_result(task, inputs, outputs, executor,
+                                                         result, started),
+            lambda exc: self._on_call_error(task, inputs, exc))
+        return True
+
+    def _on_call_result(self, task, inputs, outputs, executor, result, started):
+        task.executor = None
+        try:
+            self._take_timing(task, result, started)
+            results, info = self._executor_results(executor, result, inputs, outputs)
+            if not self._store_now(outputs, results):
+                task.runner = self._spawn(self._store_later(task, inputs, outputs, executor,
+                                                            results, info))
+                return
+            self.executors.release(executor)
+            self._task_done(task, outputs, info, flush_now=True)
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            self._task_error(task, exc)
+        self._end(task, inputs, ())
+
+    def _on_call_error(self, task, inputs, exc):
+        task.executor = None
+        self._task_error(task, exc)
+        self._end(task, inputs, ())
+
+    async def _store_later(self, task, inputs, outputs, executor, results, info):
+        """The rest of ``_on_call_result`` when outputs need file work."""
+        try:
+            await self._store_results(outputs, results)
+            self.executors.release(executor)
+            self._task_done(task, outputs, info)
+        except asyncio.CancelledError:
+            self.executors.release(executor)     # its call was over
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            self._task_error(task, exc)
+        finally:
+            self._end(task, inputs, ())
+
+    def _call_failed(self, executor, exc):
+        if isinstance(exc, (TaskFailure, TaskError)):
+            self.executors.release(executor)     # a failed task; the executor is fine
+        elif isinstance(exc, ExecutorError):
+            executor.kill(return_all=True)  # calls behind the bad result are not to blame
 
     def _finish_resources(self, task):
         self.free_cpus += task.cpus
@@ -340,51 +496,94 @@ class Governor:
                 self.free_resources[name] = self.free_resources.get(name, 0) + amount
 
     async def _run(self, task):
+        """Run a task that needs to wait on the way: a built-in, an executor to spawn,
+        inputs to write to files."""
         temp_dirs = []
+        held = ()
         try:
             inputs = [self.store.objects[key] for key in task.inputs]
             outputs = [self.store.objects[key] for key in task.outputs]
             for obj in inputs:
                 obj.refs += 1
-            try:
-                extra_info = await self._execute(task, inputs, outputs, temp_dirs)
-            finally:
-                for obj in inputs:
-                    obj.refs -= 1
-            if self.tasks.get(task.key) is not task:
-                return
-            info = self._base_info(task)
-            if extra_info:
-                info.update(extra_info)
-            for obj in outputs:
-                self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
-                                             obj.content_type or "",
-                                             dumps_or_empty(obj.info)))
-            self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
-            self._schedule_flush()
-            self.tasks.pop(task.key, None)
+            held = inputs
+            extra_info = await self._execute(task, inputs, outputs, temp_dirs)
+            self._task_done(task, outputs, extra_info)
         except asyncio.CancelledError:
             pass
-        except (TaskError, ExecutorError, TaskFailure) as exc:
-            if self.tasks.get(task.key) is task:
-                extra = exc.info if isinstance(exc, TaskFailure) else None
-                self._fail_task(task, str(exc), extra)
         except Exception as exc:
-            logger.exception("task %s failed inside the governor", task.key)
-            if self.tasks.get(task.key) is task:
-                self._fail_task(task, f"Governor error while running the task: {exc!r}")
+            self._task_error(task, exc)
         finally:
-            task.state = "done" if task.state == "running" else task.state
-            self._finish_resources(task)
-            for path in temp_dirs:
-                self._spawn_cleanup(path)
+            self._end(task, held, temp_dirs)
+
+    def _task_done(self, task, outputs, extra_info, flush_now=False):
+        """Report a finished task; ``flush_now``: in this turn, not at its end (saves a
+        turn where results come one per read anyway; deep queues still batch)."""
+        if self.tasks.get(task.key) is not task:
+            return
+        info = self._base_info(task)
+        if extra_info:
+            info.update(extra_info)
+        for obj in outputs:
+            self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
+                                         obj.content_type or "",
+                                         dumps_or_empty(obj.info)))
+        self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
+        self.tasks.pop(task.key, None)
+        if flush_now:
+            self._flush()
+        else:
+            self._schedule_flush()
+
+    def _task_error(self, task, exc):
+        """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""
+        if self.tasks.get(task.key) is not task or self._closing:
+            return      # (closing: the server learns from the lost connection)
+        if isinstance(exc, CallReturned):
+            if task.state == "running":
+                task.state = "queued"
+                task.start = None
+                self.queue.appendleft(task)
+        elif isinstance(exc, (TaskError, ExecutorError, TaskFailure)):
+            extra = exc.info if isinstance(exc, TaskFailure) else None
+            self._fail_task(task, str(exc), extra)
+        else:
+            logger.error("task %s failed inside the governor", task.key, exc_info=exc)
+            self._fail_task(task, f"Governor error while running the task: {exc!r}")
+
+    def _end(self, task, inputs, temp_dirs, pump=True):
+        """After every run, however it ended: unpin the inputs, pass on the CPUs."""
+        for obj in inputs:
+            obj.refs -= 1
+        if task.state == "running":
+            task.state = "done"
+        executor, task.ran_on, task.executor = task.ran_on, None, None
+        if task.holds_cpus:
+            task.holds_cpus = False
+            self._pass_cpus(task, executor)
+        for path in temp_dirs:
+            self._spawn_cleanup(path)
+        if pump:
             self._pump()
 
+    def _pass_cpus(self, task, executor):
+        """``task`` is over: its CPUs go to the next call queued in its executor (now
+        running there), else back to the free pool."""
+        calls = executor.calls if executor is not None and not executor.dead else None
+        if calls:
+            successor = calls[0].task
+            if not successor.holds_cpus and successor.state == "running":
+                successor.holds_cpus = True
+                self._task_updates.append((successor.key, RUNNING_STATE, b""))
+                self._schedule_flush()
+                return
+        self._finish_resources(task)
+
     def _base_info(self, task):
+        duration = task.duration
         return {
             "start_time": datetime.datetime.fromtimestamp(
                 task.start, datetime.timezone.utc).isoformat(),
-            "duration": time.time() - task.start,
+            "duration": duration if duration is not None else time.time() - task.start,
             "governor": self.governor_id,
         }
 
@@ -433,18 +632,51 @@ class Governor:
                             f"{executor_type!r} is registered on governor "
                             f"{self.governor_id}")
         executor = await self.executors.acquire(executor_type)
-        task.executor = executor
+        task.executor = task.ran_on = executor
+        body = await self._call_body(task, method, inputs, outputs, executor)
+        future = asyncio.get_running_loop().create_future()
+        executor.send_call(body, task, lambda result, started: _settle(future, (result, started)),
+                           lambda exc: _settle(future, exc, True))
+        result, started = await future
+        task.executor = None
+        self._take_timing(task, result, started)
         try:
-            body = await self._call_body(task, method, inputs, outputs, executor)
-            result = await executor.call(body)
-            info = await self._take_executor_result(task, executor, result, inputs, outputs)
-        finally:
-            task.executor = None
+            results, info = self._executor_results(executor, result, inputs, outputs)
+            await self._store_results(outputs, results)
+        except Exception as exc:
+            self._call_failed(executor, exc)
+            raise
         self.executors.release(executor)
         return info
 
+    @staticmethod
+    def _take_timing(task, result, started):
+        """The executor's own start time and duration when it reports them (with queued
+        calls the governor cannot see when a call really started), else ours."""
+        if isinstance(result, dict):
+            start, duration = result.get("start_time"), result.get("duration")
+            if isinstance(start, (int, float)) and isinstance(duration, (int, float)):
+                task.start = start
+                task.duration = duration
+                return
+        if started is not None:
+            task.start = started
+            task.duration = time.time() - started
+
     async def _call_body(self, task, method, inputs, outputs, executor):
+        body = self._call_body_now(task, method, inputs, outputs, executor)
+        if body is not None:
+            return body
         loop = asyncio.get_running_loop()
+        for obj in inputs:
+            if obj.path is None and obj.key not in executor.cached and \
+                    not (obj.data is not None and obj.data_type == BLOB):
+                await loop.run_in_executor(None, self.store.materialize, obj)
+        return self._call_body_now(task, method, inputs, outputs, executor, True)
+
+    def _call_body_now(self, task, method, inputs, outputs, executor, materialize=False):
+        """The body of the ``call`` message, or None when an input must first be written
+        to a file (``materialize``: do it here, it was just done in a thread)."""
         input_specs = []
         for obj, label in zip(inputs, task.labels):
             entry = {"id": list(obj.key), "label": label or None,
@@ -455,8 +687,11 @@ class Governor:
             elif obj.data is not None and obj.data_type == BLOB:
                 entry["location"] = ["memory", obj.data]
             else:
-                path = obj.path or await loop.run_in_executor(None, self.store.materialize,
-                                                              obj)
+                path = obj.path
+                if path is None:
+                    if not materialize:
+                        return None
+                    path = self.store.materialize(obj)
                 entry["location"] = ["path", path]
             input_specs.append(entry)
         output_specs = [{"id": list(obj.key), "label": obj.label or None,
@@ -472,19 +707,9 @@ class Governor:
             "outputs": output_specs,
         }
 
-    async def _take_executor_result(self, task, executor, result, inputs, outputs):
-        try:
-            return await self._read_executor_result(executor, result, inputs, outputs)
-        except (TaskFailure, TaskError):
-            # The call is over and the executor is healthy: it goes back to the pool
-            # (_execute only releases it after a success).
-            self.executors.release(executor)
-            raise
-        except ExecutorError:
-            executor.kill()
-            raise
-
-    async def _read_executor_result(self, executor, result, inputs, outputs):
+    def _executor_results(self, executor, result, inputs, outputs):
+        """Check a ``result`` body: ``(results for _store_results, extra task info)``;
+        raises TaskFailure, TaskError (the executor is fine) or ExecutorError."""
         if not isinstance(result, dict):
             raise ExecutorError("executor sent a malformed result")
         cached = result.get("cached")
@@ -536,8 +761,27 @@ class Governor:
                 results.append(("same", source))
             else:
                 raise ExecutorError(f"executor sent an invalid output location {location!r}")
-        await self._store_results(outputs, results)
-        return info
+        return results, info
+
+    def _store_now(self, outputs, results):
+        """Store the outputs if that needs no file work (the common case of small blobs);
+        False, having stored nothing, if ``_store_results`` must do it."""
+        for obj, (kind, value) in zip(outputs, results):
+            if obj.state == READY:
+                continue
+            if kind == "bytes":
+                if obj.data_type == DIRECTORY or len(value) > (1 << 24):
+                    return False
+            elif kind != "same" or value.data is None:
+                return False
+        for obj, (kind, value) in zip(outputs, results):
+            if obj.state == READY:
+                continue
+            if kind == "same":
+                obj.content_type = obj.content_type or value.content_type
+                value = value.data
+            self.store.set_bytes(obj, value)
+        return True
 
     async def _store_results(self, outputs, results):
         loop = asyncio.get_running_loop()
@@ -581,10 +825,21 @@ class Governor:
     # ======================================================================================
     # Reporting
 
+    def _note_started(self):
+        """A "running" update was added: if it is the only news, arm the timer that sends
+        it unless the task's end comes first, without a loop turn for ``_flush``."""
+        if self._flush_scheduled or self._hold_timer is not None or self._urgent or \
+                self._object_updates or self.server is None or \
+                any(u[1] != RUNNING_STATE for u in self._task_updates):
+            self._schedule_flush()
+            return
+        self._hold_timer = self._loop.call_later(
+            HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
+
     def _schedule_flush(self):
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _hold_updates(self):
         """Whether this turn's updates may wait for the next ones.
@@ -594,11 +849,18 @@ class Governor:
         round and assignment back) cost more than the tasks. While at least
         ``HOLD_QUEUE`` tasks wait here for a CPU, the server has nothing urgent to do
         with our news, so updates are sent per ``HOLD_BATCH`` (or after ``HOLD_MAX``
-        seconds at most). Anything else (a short queue: chains, the end of a graph, long
+        seconds at most). News that tasks started, alone, waits up to ``HOLD_STARTED``
+        for their end. Anything else (a short queue: chains, the end of a graph, long
         tasks; a failure) leaves at the end of this loop turn as before.
         """
-        return (not self._urgent and len(self._task_updates) < HOLD_BATCH
-                and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus))
+        if self._urgent:
+            return False
+        updates = self._task_updates
+        if len(updates) < HOLD_BATCH and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus):
+            return True
+        # Only "started" news (a chain's next link, say): it may wait a moment for the
+        # task's end, so that one message instead of two wakes the server.
+        return not self._object_updates and all(u[1] == RUNNING_STATE for u in updates)
 
     def _flush_held(self):
         self._hold_timer = None
@@ -611,8 +873,8 @@ class Governor:
             return
         if self._hold_updates():
             if self._hold_timer is None:
-                self._hold_timer = asyncio.get_running_loop().call_later(
-                    HOLD_MAX, self._flush_held)
+                self._hold_timer = self._loop.call_later(
+                    HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
             return
         self._urgent = False
         if self._hold_timer is not None:
@@ -621,27 +883,14 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
-        ol = update.init("objects", len(objects))
-        for i, (key, state, size, content_type, info) in enumerate(objects):
-            entry = ol[i]
-            entry.id.session = key[0]
-            entry.id.id = key[1]
-            entry.state = state
-            entry.size = size
-            if content_type:
-                entry.contentType = content_type
-            if info:
-                entry.info = info
+        if objects:
+            (update.objectIds, update.objectStates, update.objectSizes,
+             update.objectDetails) = update_columns.encode_objects(objects)
         tasks, self._task_updates = self._task_updates, []
-        tl = update.init("tasks", len(tasks))
-        for i, (key, state, info) in enumerate(tasks):
-            entry = tl[i]
-            entry.id.session = key[0]
-            entry.id.id = key[1]
-            entry.state = state
-            if info:
-                entry.info = info
-        self.server.send(msg.to_bytes())
+        if tasks:
+            update.taskIds, update.taskStates, update.taskInfos = \
+                update_columns.encode_tasks(_merge_task_updates(tasks))
+        send_now(self.server, msg.to_bytes())
 
     def _schedule_monitoring(self):
         loop = asyncio.get_running_loop()
@@ -678,6 +927,7 @@ class Governor:
             self.closed.set_result("drained")
 
     async def close(self):
+        self._closing = True
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
@@ -702,6 +952,23 @@ class TaskFailure(Exception):
     def __init__(self, message, info):
         super().__init__(message)
         self.info = info
+
+
+def _settle(future, value, error=False):
+    if not future.done():
+        if error:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+def _merge_task_updates(updates):
+    """Drop the "running" entry of a task that also finished in this batch: the server
+    records the start from the finished entry (whose info has the start time)."""
+    finished = {key for key, state, _ in updates if state == FINISHED_STATE}
+    if not finished:
+        return updates
+    return [u for u in updates if u[1] != RUNNING_STATE or u[0] not in finished]
 
 
 def _write_file(path, data):

@@ -10,6 +10,7 @@ import logging
 import capnp
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
+from ..common import update_columns
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
@@ -335,11 +336,7 @@ class RainServer:
                                            traversal_limit_in_words=TRAVERSAL_LIMIT) as msg:
             which = msg.which()
             if which == "update":
-                update = msg.update
-                objects = [(o.id.session, o.id.id, int(o.state.raw), o.size, o.contentType,
-                            o.info) for o in update.objects]
-                tasks = [(t.id.session, t.id.id, int(t.state.raw), t.info)
-                         for t in update.tasks]
+                objects, tasks = decode_governor_update(msg.update)
                 if objects:
                     self.core.on_object_updates(governor, objects)
                 if tasks:
@@ -456,6 +453,23 @@ def encode_response(request_id, kind, payload):
 def _fill_id(builder, key):
     builder.session = key[0]
     builder.id = key[1]
+
+
+def decode_governor_update(update):
+    """``(objects, tasks)`` of an update, as ``ServerCore.on_object_updates`` and
+    ``on_task_updates`` take them; the columns if the governor sent them, else the lists."""
+    try:
+        objects = update_columns.decode_objects(
+            update.objectIds, update.objectStates, update.objectSizes,
+            update.objectDetails) if update.objectIds else \
+            [(o.id.session, o.id.id, int(o.state.raw), o.size, o.contentType, o.info)
+             for o in update.objects]
+        tasks = update_columns.decode_tasks(
+            update.taskIds, update.taskStates, update.taskInfos) if update.taskIds else \
+            [(t.id.session, t.id.id, int(t.state.raw), t.info) for t in update.tasks]
+    except update_columns.ColumnError as exc:
+        raise ProtocolError(f"malformed governor update: {exc}") from None
+    return objects, tasks
 
 
 def encode_governor_work(governor):

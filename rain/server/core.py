@@ -504,6 +504,11 @@ class ServerCore:
                                      "name": task.name})
             elif state == FINISHED:
                 if task.state in (ASSIGNED, RUNNING):
+                    if task.state == ASSIGNED:
+                        # Started and finished between two updates: one entry says both.
+                        self.comm.event({"type": "TaskStarted", "session": session_id,
+                                         "task": task_id, "governor": governor.id,
+                                         "name": task.name})
                     task.info = info
                     self._task_finished(task)
             elif state == FAILED:
