@@ -10,7 +10,7 @@
 # Values that are free-form on purpose (task config, user attributes, info dicts, resource
 # maps) travel as CBOR in `Data` fields; an empty `Data` means "none".
 
-const protocolVersion :UInt32 = 1;
+const protocolVersion :UInt32 = 2;
 
 struct Hello {
   protocolVersion @0 :UInt32;
@@ -243,20 +243,6 @@ struct Assignment {
   tasks @1 :List(TaskAssignment);
 }
 
-struct TaskUpdate {
-  id @0 :Id;
-  state @1 :TaskState;        # running, finished or failed
-  info @2 :Data;              # CBOR map (TaskInfo)
-}
-
-struct ObjectUpdate {
-  id @0 :Id;
-  state @1 :ObjectState;      # finished: now held here; removed: dropped here
-  size @2 :Int64;
-  contentType @3 :Text;
-  info @4 :Data;              # CBOR map (ObjectInfo)
-}
-
 struct GovernorInfo {
   requestId @0 :UInt64;
   tasks @1 :List(Id);
@@ -274,17 +260,17 @@ struct GovernorToServer {
 }
 
 struct Update {
-  # A governor sends either the lists (older governors) or the columns (same entries, one
-  # packed array per field: rain/common/update_columns.py), which are much cheaper to read.
-  tasks @0 :List(TaskUpdate);
-  objects @1 :List(ObjectUpdate);
-  taskIds @2 :Data;           # little-endian uint64 pairs (session, id)
-  taskStates @3 :Data;        # one TaskState ordinal per byte
-  taskInfos @4 :Data;         # CBOR array: per task the CBOR TaskInfo map as bytes, or empty
-  objectIds @5 :Data;         # little-endian uint64 pairs (session, id)
-  objectStates @6 :Data;      # one ObjectState ordinal per byte
-  objectSizes @7 :Data;       # little-endian int64 per object
-  objectDetails @8 :Data;     # CBOR array [[content type text per object], [info bytes ...]]
+  # One packed array per field (rain/common/update_columns.py): the server reads a batch
+  # of thousands of entries with a few bulk operations instead of a call per field.
+  # Tasks: running, finished or failed; objects: finished (now held by the governor) or
+  # removed (dropped by it).
+  taskIds @0 :Data;           # little-endian uint64 pairs (session, id)
+  taskStates @1 :Data;        # one TaskState ordinal per byte
+  taskInfos @2 :Data;         # CBOR array: per task the CBOR TaskInfo map as bytes, or empty
+  objectIds @3 :Data;         # little-endian uint64 pairs (session, id)
+  objectStates @4 :Data;      # one ObjectState ordinal per byte
+  objectSizes @5 :Data;       # little-endian int64 per object
+  objectDetails @6 :Data;     # CBOR array [[content type text per object], [info bytes ...]]
 }
 
 # ------------------------------------------------------------------------------------------

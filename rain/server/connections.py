@@ -457,16 +457,13 @@ def _fill_id(builder, key):
 
 def decode_governor_update(update):
     """``(objects, tasks)`` of an update, as ``ServerCore.on_object_updates`` and
-    ``on_task_updates`` take them; the columns if the governor sent them, else the lists."""
+    ``on_task_updates`` take them."""
     try:
         objects = update_columns.decode_objects(
             update.objectIds, update.objectStates, update.objectSizes,
-            update.objectDetails) if update.objectIds else \
-            [(o.id.session, o.id.id, int(o.state.raw), o.size, o.contentType, o.info)
-             for o in update.objects]
+            update.objectDetails) if update.objectIds else ()
         tasks = update_columns.decode_tasks(
-            update.taskIds, update.taskStates, update.taskInfos) if update.taskIds else \
-            [(t.id.session, t.id.id, int(t.state.raw), t.info) for t in update.tasks]
+            update.taskIds, update.taskStates, update.taskInfos) if update.taskIds else ()
     except update_columns.ColumnError as exc:
         raise ProtocolError(f"malformed governor update: {exc}") from None
     return objects, tasks
