@@ -213,7 +213,7 @@ def run(n_tasks, n_governors, cpus, quiet=False):
                     sid = task.session.id
                     for obj in task.outputs:
                         object_updates.append(
-                            (sid, obj.id, OBJ_FINISHED, OUTPUT_SIZE, "", b""))
+                            (sid, obj.id, OBJ_FINISHED, OUTPUT_SIZE, "", b"", None))
                     task_updates.append((sid, task.id, FINISHED, b""))
                 with updates:
                     core.on_object_updates(governor, object_updates)

@@ -6,6 +6,7 @@ import pytest
 from rain.client import RainException, TaskException, blob, tasks
 from rain.client.rpc.common import DataObjectState, TaskState
 from rain.common import ID
+from rain.common.update_columns import INLINE_DATA_MAX
 
 
 def test_sleep_chain_runs_in_sequence(client):
@@ -249,7 +250,9 @@ def test_lost_governor_with_only_copy_fails_session(make_cluster):
     cluster = make_cluster([1])
     client = cluster.client()
     with client.new_session() as s:
-        first = tasks.Concat((blob("a"), blob("b")))
+        # Bigger than what the server holds itself (INLINE_DATA_MAX): the governor has
+        # the only copy.
+        first = tasks.Concat((blob("a" * (INLINE_DATA_MAX + 1)), blob("b")))
         first.output.keep()
         s.submit()
         s.wait([first])
@@ -267,6 +270,27 @@ def test_lost_governor_with_only_copy_fails_session(make_cluster):
         t.output.keep()
         s.submit()
         assert t.output.fetch().get_bytes() == b"still works"
+
+
+def test_small_kept_result_survives_the_loss_of_its_governor(make_cluster):
+    """A small kept result comes to the server with its task's update: fetching it takes
+    no trip to the governor, and losing the governor loses nothing."""
+    import os
+    import signal
+    cluster = make_cluster([1])
+    client = cluster.client()
+    with client.new_session() as s:
+        small = tasks.Concat((blob("a" * (INLINE_DATA_MAX - 1)), blob("b")))
+        small.output.keep()
+        s.submit()
+        s.wait([small])
+        os.killpg(cluster.governor_processes[0].pid, signal.SIGKILL)
+        cluster.governor_processes[0].wait()
+        deadline = time.monotonic() + 5
+        while client.get_server_info()["governors"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert small.output.fetch().get_bytes() == b"a" * (INLINE_DATA_MAX - 1) + b"b"
 
 
 def test_test_mode_places_consumer_with_pretended_data(make_cluster):

@@ -124,7 +124,7 @@ class Sim:
         governor = task.governor
         sizes = sizes or {}
         self.core.on_object_updates(governor, [
-            (sid, obj.id, OBJ_FINISHED, sizes.get(obj.id, 100), "", b"")
+            (sid, obj.id, OBJ_FINISHED, sizes.get(obj.id, 100), "", b"", None)
             for obj in task.outputs])
         self.core.on_task_updates(governor, [(sid, tid, FINISHED, b"")])
         self.check()
@@ -721,7 +721,7 @@ def test_lost_governor_with_copies_elsewhere_keeps_session_alive():
     other = "g2" if holder == "g1" else "g1"
     sim.finish(20)
     # The other governor fetched a copy (a consumer ran there) and reported it.
-    sim.core.on_object_updates(sim.gov[other], [(sim.sid, 11, OBJ_FINISHED, 100, "", b"")])
+    sim.core.on_object_updates(sim.gov[other], [(sim.sid, 11, OBJ_FINISHED, 100, "", b"", None)])
     sim.core.remove_governor(sim.gov.pop(holder))
     sim.check()
     assert sim.session().error is None
@@ -788,3 +788,51 @@ def test_states_after_each_step():
     assert sim.task(20).state == RUNNING
     sim.finish(20)
     assert sim.task(20).state == FINISHED and sim.obj(11).state == OBJ_FINISHED
+
+
+# ------------------------------------------------------------------------------------------
+# Small kept results held by the server
+
+def test_small_kept_results_are_held_for_fetch_within_the_budget(monkeypatch):
+    import rain.server.core as core_module
+    sim = Sim()
+    sim.submit([T(20, [], [21]), T(22, [], [23]), T(24, [], [25])],
+               [O(21, keep=True), O(23), O(25, keep=True)])
+    sim.schedule()
+    monkeypatch.setattr(core_module, "INLINE_BUDGET", 5)
+    for tid, oid, data in ((20, 21, b"abc"), (22, 23, b"def"), (24, 25, b"ghi")):
+        governor = sim.task(tid).governor
+        sim.core.on_object_updates(governor, [(sim.sid, oid, OBJ_FINISHED, 3, "", b"", data)])
+        sim.core.on_task_updates(governor, [(sim.sid, tid, FINISHED, b"")])
+    # Kept and within the budget: held; not kept, or over the budget: left to the governor.
+    assert sim.obj(21).data == b"abc" and sim.obj(23).data is None
+    assert sim.obj(25).data is None
+    assert sim.core.inline_bytes == 3 and sim.session().inline_bytes == 3
+    fetch = sim.request_id()
+    sim.core.fetch(sim.client, fetch, sim.sid, 21)
+    kind, (obj, data, location) = sim.comm.reply_to(fetch)
+    assert kind == "fetch" and data == b"abc" and location is None
+    fetch = sim.request_id()
+    sim.core.fetch(sim.client, fetch, sim.sid, 25)
+    kind, (obj, data, location) = sim.comm.reply_to(fetch)
+    assert kind == "fetch" and data is None and location == sim.task(24).governor.id
+    # Unkeeping gives the bytes back to the budget; so does closing the session.
+    sim.core.unkeep(sim.client, sim.sid, [21])
+    assert sim.core.inline_bytes == 0 and sim.session().inline_bytes == 0
+    other = sim.new_session()
+    sim.submit([T(30, [], [31])], [O(31, keep=True)], sid=other)
+    sim.schedule()
+    governor = sim.task(30, other).governor
+    sim.core.on_object_updates(governor, [(other, 31, OBJ_FINISHED, 2, "", b"", b"xy")])
+    assert sim.core.inline_bytes == 2
+    sim.core.close_session(sim.client, other)
+    assert sim.core.inline_bytes == 0
+
+
+def test_a_result_whose_bytes_do_not_match_its_size_is_not_held():
+    sim = Sim()
+    sim.submit([T(20, [], [21])], [O(21, keep=True)])
+    sim.schedule()
+    governor = sim.task(20).governor
+    sim.core.on_object_updates(governor, [(sim.sid, 21, OBJ_FINISHED, 10, "", b"", b"abc")])
+    assert sim.obj(21).data is None and sim.core.inline_bytes == 0

@@ -13,6 +13,9 @@ import sys
 import cbor2
 
 _BIG_ENDIAN = sys.byteorder == "big"
+#: Finished blobs up to this size travel with their update, so that the server can answer
+#: a client's fetch of a kept result itself (no second trip to the governor).
+INLINE_DATA_MAX = 4096
 
 
 class ColumnError(ValueError):
@@ -67,25 +70,36 @@ def decode_tasks(ids, states, infos):
 
 
 def encode_objects(entries):
-    """``entries``: (key, state, size, content_type, info_bytes) -> column bytes
-    (ids, states, sizes, details)."""
+    """``entries``: (key, state, size, content_type, info_bytes[, data]) -> column bytes
+    (ids, states, sizes, details). ``data``: the bytes of a small finished blob (see
+    ``INLINE_DATA_MAX``), or None; the data list is left out when no entry has any."""
+    details = [[e[3] for e in entries], [e[4] for e in entries]]
+    data = [e[5] if len(e) > 5 else None for e in entries]
+    if any(value is not None for value in data):
+        details.append(data)
     return (pack_ids(e[0] for e in entries), bytes(e[1] for e in entries),
-            _pack("q", (e[2] for e in entries)),
-            cbor2.dumps([[e[3] for e in entries], [e[4] for e in entries]]))
+            _pack("q", (e[2] for e in entries)), cbor2.dumps(details))
 
 
 def decode_objects(ids, states, sizes, details):
-    """Columns -> [(session, id, state, size, content_type, info_bytes)]."""
+    """Columns -> [(session, id, state, size, content_type, info_bytes, data_or_None)]."""
     sessions, object_ids = unpack_ids(ids, "object ids")
     sizes = _unpack("q", sizes, "object sizes")
     details = _cbor_list(details, "object details")
-    if len(details) != 2:
-        raise ColumnError("object details must be [content types, infos]")
-    content_types, infos = details
-    if not isinstance(content_types, list) or not isinstance(infos, list) or \
-            not len(sessions) == len(states) == len(sizes) == len(content_types) == len(infos):
+    if len(details) not in (2, 3):
+        raise ColumnError("object details must be [content types, infos(, data)]")
+    content_types, infos = details[0], details[1]
+    data = details[2] if len(details) == 3 else [None] * len(sessions)
+    if not all(isinstance(column, list) for column in (content_types, infos, data)) or \
+            not len(sessions) == len(states) == len(sizes) == len(content_types) \
+            == len(infos) == len(data):
         raise ColumnError("object update columns differ in length")
-    return list(zip(sessions, object_ids, states, sizes, content_types, infos))
+    if not all(type(value) is str for value in content_types) or \
+            not all(type(value) is bytes for value in infos) or \
+            not all(value is None or type(value) is bytes for value in data):
+        raise ColumnError("object details: content types must be text, infos and data "
+                          "bytes")
+    return list(zip(sessions, object_ids, states, sizes, content_types, infos, data))
 
 
 def _cbor_list(data, what):

@@ -16,6 +16,7 @@ import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import update_columns
+from ..common.update_columns import INLINE_DATA_MAX
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
@@ -524,9 +525,12 @@ class Governor:
         if extra_info:
             info.update(extra_info)
         for obj in outputs:
+            data = obj.data
             self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
                                          obj.content_type or "",
-                                         dumps_or_empty(obj.info)))
+                                         dumps_or_empty(obj.info),
+                                         data if data is not None and obj.data_type == BLOB
+                                         and len(data) <= INLINE_DATA_MAX else None))
         self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
         self.tasks.pop(task.key, None)
         if flush_now:

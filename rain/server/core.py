@@ -29,6 +29,10 @@ GC_COLLECT_ITEMS = 100_000
 #: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
 #: unfinished-task count, not on every task (one entry instead of one per task).
 ALL_TASKS = "all tasks"
+#: Bytes of small kept results the server holds (sent along by governors, see
+#: ``update_columns.INLINE_DATA_MAX``) so that fetching them takes no trip to a governor;
+#: beyond this, fetches go to the governors as for bigger objects.
+INLINE_BUDGET = 64 << 20
 
 
 class ServerCore:
@@ -44,6 +48,7 @@ class ServerCore:
         self._next_client_id = 1
         self._schedule_needed = False
         self._graph_items = 0        # tasks + objects of open sessions (GC heuristic)
+        self.inline_bytes = 0        # see INLINE_BUDGET
 
     # ======================================================================================
     # Clients and sessions
@@ -97,6 +102,8 @@ class ServerCore:
                 self._fail_waiter(waiter, error)
         session.waiters.clear()
         self._graph_items -= len(session.tasks) + len(session.objects)
+        self.inline_bytes -= session.inline_bytes
+        session.inline_bytes = 0
         session.tasks.clear()
         session.objects.clear()
         self.comm.event({"type": "SessionClosed", "session": session.id, "reason": reason,
@@ -518,8 +525,9 @@ class ServerCore:
         self._debug_check()
 
     def on_object_updates(self, governor, updates):
-        """``updates``: (session_id, object_id, state, size, content_type, info_bytes)."""
-        for session_id, object_id, state, size, content_type, info in updates:
+        """``updates``: (session_id, object_id, state, size, content_type, info_bytes,
+        data_or_None)."""
+        for session_id, object_id, state, size, content_type, info, data in updates:
             session = self.sessions.get(session_id)
             if session is None:
                 continue
@@ -536,6 +544,11 @@ class ServerCore:
                     if content_type:
                         obj.content_type = content_type
                     obj.info = info
+                    if data is not None and obj.keep and len(data) == size \
+                            and self.inline_bytes + size <= INLINE_BUDGET:
+                        obj.data = data
+                        session.inline_bytes += size
+                        self.inline_bytes += size
             elif state == REMOVED:
                 if governor in obj.locations:
                     obj.locations.remove(governor)
@@ -617,6 +630,9 @@ class ServerCore:
                 free[name] = free.get(name, 0) + amount
 
     def _remove_object(self, obj):
+        if obj.data is not None and obj.producer is not None:
+            obj.session.inline_bytes -= len(obj.data)
+            self.inline_bytes -= len(obj.data)
         obj.state = REMOVED
         key = obj.key
         for governor in obj.known_by:

@@ -111,7 +111,7 @@ class Governor:
 
 class Session:
     __slots__ = ("id", "client", "name", "spec", "tasks", "objects", "error", "closed",
-                 "unfinished_tasks", "waiters", "stats")
+                 "unfinished_tasks", "waiters", "stats", "inline_bytes")
 
     def __init__(self, session_id, client, name, spec):
         self.id = session_id
@@ -125,6 +125,7 @@ class Session:
         self.unfinished_tasks = 0
         self.waiters = {}          # item (Task/DataObject) -> [Waiter]
         self.stats = [0, 0, 0]     # submitted, finished, failed tasks
+        self.inline_bytes = 0      # results' bytes held here for fetches (see INLINE_BUDGET)
 
 
 class SessionError:
