@@ -335,3 +335,24 @@ def test_wait_brings_info(client):
         t.wait()
         assert t.state == TaskState.finished
         assert t.info is not None and t.info.governor and t.info.duration >= 0
+
+
+def test_requests_after_the_server_died_fail_clearly(make_cluster):
+    """Requests are written straight from the caller's thread: once the server is gone,
+    the next one must raise a clear error, never hang or write into a reused socket."""
+    import os
+    import signal
+    cluster = make_cluster([1])
+    client = cluster.client()
+    session = client.new_session()
+    os.killpg(cluster.server_process.pid, signal.SIGKILL)
+    cluster.server_process.wait()
+    deadline = time.monotonic() + 10
+    with pytest.raises(RainException, match="lost|not connected"):
+        while time.monotonic() < deadline:
+            client.get_server_info()
+            time.sleep(0.05)
+    with pytest.raises(RainException, match="lost|not connected"):
+        with session.bind_only():
+            tasks.Concat((blob("a"), blob("b")))
+        session.submit()

@@ -2,20 +2,23 @@
 
 Rain's client API is synchronous, and it must also work inside a Jupyter kernel whose main
 thread already runs an event loop. So each ``Client`` owns a daemon thread with its own
-asyncio loop; a synchronous call encodes its request in the caller's thread, hands the
-frame to the loop with ``call_soon_threadsafe`` and blocks on a ``concurrent.futures``
-future that the loop resolves when the reply arrives. Pushed server events are delivered
-to subscribers on the same thread (subscribers must not block).
+asyncio loop that reads the connection; a synchronous call encodes its request and writes
+it to the socket in the caller's own thread (no hand-over to the loop thread, which would
+cost a thread wake-up per request), then blocks on a ``concurrent.futures`` future that
+the loop resolves when the reply arrives. Pushed server events are delivered to
+subscribers on the loop thread (subscribers must not block).
 """
 import asyncio
 import concurrent.futures
 import logging
+import os
+import select
 import threading
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import loads_or
 from ..common.errors import RainException
-from ..common.framing import FrameProtocol
+from ..common.framing import FrameProtocol, encode_frame
 from ..governor.transfer import PeerPool, TransferError
 
 logger = logging.getLogger(__name__)
@@ -72,6 +75,8 @@ class ServerConnection:
         self._pending = {}
         self._next_request = 1
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._fd = None       # the connection's socket, written by callers (see _write)
         self.conn = None
         self.closed = False
         self.event_listeners = []
@@ -109,6 +114,7 @@ class ServerConnection:
         ok, error = await self._hello
         if not ok:
             raise RainException(f"The server refused the connection: {error}")
+        self._fd = _transport.get_extra_info("socket").fileno()
 
     def _on_frame(self, conn, frame):
         if not self._hello.done():
@@ -140,6 +146,9 @@ class ServerConnection:
             future.set_result(value)
 
     def _on_close(self, conn, exc):
+        # Runs before the transport closes the socket: no caller writes to it after this.
+        with self._send_lock:
+            self._fd = None
         self.closed = True
         if not self._hello.done():
             self._hello.set_exception(RainException("The server closed the connection"))
@@ -162,17 +171,37 @@ class ServerConnection:
         msg = R.ClientRequest.new_message(requestId=request_id)
         fill(msg)
         frame = msg.to_bytes()
-        self.loop.call_soon_threadsafe(self._send, frame, request_id)
+        try:
+            self._write(frame)
+        except OSError:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise ConnectionLost("Connection to the server was lost") from None
         return future
 
-    def _send(self, frame, request_id):
-        if self.conn is None or self.conn.closed:
-            with self._lock:
-                future = self._pending.pop(request_id, None)
-            if future is not None and not future.done():
-                future.set_exception(ConnectionLost("Connection to the server was lost"))
-            return
-        self.conn.send(frame)
+    def _write(self, frame):
+        """Write one frame from the caller's thread; waits while the socket's buffer is
+        full (a big submit), so a fast producer is held back by the server's reading.
+        The loop thread only reads this socket after the hello."""
+        pending = [memoryview(encode_frame(frame)), memoryview(frame)]
+        with self._send_lock:
+            while pending:
+                fd = self._fd
+                if fd is None:
+                    raise ConnectionResetError("connection closed")
+                try:
+                    sent = os.writev(fd, pending)
+                except BlockingIOError:
+                    select.select([], [fd], [], 1.0)
+                    continue
+                while sent and pending:
+                    head = pending[0]
+                    if sent >= len(head):
+                        sent -= len(head)
+                        pending.pop(0)
+                    else:
+                        pending[0] = head[sent:]
+                        sent = 0
 
     def request(self, fill, timeout=None):
         return self.request_async(fill).result(timeout)
