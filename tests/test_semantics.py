@@ -244,9 +244,19 @@ def test_lost_governor_reruns_tasks_elsewhere(make_cluster):
     assert len(info["governors"]) == 1
 
 
-def test_lost_governor_with_only_copy_fails_session(make_cluster):
+def kill_the_only_governor(cluster, client):
+    """SIGKILL the cluster's one governor and wait until the server has let it go."""
     import os
     import signal
+    os.killpg(cluster.governor_processes[0].pid, signal.SIGKILL)
+    cluster.governor_processes[0].wait()
+    deadline = time.monotonic() + 5
+    while client.get_server_info()["governors"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_lost_governor_with_only_copy_fails_session(make_cluster):
     cluster = make_cluster([1])
     client = cluster.client()
     with client.new_session() as s:
@@ -256,12 +266,7 @@ def test_lost_governor_with_only_copy_fails_session(make_cluster):
         first.output.keep()
         s.submit()
         s.wait([first])
-        os.killpg(cluster.governor_processes[0].pid, signal.SIGKILL)
-        cluster.governor_processes[0].wait()
-        deadline = time.monotonic() + 5
-        while client.get_server_info()["governors"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        kill_the_only_governor(cluster, client)
         with pytest.raises(TaskException, match="lost"):
             first.output.fetch()
     cluster.add_governor(1)
@@ -275,8 +280,6 @@ def test_lost_governor_with_only_copy_fails_session(make_cluster):
 def test_small_kept_result_survives_the_loss_of_its_governor(make_cluster):
     """A small kept result comes to the server with its task's update: fetching it takes
     no trip to the governor, and losing the governor loses nothing."""
-    import os
-    import signal
     cluster = make_cluster([1])
     client = cluster.client()
     with client.new_session() as s:
@@ -284,12 +287,7 @@ def test_small_kept_result_survives_the_loss_of_its_governor(make_cluster):
         small.output.keep()
         s.submit()
         s.wait([small])
-        os.killpg(cluster.governor_processes[0].pid, signal.SIGKILL)
-        cluster.governor_processes[0].wait()
-        deadline = time.monotonic() + 5
-        while client.get_server_info()["governors"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        kill_the_only_governor(cluster, client)
         assert small.output.fetch().get_bytes() == b"a" * (INLINE_DATA_MAX - 1) + b"b"
 
 

@@ -346,14 +346,7 @@ class PyExecutor:
             if name == OUTPUTS_DIR:
                 self._prune_outputs()
                 continue
-            path = os.path.join(self.workdir, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            _remove(os.path.join(self.workdir, name))
         self._dirty = False
 
 
@@ -364,14 +357,18 @@ class PyExecutor:
         for name in os.listdir(directory):
             number = name.partition("-")[0]
             if number.isdigit() and int(number) < self._calls - STALE_OUTPUTS_AFTER:
-                path = os.path.join(directory, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+                _remove(os.path.join(directory, name))
+
+
+def _remove(path):
+    """Remove a file, link or directory tree, ignoring what is already gone."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 class _InputResolver:
