@@ -187,7 +187,8 @@ class ServerConnection:
         with self._send_lock:
             while pending:
                 fd = self._fd
-                if fd is None:
+                # Closing (e.g. aborted) but not yet told: nobody would read the reply.
+                if fd is None or self.conn.transport.is_closing():
                     raise ConnectionResetError("connection closed")
                 try:
                     sent = os.writev(fd, pending)
