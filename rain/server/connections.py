@@ -55,7 +55,8 @@ class ServerComm:
         self.server = server
         self.loop = None
         self._dirty = set()
-        self._flush_scheduled = False
+        self._schedule_pending = False
+        self._turn_scheduled = False
 
     def reply(self, client, request_id, kind, payload):
         conn = client.conn
@@ -68,18 +69,37 @@ class ServerComm:
 
     def governor_dirty(self, governor):
         self._dirty.add(governor)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self.flush_governors)
+        self._end_turn_soon()
 
     def schedule_soon(self):
-        self.loop.call_soon(self.server.run_schedule)
+        self._schedule_pending = True
+        self._end_turn_soon()
 
     def event(self, event):
         self.server.events.add(event)
 
+    def _end_turn_soon(self):
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self.loop.call_soon(self._end_turn)
+
+    def _end_turn(self):
+        """Once per loop turn that changed something: schedule, then send every governor
+        its work at once. One callback and no further turns: each loop turn costs an
+        ``epoll_wait`` and the callback machinery, which on a small machine is as much as
+        the scheduling itself."""
+        try:
+            if self._schedule_pending:
+                self._schedule_pending = False
+                self.server.run_schedule()
+            if self._dirty:
+                self.flush_governors()
+        finally:
+            self._turn_scheduled = False
+            if self._schedule_pending or self._dirty:
+                self._end_turn_soon()
+
     def flush_governors(self):
-        self._flush_scheduled = False
         dirty, self._dirty = self._dirty, set()
         for governor in dirty:
             conn = governor.conn
@@ -89,8 +109,7 @@ class ServerComm:
                 governor.out_stop.clear()
                 governor.out_delete.clear()
                 continue
-            for frame in encode_governor_work(governor):
-                conn.send(frame)
+            conn.send_now(encode_governor_work(governor))
 
 
 class RainServer:
