@@ -788,3 +788,22 @@ def test_states_after_each_step():
     assert sim.task(20).state == RUNNING
     sim.finish(20)
     assert sim.task(20).state == FINISHED and sim.obj(11).state == OBJ_FINISHED
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"start_time": "2026-01-01T00:00:00+00:00", "duration": 0.25, "governor": "g1"},
+     {"start_time": "2026-01-01T00:00:00+00:00", "duration": 0.25, "governor": "g1"}),
+    (cbor2.dumps({"duration": 0.5}), {"duration": 0.5}),     # a map as CBOR bytes
+    (None, {}), ([1, 2], {}), (b"\xff\xff", {}), (cbor2.dumps([1]), {}), (7, {}),
+])
+def test_finished_task_info_is_a_map_whatever_the_governor_sent(info, expected):
+    sim = Sim()
+    sim.submit([T(20, [], [10]), T(21, [10], [11])], [O(10), O(11, keep=True)])
+    sim.schedule()
+    governor = sim.task(20).governor
+    sim.core.on_object_updates(governor, [(sim.sid, 10, OBJ_FINISHED, 1, "", b"")])
+    sim.core.on_task_updates(governor, [(sim.sid, 20, FINISHED, info)])
+    assert sim.task(20).info == expected
+    finished = [e for e in sim.comm.events if e["type"] == "TaskFinished"]
+    assert [e["info"] for e in finished] == [expected]
+    assert sim.schedule() == {"g1": [21]}       # the session goes on

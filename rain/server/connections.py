@@ -437,7 +437,7 @@ def encode_response(request_id, kind, payload):
             entry = tl[i]
             entry.id = task.id
             entry.state = TASK_STATE_NAMES[task.state]
-            entry.info = task.info
+            entry.info = dumps_or_empty(task.info)
         ol = state.init("objects", len(objects))
         for i, obj in enumerate(objects):
             entry = ol[i]
