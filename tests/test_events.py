@@ -403,3 +403,41 @@ def test_indexes_are_built_when_a_query_needs_them(tmp_path):
     # Post mortem reads agree with the live queries.
     assert [r["id"] for r in query_file(path, {"event_types": [{"value": "TaskStarted"}]})] \
         == [1, 2, 3]
+
+
+def test_subscribed_client_gets_events_until_it_leaves(tmp_path):
+    import threading
+    cluster = TestCluster(str(tmp_path), [1])
+    try:
+        cluster.start()
+        watcher = cluster.client()
+        received, lock = [], threading.Lock()
+
+        def on_events(batch):
+            with lock:
+                received.extend(batch)
+
+        watcher.subscribe_events(on_events)
+        worker = cluster.client()
+        with worker.new_session("watched") as session:
+            task = tasks.Concat((blob(b"ab"), blob(b"cd")), name="watched-join")
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"abcd"
+
+        def seen(kind):
+            with lock:
+                return any(e.get("type") == kind and e.get("name") == "watched-join"
+                           for e in received)
+
+        wait_for(lambda: seen("TaskFinished"), what="TaskFinished pushed to the subscriber")
+        watcher.close()
+        # With the subscriber gone the server goes on serving (and pushes to nobody).
+        with worker.new_session("after") as session:
+            task = tasks.Concat((blob(b"x"), blob(b"y")))
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"xy"
+    finally:
+        left = cluster.stop()
+    assert not left, f"processes left behind: {left}"
