@@ -365,3 +365,79 @@ def test_times_are_stored_as_numbers_and_read_as_iso_text(tmp_path):
     first = datetime.datetime.fromisoformat(rows[0]["time"])
     assert abs(first.timestamp() - before) < 60 and first.tzinfo is not None
     assert rows[1]["time"] == "2026-01-01T00:00:00+00:00"
+
+
+def _index_names(path):
+    db = sqlite3.connect(path)
+    try:
+        return {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        db.close()
+
+
+def test_indexes_are_built_when_a_query_needs_them(tmp_path):
+    import asyncio
+    from rain.server.events import EventLog, query_file
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    for session in (1, 2, 1):
+        log.add({"type": "TaskStarted", "session": session, "task": 7, "governor": 1,
+                 "name": None})
+    log.add({"type": "ClientNew", "client": 1})
+
+    async def run():
+        by_id = await log.query({"id": {"value": 1, "mode": ">"}})
+        indexes_after_id = _index_names(path)
+        by_session = await log.query({"session": {"value": 1}})
+        by_type = await log.query({"event_types": [{"value": "ClientNew"}]})
+        return by_id, indexes_after_id, by_session, by_type
+
+    by_id, indexes_after_id, by_session, by_type = asyncio.run(run())
+    log.close()
+    assert indexes_after_id == set()        # the primary key serves id filters
+    assert _index_names(path) == {"events_type", "events_session"}
+    assert [r["id"] for r in by_id] == [2, 3, 4]
+    assert [r["id"] for r in by_session] == [1, 3]
+    assert [r["event"]["type"] for r in by_type] == ["ClientNew"]
+    # Post mortem reads agree with the live queries.
+    assert [r["id"] for r in query_file(path, {"event_types": [{"value": "TaskStarted"}]})] \
+        == [1, 2, 3]
+
+
+def test_subscribed_client_gets_events_until_it_leaves(tmp_path):
+    import threading
+    cluster = TestCluster(str(tmp_path), [1])
+    try:
+        cluster.start()
+        watcher = cluster.client()
+        received, lock = [], threading.Lock()
+
+        def on_events(batch):
+            with lock:
+                received.extend(batch)
+
+        watcher.subscribe_events(on_events)
+        worker = cluster.client()
+        with worker.new_session("watched") as session:
+            task = tasks.Concat((blob(b"ab"), blob(b"cd")), name="watched-join")
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"abcd"
+
+        def seen(kind):
+            with lock:
+                return any(e.get("type") == kind and e.get("name") == "watched-join"
+                           for e in received)
+
+        wait_for(lambda: seen("TaskFinished"), what="TaskFinished pushed to the subscriber")
+        watcher.close()
+        # With the subscriber gone the server goes on serving (and pushes to nobody).
+        with worker.new_session("after") as session:
+            task = tasks.Concat((blob(b"x"), blob(b"y")))
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"xy"
+    finally:
+        left = cluster.stop()
+    assert not left, f"processes left behind: {left}"

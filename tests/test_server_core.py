@@ -836,3 +836,22 @@ def test_a_result_whose_bytes_do_not_match_its_size_is_not_held():
     governor = sim.task(20).governor
     sim.core.on_object_updates(governor, [(sim.sid, 21, OBJ_FINISHED, 10, "", b"", b"abc")])
     assert sim.obj(21).data is None and sim.core.inline_bytes == 0
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"start_time": "2026-01-01T00:00:00+00:00", "duration": 0.25, "governor": "g1"},
+     {"start_time": "2026-01-01T00:00:00+00:00", "duration": 0.25, "governor": "g1"}),
+    (cbor2.dumps({"duration": 0.5}), {"duration": 0.5}),     # a map as CBOR bytes
+    (None, {}), ([1, 2], {}), (b"\xff\xff", {}), (cbor2.dumps([1]), {}), (7, {}),
+])
+def test_finished_task_info_is_a_map_whatever_the_governor_sent(info, expected):
+    sim = Sim()
+    sim.submit([T(20, [], [10]), T(21, [10], [11])], [O(10), O(11, keep=True)])
+    sim.schedule()
+    governor = sim.task(20).governor
+    sim.core.on_object_updates(governor, [(sim.sid, 10, OBJ_FINISHED, 1, "", b"")])
+    sim.core.on_task_updates(governor, [(sim.sid, 20, FINISHED, info)])
+    assert sim.task(20).info == expected
+    finished = [e for e in sim.comm.events if e["type"] == "TaskFinished"]
+    assert [e["info"] for e in finished] == [expected]
+    assert sim.schedule() == {"g1": [21]}       # the session goes on

@@ -242,3 +242,10 @@ def test_submit_of_another_schema_is_a_request_error():
         assert req.which() == "submit" and req.requestId == 5
         with pytest.raises(RequestError, match="Malformed submit"):
             decode_submit(req.submit)
+
+
+def test_task_update_columns_carry_info_maps_nested():
+    from rain.common import update_columns
+    info = {"start_time": "2026-01-01T00:00:00+00:00", "duration": 0.5, "governor": "g"}
+    columns = update_columns.encode_tasks([((1, 5), 2, info), ((1, 6), 1, None)])
+    assert update_columns.decode_tasks(*columns) == [(1, 5, 2, info), (1, 6, 1, None)]

@@ -266,7 +266,7 @@ struct Update {
   # removed (dropped by it).
   taskIds @0 :Data;           # little-endian uint64 pairs (session, id)
   taskStates @1 :Data;        # one TaskState ordinal per byte
-  taskInfos @2 :Data;         # CBOR array: per task the CBOR TaskInfo map as bytes, or empty
+  taskInfos @2 :Data;         # CBOR array: per task the TaskInfo map (nested), or null
   objectIds @3 :Data;         # little-endian uint64 pairs (session, id)
   objectStates @4 :Data;      # one ObjectState ordinal per byte
   objectSizes @5 :Data;       # little-endian int64 per object

@@ -136,6 +136,19 @@ class FrameProtocol(asyncio.Protocol):
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 
+    def send_now(self, payloads):
+        """Write complete frames at once (after anything queued), without waiting for the
+        end of the loop turn: for a caller that already batched a turn's worth."""
+        if self.closed:
+            return
+        out = self._out
+        for payload in payloads:
+            out.append(encode_frame(payload))
+            out.append(payload)
+        if out and self.transport is not None:
+            self._out = []
+            self.transport.writelines(out)
+
     def flush(self):
         self._flush_scheduled = False
         if self._out and not self.closed and self.transport is not None:

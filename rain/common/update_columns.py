@@ -4,7 +4,9 @@ A governor reports thousands of task and object updates per second. Read as a li
 Cap'n Proto structs, each field of each entry costs the server a pycapnp call (~8 us per
 task in all); as columns the whole batch is a few bulk reads. Ids travel as little-endian
 uint64 pairs (session, id), states as one byte each, sizes as int64, and the variable parts
-(CBOR info maps, content types) as one CBOR array.
+(info maps, content types) as one CBOR array. Task infos are maps nested in that array (not
+CBOR bytes inside it): one ``cbor2.loads`` decodes a whole batch, where a byte string per
+task cost the server a decoder call per finished task.
 """
 import array
 import itertools
@@ -55,13 +57,15 @@ def unpack_ids(data, what="ids"):
 
 
 def encode_tasks(entries):
-    """``entries``: (key, state, info_bytes) -> (ids, states, infos) column bytes."""
+    """``entries``: (key, state, info) -> (ids, states, infos) column bytes; ``info`` is
+    the TaskInfo map, or None when there is nothing to say ("running")."""
     return (pack_ids(e[0] for e in entries), bytes(e[1] for e in entries),
             cbor2.dumps([e[2] for e in entries]))
 
 
 def decode_tasks(ids, states, infos):
-    """Columns -> [(session, id, state, info_bytes)]."""
+    """Columns -> [(session, id, state, info)]; ``info`` is whatever the governor put
+    there (a map, or None), for the server to check where it uses it."""
     sessions, task_ids = unpack_ids(ids, "task ids")
     infos = _cbor_list(infos, "task infos")
     if not len(sessions) == len(states) == len(infos):

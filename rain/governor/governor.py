@@ -360,7 +360,7 @@ class Governor:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) - amount
         task.start = time.time()
-        self._task_updates.append((task.key, RUNNING_STATE, b""))
+        self._task_updates.append((task.key, RUNNING_STATE, None))
         self._note_started()
         builtin_now = BUILTINS_NOW.get(task.task_type)
         if builtin_now is not None and self._run_builtin_now(task, builtin_now):
@@ -531,7 +531,7 @@ class Governor:
                                          dumps_or_empty(obj.info),
                                          data if data is not None and obj.data_type == BLOB
                                          and len(data) <= INLINE_DATA_MAX else None))
-        self._task_updates.append((task.key, FINISHED_STATE, cbor2.dumps(info)))
+        self._task_updates.append((task.key, FINISHED_STATE, info))
         self.tasks.pop(task.key, None)
         if flush_now:
             self._flush()
@@ -577,7 +577,7 @@ class Governor:
             successor = calls[0].task
             if not successor.holds_cpus and successor.state == "running":
                 successor.holds_cpus = True
-                self._task_updates.append((successor.key, RUNNING_STATE, b""))
+                self._task_updates.append((successor.key, RUNNING_STATE, None))
                 self._schedule_flush()
                 return
         self._finish_resources(task)
@@ -602,7 +602,7 @@ class Governor:
             obj = self.store.objects.get(key)
             if obj is not None and obj.state == PENDING:
                 self.store.delete_now(key)
-        self._task_updates.append((task.key, FAILED_STATE, cbor2.dumps(info)))
+        self._task_updates.append((task.key, FAILED_STATE, info))
         self._urgent = True
         self._schedule_flush()
 

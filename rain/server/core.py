@@ -494,7 +494,8 @@ class ServerCore:
         self._request_schedule()
 
     def on_task_updates(self, governor, updates):
-        """``updates``: (session_id, task_id, state, info_bytes)."""
+        """``updates``: (session_id, task_id, state, info), ``info`` the TaskInfo map (or
+        anything else from a faulty governor: then taken as empty)."""
         for session_id, task_id, state, info in updates:
             session = self.sessions.get(session_id)
             if session is None:
@@ -505,7 +506,6 @@ class ServerCore:
             if state == RUNNING:
                 if task.state == ASSIGNED:
                     task.state = RUNNING
-                    task.info = info
                     self.comm.event({"type": "TaskStarted", "session": session_id,
                                      "task": task_id, "governor": governor.id,
                                      "name": task.name})
@@ -516,11 +516,11 @@ class ServerCore:
                         self.comm.event({"type": "TaskStarted", "session": session_id,
                                          "task": task_id, "governor": governor.id,
                                          "name": task.name})
-                    task.info = info
+                    task.info = _info_map(info)
                     self._task_finished(task)
             elif state == FAILED:
                 if task.state in (ASSIGNED, RUNNING):
-                    task.info = info
+                    task.info = _info_map(info)
                     self._task_failed(task)
         self._debug_check()
 
@@ -560,7 +560,7 @@ class ServerCore:
         task.state = FINISHED
         session.unfinished_tasks -= 1
         session.stats[1] += 1
-        info = loads_or(task.info, {})
+        info = task.info
         duration = info.get("duration")
         if isinstance(duration, (int, float)):
             update_prefetch(governor, duration)
@@ -598,7 +598,7 @@ class ServerCore:
         self._release(task)
         task.state = FAILED
         session.stats[2] += 1
-        info = loads_or(task.info, {})
+        info = task.info
         self.comm.event({"type": "TaskFailed", "session": session.id, "task": task.id,
                          "governor": task.governor.id if task.governor else None,
                          "name": task.name, "info": info})
@@ -729,6 +729,20 @@ class SessionFailed(RequestError):
         super().__init__(error.message)
         self.task_id = error.task_id
         self.debug = error.debug
+
+
+def _info_map(info):
+    """A task update's info as a dict (CBOR bytes are accepted too; anything else from a
+    faulty governor counts as no info rather than breaking the session)."""
+    if type(info) is dict:
+        return info
+    if isinstance(info, (bytes, bytearray)):
+        try:
+            info = loads_or(info, {})
+        except Exception:
+            return {}
+        return info if isinstance(info, dict) else {}
+    return {}
 
 
 def _session_failed(session):

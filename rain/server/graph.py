@@ -34,7 +34,7 @@ class Task:
         self.state = NOT_ASSIGNED
         self.waiting = 0                  # inputs not finished yet
         self.governor = None
-        self.info = b""                   # CBOR bytes of TaskInfo from the governor
+        self.info = None                  # the TaskInfo map from the governor, once over
 
     @property
     def key(self):

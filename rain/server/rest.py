@@ -362,7 +362,7 @@ class TaskHandler(RestHandler):
                 "inputs": [{"id": o.id, "label": label or None}
                            for o, label in zip(task.inputs, task.input_labels)],
                 "outputs": [o.id for o in task.outputs],
-                "info": _cbor_json(task.info),
+                "info": task.info,
             })
         self.send_json(entry)
 
