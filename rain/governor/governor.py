@@ -12,10 +12,11 @@ import os
 import shutil
 import time
 
+import capnp
 import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
-from ..common import update_columns
+from ..common import assign_columns, update_columns
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
@@ -163,32 +164,33 @@ class Governor:
     # Messages from the server
 
     def _on_assign(self, assign):
+        try:
+            objects = assign_columns.read_objects(assign.objects)
+            tasks = assign_columns.read_tasks(assign.tasks)
+        except (assign_columns.AssignmentError, capnp.KjException) as exc:
+            # Nothing of it is taken: the server that sent it speaks another format.
+            logger.error("malformed assignment from the server, ignored: %s",
+                         getattr(exc, "description", exc))
+            return
         store = self.store
-        for o in assign.objects:
-            oid = o.id
-            key = (oid.session, oid.id)
-            obj = store.add(key, o.label, o.contentType, int(o.dataType.raw), o.user, o.size)
+        for key, label, content_type, data_type, user, size, locations, data in objects:
+            obj = store.add(key, label, content_type, data_type, user, size)
             if obj.state == READY:
                 continue
-            if o.hasData:
-                store.set_bytes(obj, o.data)
+            if data is not None:
+                store.set_bytes(obj, data)
                 self._object_updates.append((key, OBJ_FINISHED, obj.size,
                                              obj.content_type or "", b""))
                 self._schedule_flush()
-            elif len(o.locations):
-                obj.locations = list(o.locations)
+            elif locations:
+                obj.locations = locations
         queue = self.queue
-        for t in assign.tasks:
-            tid = t.id
-            key = (tid.session, tid.id)
-            if key in self.tasks:
+        known = self.tasks
+        for row in tasks:
+            key = row[0]
+            if key in known:
                 continue
-            task = GovTask(key, t.taskType, t.config,
-                           [(i.id.session, i.id.id) for i in t.inputs],
-                           [i.label for i in t.inputs],
-                           [(i.session, i.id) for i in t.outputs],
-                           t.cpus, loads_or(t.resources, None), t.name, t.user)
-            self.tasks[key] = task
+            task = known[key] = GovTask(*row)
             missing = []
             for input_key in task.inputs:
                 obj = store.objects.get(input_key)
