@@ -136,3 +136,14 @@ def test_governor_ignores_a_malformed_assignment(tmp_path, caplog):
     assert "malformed assignment from the server" in caplog.text
     assert "tasks.inputCounts" in caplog.text
     assert governor.tasks == {} and governor.store.objects == {}
+
+
+def test_stop_and_delete_keys_round_trip():
+    keys = [(1, 2), (3, -1), (2**31 - 1, 0)]
+    msg = R.ServerToGovernor.new_message()
+    msg.deleteObjects = assign_columns.pack_keys(keys)
+    with R.ServerToGovernor.from_bytes(msg.to_bytes()) as reader:
+        assert reader.which() == "deleteObjects"
+        assert assign_columns.read_keys(reader.deleteObjects, "deleteObjects") == keys
+    with pytest.raises(AssignmentError, match="stopTasks: an odd number"):
+        assign_columns.read_keys(_i32(1, 2, 3), "stopTasks")

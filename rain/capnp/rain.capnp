@@ -238,8 +238,10 @@ struct AssignedTasks {
 struct ServerToGovernor {
   union {
     assign @0 :Assignment;
-    stopTasks @1 :List(Id);   # stop these tasks if running; forget them
-    deleteObjects @2 :List(Id); # move to the delete list (deleted after the delay)
+    stopTasks @1 :Data;       # Int32 pairs (session, id): stop these tasks if running;
+                              # forget them
+    deleteObjects @2 :Data;   # Int32 pairs (session, id): move these objects to the
+                              # delete list (deleted after the delay)
     infoRequest @3 :UInt64;   # answer with `info` carrying the same number
   }
 }

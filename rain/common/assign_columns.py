@@ -31,6 +31,11 @@ def _packed(typecode, values):
     return packed.tobytes()
 
 
+def pack_keys(keys):
+    """(session, id) pairs as one column of Int32 pairs (task or object ids)."""
+    return _packed("i", chain.from_iterable(keys))
+
+
 def _fill_strings(builder, values):
     table = {}
     index = [table.setdefault(value or "", len(table)) for value in values]
@@ -53,7 +58,7 @@ def fill_objects(builder, keys, labels, content_types, directories, users, sizes
     """An ``AssignedObjects``. One entry per object in each list (strings may be None for
     ""): ``keys`` (session, id) pairs, ``directories`` bools, ``users`` CBOR bytes (b"": none), ``locations`` lists of
     addresses, ``data`` bytes or None (not a constant)."""
-    builder.ids = _packed("i", chain.from_iterable(keys))
+    builder.ids = pack_keys(keys)
     _fill_strings(builder.init("labels"), labels)
     _fill_strings(builder.init("contentTypes"), content_types)
     if any(directories):
@@ -76,7 +81,7 @@ def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labe
     ""): ``keys`` (session, id)
     pairs, ``configs`` / ``resources`` / ``users`` CBOR bytes (b"": none), ``input_ids``
     / ``input_labels`` / ``output_ids`` one list per task (ids within its session)."""
-    builder.ids = _packed("i", chain.from_iterable(keys))
+    builder.ids = pack_keys(keys)
     _fill_strings(builder.init("types"), types)
     _fill_strings(builder.init("names"), names)
     builder.cpus = _packed("i", cpus)
@@ -109,7 +114,8 @@ def _ints(typecode, data, what, count=None):
     return values.tolist()
 
 
-def _keys(data, what):
+def read_keys(data, what):
+    """The (session, id) pairs of a ``pack_keys`` column."""
     flat = _ints("i", data, what)
     if len(flat) % 2:
         raise AssignmentError(f"column {what}: an odd number of values, not (session, id) "
@@ -169,7 +175,7 @@ def read_objects(column):
     """Rows ``(key, label, content_type, data_type, user, size, locations, data)`` of an
     ``AssignedObjects`` reader (data: bytes of a constant, else None; locations: a list,
     empty when none)."""
-    keys = _keys(column.ids, "objects.ids")
+    keys = read_keys(column.ids, "objects.ids")
     n = len(keys)
     labels = _strings(column.labels, "objects.labels", n)
     content_types = _strings(column.contentTypes, "objects.contentTypes", n)
@@ -220,7 +226,7 @@ def read_tasks(column):
     """Rows ``(key, task_type, config, input_keys, input_labels, output_keys, cpus,
     resources, name, user)`` of an ``AssignedTasks`` reader (config / user: CBOR bytes,
     b"" for none; resources: a dict or None)."""
-    keys = _keys(column.ids, "tasks.ids")
+    keys = read_keys(column.ids, "tasks.ids")
     n = len(keys)
     sessions = [key[0] for key in keys]
     types = _strings(column.types, "tasks.types", n)

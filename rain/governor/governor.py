@@ -154,14 +154,26 @@ class Governor:
             if which == "assign":
                 self._on_assign(msg.assign)
             elif which == "stopTasks":
-                self._on_stop([(i.session, i.id) for i in msg.stopTasks])
+                keys = self._read_keys(msg.stopTasks, "stopTasks")
+                if keys:
+                    self._on_stop(keys)
             elif which == "deleteObjects":
-                self._on_delete([(i.session, i.id) for i in msg.deleteObjects])
+                keys = self._read_keys(msg.deleteObjects, "deleteObjects")
+                if keys:
+                    self._on_delete(keys)
             elif which == "infoRequest":
                 self._send_info(msg.infoRequest)
 
     # ======================================================================================
     # Messages from the server
+
+    @staticmethod
+    def _read_keys(data, what):
+        try:
+            return assign_columns.read_keys(data, what)
+        except assign_columns.AssignmentError as exc:
+            logger.error("malformed %s message from the server, ignored: %s", what, exc)
+            return []
 
     def _on_assign(self, assign):
         try:
@@ -226,8 +238,7 @@ class Governor:
         self._pump()
 
     def _on_delete(self, keys):
-        for key in keys:
-            self.store.schedule_delete(key, self.delete_timeout)
+        self.store.schedule_deletes(keys, self.delete_timeout)
         for executor in list(self.executors.all.values()):
             executor.drop_cached(keys)
         if self.store.to_delete and self._expire_timer is None:

@@ -157,18 +157,29 @@ class Store:
 
     # -- deletion --------------------------------------------------------------------------
     def schedule_delete(self, key, delay):
-        obj = self.objects.get(key)
-        if obj is None:
-            return
-        if obj.state != READY or delay <= 0:
-            self.delete_now(key)
-            return
-        if obj.delete_at is None:
-            obj.delete_at = delete_at = time.monotonic() + delay
+        self.schedule_deletes((key,), delay)
+
+    def schedule_deletes(self, keys, delay):
+        """Move objects to the delete list, all with the same deadline (one clock read
+        for a whole delete message); pending objects (and any with no delay) go now."""
+        objects = self.objects
+        to_delete = self.to_delete
+        delete_at = time.monotonic() + delay
+        added = False
+        for key in keys:
+            obj = objects.get(key)
+            if obj is None:
+                continue
+            if obj.state != READY or delay <= 0:
+                self.delete_now(key)
+            elif obj.delete_at is None:
+                obj.delete_at = delete_at
+                to_delete[key] = obj
+                added = True
+        if added:
             if delete_at < self._last_delete_at:
                 self._delete_sorted = False
             self._last_delete_at = delete_at
-            self.to_delete[key] = obj
 
     def delete_now(self, key):
         obj = self.objects.pop(key, None)

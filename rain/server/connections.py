@@ -450,11 +450,6 @@ def encode_response(request_id, kind, payload):
     return msg.to_bytes()
 
 
-def _fill_id(builder, key):
-    builder.session = key[0]
-    builder.id = key[1]
-
-
 def decode_governor_update(update):
     """``(objects, tasks)`` of an update, as ``ServerCore.on_object_updates`` and
     ``on_task_updates`` take them."""
@@ -506,16 +501,12 @@ def encode_governor_work(governor):
     frames = []
     if governor.out_stop:
         msg = R.ServerToGovernor.new_message()
-        stops = msg.init("stopTasks", len(governor.out_stop))
-        for i, key in enumerate(governor.out_stop):
-            _fill_id(stops[i], key)
+        msg.stopTasks = assign_columns.pack_keys(governor.out_stop)
         governor.out_stop = []
         frames.append(msg.to_bytes())
     if governor.out_delete:
         msg = R.ServerToGovernor.new_message()
-        deletes = msg.init("deleteObjects", len(governor.out_delete))
-        for i, key in enumerate(governor.out_delete):
-            _fill_id(deletes[i], key)
+        msg.deleteObjects = assign_columns.pack_keys(governor.out_delete)
         governor.out_delete = []
         frames.append(msg.to_bytes())
     if governor.out_tasks or governor.out_objects:
