@@ -33,3 +33,22 @@ def test_a_reassigned_object_leaves_the_delete_list(tmp_path):
     store.schedule_deletes([(1, 1)], 10.0)
     store.add((1, 1), "", "", 0, b"", -1)
     assert store.to_delete == {} and store.objects[(1, 1)].delete_at is None
+
+
+def test_add_assigned_takes_constants_locations_and_revives_deleted(tmp_path):
+    store = _store(tmp_path, ready=[(1, 1)])
+    store.schedule_deletes([(1, 1)], 10.0)
+    rows = [((1, 1), "", "", 0, b"", 1, [], b"y"),            # held: kept as it is
+            ((1, 2), "c", "text", 0, b"", 3, [], b"abc"),     # a constant
+            ((1, 3), "", "", 1, b"\xa0", -1, ["h:1"], None),  # elsewhere
+            ((1, 4), "", "", 0, b"", -1, [], None)]           # to be produced
+    arrived = store.add_assigned(rows)
+    assert [obj.key for obj in arrived] == [(1, 2)]
+    assert store.to_delete == {} and store.objects[(1, 1)].data == b"x"
+    constant = store.objects[(1, 2)]
+    assert (constant.data, constant.size, constant.label, constant.content_type) == \
+        (b"abc", 3, "c", "text")
+    remote = store.objects[(1, 3)]
+    assert (remote.locations, remote.data_type, remote.user, remote.state) == \
+        (["h:1"], 1, b"\xa0", 0)
+    assert store.objects[(1, 4)].locations == ()

@@ -6,7 +6,6 @@ server are collected during a loop turn and leave as one message.
 """
 import asyncio
 import collections
-import datetime
 import logging
 import os
 import shutil
@@ -25,6 +24,7 @@ from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
+from .timestamps import utc_isoformat
 from .transfer import DataServer, PeerPool, TransferError
 
 logger = logging.getLogger(__name__)
@@ -185,17 +185,11 @@ class Governor:
                          getattr(exc, "description", exc))
             return
         store = self.store
-        for key, label, content_type, data_type, user, size, locations, data in objects:
-            obj = store.add(key, label, content_type, data_type, user, size)
-            if obj.state == READY:
-                continue
-            if data is not None:
-                store.set_bytes(obj, data)
-                self._object_updates.append((key, OBJ_FINISHED, obj.size,
-                                             obj.content_type or "", b""))
-                self._schedule_flush()
-            elif locations:
-                obj.locations = locations
+        arrived = store.add_assigned(objects)
+        if arrived:
+            self._object_updates.extend((obj.key, OBJ_FINISHED, obj.size,
+                                         obj.content_type or "", b"") for obj in arrived)
+            self._schedule_flush()
         queue = self.queue
         known = self.tasks
         for row in tasks:
@@ -372,11 +366,11 @@ class Governor:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) - amount
         task.start = time.time()
-        self._task_updates.append((task.key, RUNNING_STATE, b""))
-        self._note_started()
         builtin_now = BUILTINS_NOW.get(task.task_type)
         if builtin_now is not None and self._run_builtin_now(task, builtin_now):
-            return
+            return      # its "finished" entry says when it started
+        self._task_updates.append((task.key, RUNNING_STATE, b""))
+        self._note_started()
         if task.task_type not in BUILTINS:
             executor_type, _, method = task.task_type.partition("/")
             executor = self.executors.take_idle(executor_type) if method else None
@@ -413,7 +407,8 @@ class Governor:
     def _run_builtin_now(self, task, builtin_now):
         """Run a built-in to its end in this turn if it needs no file work; False: it
         would (nothing was done). Called from ``_pump``, which goes on with the freed
-        CPUs, so this does not pump itself."""
+        CPUs, so this does not pump itself. A task that finishes here is reported by its
+        "finished" entry alone (it has the start time): no "running" entry before it."""
         store_objects = self.store.objects
         try:
             inputs = [store_objects[key] for key in task.inputs]
@@ -434,6 +429,7 @@ class Governor:
                                 f"the task has {len(outputs)}")
             self._task_done(task, outputs, None)
         except Exception as exc:
+            self._task_updates.append((task.key, RUNNING_STATE, b""))
             self._task_error(task, exc)
         self._end(task, (), call.temp_dirs, pump=False)
         return True
@@ -594,8 +590,7 @@ class Governor:
     def _base_info(self, task):
         duration = task.duration
         return {
-            "start_time": datetime.datetime.fromtimestamp(
-                task.start, datetime.timezone.utc).isoformat(),
+            "start_time": utc_isoformat(task.start),
             "duration": duration if duration is not None else time.time() - task.start,
             "governor": self.governor_id,
         }

@@ -77,6 +77,30 @@ class Store:
             self.to_delete.pop(key, None)
         return obj
 
+    def add_assigned(self, rows):
+        """Take in the objects of an assignment: rows ``(key, label, content_type,
+        data_type, user, size, locations, data)`` (``data``: a constant's bytes, else
+        None). Returns the objects that became ready with their bytes."""
+        objects = self.objects
+        arrived = []
+        for key, label, content_type, data_type, user, size, locations, data in rows:
+            obj = objects.get(key)
+            if obj is None:
+                obj = objects[key] = StoredObject(key, label, content_type, data_type, user,
+                                                  size)
+            else:
+                if obj.delete_at is not None:
+                    obj.delete_at = None
+                    self.to_delete.pop(key, None)
+                if obj.state == READY:
+                    continue
+            if data is not None:
+                self.set_bytes(obj, data)
+                arrived.append(obj)
+            elif locations:
+                obj.locations = locations
+        return arrived
+
     def set_bytes(self, obj, data):
         obj.data = bytes(data) if not isinstance(data, bytes) else data
         obj.size = len(obj.data)
