@@ -221,7 +221,7 @@ struct AssignedTasks {
   ids @0 :Data;               # Int32 pair per task
   types @1 :StringColumn;
   names @2 :StringColumn;
-  cpus @3 :Data;              # Int32 per task
+  cpus @3 :Data;              # Int32 per task; empty: every task needs 1
   configs @4 :Data;           # every task's CBOR config, one after another
   configEnds @5 :Data;        # Int32 per task: end offset of its config in `configs`
                               # (an empty config means none); empty: no task has one

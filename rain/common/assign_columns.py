@@ -36,38 +36,44 @@ def pack_keys(keys):
     return _packed("i", chain.from_iterable(keys))
 
 
-def _fill_strings(builder, values):
+def _fill_strings(builder, name, values):
+    """The ``StringColumn`` ``name``; left out when every value is empty (a small
+    assignment then costs no struct to fill)."""
+    if not any(values):
+        return
     table = {}
     index = [table.setdefault(value or "", len(table)) for value in values]
-    if not table or (len(table) == 1 and "" in table):
-        return          # every value is ""
-    builder.table = list(table)
-    builder.index = _packed("i", index)
+    column = builder.init(name)
+    column.table = list(table)
+    column.index = _packed("i", index)
 
 
-def _fill_sparse(builder, values):
-    """Bytes for the items whose value is not empty."""
+def _fill_sparse(builder, name, values):
+    """The ``SparseData`` ``name``: bytes for the items whose value is not empty."""
+    if not any(values):
+        return
     indexes = [i for i, value in enumerate(values) if value]
-    if indexes:
-        builder.indexes = _packed("i", indexes)
-        builder.values = [values[i] for i in indexes]
+    column = builder.init(name)
+    column.indexes = _packed("i", indexes)
+    column.values = [values[i] for i in indexes]
 
 
 def fill_objects(builder, keys, labels, content_types, directories, users, sizes,
                  locations, data):
-    """An ``AssignedObjects``. One entry per object in each list (strings may be None for
-    ""): ``keys`` (session, id) pairs, ``directories`` bools, ``users`` CBOR bytes (b"": none), ``locations`` lists of
-    addresses, ``data`` bytes or None (not a constant)."""
+    """An ``AssignedObjects``. One entry per object in each list (strings may be None
+    for ""): ``keys`` (session, id) pairs, ``directories`` bools, ``users`` CBOR bytes
+    (b"": none), ``locations`` lists of addresses, ``data`` bytes or None (not a
+    constant)."""
     builder.ids = pack_keys(keys)
-    _fill_strings(builder.init("labels"), labels)
-    _fill_strings(builder.init("contentTypes"), content_types)
+    _fill_strings(builder, "labels", labels)
+    _fill_strings(builder, "contentTypes", content_types)
     if any(directories):
         builder.directories = _packed("i", [i for i, d in enumerate(directories) if d])
-    _fill_sparse(builder.init("user"), users)
+    _fill_sparse(builder, "user", users)
     builder.sizes = _packed("q", sizes)
     if any(locations):
         builder.locationCounts = _packed("i", map(len, locations))
-        _fill_strings(builder.init("locations"), list(chain.from_iterable(locations)))
+        _fill_strings(builder, "locations", list(chain.from_iterable(locations)))
     constants = [i for i, value in enumerate(data) if value is not None]
     if constants:
         sparse = builder.init("data")
@@ -78,23 +84,24 @@ def fill_objects(builder, keys, labels, content_types, directories, users, sizes
 def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labels,
                output_ids, resources, users):
     """An ``AssignedTasks``. One entry per task in each list (strings may be None for
-    ""): ``keys`` (session, id)
-    pairs, ``configs`` / ``resources`` / ``users`` CBOR bytes (b"": none), ``input_ids``
-    / ``input_labels`` / ``output_ids`` one list per task (ids within its session)."""
+    ""): ``keys`` (session, id) pairs, ``configs`` / ``resources`` / ``users`` CBOR bytes
+    (b"": none), ``input_ids`` / ``input_labels`` / ``output_ids`` one list per task
+    (ids within its session)."""
     builder.ids = pack_keys(keys)
-    _fill_strings(builder.init("types"), types)
-    _fill_strings(builder.init("names"), names)
-    builder.cpus = _packed("i", cpus)
+    _fill_strings(builder, "types", types)
+    _fill_strings(builder, "names", names)
+    if any(cpu != 1 for cpu in cpus):
+        builder.cpus = _packed("i", cpus)
     if any(configs):
         builder.configs = b"".join(configs)
         builder.configEnds = _packed("i", accumulate(map(len, configs)))
     builder.inputCounts = _packed("i", map(len, input_ids))
     builder.inputIds = _packed("i", chain.from_iterable(input_ids))
-    _fill_strings(builder.init("inputLabels"), list(chain.from_iterable(input_labels)))
+    _fill_strings(builder, "inputLabels", list(chain.from_iterable(input_labels)))
     builder.outputCounts = _packed("i", map(len, output_ids))
     builder.outputIds = _packed("i", chain.from_iterable(output_ids))
-    _fill_sparse(builder.init("resources"), resources)
-    _fill_sparse(builder.init("user"), users)
+    _fill_sparse(builder, "resources", resources)
+    _fill_sparse(builder, "user", users)
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,7 +130,12 @@ def read_keys(data, what):
     return list(zip(flat[0::2], flat[1::2]))
 
 
-def _strings(column, what, count):
+def _strings(parent, name, what, count):
+    """The StringColumn ``name`` of ``parent`` (absent: all ""). Absent columns are
+    checked with ``_has``, a third of a field read: small assignments read fast."""
+    if not parent._has(name):
+        return [""] * count
+    column = getattr(parent, name)
     index_data = column.index
     if not index_data:
         return [""] * count
@@ -145,8 +157,12 @@ def _index_set(data, what, count):
     return indexes
 
 
-def _sparse(column, what, count, default):
-    """A list of ``count`` values: ``default`` except where the column has bytes."""
+def _sparse(parent, name, what, count, default):
+    """A list of ``count`` values: ``default`` except where the SparseData ``name`` of
+    ``parent`` has bytes."""
+    if not parent._has(name):
+        return [default] * count
+    column = getattr(parent, name)
     indexes = _index_set(column.indexes, f"{what}.indexes", count)
     values = list(column.values) if indexes else ()
     if len(indexes) != len(values):
@@ -177,22 +193,22 @@ def read_objects(column):
     empty when none)."""
     keys = read_keys(column.ids, "objects.ids")
     n = len(keys)
-    labels = _strings(column.labels, "objects.labels", n)
-    content_types = _strings(column.contentTypes, "objects.contentTypes", n)
+    labels = _strings(column, "labels", "objects.labels", n)
+    content_types = _strings(column, "contentTypes", "objects.contentTypes", n)
     data_types = [0] * n
-    for index in _index_set(column.directories, "objects.directories", n):
-        data_types[index] = 1
-    users = _sparse(column.user, "objects.user", n, b"")
+    if column._has("directories"):
+        for index in _index_set(column.directories, "objects.directories", n):
+            data_types[index] = 1
+    users = _sparse(column, "user", "objects.user", n, b"")
     sizes = _ints("q", column.sizes, "objects.sizes", n)
-    counts_data = column.locationCounts
-    if counts_data:
-        counts = _ints("i", counts_data, "objects.locationCounts", n)
-        flat = _strings(column.locations, "objects.locations", sum(counts))
+    if column._has("locationCounts"):
+        counts = _ints("i", column.locationCounts, "objects.locationCounts", n)
+        flat = _strings(column, "locations", "objects.locations", sum(counts))
         starts, ends = _bounds(counts, len(flat), "objects.locationCounts")
         locations = [flat[a:b] for a, b in zip(starts, ends)]
     else:
         locations = [[]] * n
-    data = _sparse(column.data, "objects.data", n, None)
+    data = _sparse(column, "data", "objects.data", n, None)
     return list(zip(keys, labels, content_types, data_types, users, sizes, locations, data))
 
 
@@ -229,20 +245,25 @@ def read_tasks(column):
     keys = read_keys(column.ids, "tasks.ids")
     n = len(keys)
     sessions = [key[0] for key in keys]
-    types = _strings(column.types, "tasks.types", n)
-    names = _strings(column.names, "tasks.names", n)
-    cpus = _ints("i", column.cpus, "tasks.cpus", n)
-    configs = _configs(column.configs, column.configEnds, n)
+    types = _strings(column, "types", "tasks.types", n)
+    names = _strings(column, "names", "tasks.names", n)
+    cpus = _ints("i", column.cpus, "tasks.cpus", n) if column._has("cpus") else [1] * n
+    if column._has("configEnds") or column._has("configs"):
+        configs = _configs(column.configs, column.configEnds, n)
+    else:
+        configs = [b""] * n
     inputs, starts, ends = _per_task(column.inputCounts, column.inputIds, sessions,
                                      "input", n)
-    flat_labels = _strings(column.inputLabels, "tasks.inputLabels", ends[-1] if ends else 0)
+    flat_labels = _strings(column, "inputLabels", "tasks.inputLabels",
+                           ends[-1] if ends else 0)
     labels = [flat_labels[a:b] for a, b in zip(starts, ends)]
     outputs = _per_task(column.outputCounts, column.outputIds, sessions, "output", n)[0]
-    resources = _sparse(column.resources, "tasks.resources", n, None)
-    for index, raw in enumerate(resources):
-        if raw is not None:
-            resources[index] = _resource_map(raw, keys[index])
-    users = _sparse(column.user, "tasks.user", n, b"")
+    resources = _sparse(column, "resources", "tasks.resources", n, None)
+    if column._has("resources"):
+        for index, raw in enumerate(resources):
+            if raw is not None:
+                resources[index] = _resource_map(raw, keys[index])
+    users = _sparse(column, "user", "tasks.user", n, b"")
     return list(zip(keys, types, configs, inputs, labels, outputs, cpus, resources, names,
                     users))
 
