@@ -199,48 +199,56 @@ struct ServerToClient {
 # ------------------------------------------------------------------------------------------
 # Server <-> governor
 
-struct AssignInput {
-  id @0 :Id;
-  label @1 :Text;
+# An assignment is columnar like a submit (same conventions: Int32 columns, string tables,
+# sparse bytes): the server fills it and a governor reads it with a few bulk operations.
+# Ids are little-endian Int32 pairs (session, id), one pair per item.
+
+struct AssignedObjects {
+  # Everything a governor must know of the objects it will produce, receive or serve.
+  ids @0 :Data;               # Int32 pair per object
+  labels @1 :StringColumn;
+  contentTypes @2 :StringColumn;
+  directories @3 :Data;       # Int32 indexes of the objects that are directories
+  user @4 :SparseData;        # CBOR map
+  sizes @5 :Data;             # little-endian Int64 per object; -1 while unknown
+  locationCounts @6 :Data;    # Int32 per object: how many governors hold it (none for an
+                              # output to be produced); empty: no object has a location
+  locations @7 :StringColumn; # "ip:port" of those governors, all objects' one after another
+  data @8 :SparseData;        # constants: their bytes
 }
 
-struct TaskAssignment {
-  id @0 :Id;
-  taskType @1 :Text;
-  config @2 :Data;
-  inputs @3 :List(AssignInput);
-  outputs @4 :List(Id);
-  cpus @5 :Int32;
-  resources @6 :Data;
-  name @7 :Text;
-  user @8 :Data;
-}
-
-struct ObjectAssignment {
-  # Everything a governor must know of an object it will produce, receive or serve.
-  id @0 :Id;
-  label @1 :Text;
-  contentType @2 :Text;
-  dataType @3 :DataType;
-  user @4 :Data;
-  size @5 :Int64;             # -1 while unknown
-  locations @6 :List(Text);   # governors holding it; empty for an output to be produced
-  hasData @7 :Bool;           # a constant whose bytes follow
-  data @8 :Data;
+struct AssignedTasks {
+  ids @0 :Data;               # Int32 pair per task
+  types @1 :StringColumn;
+  names @2 :StringColumn;
+  cpus @3 :Data;              # Int32 per task; empty: every task needs 1
+  configs @4 :Data;           # every task's CBOR config, one after another
+  configEnds @5 :Data;        # Int32 per task: end offset of its config in `configs`
+                              # (an empty config means none); empty: no task has one
+  inputCounts @6 :Data;       # Int32 per task
+  inputIds @7 :Data;          # Int32 per input (an object of the task's session), all
+                              # tasks' inputs one after another
+  inputLabels @8 :StringColumn; # one per input
+  outputCounts @9 :Data;      # Int32 per task
+  outputIds @10 :Data;        # Int32 per output, like inputIds
+  resources @11 :SparseData;  # CBOR map of resources besides cpus
+  user @12 :SparseData;       # CBOR map
 }
 
 struct ServerToGovernor {
   union {
     assign @0 :Assignment;
-    stopTasks @1 :List(Id);   # stop these tasks if running; forget them
-    deleteObjects @2 :List(Id); # move to the delete list (deleted after the delay)
+    stopTasks @1 :Data;       # Int32 pairs (session, id): stop these tasks if running;
+                              # forget them
+    deleteObjects @2 :Data;   # Int32 pairs (session, id): move these objects to the
+                              # delete list (deleted after the delay)
     infoRequest @3 :UInt64;   # answer with `info` carrying the same number
   }
 }
 
 struct Assignment {
-  objects @0 :List(ObjectAssignment);   # objects come before the tasks that use them
-  tasks @1 :List(TaskAssignment);
+  objects @0 :AssignedObjects;          # stored before the tasks that use them
+  tasks @1 :AssignedTasks;
 }
 
 struct GovernorInfo {

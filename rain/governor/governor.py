@@ -6,16 +6,16 @@ server are collected during a loop turn and leave as one message.
 """
 import asyncio
 import collections
-import datetime
 import logging
 import os
 import shutil
 import time
 
+import capnp
 import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
-from ..common import update_columns
+from ..common import assign_columns, update_columns
 from ..common.update_columns import INLINE_DATA_MAX
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
@@ -25,6 +25,7 @@ from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
+from .timestamps import utc_isoformat
 from .transfer import DataServer, PeerPool, TransferError
 
 logger = logging.getLogger(__name__)
@@ -154,42 +155,49 @@ class Governor:
             if which == "assign":
                 self._on_assign(msg.assign)
             elif which == "stopTasks":
-                self._on_stop([(i.session, i.id) for i in msg.stopTasks])
+                keys = self._read_keys(msg.stopTasks, "stopTasks")
+                if keys:
+                    self._on_stop(keys)
             elif which == "deleteObjects":
-                self._on_delete([(i.session, i.id) for i in msg.deleteObjects])
+                keys = self._read_keys(msg.deleteObjects, "deleteObjects")
+                if keys:
+                    self._on_delete(keys)
             elif which == "infoRequest":
                 self._send_info(msg.infoRequest)
 
     # ======================================================================================
     # Messages from the server
 
+    @staticmethod
+    def _read_keys(data, what):
+        try:
+            return assign_columns.read_keys(data, what)
+        except assign_columns.AssignmentError as exc:
+            logger.error("malformed %s message from the server, ignored: %s", what, exc)
+            return []
+
     def _on_assign(self, assign):
+        try:
+            objects = assign_columns.read_objects(assign.objects)
+            tasks = assign_columns.read_tasks(assign.tasks)
+        except (assign_columns.AssignmentError, capnp.KjException) as exc:
+            # Nothing of it is taken: the server that sent it speaks another format.
+            logger.error("malformed assignment from the server, ignored: %s",
+                         getattr(exc, "description", exc))
+            return
         store = self.store
-        for o in assign.objects:
-            oid = o.id
-            key = (oid.session, oid.id)
-            obj = store.add(key, o.label, o.contentType, int(o.dataType.raw), o.user, o.size)
-            if obj.state == READY:
-                continue
-            if o.hasData:
-                store.set_bytes(obj, o.data)
-                self._object_updates.append((key, OBJ_FINISHED, obj.size,
-                                             obj.content_type or "", b""))
-                self._schedule_flush()
-            elif len(o.locations):
-                obj.locations = list(o.locations)
+        arrived = store.add_assigned(objects)
+        if arrived:
+            self._object_updates.extend((obj.key, OBJ_FINISHED, obj.size,
+                                         obj.content_type or "", b"") for obj in arrived)
+            self._schedule_flush()
         queue = self.queue
-        for t in assign.tasks:
-            tid = t.id
-            key = (tid.session, tid.id)
-            if key in self.tasks:
+        known = self.tasks
+        for row in tasks:
+            key = row[0]
+            if key in known:
                 continue
-            task = GovTask(key, t.taskType, t.config,
-                           [(i.id.session, i.id.id) for i in t.inputs],
-                           [i.label for i in t.inputs],
-                           [(i.session, i.id) for i in t.outputs],
-                           t.cpus, loads_or(t.resources, None), t.name, t.user)
-            self.tasks[key] = task
+            task = known[key] = GovTask(*row)
             missing = []
             for input_key in task.inputs:
                 obj = store.objects.get(input_key)
@@ -225,8 +233,7 @@ class Governor:
         self._pump()
 
     def _on_delete(self, keys):
-        for key in keys:
-            self.store.schedule_delete(key, self.delete_timeout)
+        self.store.schedule_deletes(keys, self.delete_timeout)
         for executor in list(self.executors.all.values()):
             executor.drop_cached(keys)
         if self.store.to_delete and self._expire_timer is None:
@@ -360,11 +367,11 @@ class Governor:
             for name, amount in task.resources.items():
                 self.free_resources[name] = self.free_resources.get(name, 0) - amount
         task.start = time.time()
-        self._task_updates.append((task.key, RUNNING_STATE, None))
-        self._note_started()
         builtin_now = BUILTINS_NOW.get(task.task_type)
         if builtin_now is not None and self._run_builtin_now(task, builtin_now):
-            return
+            return      # its "finished" entry says when it started
+        self._task_updates.append((task.key, RUNNING_STATE, None))
+        self._note_started()
         if task.task_type not in BUILTINS:
             executor_type, _, method = task.task_type.partition("/")
             executor = self.executors.take_idle(executor_type) if method else None
@@ -401,7 +408,8 @@ class Governor:
     def _run_builtin_now(self, task, builtin_now):
         """Run a built-in to its end in this turn if it needs no file work; False: it
         would (nothing was done). Called from ``_pump``, which goes on with the freed
-        CPUs, so this does not pump itself."""
+        CPUs, so this does not pump itself. A task that finishes here is reported by its
+        "finished" entry alone (it has the start time): no "running" entry before it."""
         store_objects = self.store.objects
         try:
             inputs = [store_objects[key] for key in task.inputs]
@@ -422,6 +430,7 @@ class Governor:
                                 f"the task has {len(outputs)}")
             self._task_done(task, outputs, None)
         except Exception as exc:
+            self._task_updates.append((task.key, RUNNING_STATE, None))
             self._task_error(task, exc)
         self._end(task, (), call.temp_dirs, pump=False)
         return True
@@ -585,8 +594,7 @@ class Governor:
     def _base_info(self, task):
         duration = task.duration
         return {
-            "start_time": datetime.datetime.fromtimestamp(
-                task.start, datetime.timezone.utc).isoformat(),
+            "start_time": utc_isoformat(task.start),
             "duration": duration if duration is not None else time.time() - task.start,
             "governor": self.governor_id,
         }

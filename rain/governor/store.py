@@ -77,6 +77,30 @@ class Store:
             self.to_delete.pop(key, None)
         return obj
 
+    def add_assigned(self, rows):
+        """Take in the objects of an assignment: rows ``(key, label, content_type,
+        data_type, user, size, locations, data)`` (``data``: a constant's bytes, else
+        None). Returns the objects that became ready with their bytes."""
+        objects = self.objects
+        arrived = []
+        for key, label, content_type, data_type, user, size, locations, data in rows:
+            obj = objects.get(key)
+            if obj is None:
+                obj = objects[key] = StoredObject(key, label, content_type, data_type, user,
+                                                  size)
+            else:
+                if obj.delete_at is not None:
+                    obj.delete_at = None
+                    self.to_delete.pop(key, None)
+                if obj.state == READY:
+                    continue
+            if data is not None:
+                self.set_bytes(obj, data)
+                arrived.append(obj)
+            elif locations:
+                obj.locations = locations
+        return arrived
+
     def set_bytes(self, obj, data):
         obj.data = bytes(data) if not isinstance(data, bytes) else data
         obj.size = len(obj.data)
@@ -157,18 +181,29 @@ class Store:
 
     # -- deletion --------------------------------------------------------------------------
     def schedule_delete(self, key, delay):
-        obj = self.objects.get(key)
-        if obj is None:
-            return
-        if obj.state != READY or delay <= 0:
-            self.delete_now(key)
-            return
-        if obj.delete_at is None:
-            obj.delete_at = delete_at = time.monotonic() + delay
+        self.schedule_deletes((key,), delay)
+
+    def schedule_deletes(self, keys, delay):
+        """Move objects to the delete list, all with the same deadline (one clock read
+        for a whole delete message); pending objects (and any with no delay) go now."""
+        objects = self.objects
+        to_delete = self.to_delete
+        delete_at = time.monotonic() + delay
+        added = False
+        for key in keys:
+            obj = objects.get(key)
+            if obj is None:
+                continue
+            if obj.state != READY or delay <= 0:
+                self.delete_now(key)
+            elif obj.delete_at is None:
+                obj.delete_at = delete_at
+                to_delete[key] = obj
+                added = True
+        if added:
             if delete_at < self._last_delete_at:
                 self._delete_sorted = False
             self._last_delete_at = delete_at
-            self.to_delete[key] = obj
 
     def delete_now(self, key):
         obj = self.objects.pop(key, None)

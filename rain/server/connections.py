@@ -10,7 +10,7 @@ import logging
 import capnp
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
-from ..common import update_columns
+from ..common import assign_columns, update_columns
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
@@ -478,11 +478,6 @@ def encode_response(request_id, kind, payload):
     return msg.to_bytes()
 
 
-def _fill_id(builder, key):
-    builder.session = key[0]
-    builder.id = key[1]
-
-
 def decode_governor_update(update):
     """``(objects, tasks)`` of an update, as ``ServerCore.on_object_updates`` and
     ``on_task_updates`` take them."""
@@ -499,82 +494,58 @@ def decode_governor_update(update):
     return objects, tasks
 
 
+def _fill_assigned_objects(builder, objects):
+    """The columns of the objects of an assignment: a constant carries its bytes, a
+    finished object the governors that hold it."""
+    assign_columns.fill_objects(
+        builder,
+        [(o.session.id, o.id) for o in objects],
+        [o.label for o in objects],
+        [o.content_type for o in objects],
+        [o.data_type for o in objects],
+        [o.user or b"" for o in objects],
+        [o.size for o in objects],
+        [[g.id for g in o.locations] if o.data is None and o.state == OBJ_FINISHED
+         and o.locations else () for o in objects],
+        [o.data for o in objects])
+
+
+def _fill_assigned_tasks(builder, tasks):
+    assign_columns.fill_tasks(
+        builder,
+        [(t.session.id, t.id) for t in tasks],
+        [t.task_type for t in tasks],
+        [t.name for t in tasks],
+        [t.cpus for t in tasks],
+        [t.config or b"" for t in tasks],
+        [[o.id for o in t.inputs] for t in tasks],
+        [t.input_labels for t in tasks],
+        [[o.id for o in t.outputs] for t in tasks],
+        [dumps_or_empty(t.resources) if t.resources else b"" for t in tasks],
+        [t.user or b"" for t in tasks])
+
+
 def encode_governor_work(governor):
     """Frames for everything queued for one governor: stops and deletes first, then one
     assignment with objects before the tasks that use them."""
     frames = []
     if governor.out_stop:
         msg = R.ServerToGovernor.new_message()
-        stops = msg.init("stopTasks", len(governor.out_stop))
-        for i, key in enumerate(governor.out_stop):
-            _fill_id(stops[i], key)
+        msg.stopTasks = assign_columns.pack_keys(governor.out_stop)
         governor.out_stop = []
         frames.append(msg.to_bytes())
     if governor.out_delete:
         msg = R.ServerToGovernor.new_message()
-        deletes = msg.init("deleteObjects", len(governor.out_delete))
-        for i, key in enumerate(governor.out_delete):
-            _fill_id(deletes[i], key)
+        msg.deleteObjects = assign_columns.pack_keys(governor.out_delete)
         governor.out_delete = []
         frames.append(msg.to_bytes())
     if governor.out_tasks or governor.out_objects:
         msg = R.ServerToGovernor.new_message()
         assign = msg.init("assign")
         objects = [o for o in governor.out_objects if o.state != REMOVED]
-        ol = assign.init("objects", len(objects))
-        for i, obj in enumerate(objects):
-            entry = ol[i]
-            oid = entry.id
-            oid.session = obj.session.id
-            oid.id = obj.id
-            if obj.label:
-                entry.label = obj.label
-            if obj.content_type:
-                entry.contentType = obj.content_type
-            if obj.data_type:
-                entry.dataType = "directory"
-            if obj.user:
-                entry.user = obj.user
-            entry.size = obj.size
-            if obj.data is not None:
-                entry.hasData = True
-                entry.data = obj.data
-            elif obj.state == OBJ_FINISHED and obj.locations:
-                locations = entry.init("locations", len(obj.locations))
-                for j, g in enumerate(obj.locations):
-                    locations[j] = g.id
         tasks = [t for t in governor.out_tasks if t.governor is governor and t.state == 2]
-        tl = assign.init("tasks", len(tasks))
-        for i, task in enumerate(tasks):
-            entry = tl[i]
-            tid = entry.id
-            sid = task.session.id
-            tid.session = sid
-            tid.id = task.id
-            entry.taskType = task.task_type
-            if task.config:
-                entry.config = task.config
-            inputs = entry.init("inputs", len(task.inputs))
-            labels = task.input_labels
-            for j, obj in enumerate(task.inputs):
-                inp = inputs[j]
-                iid = inp.id
-                iid.session = sid
-                iid.id = obj.id
-                if labels[j]:
-                    inp.label = labels[j]
-            outputs = entry.init("outputs", len(task.outputs))
-            for j, obj in enumerate(task.outputs):
-                oid = outputs[j]
-                oid.session = sid
-                oid.id = obj.id
-            entry.cpus = task.cpus
-            if task.resources:
-                entry.resources = dumps_or_empty(task.resources)
-            if task.name:
-                entry.name = task.name
-            if task.user:
-                entry.user = task.user
+        _fill_assigned_objects(assign.init("objects"), objects)
+        _fill_assigned_tasks(assign.init("tasks"), tasks)
         governor.out_objects = []
         governor.out_tasks = []
         frames.append(msg.to_bytes())

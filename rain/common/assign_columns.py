@@ -1,0 +1,278 @@
+"""Server -> governor assignments as columns (``Assignment`` in ``rain.capnp``).
+
+The server hands a governor thousands of tasks per second. Filled and read as one Cap'n
+Proto struct per task and object, every field of every entry costs a pycapnp call at both
+ends; as columns a whole assignment is a few packed arrays, string tables and slices.
+
+The server side calls ``fill_objects`` / ``fill_tasks`` with one Python list per field; a
+governor gets rows back from ``read_objects`` / ``read_tasks``, which check the columns
+for shape and raise ``AssignmentError`` when they do not fit together.
+"""
+import sys
+from array import array
+from itertools import accumulate, chain, islice, repeat
+
+import cbor2
+
+_SWAP = sys.byteorder != "little"
+
+
+class AssignmentError(ValueError):
+    """The columns of an assignment do not fit together."""
+
+
+# ----------------------------------------------------------------------------------------
+# Packing (server)
+
+def _packed(typecode, values):
+    packed = array(typecode, values)
+    if _SWAP:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def pack_keys(keys):
+    """(session, id) pairs as one column of Int32 pairs (task or object ids)."""
+    return _packed("i", chain.from_iterable(keys))
+
+
+def _fill_strings(builder, name, values):
+    """The ``StringColumn`` ``name``; left out when every value is empty (a small
+    assignment then costs no struct to fill)."""
+    if not any(values):
+        return
+    table = {}
+    index = [table.setdefault(value or "", len(table)) for value in values]
+    column = builder.init(name)
+    column.table = list(table)
+    column.index = _packed("i", index)
+
+
+def _fill_sparse(builder, name, values):
+    """The ``SparseData`` ``name``: bytes for the items whose value is not empty."""
+    if not any(values):
+        return
+    indexes = [i for i, value in enumerate(values) if value]
+    column = builder.init(name)
+    column.indexes = _packed("i", indexes)
+    column.values = [values[i] for i in indexes]
+
+
+def fill_objects(builder, keys, labels, content_types, directories, users, sizes,
+                 locations, data):
+    """An ``AssignedObjects``. One entry per object in each list (strings may be None
+    for ""): ``keys`` (session, id) pairs, ``directories`` bools, ``users`` CBOR bytes
+    (b"": none), ``locations`` lists of addresses, ``data`` bytes or None (not a
+    constant)."""
+    builder.ids = pack_keys(keys)
+    _fill_strings(builder, "labels", labels)
+    _fill_strings(builder, "contentTypes", content_types)
+    if any(directories):
+        builder.directories = _packed("i", [i for i, d in enumerate(directories) if d])
+    _fill_sparse(builder, "user", users)
+    builder.sizes = _packed("q", sizes)
+    if any(locations):
+        builder.locationCounts = _packed("i", map(len, locations))
+        _fill_strings(builder, "locations", list(chain.from_iterable(locations)))
+    constants = [i for i, value in enumerate(data) if value is not None]
+    if constants:
+        sparse = builder.init("data")
+        sparse.indexes = _packed("i", constants)
+        sparse.values = [data[i] for i in constants]
+
+
+def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labels,
+               output_ids, resources, users):
+    """An ``AssignedTasks``. One entry per task in each list (strings may be None for
+    ""): ``keys`` (session, id) pairs, ``configs`` / ``resources`` / ``users`` CBOR bytes
+    (b"": none), ``input_ids`` / ``input_labels`` / ``output_ids`` one list per task
+    (ids within its session)."""
+    builder.ids = pack_keys(keys)
+    _fill_strings(builder, "types", types)
+    _fill_strings(builder, "names", names)
+    if any(cpu != 1 for cpu in cpus):
+        builder.cpus = _packed("i", cpus)
+    if any(configs):
+        builder.configs = b"".join(configs)
+        builder.configEnds = _packed("i", accumulate(map(len, configs)))
+    builder.inputCounts = _packed("i", map(len, input_ids))
+    builder.inputIds = _packed("i", chain.from_iterable(input_ids))
+    _fill_strings(builder, "inputLabels", list(chain.from_iterable(input_labels)))
+    builder.outputCounts = _packed("i", map(len, output_ids))
+    builder.outputIds = _packed("i", chain.from_iterable(output_ids))
+    _fill_sparse(builder, "resources", resources)
+    _fill_sparse(builder, "user", users)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading (governor)
+
+def _ints(typecode, data, what, count=None):
+    values = array(typecode)
+    try:
+        values.frombytes(data)
+    except ValueError:
+        raise AssignmentError(f"column {what}: {len(data)} bytes is not a whole number of "
+                              "values") from None
+    if _SWAP:
+        values.byteswap()
+    if count is not None and len(values) != count:
+        raise AssignmentError(f"column {what} has {len(values)} values for {count} items")
+    return values.tolist()
+
+
+def read_keys(data, what):
+    """The (session, id) pairs of a ``pack_keys`` column."""
+    flat = _ints("i", data, what)
+    if len(flat) % 2:
+        raise AssignmentError(f"column {what}: an odd number of values, not (session, id) "
+                              "pairs")
+    return list(zip(flat[0::2], flat[1::2]))
+
+
+def _strings(parent, name, what, count):
+    """The StringColumn ``name`` of ``parent`` (absent: all ""). Absent columns are
+    checked with ``_has``, a third of a field read: small assignments read fast."""
+    if not parent._has(name):
+        return [""] * count
+    column = getattr(parent, name)
+    index_data = column.index
+    if not index_data:
+        return [""] * count
+    table = list(column.table)
+    index = _ints("i", index_data, f"{what}.index", count)
+    if index and (min(index) < 0 or max(index) >= len(table)):
+        raise AssignmentError(f"column {what} points outside its table of {len(table)} "
+                              "strings")
+    return [table[i] for i in index]
+
+
+def _index_set(data, what, count):
+    indexes = _ints("i", data, what)
+    if indexes:
+        if indexes[0] < 0 or indexes[-1] >= count:
+            raise AssignmentError(f"column {what} has an index outside 0..{count - 1}")
+        if len(indexes) > 1 and not all(map(int.__lt__, indexes, islice(indexes, 1, None))):
+            raise AssignmentError(f"column {what} is not ascending and unique")
+    return indexes
+
+
+def _sparse(parent, name, what, count, default):
+    """A list of ``count`` values: ``default`` except where the SparseData ``name`` of
+    ``parent`` has bytes."""
+    if not parent._has(name):
+        return [default] * count
+    column = getattr(parent, name)
+    indexes = _index_set(column.indexes, f"{what}.indexes", count)
+    values = list(column.values) if indexes else ()
+    if len(indexes) != len(values):
+        raise AssignmentError(f"column {what} has {len(indexes)} indexes and {len(values)} "
+                              "values")
+    result = [default] * count
+    for index, value in zip(indexes, values):
+        result[index] = value
+    return result
+
+
+def _bounds(counts, total, what):
+    """(start, end) offsets of each item's part of a flattened column."""
+    if counts and min(counts) < 0:
+        raise AssignmentError(f"column {what} has a negative count")
+    ends = list(accumulate(counts))
+    if (ends[-1] if ends else 0) != total:
+        raise AssignmentError(f"column {what} adds up to {ends[-1] if ends else 0}, but "
+                              f"{total} items were sent")
+    starts = [0]
+    starts.extend(ends[:-1])
+    return starts, ends
+
+
+def read_objects(column):
+    """Rows ``(key, label, content_type, data_type, user, size, locations, data)`` of an
+    ``AssignedObjects`` reader (data: bytes of a constant, else None; locations: a list,
+    empty when none)."""
+    keys = read_keys(column.ids, "objects.ids")
+    n = len(keys)
+    labels = _strings(column, "labels", "objects.labels", n)
+    content_types = _strings(column, "contentTypes", "objects.contentTypes", n)
+    data_types = [0] * n
+    if column._has("directories"):
+        for index in _index_set(column.directories, "objects.directories", n):
+            data_types[index] = 1
+    users = _sparse(column, "user", "objects.user", n, b"")
+    sizes = _ints("q", column.sizes, "objects.sizes", n)
+    if column._has("locationCounts"):
+        counts = _ints("i", column.locationCounts, "objects.locationCounts", n)
+        flat = _strings(column, "locations", "objects.locations", sum(counts))
+        starts, ends = _bounds(counts, len(flat), "objects.locationCounts")
+        locations = [flat[a:b] for a, b in zip(starts, ends)]
+    else:
+        locations = [[]] * n
+    data = _sparse(column, "data", "objects.data", n, None)
+    return list(zip(keys, labels, content_types, data_types, users, sizes, locations, data))
+
+
+def _configs(blob, ends_data, count):
+    if not ends_data:
+        if blob:
+            raise AssignmentError("configs given without their end offsets")
+        return [b""] * count
+    ends = _ints("i", ends_data, "tasks.configEnds", count)
+    if ends and (ends[0] < 0 or ends[-1] != len(blob)):
+        raise AssignmentError(f"config offsets do not cover the {len(blob)} bytes of "
+                              "configs")
+    if len(ends) > 1 and not all(map(int.__le__, ends, islice(ends, 1, None))):
+        raise AssignmentError("config offsets go backwards")
+    view = memoryview(blob)
+    starts = [0]
+    starts.extend(ends[:-1])
+    return [bytes(view[a:b]) if a != b else b"" for a, b in zip(starts, ends)]
+
+
+def _per_task(counts_data, ids_data, sessions, what, count):
+    """Each task's list of (session, id) keys of a flattened id column."""
+    counts = _ints("i", counts_data, f"tasks.{what}Counts", count)
+    ids = _ints("i", ids_data, f"tasks.{what}Ids")
+    starts, ends = _bounds(counts, len(ids), f"tasks.{what}Counts")
+    keys = list(zip(chain.from_iterable(map(repeat, sessions, counts)), ids))
+    return [keys[a:b] for a, b in zip(starts, ends)], starts, ends
+
+
+def read_tasks(column):
+    """Rows ``(key, task_type, config, input_keys, input_labels, output_keys, cpus,
+    resources, name, user)`` of an ``AssignedTasks`` reader (config / user: CBOR bytes,
+    b"" for none; resources: a dict or None)."""
+    keys = read_keys(column.ids, "tasks.ids")
+    n = len(keys)
+    sessions = [key[0] for key in keys]
+    types = _strings(column, "types", "tasks.types", n)
+    names = _strings(column, "names", "tasks.names", n)
+    cpus = _ints("i", column.cpus, "tasks.cpus", n) if column._has("cpus") else [1] * n
+    if column._has("configEnds") or column._has("configs"):
+        configs = _configs(column.configs, column.configEnds, n)
+    else:
+        configs = [b""] * n
+    inputs, starts, ends = _per_task(column.inputCounts, column.inputIds, sessions,
+                                     "input", n)
+    flat_labels = _strings(column, "inputLabels", "tasks.inputLabels",
+                           ends[-1] if ends else 0)
+    labels = [flat_labels[a:b] for a, b in zip(starts, ends)]
+    outputs = _per_task(column.outputCounts, column.outputIds, sessions, "output", n)[0]
+    resources = _sparse(column, "resources", "tasks.resources", n, None)
+    if column._has("resources"):
+        for index, raw in enumerate(resources):
+            if raw is not None:
+                resources[index] = _resource_map(raw, keys[index])
+    users = _sparse(column, "user", "tasks.user", n, b"")
+    return list(zip(keys, types, configs, inputs, labels, outputs, cpus, resources, names,
+                    users))
+
+
+def _resource_map(raw, key):
+    try:
+        value = cbor2.loads(raw)
+    except Exception as exc:
+        raise AssignmentError(f"task {key}: resources are not valid CBOR ({exc})") from None
+    if not isinstance(value, dict):
+        raise AssignmentError(f"task {key}: resources are not a map")
+    return value or None
