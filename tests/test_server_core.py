@@ -849,7 +849,7 @@ def test_finished_task_info_is_a_map_whatever_the_governor_sent(info, expected):
     sim.submit([T(20, [], [10]), T(21, [10], [11])], [O(10), O(11, keep=True)])
     sim.schedule()
     governor = sim.task(20).governor
-    sim.core.on_object_updates(governor, [(sim.sid, 10, OBJ_FINISHED, 1, "", b"")])
+    sim.core.on_object_updates(governor, [(sim.sid, 10, OBJ_FINISHED, 1, "", b"", None)])
     sim.core.on_task_updates(governor, [(sim.sid, 20, FINISHED, info)])
     assert sim.task(20).info == expected
     finished = [e for e in sim.comm.events if e["type"] == "TaskFinished"]
