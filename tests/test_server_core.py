@@ -855,3 +855,18 @@ def test_finished_task_info_is_a_map_whatever_the_governor_sent(info, expected):
     finished = [e for e in sim.comm.events if e["type"] == "TaskFinished"]
     assert [e["info"] for e in finished] == [expected]
     assert sim.schedule() == {"g1": [21]}       # the session goes on
+
+
+def test_small_results_still_needed_are_held_until_consumed():
+    sim = Sim(governors=(("g1", 1), ("g2", 1)))
+    sim.submit([T(20, [], [21]), T(22, [21], [23])], [O(21), O(23, keep=True)])
+    sim.schedule()
+    governor = sim.task(20).governor
+    sim.core.on_object_updates(governor, [(sim.sid, 21, OBJ_FINISHED, 2, "", b"", b"ab")])
+    sim.core.on_task_updates(governor, [(sim.sid, 20, FINISHED, b"")])
+    # Needed by task 22: held (a consumer placed elsewhere gets the bytes with its
+    # assignment); once consumed and not kept, dropped with the object.
+    assert sim.obj(21).data == b"ab" and sim.core.inline_bytes == 2
+    sim.schedule()
+    sim.finish(22)
+    assert sim.core.inline_bytes == 0

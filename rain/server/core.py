@@ -29,9 +29,11 @@ GC_COLLECT_ITEMS = 100_000
 #: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
 #: unfinished-task count, not on every task (one entry instead of one per task).
 ALL_TASKS = "all tasks"
-#: Bytes of small kept results the server holds (sent along by governors, see
-#: ``update_columns.INLINE_DATA_MAX``) so that fetching them takes no trip to a governor;
-#: beyond this, fetches go to the governors as for bigger objects.
+#: Bytes of small results the server holds (sent along by governors, see
+#: ``update_columns.INLINE_DATA_MAX``) while they are kept or still needed: fetching a
+#: kept one takes no trip to a governor, and a consumer placed on another governor gets
+#: the bytes with its assignment instead of fetching them from a peer. Beyond this
+#: budget, objects stay on their governors only, as bigger ones do.
 INLINE_BUDGET = 64 << 20
 
 
@@ -544,7 +546,8 @@ class ServerCore:
                     if content_type:
                         obj.content_type = content_type
                     obj.info = info
-                    if data is not None and obj.keep and len(data) == size \
+                    if data is not None and (obj.keep or obj.consumers) \
+                            and len(data) == size \
                             and self.inline_bytes + size <= INLINE_BUDGET:
                         obj.data = data
                         session.inline_bytes += size
