@@ -868,11 +868,21 @@ class Governor:
         if self._urgent:
             return False
         updates = self._task_updates
-        if len(updates) < HOLD_BATCH and len(self.queue) >= max(HOLD_QUEUE, 2 * self.cpus):
+        if len(updates) < HOLD_BATCH and \
+                self._waiting_for_cpu() >= max(HOLD_QUEUE, 2 * self.cpus):
             return True
         # Only "started" news (a chain's next link, say): it may wait a moment for the
         # task's end, so that one message instead of two wakes the server.
         return not self._object_updates and all(u[1] == RUNNING_STATE for u in updates)
+
+    def _waiting_for_cpu(self):
+        """Tasks here that wait for a CPU: in the queue, or sent to an executor behind
+        the call it is running."""
+        waiting = len(self.queue)
+        for executor in self.executors.all.values():
+            if len(executor.calls) > 1:
+                waiting += len(executor.calls) - 1
+        return waiting
 
     def _flush_held(self):
         self._hold_timer = None
