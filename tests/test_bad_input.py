@@ -386,10 +386,14 @@ def test_client_vanishing_mid_session(cluster):
     with session.bind_only():
         tasks.Sleep(blob(b"x"), 30)
         session.submit()
-    client._connection.conn.transport.abort()
+    connection = client._connection
+    connection.loop.call_soon_threadsafe(connection.conn.transport.abort)
     time.sleep(0.2)
+    started = time.monotonic()
     assert_cluster_works(cluster)
     client.close()
+    # The abandoned 30 s task was stopped with its session: nothing waited for it.
+    assert time.monotonic() - started < 20
 
 
 # ------------------------------------------------------------------------------------------
