@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rain.governor.timestamps import utc_isoformat
+from rain.common.timestamps import utc_isoformat
 
 
 def _reference(timestamp):

@@ -25,7 +25,7 @@ from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
-from .timestamps import utc_isoformat
+from ..common.timestamps import utc_isoformat
 from .transfer import DataServer, PeerPool, TransferError
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ the dashboard, post-mortem replay) run on the same thread after a flush, so they
 every event recorded before the query arrived.
 """
 import asyncio
-import datetime
 import json
 import logging
 import math
@@ -16,6 +15,8 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from ..common.timestamps import utc_isoformat
 
 logger = logging.getLogger(__name__)
 
@@ -50,33 +51,10 @@ class EventFilterError(ValueError):
     """A malformed filter of ``POST /events``."""
 
 
-def now_iso():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
-_iso_second = [None, ""]
-
-
-def iso_from_timestamp(ts):
-    """``datetime.fromtimestamp(ts, utc).isoformat()`` (microseconds truncated), with the
-    date-and-second part cached: events come thousands per second, and building a
-    datetime for each cost more than the rest of recording it."""
-    second = int(ts)
-    cache = _iso_second
-    if cache[0] != second:
-        cache[1] = datetime.datetime.fromtimestamp(
-            second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        cache[0] = second
-    micro = int((ts - second) * 1e6)
-    if micro:
-        return f"{cache[1]}.{micro:06d}+00:00"
-    return cache[1] + "+00:00"
-
-
 def _time_text(value):
     """A row's time as ISO-8601 text (logs written before times were stored as numbers
     already hold text)."""
-    return iso_from_timestamp(value) if isinstance(value, (int, float)) else value
+    return utc_isoformat(value) if isinstance(value, (int, float)) else value
 
 
 def _json_scalar(value):
