@@ -1,7 +1,7 @@
-"""The governor process collects cycles less often than Python's default."""
+"""Server and governor processes collect cycles less often than Python's default."""
 import gc
 
-from rain.governor.main import GC_YOUNG_THRESHOLD, tune_gc
+from rain.common.gc_tuning import GC_YOUNG_THRESHOLD, tune_gc
 
 
 def test_tune_gc_raises_the_young_threshold_and_freezes_start_up():

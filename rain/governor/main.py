@@ -1,6 +1,5 @@
 """``rain governor``: registers at a server and serves until the server goes away."""
 import asyncio
-import gc
 import logging
 import os
 import shutil
@@ -8,6 +7,7 @@ import signal
 import tempfile
 import tomllib
 
+from ..common.gc_tuning import tune_gc
 from ..common.address import parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
@@ -15,12 +15,6 @@ from .governor import Governor
 
 logger = logging.getLogger(__name__)
 
-#: Allocations between two young collections of the cyclic garbage collector (Python's
-#: default: 700). A governor running thousands of tasks per second allocates a few
-#: containers per task, nearly none of them in cycles, and keeps tens of thousands of
-#: objects alive (the store, the delete list); at the default the collector took about a
-#: fifth of the governor's CPU time on tiny built-in tasks, at 20,000 about a twentieth.
-GC_YOUNG_THRESHOLD = 20000
 
 
 class ConfigError(Exception):
@@ -105,15 +99,6 @@ async def run_governor(args):
         await governor.close()
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def tune_gc():
-    """Collect cycles less often, and never rescan what start-up left alive (modules,
-    the schema, the executors' setup)."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def main(args):

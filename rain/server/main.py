@@ -6,6 +6,7 @@ import signal
 import tempfile
 
 from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
+from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
 from .connections import RainServer
@@ -50,6 +51,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
         await asyncio.sleep(0)
         from ..dashboard.web import live_handlers
         app.wildcard_router.add_rules(live_handlers(server))
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
