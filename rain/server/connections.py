@@ -495,8 +495,9 @@ def decode_governor_update(update):
 
 
 def _fill_assigned_objects(builder, objects):
-    """The columns of the objects of an assignment: a constant carries its bytes, a
-    finished object the governors that hold it."""
+    """The columns of the objects of an assignment: an object whose bytes the server
+    holds (a constant, a small result) carries them, any other finished object the
+    governors that hold it."""
     assign_columns.fill_objects(
         builder,
         [(o.session.id, o.id) for o in objects],
