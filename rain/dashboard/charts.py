@@ -78,11 +78,29 @@ class Chart:
         return self.data(model, session)
 
     def _table(self, model, session, source_name, source, columns, height, name):
-        """A table chart filled with the current data of ``source_name``."""
+        """A table chart filled with the current data of ``source_name``; ``columns``:
+        (field, title, width[, formatter]) each."""
+        columns = [TableColumn(field=field, title=title, width=width,
+                               **({"formatter": rest[0]} if rest else {}))
+                   for field, title, width, *rest in columns]
         table = DataTable(source=source, columns=columns, width=WIDTH, height=height,
                           index_position=None, name=name)
         _apply({source_name: source}, self.data(model, session))
         return table
+
+
+def _columns(fields, rows):
+    """A source's data from row tuples: one list per field."""
+    if not rows:
+        return {field: [] for field in fields}
+    return dict(zip(fields, map(list, zip(*rows))))
+
+
+def _count_columns():
+    """The task-count columns that the sessions and inspector tables share."""
+    return [("tasks", "Tasks", 70), ("waiting", "Waiting", 70), ("running", "Running", 70),
+            ("finished", "Finished", 70), ("failed", "Failed", 60),
+            ("progress", "Progress", 70, NumberFormatter(format="0.0%"))]
 
 
 def _source(name, data):
@@ -106,20 +124,13 @@ class SessionsChart(Chart):
     title = "Sessions"
 
     def data(self, model, session):
-        rows = sorted(model.sessions.values(), key=lambda s: -s.id)[:TABLE_ROWS]
-        cols = {k: [] for k in ("session", "name", "status", "tasks", "waiting", "running",
-                                "finished", "failed", "progress", "message")}
-        for s in rows:
-            cols["session"].append(s.id)
-            cols["name"].append(s.name)
-            cols["status"].append(s.status)
-            cols["tasks"].append(s.n_tasks)
-            cols["waiting"].append(s.waiting)
-            cols["running"].append(s.running)
-            cols["finished"].append(s.finished)
-            cols["failed"].append(s.failed)
-            cols["progress"].append(s.finished / s.n_tasks if s.n_tasks else 0.0)
-            cols["message"].append(s.message[:200])
+        sessions = sorted(model.sessions.values(), key=lambda s: -s.id)[:TABLE_ROWS]
+        cols = _columns(
+            ("session", "name", "status", "tasks", "waiting", "running", "finished",
+             "failed", "progress", "message"),
+            [(s.id, s.name, s.status, s.n_tasks, s.waiting, s.running, s.finished, s.failed,
+              s.finished / s.n_tasks if s.n_tasks else 0.0, s.message[:200])
+             for s in sessions])
         return {"sources": {"sessions": {"data": cols}}}
 
     def build(self, model, session):
@@ -129,17 +140,9 @@ class SessionsChart(Chart):
                      '<%= value %></a>')
         status = HTMLTemplateFormatter(
             template='<span class="rain-status-<%= value %>"><%= value %></span>')
-        columns = [TableColumn(field="session", title="Session", formatter=link, width=60),
-                   TableColumn(field="name", title="Name", width=180),
-                   TableColumn(field="status", title="Status", formatter=status, width=70),
-                   TableColumn(field="tasks", title="Tasks", width=70),
-                   TableColumn(field="waiting", title="Waiting", width=70),
-                   TableColumn(field="running", title="Running", width=70),
-                   TableColumn(field="finished", title="Finished", width=70),
-                   TableColumn(field="failed", title="Failed", width=60),
-                   TableColumn(field="progress", title="Progress",
-                               formatter=NumberFormatter(format="0.0%"), width=70),
-                   TableColumn(field="message", title="Message", width=300)]
+        columns = [("session", "Session", 60, link), ("name", "Name", 180),
+                   ("status", "Status", 70, status), *_count_columns(),
+                   ("message", "Message", 300)]
         return self._table(model, session, "sessions", source, columns, 280,
                            "sessions-table")
 
@@ -149,27 +152,20 @@ class GovernorsChart(Chart):
     title = "Governors"
 
     def data(self, model, session):
-        cols = {k: [] for k in ("governor", "cpus", "status", "running", "finished", "cpu",
-                                "mem")}
-        for g in model.governors.values():
-            cols["governor"].append(g.id)
-            cols["cpus"].append(g.cpus)
-            cols["status"].append("alive" if g.alive else f"removed: {g.reason}")
-            cols["running"].append(g.running)
-            cols["finished"].append(g.finished)
-            cols["cpu"].append(round(g.cpu[-1], 1) if g.cpu else float("nan"))
-            cols["mem"].append(round(g.mem[-1], 1) if g.mem else float("nan"))
+        cols = _columns(
+            ("governor", "cpus", "status", "running", "finished", "cpu", "mem"),
+            [(g.id, g.cpus, "alive" if g.alive else f"removed: {g.reason}", g.running,
+              g.finished, round(g.cpu[-1], 1) if g.cpu else float("nan"),
+              round(g.mem[-1], 1) if g.mem else float("nan"))
+             for g in model.governors.values()])
         return {"sources": {"governors": {"data": cols}}}
 
     def build(self, model, session):
         source = _source("governors", {})
-        columns = [TableColumn(field="governor", title="Governor", width=160),
-                   TableColumn(field="cpus", title="CPUs", width=50),
-                   TableColumn(field="status", title="Status", width=140),
-                   TableColumn(field="running", title="Running tasks", width=90),
-                   TableColumn(field="finished", title="Finished tasks", width=90),
-                   TableColumn(field="cpu", title="CPU %", width=60),
-                   TableColumn(field="mem", title="Memory %", width=70)]
+        columns = [("governor", "Governor", 160), ("cpus", "CPUs", 50),
+                   ("status", "Status", 140), ("running", "Running tasks", 90),
+                   ("finished", "Finished tasks", 90), ("cpu", "CPU %", 60),
+                   ("mem", "Memory %", 70)]
         return self._table(model, session, "governors", source, columns, 180,
                            "governors-table")
 
@@ -496,37 +492,23 @@ class InspectorChart(SessionChart):
 
     def data(self, model, session):
         rows = model.group_tree(session, TABLE_ROWS)
-        cols = {k: [] for k in ("group", "path", "level", "tasks", "waiting", "running",
-                                "finished", "failed", "progress", "mean_duration",
-                                "total_duration")}
-        for row in rows:
-            name = row["path"].rsplit("/", 1)[-1]
-            cols["group"].append("\u2003" * row["level"] + name)
-            cols["path"].append(row["path"])
-            cols["level"].append(row["level"])
-            for k in ("tasks", "waiting", "running", "finished", "failed"):
-                cols[k].append(row[k])
-            cols["progress"].append(row["finished"] / row["tasks"] if row["tasks"] else 0.0)
-            mean = row["mean_duration"]
-            cols["mean_duration"].append(mean if mean is not None else float("nan"))
-            cols["total_duration"].append(row["total_duration"])
+        cols = _columns(
+            ("group", "path", "level", "tasks", "waiting", "running", "finished", "failed",
+             "progress", "mean_duration", "total_duration"),
+            [("\u2003" * row["level"] + row["path"].rsplit("/", 1)[-1], row["path"],
+              row["level"], row["tasks"], row["waiting"], row["running"], row["finished"],
+              row["failed"], row["finished"] / row["tasks"] if row["tasks"] else 0.0,
+              row["mean_duration"] if row["mean_duration"] is not None else float("nan"),
+              row["total_duration"])
+             for row in rows])
         return {"sources": {"groups": {"data": cols}}}
 
     def build(self, model, session):
         source = _source("groups", {})
         seconds = NumberFormatter(format="0.000")
-        columns = [TableColumn(field="group", title="Task name group", width=260),
-                   TableColumn(field="tasks", title="Tasks", width=70),
-                   TableColumn(field="waiting", title="Waiting", width=70),
-                   TableColumn(field="running", title="Running", width=70),
-                   TableColumn(field="finished", title="Finished", width=70),
-                   TableColumn(field="failed", title="Failed", width=60),
-                   TableColumn(field="progress", title="Progress",
-                               formatter=NumberFormatter(format="0.0%"), width=70),
-                   TableColumn(field="mean_duration", title="Mean duration (s)",
-                               formatter=seconds, width=110),
-                   TableColumn(field="total_duration", title="Total duration (s)",
-                               formatter=seconds, width=110)]
+        columns = [("group", "Task name group", 260), *_count_columns(),
+                   ("mean_duration", "Mean duration (s)", 110, seconds),
+                   ("total_duration", "Total duration (s)", 110, seconds)]
         return self._table(model, session, "groups", source, columns, 260,
                            "inspector-table")
 
