@@ -359,6 +359,80 @@ def test_model_folds_events_and_deltas_are_incremental():
     feed({"nothing": 1})
 
 
+def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path,
+                                                                        monkeypatch):
+    """Nothing is folded until someone looks; the replay reads the log in chunks while
+    events keep coming, and the model ends with every event exactly once."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from rain.dashboard import live
+    from rain.server.events import EventLog
+
+    monkeypatch.setattr(live, "REPLAY_CHUNK", 7)
+
+    def task_events(tid):
+        base = {"session": 1, "task": tid, "governor": "g1", "name": "t"}
+        return [dict(base, type="TaskStarted"),
+                dict(base, type="TaskFinished", info={"start_time": 1.0, "duration": 0.5})]
+
+    async def scenario():
+        log = EventLog(str(tmp_path / "events.db"))
+        server = SimpleNamespace(events=log, core=SimpleNamespace(sessions={}))
+        added = 0
+
+        def add(event):
+            nonlocal added
+            log.add(event)
+            added += 1
+
+        add({"type": "GovernorNew", "governor": "g1", "cpus": 1})
+        add({"type": "SessionNew", "session": 1, "client": 1, "spec": {"name": "s"}})
+        add({"type": "ClientSubmit", "session": 1, "tasks": list(range(10_000)),
+             "task_names": {"t": 10_000}})
+        for tid in range(40):
+            for event in task_events(tid):
+                add(event)
+        log.flush_async().result()       # part of the run is on disk, part still pending
+        for event in task_events(40):
+            add(event)
+        models = live.LiveModel(server)
+        assert models.model is None and log.listeners == []
+        next_task = 41
+        rows_after, newest_id = log.rows_after, log.newest_id
+
+        def run_goes_on():
+            """A task runs while the replay waits for the log's thread."""
+            nonlocal next_task
+            for event in task_events(next_task):
+                add(event)
+            next_task += 1
+
+        async def rows_after_while_running(*args):
+            rows = await rows_after(*args)
+            run_goes_on()
+            return rows
+
+        async def newest_id_while_running():
+            newest = await newest_id()
+            run_goes_on()
+            return newest
+
+        log.rows_after, log.newest_id = rows_after_while_running, newest_id_while_running
+        model, again = await asyncio.gather(models.get(), models.get())
+        assert model is again is models.model and log.listeners == [model.feed_live]
+        assert next_task > 41 + 6        # several chunks were read while the run went on
+        for _ in range(3):
+            run_goes_on()
+        session = model.sessions[1]
+        assert (session.finished, session.running) == (next_task, 0)
+        assert model.events == added and model.governors["g1"].finished == next_task
+        assert await models.get() is model
+        log.close()
+
+    asyncio.run(scenario())
+
+
 def test_dashboard_http_errors(cluster):
     base = f"http://127.0.0.1:{cluster.http_port}"
     r = requests.get(base + "/dashboard/api/item/nope", timeout=10)

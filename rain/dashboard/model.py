@@ -1,8 +1,9 @@
 """The run model: server events folded into the state the dashboard and the REST API show.
 
-Pure Python, no I/O. It is fed live from ``EventLog.listeners`` (on the server's loop, so
+Pure Python, no I/O. A running server builds it when someone first looks, by replaying its
+event log, and from then on feeds it from ``EventLog.listeners`` (on the server's loop, so
 ``feed`` must be cheap: a few dict operations per event, nothing per task at submit beyond
-keeping a reference to the id list) and post mortem from ``query_file`` rows.
+keeping a reference to the id list); post mortem it is replayed from the ``events.db``.
 
 Work that only a viewer needs (parsing task start times, placing finished tasks on the CPU
 lanes of the task stream) is deferred: finished tasks are appended raw and turned into
@@ -15,6 +16,7 @@ without a name is grouped by its task type when a resolver is given (live), else
 only unnamed group of its submits.
 """
 import datetime
+import json
 import time
 
 WAITING, RUNNING, FINISHED, FAILED = range(4)
@@ -205,19 +207,25 @@ class RunModel:
             except (TypeError, ValueError, KeyError, AttributeError):
                 pass        # a malformed event must never break the server or a replay
 
-    def feed_rows(self, rows):
-        """Rows of ``query_file``/``EventLog.query``: ``{"id", "time", "event"}``."""
-        last = 0
-        for row in rows:
-            self.feed(row["event"], parse_time(row.get("time")))
-            last = row.get("id", last)
-        return last
+    def feed_stored(self, rows, last_id=0):
+        """Rows as the event log stores them, ``(id, time, event JSON)`` (a replay);
+        returns the id of the last row."""
+        loads = json.loads
+        for row_id, when, text in rows:
+            last_id = row_id
+            try:
+                event = loads(text)
+            except ValueError:
+                continue        # a damaged row must not stop a replay
+            if isinstance(event, dict):
+                self.feed(event, parse_time(when))
+        return last_id
 
     @classmethod
     def from_file(cls, path):
-        from ..server.events import query_file
+        from ..server.events import read_rows_file
         model = cls(live=False)
-        model.last_id = model.feed_rows(query_file(path))
+        model.last_id = model.feed_stored(read_rows_file(path))
         return model
 
     # -- handlers -------------------------------------------------------------------------

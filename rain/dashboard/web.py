@@ -9,7 +9,7 @@ than a Bokeh server (``BokehTornado``) mounted on the server's tornado:
   and a poll (at most 2 per second per page, never two in flight) returns only what changed
   since the cursor the page holds: new task-stream rows, new monitoring samples, and small
   derived tables (groups, sessions) only when the model's version moved. The model itself
-  is folded from events in O(1) per event whether or not anyone watches.
+  is built from the event log when first viewed, then folded from events in O(1) each.
 - Plain HTTP only. No websocket, no Bokeh session ids, tokens or origin allow-lists, so the
   pages work unchanged behind the Jupyter server proxy, in iframes (``/charts.json``), and
   post mortem from ``rain dashboard --logdir`` with no cluster.
@@ -32,7 +32,7 @@ from bokeh.util.paths import bokehjs_path
 from ..server.http import JsonHandler
 from . import assets
 from .charts import make_charts
-from .live import live_edges_provider, live_model
+from .live import ReadyModel, live_edges_provider, live_model
 from .model import RunModel
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,11 @@ PAGES = {
 
 
 class Dashboard:
-    """What the handlers share: the model, the charts, and (post mortem) a file to follow."""
+    """What the handlers share: the model (``await models.get()``), the charts, and (post
+    mortem) a file to follow."""
 
-    def __init__(self, model, edges_provider=None, events_path=None, note=""):
-        self.model = model
+    def __init__(self, models, edges_provider=None, events_path=None, note=""):
+        self.models = models
         self.charts = make_charts(edges_provider)
         self.events_path = events_path
         self.note = note
@@ -65,17 +66,16 @@ class Dashboard:
         if now - self._last_refresh < 1.0:
             return
         self._last_refresh = now
-        from ..server.events import query_file
-        last = getattr(self.model, "last_id", 0)
+        from ..server.events import read_rows_file
+        model = self.models.model
         try:
-            rows = query_file(self.events_path, {"id": {"value": last, "mode": ">"}})
+            rows = read_rows_file(self.events_path, model.last_id)
         except Exception as exc:     # the file may be mid-write or gone
             logger.debug("cannot read %s: %s", self.events_path, exc)
             return
-        if rows:
-            self.model.last_id = self.model.feed_rows(rows)
+        model.last_id = model.feed_stored(rows, model.last_id)
 
-    def chart_and_session(self, chart_id, session_arg):
+    def chart_and_session(self, model, chart_id, session_arg):
         chart = self.charts.get(chart_id)
         if chart is None:
             raise tornado.web.HTTPError(404, f"no such chart {chart_id!r}; charts: "
@@ -89,19 +89,19 @@ class Dashboard:
             except (TypeError, ValueError):
                 raise tornado.web.HTTPError(400, f"invalid session id {session_arg!r}") \
                     from None
-            session = self.model.sessions.get(sid)
+            session = model.sessions.get(sid)
             if session is None:
                 raise tornado.web.HTTPError(404, f"no session {sid}")
         return chart, session
 
-    def manifest(self):
+    def manifest(self, model):
         entries = []
         for chart in self.charts.values():
             if chart.scope == "global":
                 entries.append({"id": chart.id, "title": chart.title, "chart": chart.id,
                                 "session": None, "url": f"{BASE}/chart/{chart.id}"})
-        for sid in sorted(self.model.sessions):
-            name = self.model.sessions[sid].name
+        for sid in sorted(model.sessions):
+            name = model.sessions[sid].name
             for chart in self.charts.values():
                 if chart.scope == "session":
                     title = f"{chart.title} (session {sid}{': ' + name if name else ''})"
@@ -133,7 +133,8 @@ class BaseHandler(JsonHandler):
     def initialize(self, dashboard):
         self.dashboard = dashboard
 
-    def prepare(self):
+    async def prepare(self):
+        self.model = await self.dashboard.models.get()
         self.dashboard.refresh()
 
 
@@ -147,11 +148,11 @@ class PageHandler(BaseHandler):
         session = None
         if self.page == "session":
             sid = int(session_arg)
-            if sid not in self.dashboard.model.sessions:
+            if sid not in self.model.sessions:
                 raise tornado.web.HTTPError(404, f"no session {sid}")
             session = sid
             title = f"Session {sid}"
-            name = self.dashboard.model.sessions[sid].name
+            name = self.model.sessions[sid].name
             if name:
                 title += f": {name}"
         charts = self.dashboard.charts
@@ -166,7 +167,7 @@ class ChartPageHandler(BaseHandler):
 
     def get(self, chart_id):
         chart, session = self.dashboard.chart_and_session(
-            chart_id, self.get_query_argument("session", None))
+            self.model, chart_id, self.get_query_argument("session", None))
         body = chart_div(0, chart, session.id if session else None, heading=False)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(render_page(f"Rain: {chart.title}", body, self.dashboard.note))
@@ -177,9 +178,9 @@ class ItemHandler(BaseHandler):
     ``json_item`` form) with its current data, plus the cursor for later deltas."""
 
     def get(self, chart_id):
+        model = self.model
         chart, session = self.dashboard.chart_and_session(
-            chart_id, self.get_query_argument("session", None))
-        model = self.dashboard.model
+            model, chart_id, self.get_query_argument("session", None))
         cursor = chart.initial_cursor(model, session)
         root = chart.build(model, session)
         sources = sorted({m.name for m in root.references()
@@ -195,7 +196,7 @@ class UpdateHandler(BaseHandler):
         body = self.read_json()
         if not isinstance(body, dict) or not isinstance(body.get("charts"), list):
             raise tornado.web.HTTPError(400, 'expected {"charts": [...]}')
-        model = self.dashboard.model
+        model = self.model
         replies = []
         for entry in body["charts"][:64]:
             if not isinstance(entry, dict):
@@ -203,7 +204,7 @@ class UpdateHandler(BaseHandler):
                 continue
             try:
                 chart, session = self.dashboard.chart_and_session(
-                    entry.get("chart"), entry.get("session"))
+                    model, entry.get("chart"), entry.get("session"))
             except tornado.web.HTTPError as exc:
                 replies.append({"error": exc.log_message})
                 continue
@@ -216,7 +217,7 @@ class UpdateHandler(BaseHandler):
 
 class ManifestHandler(BaseHandler):
     def get(self):
-        self.send_json(self.dashboard.manifest())
+        self.send_json(self.dashboard.manifest(self.model))
 
 
 class ScriptHandler(tornado.web.RequestHandler):
@@ -262,7 +263,7 @@ def live_handlers(server):
 def post_mortem_dashboard(logdir):
     path = events_path(logdir)
     model = RunModel.from_file(path)
-    return Dashboard(model, events_path=path, note=f"post mortem: {path}")
+    return Dashboard(ReadyModel(model), events_path=path, note=f"post mortem: {path}")
 
 
 def events_path(logdir):

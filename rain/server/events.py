@@ -230,6 +230,31 @@ class EventLog:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._query, query, params, filter_)
 
+    async def rows_after(self, last_id, limit):
+        """Up to ``limit`` stored rows ``(id, time, event JSON)`` after ``last_id``, every
+        event recorded so far included (the live model's replay reads the log in chunks)."""
+        self.flush_async()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._rows_after, last_id, limit)
+
+    async def newest_id(self):
+        """The id of the newest event recorded so far (0 for none)."""
+        self.flush_async()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._newest_id)
+
+    def _newest_id(self):
+        return self._db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+
+    def rows_after_now(self, last_id):
+        """All stored rows after ``last_id``, waiting for the writer here: the caller (on
+        the loop) needs the log complete up to this instant, with no event added between."""
+        self.flush_async()
+        return self._executor.submit(self._rows_after, last_id, None).result()
+
+    def _rows_after(self, last_id, limit):
+        return read_rows(self._db, last_id, limit)
+
     def _ensure_indexes(self, filter_):
         """Create the indexes a filter can use (once; SQLite keeps them up afterwards)."""
         for key in filter_ or ():
@@ -254,6 +279,24 @@ class EventLog:
         self.flush_async()
         self._executor.submit(self._db.close).result()
         self._executor.shutdown(wait=True)
+
+
+def read_rows(db, last_id=0, limit=None):
+    """Rows as stored, ``(id, time, event JSON text)``, after ``last_id`` in id order (what
+    a replay needs: no filter, no time formatting)."""
+    sql = "SELECT id, time, event FROM events WHERE id > ? ORDER BY id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return db.execute(sql, (last_id,)).fetchall()
+
+
+def read_rows_file(path, last_id=0):
+    """``read_rows`` of an ``events.db`` on disk, opened read-only (post mortem)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return read_rows(db, last_id)
+    finally:
+        db.close()
 
 
 def query_file(path, filter_=None):

@@ -33,9 +33,6 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
                         debug_mode=env_flag("RAIN_DEBUG_MODE"))
     dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
         "0", "off", "no", "false")
-    if dashboard_on:
-        from ..dashboard.live import live_model
-        live_model(server)        # sees every event from the first one on
     bound = await server.listen(host, port)
     app = make_app(events, extra=rest_handlers(server) if dashboard_on else ())
     http_server = app.listen(http_port, address=http_host)

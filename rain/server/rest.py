@@ -92,9 +92,17 @@ def core_error(exc):
 
 
 class RestHandler(JsonHandler):
-    def initialize(self, rest, model):
+    #: Whether the handler reads the run model (the first such request builds it).
+    uses_model = True
+
+    def initialize(self, rest, models):
         self.rest = rest
-        self.model = model
+        self.models = models
+        self.model = None
+
+    async def prepare(self):
+        if self.uses_model:
+            self.model = await self.models.get()
 
     @property
     def core(self):
@@ -171,6 +179,8 @@ class RestHandler(JsonHandler):
 # ------------------------------------------------------------------------------------------
 
 class IndexHandler(RestHandler):
+    uses_model = False
+
     def get(self):
         self.send_json({"api": "rain", "endpoints": ENDPOINTS, "docs": "docs/rest-api.md"})
 
@@ -474,6 +484,7 @@ class GraphHandler(RestHandler):
 
 class EventsHandler(RestHandler):
     """``GET /api/events?after=ID&type=T&session=N&limit=N``: the event log."""
+    uses_model = False
 
     async def get(self):
         filter_ = {"limit": min(self.int_arg("limit", 1000, 0), MAX_LIST)}
@@ -652,14 +663,14 @@ ENDPOINTS = [
 ]
 
 
-def rest_handlers(server, model=None):
-    if model is None:
+def rest_handlers(server, models=None):
+    if models is None:
         from ..dashboard.live import live_model
-        model = live_model(server)
+        models = live_model(server)
     rest = getattr(server, "rest", None)
     if rest is None:
         rest = server.rest = RestClient(server)
-    args = {"rest": rest, "model": model}
+    args = {"rest": rest, "models": models}
     s = rf"{PREFIX}/sessions/(\d+)"
     return [
         (rf"{PREFIX}/?", IndexHandler, args),
