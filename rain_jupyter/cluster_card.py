@@ -17,7 +17,7 @@ def server_info(client, timeout=INFO_TIMEOUT):
         msg.serverInfo = None
 
     try:
-        return connection.request_async(fill).result(timeout)
+        return connection.request(fill, timeout)
     except Exception:
         return None
 

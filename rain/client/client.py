@@ -89,6 +89,7 @@ class Client:
     def subscribe_events(self, callback, session_id=-1):
         """Call ``callback(list_of_event_dicts)`` on the client's I/O thread for every
         batch of server events (of one session, or all with -1)."""
+        self._connection.use_io_thread()
         self._connection.event_listeners.append(callback)
 
         def fill(msg):

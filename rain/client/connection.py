@@ -1,12 +1,20 @@
-"""The client's connection to the server, run by one background I/O thread.
+"""The client's connection to the server.
 
 Rain's client API is synchronous, and it must also work inside a Jupyter kernel whose main
 thread already runs an event loop. So each ``Client`` owns a daemon thread with its own
-asyncio loop that reads the connection; a synchronous call encodes its request and writes
-it to the socket in the caller's own thread (no hand-over to the loop thread, which would
-cost a thread wake-up per request), then blocks on a ``concurrent.futures`` future that
-the loop resolves when the reply arrives. Pushed server events are delivered to
-subscribers on the loop thread (subscribers must not block).
+asyncio loop (connecting, fetching from governors). A synchronous call encodes its request
+and writes it to the socket in the caller's own thread, then waits for the reply in one of
+two ways:
+
+- *Direct* (until someone subscribes to events): the waiting caller reads the socket
+  itself, so the reply wakes that thread alone. Handing each reply over from an I/O thread
+  cost a second wake-up per request, which on a small virtual machine is most of a short
+  round trip. With several calling threads, one reads for all (the others wait on a
+  condition and are woken when their reply has been read).
+- *Through the I/O thread*, from the first ``subscribe_events`` on: pushed events must
+  arrive while no caller waits, so the loop reads everything and resolves each caller's
+  ``concurrent.futures`` future. Events are delivered to subscribers on the loop thread
+  (subscribers must not block).
 """
 import asyncio
 import concurrent.futures
@@ -14,10 +22,12 @@ import logging
 import os
 import select
 import threading
+import time
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import loads_or
 from ..common.errors import RainException
+from ..common.frame_reader import FrameReader
 from ..common.framing import FrameProtocol, encode_frame
 from ..governor.transfer import PeerPool, TransferError
 
@@ -37,6 +47,15 @@ class ServerError(RainException):
 
 class ConnectionLost(RainException):
     pass
+
+
+#: How long a caller reading directly waits in one ``select`` before looking whether the
+#: I/O thread took over (seconds).
+READ_SLICE = 0.2
+
+
+class _HandedOver(Exception):
+    """The I/O thread reads from now on; the caller waits for its future instead."""
 
 
 def decode_response(resp):
@@ -77,6 +96,11 @@ class ServerConnection:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._fd = None       # the connection's socket, written by callers (see _write)
+        self._direct = True   # callers read their own replies (see the module docstring)
+        self._read_cond = threading.Condition()
+        self._reading = False           # a caller is reading for everyone
+        self._read_deadline = None
+        self._frames = FrameReader(self._recv_direct)
         self.conn = None
         self.closed = False
         self.event_listeners = []
@@ -115,6 +139,8 @@ class ServerConnection:
         if not ok:
             raise RainException(f"The server refused the connection: {error}")
         self._fd = _transport.get_extra_info("socket").fileno()
+        # Callers read their replies (the server sends nothing unasked after the hello).
+        _transport.pause_reading()
 
     def _on_frame(self, conn, frame):
         if not self._hello.done():
@@ -159,8 +185,9 @@ class ServerConnection:
                 future.set_exception(ConnectionLost("Connection to the server was lost"))
 
     # -- caller side ----------------------------------------------------------------------------
-    def request_async(self, fill):
-        """Send a request built by ``fill(request_builder)``; return a future of its reply."""
+    def _send_request(self, fill):
+        """Send a request built by ``fill(request_builder)``; return a future of its reply
+        (resolved only while someone reads: see ``request``)."""
         if self.closed:
             raise ConnectionLost("The client is not connected (closed or server lost)")
         future = concurrent.futures.Future()
@@ -182,7 +209,7 @@ class ServerConnection:
     def _write(self, frame):
         """Write one frame from the caller's thread; waits while the socket's buffer is
         full (a big submit), so a fast producer is held back by the server's reading.
-        The loop thread only reads this socket after the hello."""
+        The loop thread reads this socket, if at all, but never writes it after the hello."""
         pending = [memoryview(encode_frame(frame)), memoryview(frame)]
         with self._send_lock:
             while pending:
@@ -205,7 +232,105 @@ class ServerConnection:
                         sent = 0
 
     def request(self, fill, timeout=None):
-        return self.request_async(fill).result(timeout)
+        """Send a request built by ``fill(request_builder)`` and wait for its reply (a
+        ``TimeoutError`` after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        future = self._send_request(fill)
+        if self._direct:
+            self._read_until(future, deadline)
+        if deadline is not None:
+            timeout = max(0.0, deadline - time.monotonic())
+        return future.result(timeout)
+
+    # -- direct reading -----------------------------------------------------------------------
+    def _read_until(self, future, deadline):
+        """Read frames in this thread until ``future`` has its reply, unless another caller
+        is reading (then wait until it has read ours or stopped)."""
+        cond = self._read_cond
+        with cond:
+            while self._reading and not future.done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                cond.wait(remaining)
+            if future.done() or not self._direct:
+                return
+            self._reading = True
+        try:
+            self._read_deadline = deadline
+            while not future.done():
+                try:
+                    frame = self._frames.next()
+                except _HandedOver:
+                    return
+                except TimeoutError:
+                    raise
+                except (OSError, ValueError) as exc:   # a broken socket or a bad frame
+                    self._lost_direct(exc)
+                    return
+                if frame is None:
+                    self._lost_direct(None)
+                    return
+                try:
+                    self._on_frame(self.conn, frame)
+                except Exception as exc:
+                    logger.error("malformed message from the server: %s", exc)
+                    self._lost_direct(exc)
+                    return
+                if not future.done():
+                    with cond:
+                        cond.notify_all()       # it may be another waiting caller's
+        finally:
+            with cond:
+                self._reading = False
+                cond.notify_all()
+
+    def _recv_direct(self, want):
+        """One read for ``FrameReader``: waits in slices of ``READ_SLICE`` to notice the
+        I/O thread taking over and the caller's deadline."""
+        while True:
+            fd = self._fd
+            if fd is None:
+                return b""
+            try:
+                return os.read(fd, want)
+            except BlockingIOError:
+                pass
+            if not self._direct:
+                raise _HandedOver
+            timeout = READ_SLICE
+            if self._read_deadline is not None:
+                remaining = self._read_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                timeout = min(timeout, remaining)
+            select.select([fd], [], [], timeout)
+
+    def _lost_direct(self, exc):
+        """End of file or a broken connection, seen by a reading caller."""
+        self._on_close(self.conn, exc)
+        self.loop.call_soon_threadsafe(self.conn.transport.abort)
+
+    def use_io_thread(self):
+        """Let the I/O thread read everything from now on (before the first event
+        subscription: events arrive while no caller waits). Irreversible."""
+        with self._read_cond:
+            if not self._direct:
+                return
+            self._direct = False
+            while self._reading:        # the reading caller stops within READ_SLICE
+                self._read_cond.wait()
+            leftover = self._frames.take_buffered()
+        conn = self.conn
+
+        def resume():
+            if conn.closed:
+                return
+            if leftover:
+                conn.data_received(leftover)
+            conn.transport.resume_reading()
+
+        self.loop.call_soon_threadsafe(resume)
 
     def fetch_from_governor(self, address, key):
         """Fetch object bytes straight from the governor that holds them."""

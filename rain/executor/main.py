@@ -12,8 +12,9 @@ import time
 
 import cbor2
 
+from ..common.frame_reader import HEADER, FrameReader
+
 PROTOCOL = "rain-executor/1"
-HEADER = 4
 
 
 def _die_with_parent():
@@ -54,7 +55,7 @@ def serve(sock, executor_id, executor_type="py"):
     executor = PyExecutor(pipeline=True)
     _send(sock, "register", {"protocol": PROTOCOL, "executor_id": executor_id,
                              "executor_type": executor_type, "pipeline": True})
-    frames = FrameReader(sock)
+    frames = FrameReader(sock.recv)
     loads = cbor2.loads
     call = executor.call
     clock = time.time
@@ -73,39 +74,6 @@ def serve(sock, executor_id, executor_type="py"):
         elif kind == "drop_cached":
             executor.drop_cached(message[1])
         # Unknown kinds are ignored: a newer governor may send hints we do not need.
-
-
-class FrameReader:
-    """Whole frames from a blocking socket; one ``recv`` takes every call already sent."""
-
-    def __init__(self, sock, chunk=1 << 16):
-        self.sock = sock
-        self.chunk = chunk
-        self.buffer = bytearray()
-        self.offset = 0
-
-    def next(self):
-        """The next frame's payload, or None at end-of-file."""
-        while True:
-            buffer = self.buffer
-            available = len(buffer) - self.offset
-            if available >= HEADER:
-                size = int.from_bytes(buffer[self.offset:self.offset + HEADER], "little")
-                end = self.offset + HEADER + size
-                if end <= len(buffer):
-                    frame = bytes(buffer[self.offset + HEADER:end])
-                    self.offset = end
-                    return frame
-                want = max(self.chunk, end - len(buffer))
-            else:
-                want = self.chunk
-            if self.offset:
-                del buffer[:self.offset]
-                self.offset = 0
-            data = self.sock.recv(want)
-            if not data:
-                return None
-            buffer += data
 
 
 def main():
