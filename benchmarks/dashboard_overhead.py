@@ -5,15 +5,17 @@ without a dashboard page open in headless Chromium.
 
 Modes (each run on a fresh ``LocalCluster(governors=[1, 1])``):
 
-- ``closed``: the server as shipped (run model fed from events, REST and dashboard
-  mounted), no page open;
+- ``closed``: the server as shipped (REST and dashboard mounted), no page open: the run
+  model is not built, since nobody looked;
 - ``open``: the same with the session's dashboard page (summary, task graph, inspector,
-  task stream) open in Chromium during the whole run, polling for deltas;
-- ``off``: ``RAIN_DASHBOARD=off``, no run model at all (what the model itself costs).
+  task stream) open in Chromium during the whole run, polling for deltas: the page's first
+  request builds the run model, which then folds every event;
+- ``off``: ``RAIN_DASHBOARD=off``, no REST API and no dashboard at all.
 
 Throughput = tasks / (time from ``submit()`` to the end of ``wait_all()``); the median of
 the repetitions is reported, with the CPU time the server process used meanwhile (less
-sensitive than wall time to other load on the machine). Results and the command are kept in dashboard_overhead.md.
+sensitive than wall time to other load on the machine). Results and the command are kept
+in dashboard_overhead.md.
 """
 import argparse
 import json

@@ -309,7 +309,10 @@ class ServerConnection:
     def _lost_direct(self, exc):
         """End of file or a broken connection, seen by a reading caller."""
         self._on_close(self.conn, exc)
-        self.loop.call_soon_threadsafe(self.conn.transport.abort)
+        try:
+            self.loop.call_soon_threadsafe(self.conn.transport.abort)
+        except RuntimeError:        # the client was closed meanwhile: nothing to abort
+            pass
 
     def use_io_thread(self):
         """Let the I/O thread read everything from now on (before the first event
