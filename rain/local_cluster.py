@@ -18,7 +18,9 @@ from .starter import Cluster, StartError
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
+def die_with_parent():
+    """``preexec_fn`` of a child that must not outlive this process (Linux; elsewhere a
+    no-op)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -71,7 +73,7 @@ class LocalCluster:
     def start(self, timeout=60.0):
         os.makedirs(self.logdir, exist_ok=True)
         self._cluster = Cluster(self.workdir, self.logdir, env=self.env,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
         fixed = self.port is not None
         for attempt in range(1 if fixed else 5):
             port = self.port if fixed else free_port(self.host)

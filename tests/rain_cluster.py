@@ -15,6 +15,7 @@ import uuid
 import psutil
 
 from rain.client import Client
+from rain.local_cluster import die_with_parent
 
 START_TIMEOUT = 30
 
@@ -96,9 +97,11 @@ class TestCluster:
     def _spawn(self, args, log_name):
         log = open(os.path.join(self.logdir, log_name), "ab")
         try:
+            # Tied to this process as well: a test run that is killed (timeout, Ctrl-C
+            # twice) never reaches the teardown, and must not leave a cluster running.
             return subprocess.Popen([sys.executable, "-m", "rain", *args], env=self.env,
                                     stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent)
         finally:
             log.close()
 

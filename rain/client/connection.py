@@ -263,7 +263,7 @@ class ServerConnection:
                     frame = self._frames.next()
                 except _HandedOver:
                     return
-                except TimeoutError:
+                except TimeoutError:        # the caller's deadline (an OSError too)
                     raise
                 except (OSError, ValueError) as exc:   # a broken socket or a bad frame
                     self._lost_direct(exc)

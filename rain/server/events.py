@@ -8,6 +8,7 @@ the dashboard, post-mortem replay) run on the same thread after a flush, so they
 every event recorded before the query arrived.
 """
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -226,22 +227,22 @@ class EventLog:
     async def query(self, filter_):
         """Run a ``POST /events`` filter; returns ``[{"id", "time", "event"}]``."""
         query, params = build_query(filter_)
+        return await self._after_flush(self._query, query, params, filter_)
+
+    async def _after_flush(self, fn, *args):
+        """Run ``fn(*args)`` on the writer thread once every event recorded so far is
+        written (the thread takes its work in order)."""
         self.flush_async()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._query, query, params, filter_)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def rows_after(self, last_id, limit):
         """Up to ``limit`` stored rows ``(id, time, event JSON)`` after ``last_id``, every
         event recorded so far included (the live model's replay reads the log in chunks)."""
-        self.flush_async()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._rows_after, last_id, limit)
+        return await self._after_flush(read_rows, self._db, last_id, limit)
 
     async def newest_id(self):
         """The id of the newest event recorded so far (0 for none)."""
-        self.flush_async()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._newest_id)
+        return await self._after_flush(self._newest_id)
 
     def _newest_id(self):
         return self._db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
@@ -250,10 +251,7 @@ class EventLog:
         """All stored rows after ``last_id``, waiting for the writer here: the caller (on
         the loop) needs the log complete up to this instant, with no event added between."""
         self.flush_async()
-        return self._executor.submit(self._rows_after, last_id, None).result()
-
-    def _rows_after(self, last_id, limit):
-        return read_rows(self._db, last_id, limit)
+        return self._executor.submit(read_rows, self._db, last_id).result()
 
     def _ensure_indexes(self, filter_):
         """Create the indexes a filter can use (once; SQLite keeps them up afterwards)."""
@@ -290,22 +288,26 @@ def read_rows(db, last_id=0, limit=None):
     return db.execute(sql, (last_id,)).fetchall()
 
 
-def read_rows_file(path, last_id=0):
-    """``read_rows`` of an ``events.db`` on disk, opened read-only (post mortem)."""
+@contextlib.contextmanager
+def _read_only(path):
+    """An ``events.db`` on disk, opened read-only (post mortem)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return read_rows(db, last_id)
+        yield db
     finally:
         db.close()
+
+
+def read_rows_file(path, last_id=0):
+    """``read_rows`` of an ``events.db`` on disk."""
+    with _read_only(path) as db:
+        return read_rows(db, last_id)
 
 
 def query_file(path, filter_=None):
     """Read events from an ``events.db`` of a finished run (post-mortem use)."""
     query, params = build_query(filter_)
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
+    with _read_only(path) as db:
         rows = db.execute(query, params).fetchall()
-    finally:
-        db.close()
     return [{"id": row[0], "time": _time_text(row[1]), "event": json.loads(row[2])}
             for row in rows]
