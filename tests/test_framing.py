@@ -1,0 +1,115 @@
+"""Frames over a real socket pair: split, batched, big and garbage input."""
+import asyncio
+import os
+import socket
+
+import pytest
+
+from rain.common import framing
+from rain.common.framing import FrameProtocol, encode_frame
+
+
+def frame_bytes(payload):
+    return encode_frame(payload) + payload
+
+
+async def receive(chunks, *, max_frame_size=framing.MAX_FRAME_SIZE, pause=0.0):
+    """Write ``chunks`` one by one into a socket read by a ``FrameProtocol``; return the
+    frames it delivered, whether it closed the connection, and the protocol."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    frames, closed = [], loop.create_future()
+
+    def on_close(_proto, exc):
+        if not closed.done():
+            closed.set_result(exc)
+
+    _transport, proto = await loop.connect_accepted_socket(
+        lambda: FrameProtocol(lambda _p, frame: frames.append(frame), on_close,
+                              max_frame_size=max_frame_size), theirs)
+    ours.setblocking(False)
+    try:
+        for chunk in chunks:
+            await loop.sock_sendall(ours, chunk)
+            await asyncio.sleep(pause)
+        await asyncio.sleep(0.05)
+        ours.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(asyncio.shield(closed), 5)
+    finally:
+        ours.close()
+    return frames, proto
+
+
+def test_many_frames_in_one_write():
+    payloads = [os.urandom(n) for n in (0, 1, 3, 4, 5, 100, 4096)] * 50
+    frames, _ = asyncio.run(receive([b"".join(frame_bytes(p) for p in payloads)]))
+    assert frames == payloads
+
+
+def test_frames_split_at_every_byte():
+    payloads = [b"", b"abc", os.urandom(300), b"z" * 5]
+    data = b"".join(frame_bytes(p) for p in payloads)
+    frames, _ = asyncio.run(receive([data[i:i + 1] for i in range(len(data))], pause=0.001))
+    assert frames == payloads
+
+
+def test_big_frame_then_small_buffer_again():
+    big = os.urandom(5 * 2**20 + 7)
+    data = frame_bytes(big) + frame_bytes(b"after")
+    chunks = [data[i:i + 777_777] for i in range(0, len(data), 777_777)]
+    frames, proto = asyncio.run(receive(chunks))
+    assert frames == [big, b"after"]
+    # The buffer grown for the big frame is not kept once it is read.
+    assert len(proto._buf) <= framing.KEEP_SIZE
+
+
+def test_frame_over_the_limit_closes_only_that_connection():
+    data = frame_bytes(b"ok") + (1000).to_bytes(4, "little") + b"x" * 1000
+    frames, proto = asyncio.run(receive([data], max_frame_size=999))
+    assert frames == [b"ok"]
+    assert proto.closed
+
+
+def test_handler_error_closes_connection_after_earlier_frames():
+    async def run():
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        seen = []
+        closed = loop.create_future()
+
+        def on_frame(_p, frame):
+            seen.append(frame)
+            if frame == b"bad":
+                raise ValueError("handler refuses")
+
+        await loop.connect_accepted_socket(
+            lambda: FrameProtocol(on_frame, lambda _p, exc: closed.set_result(exc)), theirs)
+        ours.sendall(b"".join(frame_bytes(p) for p in (b"one", b"bad", b"never")))
+        await asyncio.wait_for(closed, 5)
+        ours.close()
+        return seen
+
+    assert asyncio.run(run()) == [b"one", b"bad"]
+
+
+@pytest.mark.parametrize("split", [0, 2, 4, 9])
+def test_bytes_fed_by_hand_join_what_the_socket_brings(split):
+    """``data_received`` takes bytes read elsewhere (the client's reading thread hands
+    over), including a partial frame completed by the socket afterwards."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        seen = []
+        closed = loop.create_future()
+        _t, proto = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(lambda _p, f: seen.append(f),
+                                  lambda _p, exc: closed.set_result(exc)), theirs)
+        data = frame_bytes(b"first") + frame_bytes(b"second")
+        proto.data_received(data[:split])
+        ours.sendall(data[split:])
+        ours.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(closed, 5)
+        ours.close()
+        return seen
+
+    assert asyncio.run(run()) == [b"first", b"second"]
