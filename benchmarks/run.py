@@ -113,6 +113,10 @@ def rows(sizes):
          "back to back, median", "us", 0, None),
         ("d", "d.ping_iso.median", "(d) machine baseline: the same ping-pong, isolated, median",
          "us", 0, None),
+        ("d", "d.bare_b2b.median", "(d) machine baseline: Rain's hops with no runtime "
+         "(`scenarios/bare_pipeline.py`), back to back, median", "ms", 2, None),
+        ("d", "d.bare_iso.median", "(d) machine baseline: the same bare hops, isolated, "
+         "median", "ms", 2, None),
         ("e", "e.small.rate", f"(e) concat, 2^{e['small']} constants "
          f"({2 ** e['small'] - 1:,} tasks)", "tasks/s", 0, (">=", 20_000, ">= 20,000")),
         ("e", "e.large.rate", f"(e) concat, 2^{e['large']} constants "

@@ -7,6 +7,7 @@ import gc
 import os
 import resource
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import psutil  # noqa: E402
 
+from bare_pipeline import BarePipeline  # noqa: E402
 from common import RssSampler, add, cpu_seconds, log, main, percentile  # noqa: E402
 from workload import CONST, rain_functions  # noqa: E402
 
@@ -165,6 +167,12 @@ def scenario_d(result, sizes, repeat):
     for _ in range(repeat):
         add(result, "d.ping_b2b.median", percentile(raw_ping(count, 0), 50) * 1e6)
         add(result, "d.ping_iso.median", percentile(raw_ping(isolated_count, pause), 50) * 1e6)
+    with tempfile.TemporaryDirectory() as tmp, BarePipeline(tmp) as bare:
+        bare.round_trips(10, 0)
+        for _ in range(repeat):
+            add(result, "d.bare_b2b.median", percentile(bare.round_trips(count, 0), 50) * 1e3)
+            add(result, "d.bare_iso.median",
+                percentile(bare.round_trips(isolated_count, pause), 50) * 1e3)
     with cluster() as c:
         client = c.client()
         independent(client, 200)
