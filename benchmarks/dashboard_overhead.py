@@ -54,11 +54,13 @@ def run_once(n_tasks, mode):
                     tasks.Sleep(data, 0, name=f"bench/group{i % 10}")
                 server = server_process()
                 cpu0 = cpu_seconds(server)
+                browser_cpu0 = browser.cpu_seconds() if browser is not None else 0.0
                 t0 = time.perf_counter()
                 session.submit()
                 session.wait_all()
                 elapsed = time.perf_counter() - t0
                 server_cpu = cpu_seconds(server) - cpu0
+                browser_cpu = browser.cpu_seconds() - browser_cpu0 if browser else 0.0
                 extra = {}
                 if page is not None:
                     polls = page.evaluate("window.rainDashboard.polls")
@@ -67,6 +69,7 @@ def run_once(n_tasks, mode):
                     extra = page.evaluate("({polls: window.rainDashboard.polls, updates: "
                                           "window.rainDashboard.updates, errors: "
                                           "window.rainDashboard.errors.length})")
+                    extra["browser_cpu_s"] = round(browser_cpu, 2)
         finally:
             if browser is not None:
                 browser.close()
@@ -104,6 +107,17 @@ class Browser:
         page.goto(url)
         page.wait_for_function("document.body.dataset.ready === '1'", timeout=30000)
         return page
+
+    def cpu_seconds(self):
+        """CPU time of every Chromium process so far (the browser shares the machine)."""
+        total = 0.0
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "chrom" in proc.name():
+                    total += cpu_seconds(proc)
+            except psutil.Error:
+                continue
+        return total
 
     def close(self):
         self.context.close()

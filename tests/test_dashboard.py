@@ -397,7 +397,7 @@ def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path
         for event in task_events(40):
             add(event)
         models = live.LiveModel(server)
-        assert models.model is None and log.listeners == []
+        assert models.model is None and log.batch_listeners == []
         next_task = 41
         rows_after, newest_id = log.rows_after, log.newest_id
 
@@ -420,10 +420,15 @@ def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path
 
         log.rows_after, log.newest_id = rows_after_while_running, newest_id_while_running
         model, again = await asyncio.gather(models.get(), models.get())
-        assert model is again is models.model and log.listeners == [model.feed_live]
+        assert model is again is models.model
+        assert log.batch_listeners == [models._fold_batch] and log.listeners == []
         assert next_task > 41 + 6        # several chunks were read while the run went on
         for _ in range(3):
             run_goes_on()
+        log.flush_async().result()      # part of what follows goes by the writer's batch
+        for _ in range(2):
+            run_goes_on()
+        assert await models.get() is model
         session = model.sessions[1]
         assert (session.finished, session.running) == (next_task, 0)
         assert model.events == added and model.governors["g1"].finished == next_task

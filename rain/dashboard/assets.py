@@ -27,7 +27,7 @@ SCRIPT = r"""
 (function () {
   "use strict";
   const BASE = document.body.dataset.base || "/dashboard";
-  const INTERVAL = 500;
+  const INTERVAL = 1000;
   const state = {charts: [], errors: [], polls: 0, updates: 0};
   window.rainDashboard = state;
   window.addEventListener("error", (e) => state.errors.push(String(e.message)));
@@ -138,10 +138,10 @@ SCRIPT = r"""
     } catch (err) {
       console.warn("rain dashboard: update failed", err);
     }
-    // At most 2 polls a second; slower when fetching and drawing take long, so a busy
-    // machine spends at most a third of its time on this page.
+    // At most one poll a second; slower when fetching and drawing take long, so a busy
+    // machine spends at most a fifth of its time on this page.
     const spent = performance.now() - began;
-    setTimeout(poll, Math.max(INTERVAL, 2 * spent));
+    setTimeout(poll, Math.max(INTERVAL, 4 * spent));
   }
 
   async function start() {

@@ -1,5 +1,6 @@
 """The run model of a running server (no Bokeh needed: the REST API uses it too)."""
 import asyncio
+from itertools import islice
 
 from .model import RunModel
 
@@ -25,19 +26,26 @@ class LiveModel:
 
     Folding every event into the model as it happened cost the server ~7 us of its loop per
     task whether anyone watched or not. Instead, the first dashboard page or REST call
-    replays the event log written so far and only then joins the log's listeners. The
-    replay reads in chunks, serving other requests in between, and goes round again for
-    what the run added meanwhile; the last rows are read and the listener added without
+    replays the event log written so far and only then follows the log. The replay reads
+    in chunks, serving other requests in between, and goes round again for what the run
+    added meanwhile; the last rows are read and the model starts following without
     yielding to the loop, so no event falls between the two.
+
+    Following is in bulk, not a call per event on the server's hot path: each ``get`` folds
+    the events recorded since the last one (the log's ``pending``), and each batch the log
+    hands to its writer is folded up to its end (``batch_listeners``). A page polls once a
+    second at most, so the events arrive in a few long runs.
     """
 
     def __init__(self, server):
         self.server = server
         self.model = None
         self._building = None
+        self._folded = 0        # events of the log's ``pending`` already in the model
 
     async def get(self):
         if self.model is not None:
+            self._catch_up()
             return self.model
         if self._building is None:
             self._building = asyncio.ensure_future(self._build())
@@ -61,9 +69,26 @@ class LiveModel:
                     break
                 last = model.feed_stored(rows, last)
         model.feed_stored(events.rows_after_now(last), last)
-        events.listeners.append(model.feed_live)
+        self._folded = 0        # the log's pending list is empty right after that read
+        events.batch_listeners.append(self._fold_batch)
         self.model = model
         return model
+
+    def _catch_up(self):
+        pending = self.server.events.pending
+        if len(pending) > self._folded:
+            self._fold(pending, self._folded)
+            self._folded = len(pending)
+
+    def _fold_batch(self, batch):
+        """The log's pending list leaves for the writer: fold what is left of it."""
+        self._fold(batch, self._folded)
+        self._folded = 0
+
+    def _fold(self, recorded, start):
+        feed = self.model.feed_live
+        for when, event in islice(recorded, start, None):
+            feed(event, when)
 
 
 def task_type_resolver(core):

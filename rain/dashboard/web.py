@@ -6,10 +6,10 @@ than a Bokeh server (``BokehTornado``) mounted on the server's tornado:
 - Cost on the server's loop. A Bokeh server keeps a Python ``Document`` per open page and
   turns every data change into a websocket patch message from a periodic callback of each
   session, on the same loop that schedules tasks. Here a page costs nothing between polls,
-  and a poll (at most 2 per second per page, never two in flight) returns only what changed
+  and a poll (at most 1 per second per page, never two in flight) returns only what changed
   since the cursor the page holds: new task-stream rows, new monitoring samples, and small
   derived tables (groups, sessions) only when the model's version moved. The model itself
-  is built from the event log when first viewed, then folded from events in O(1) each.
+  is built from the event log when first viewed, then folded from events in bulk, O(1) each.
 - Plain HTTP only. No websocket, no Bokeh session ids, tokens or origin allow-lists, so the
   pages work unchanged behind the Jupyter server proxy, in iframes (``/charts.json``), and
   post mortem from ``rain dashboard --logdir`` with no cluster.

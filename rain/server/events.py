@@ -178,6 +178,9 @@ class EventLog:
         self._executor.submit(self._open).result()
         self._timer = None
         self.listeners = []     # callables(event_dict) for live subscribers
+        # callables(batch): each batch of (time, event) as it goes to the writer, for
+        # readers that fold events in bulk instead of one call per event (see ``pending``)
+        self.batch_listeners = []
 
     def _open(self):
         self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -209,7 +212,15 @@ class EventLog:
         if not self._pending:
             return None
         batch, self._pending = self._pending, []
+        for listener in self.batch_listeners:
+            listener(batch)
         return self._executor.submit(self._write, batch)
+
+    @property
+    def pending(self):
+        """The (time, event) pairs recorded since the last batch left for the writer, in
+        order; the list becomes the next batch (``batch_listeners``) as it is."""
+        return self._pending
 
     def _write(self, batch):
         encode = encode_event
