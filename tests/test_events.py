@@ -441,3 +441,29 @@ def test_subscribed_client_gets_events_until_it_leaves(tmp_path):
     finally:
         left = cluster.stop()
     assert not left, f"processes left behind: {left}"
+
+
+def test_failing_batch_reader_costs_the_log_no_event(tmp_path):
+    """A reader that follows the log in batches (the live run model) and fails leaves the
+    log whole: its batch is written all the same, and so are the next ones."""
+    from rain.server.events import EventLog, read_rows_file
+    log = EventLog(str(tmp_path / "events.db"))
+    seen = []
+
+    def reader(batch):
+        seen.append(len(batch))
+        raise RuntimeError("reader broke")
+
+    log.batch_listeners.append(reader)
+    try:
+        for round_ in range(2):
+            for tid in range(3):
+                log.add({"type": "TaskFinished", "session": 1, "task": 3 * round_ + tid})
+            assert len(log.pending) == 3
+            log.flush_async().result()
+            assert log.pending == []
+    finally:
+        log.close()
+    assert seen == [3, 3]
+    rows = read_rows_file(str(tmp_path / "events.db"))
+    assert [json.loads(text)["task"] for _id, _time, text in rows] == list(range(6))

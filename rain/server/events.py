@@ -213,7 +213,10 @@ class EventLog:
             return None
         batch, self._pending = self._pending, []
         for listener in self.batch_listeners:
-            listener(batch)
+            try:
+                listener(batch)
+            except Exception:       # a reader's failure must not cost the log its events
+                logger.exception("event batch listener failed")
         return self._executor.submit(self._write, batch)
 
     @property
