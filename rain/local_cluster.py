@@ -50,8 +50,9 @@ class LocalCluster:
         self.port = port
         self.http_port = http_port
         self._own_workdir = workdir is None
-        self.workdir = workdir or tempfile.mkdtemp(prefix="rain-local-")
-        self.logdir = os.path.abspath(logdir) if logdir else os.path.join(self.workdir, "logs")
+        # Our own work directory is made by start(): a cluster never started leaves none.
+        self.workdir = workdir
+        self._logdir = os.path.abspath(logdir) if logdir else None
         self.env = dict(os.environ)
         self.env.update(env or {})
         self._cluster = None
@@ -70,7 +71,15 @@ class LocalCluster:
     def _command(self):
         return [sys.executable, "-m", "rain"]
 
+    @property
+    def logdir(self):
+        if self._logdir is not None:
+            return self._logdir
+        return os.path.join(self.workdir, "logs") if self.workdir is not None else None
+
     def start(self, timeout=60.0):
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="rain-local-")
         os.makedirs(self.logdir, exist_ok=True)
         self._cluster = Cluster(self.workdir, self.logdir, env=self.env,
                                 preexec_fn=die_with_parent)
@@ -173,7 +182,7 @@ class LocalCluster:
             self._cluster.kill_all()
             self._cluster = None
         self.governors = []
-        if self._own_workdir:
+        if self._own_workdir and self.workdir is not None:
             import shutil
             from .governor.protect import remove_tree
             remove_tree(self.workdir)

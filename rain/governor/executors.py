@@ -23,6 +23,10 @@ from ..common.framing import FrameProtocol, encode_frame
 logger = logging.getLogger(__name__)
 
 PROTOCOL = "rain-executor/1"
+SOCKET_NAME = "executors.sock"
+#: Longest work directory that can hold the executors' socket: a Unix socket path has at
+#: most 107 bytes, and "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
+SOCKET_DIR_MAX = 107 - len("/rain-exec-12345678/") - len(SOCKET_NAME)
 REGISTER_TIMEOUT = 60.0
 OUTPUT_TAIL = 2000
 
@@ -205,9 +209,12 @@ class ExecutorPool:
 
     async def start(self):
         import tempfile
-        # Unix socket paths are limited to ~107 bytes; a deep workdir must not break them.
-        self._socket_dir = tempfile.mkdtemp(prefix="rain-exec-")
-        self.socket_path = os.path.join(self._socket_dir, "executors.sock")
+        # In the work directory, which whoever started the governor removes even after a
+        # SIGKILL; unless its path is too long for a Unix socket (~107 bytes).
+        directory = self.workdir if self.workdir and len(os.path.abspath(self.workdir)) \
+            <= SOCKET_DIR_MAX else None
+        self._socket_dir = tempfile.mkdtemp(prefix="rain-exec-", dir=directory)
+        self.socket_path = os.path.join(self._socket_dir, SOCKET_NAME)
         self.server = await asyncio.get_running_loop().create_unix_server(
             lambda: FrameProtocol(self._on_frame, self._on_close), self.socket_path)
 
