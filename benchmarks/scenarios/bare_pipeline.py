@@ -3,16 +3,16 @@
 A client, a server, a governor and an executor, as in Rain: the server and the governor
 are asyncio programs, the client and the executor block on their sockets; client-server
 and server-governor talk over TCP on loopback, governor-executor over a Unix socket pair.
-A round trip is what scenario (d) times: the client submits a cloudpickled function and
-waits for the acknowledgement, asks for the result, and the server answers once the
+A round trip is what scenario (d) times: the client submits a cloudpickled function,
+waits for the acknowledgement, then for the result, which the server sends once the
 executor has run the function and the governor has reported. Messages are pickled tuples
-behind a 4-byte length. No graph, no scheduling, no state, no events: what is left is the
-machine's price for these processes and wake-ups, and Python's for the least code per hop.
+in Rain's own frames (``rain.common.framing``, ``frame_reader``). No graph, no
+scheduling, no state, no events: what is left is the machine's price for these processes
+and wake-ups, and Python's for the least code per hop.
 
     python bare_pipeline.py [count] [pause]      # prints the median round trip
 """
 import asyncio
-import collections
 import os
 import pickle
 import socket
@@ -21,62 +21,43 @@ import subprocess
 import sys
 import time
 
-HEADER = 4
+from rain.common.frame_reader import FrameReader
+from rain.common.framing import FrameProtocol, encode_frame
+from rain.common.readyfile import write_ready_file
+from rain.local_cluster import die_with_parent, free_port
+from rain.starter import Cluster
 
 
 def frame(message):
     payload = pickle.dumps(message)
-    return len(payload).to_bytes(HEADER, "little") + payload
+    return encode_frame(payload) + payload
 
 
-def take_frames(buffer):
-    """Complete messages at the front of ``buffer`` (removed from it)."""
-    messages = []
-    while len(buffer) >= HEADER:
-        size = int.from_bytes(buffer[:HEADER], "little")
-        if len(buffer) < HEADER + size:
-            break
-        messages.append(pickle.loads(bytes(buffer[HEADER:HEADER + size])))
-        del buffer[:HEADER + size]
-    return messages
+def send(conn, message):
+    """Write one message on a ``FrameProtocol`` connection now."""
+    conn.send_now([pickle.dumps(message)])
 
 
-class Messages(asyncio.Protocol):
-    def __init__(self, on_message):
-        self.on_message = on_message
-        self.buffer = bytearray()
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.buffer += data
-        for message in take_frames(self.buffer):
-            self.on_message(self, message)
-
-
-def serve_server(port_file):
+def serve_server(port, ready_file):
     async def run():
         peers = {}
 
-        def on_message(conn, message):
+        def on_frame(conn, data):
+            message = pickle.loads(data)
             kind = message[0]
             if kind == "governor":
                 peers["governor"] = conn
-                conn.transport.write(frame(("welcome",)))
+                send(conn, ("welcome",))
             elif kind == "submit":
                 peers["client"] = conn
-                peers["governor"].transport.write(frame(("assign",) + message[1:]))
-                conn.transport.write(frame(("ok",)))
+                send(peers["governor"], ("assign",) + message[1:])
+                send(conn, ("ok",))
             elif kind == "done":
-                peers["client"].transport.write(frame(("data", message[2])))
+                send(peers["client"], ("data", message[2]))
 
-        server = await asyncio.get_running_loop().create_server(
-            lambda: Messages(on_message), "127.0.0.1", 0)
-        with open(port_file + ".tmp", "w") as f:
-            f.write(str(server.sockets[0].getsockname()[1]))
-        os.replace(port_file + ".tmp", port_file)
+        await asyncio.get_running_loop().create_server(lambda: FrameProtocol(on_frame),
+                                                       "127.0.0.1", port)
+        write_ready_file(ready_file)
         await asyncio.Event().wait()
 
     asyncio.run(run())
@@ -87,26 +68,28 @@ def serve_governor(port, ready_file):
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         subprocess.Popen([sys.executable, __file__, "executor", str(theirs.fileno())],
-                         pass_fds=[theirs.fileno()], preexec_fn=_die_with_parent)
+                         pass_fds=[theirs.fileno()], preexec_fn=die_with_parent)
         theirs.close()
-        peers = {}
+        links = {}
         welcome = loop.create_future()
 
-        def from_server(_conn, message):
+        def from_server(_conn, data):
+            message = pickle.loads(data)
             if message[0] == "welcome":
                 welcome.set_result(None)
             else:
-                executor.transport.write(frame(("call",) + message[1:]))
+                send(links["executor"], ("call",) + message[1:])
 
-        _, executor = await loop.connect_accepted_socket(
-            lambda: Messages(lambda _c, m: peers["server"].transport.write(
-                frame(("done",) + m[1:]))), ours)
-        _, server = await loop.create_connection(lambda: Messages(from_server),
-                                                 "127.0.0.1", port)
-        peers["server"] = server
-        server.transport.write(frame(("governor",)))
+        def from_executor(_conn, data):
+            send(links["server"], ("done",) + pickle.loads(data)[1:])
+
+        _, links["executor"] = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(from_executor), ours)
+        _, links["server"] = await loop.create_connection(lambda: FrameProtocol(from_server),
+                                                          "127.0.0.1", port)
+        send(links["server"], ("governor",))
         await welcome           # registered: the client may submit
-        open(ready_file, "w").close()
+        write_ready_file(ready_file)
         await asyncio.Event().wait()
 
     asyncio.run(run())
@@ -114,19 +97,10 @@ def serve_governor(port, ready_file):
 
 def serve_executor(fd):
     sock = socket.socket(fileno=fd)
-    buffer = bytearray()
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return
-        buffer += data
-        for _kind, task_id, function in take_frames(buffer):
-            sock.sendall(frame(("result", task_id, pickle.loads(function)())))
-
-
-def _die_with_parent():
-    from rain.local_cluster import die_with_parent
-    die_with_parent()
+    frames = FrameReader(sock.recv)
+    while (data := frames.next()) is not None:
+        _kind, task_id, function = pickle.loads(data)
+        sock.sendall(frame(("result", task_id, pickle.loads(function)())))
 
 
 def trivial():
@@ -138,52 +112,37 @@ class BarePipeline:
 
     def __init__(self, workdir):
         self.workdir = workdir
-        self.processes = []
+        self.processes = Cluster(workdir, workdir, preexec_fn=die_with_parent)
         self.sock = None
-        self.buffer = bytearray()
-        self.received = collections.deque()     # messages read but not yet taken
+        self.frames = None
 
     def __enter__(self):
-        port_file = os.path.join(self.workdir, "bare.port")
-        ready_file = os.path.join(self.workdir, "bare.ready")
-        self.processes.append(subprocess.Popen([sys.executable, __file__, "server", port_file],
-                                               preexec_fn=_die_with_parent))
-        port = int(self._wait_for(port_file))
-        self.processes.append(subprocess.Popen(
-            [sys.executable, __file__, "governor", str(port), ready_file],
-            preexec_fn=_die_with_parent))
-        self._wait_for(ready_file)
-        self.sock = socket.create_connection(("127.0.0.1", port))
+        port = free_port()
+        try:
+            for role in ("server", "governor"):
+                ready = os.path.join(self.workdir, f"{role}.ready")
+                self.processes.spawn(role, [sys.executable, __file__, role, str(port), ready],
+                                     ready, os.path.join(self.workdir, f"{role}.log"))
+                self.processes.wait_ready(30)
+            self.sock = socket.create_connection(("127.0.0.1", port))
+        except BaseException:
+            self.__exit__()
+            raise
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(30)     # a broken pipeline fails the scenario, not hangs it
+        self.frames = FrameReader(self.sock.recv)
         return self
-
-    def _wait_for(self, path, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(path):
-            if time.monotonic() > deadline or any(p.poll() is not None
-                                                  for p in self.processes):
-                raise RuntimeError("the bare pipeline did not start")
-            time.sleep(0.01)
-        with open(path) as f:
-            return f.read()
 
     def __exit__(self, *exc):
         if self.sock is not None:
             self.sock.close()
-        for process in reversed(self.processes):
-            process.kill()
-            process.wait()
+        self.processes.kill_all()
 
     def _receive(self):
-        while True:
-            self.received.extend(take_frames(self.buffer))
-            if self.received:
-                return self.received.popleft()
-            data = self.sock.recv(65536)
-            if not data:
-                raise RuntimeError("the bare pipeline closed the connection")
-            self.buffer += data
+        data = self.frames.next()
+        if data is None:
+            raise RuntimeError("the bare pipeline closed the connection")
+        return pickle.loads(data)
 
     def round_trips(self, count, pause):
         import cloudpickle
@@ -203,7 +162,7 @@ class BarePipeline:
 if __name__ == "__main__":
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role == "server":
-        serve_server(sys.argv[2])
+        serve_server(int(sys.argv[2]), sys.argv[3])
     elif role == "governor":
         serve_governor(int(sys.argv[2]), sys.argv[3])
     elif role == "executor":

@@ -119,6 +119,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def _deliver(self):
         buf = self._buf
         offset, end = self._start, self._end
+        needed = HEADER_SIZE        # for the frame at ``offset`` to be whole
         try:
             with memoryview(buf) as view:
                 while end - offset >= HEADER_SIZE:
@@ -127,6 +128,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
                         raise FrameError(f"frame of {length} bytes exceeds the limit")
                     frame_end = offset + HEADER_SIZE + length
                     if frame_end > end:
+                        needed = HEADER_SIZE + length
                         break
                     frame = bytes(view[offset + HEADER_SIZE:frame_end])
                     offset = frame_end
@@ -141,19 +143,13 @@ class FrameProtocol(asyncio.BufferedProtocol):
             self._start = offset
             self.close()
             return
+        self._needed = needed
         if offset == end:
             self._start = self._end = 0
-            self._needed = HEADER_SIZE
             if len(buf) > KEEP_SIZE:     # grown for a big frame: do not keep it
                 self._buf = bytearray(2 * READ_SIZE)
         else:
             self._start = offset
-            unread = end - offset
-            if unread >= HEADER_SIZE:
-                self._needed = HEADER_SIZE + int.from_bytes(
-                    buf[offset:offset + HEADER_SIZE], "little")
-            else:
-                self._needed = HEADER_SIZE
 
     def connection_lost(self, exc):
         self.closed = True

@@ -179,13 +179,12 @@ class RunModel:
                                "TaskFailed": self._task_failed}
 
     # -- feeding --------------------------------------------------------------------------
-    def feed_live(self, event, when=None):
-        """One event as the running server recorded it, at ``when`` (epoch seconds; now
-        when not given). Task events, the bulk, take the short path: no bookkeeping
-        beyond their own."""
+    def feed_live(self, event, when):
+        """One event as the running server recorded it, at ``when`` (epoch seconds). Task
+        events, the bulk, take the short path: no bookkeeping beyond their own."""
         handler = self._task_handlers.get(event.get("type"))
         if handler is None:
-            self.feed(event, time.time() if when is None else when)
+            self.feed(event, when)
             return
         self.version += 1
         self.events += 1
