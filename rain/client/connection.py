@@ -139,6 +139,9 @@ class ServerConnection:
         if not ok:
             raise RainException(f"The server refused the connection: {error}")
         self._fd = _transport.get_extra_info("socket").fileno()
+        # poll, not select: a process may well have more than FD_SETSIZE files open
+        self._readable = select.poll()
+        self._readable.register(self._fd, select.POLLIN)
         # Callers read their replies (the server sends nothing unasked after the hello).
         _transport.pause_reading()
 
@@ -220,7 +223,9 @@ class ServerConnection:
                 try:
                     sent = os.writev(fd, pending)
                 except BlockingIOError:
-                    select.select([], [fd], [], 1.0)
+                    writable = select.poll()
+                    writable.register(fd, select.POLLOUT)
+                    writable.poll(1000)
                     continue
                 while sent and pending:
                     head = pending[0]
@@ -287,15 +292,13 @@ class ServerConnection:
 
     def _recv_direct(self, want):
         """One read for ``FrameReader``: waits in slices of ``READ_SLICE`` to notice the
-        I/O thread taking over and the caller's deadline."""
+        I/O thread taking over and the caller's deadline. It waits before it reads: the
+        reader asks for more only when all it had is used, so a reply is rarely there yet
+        and a read tried first would mostly cost a system call for nothing."""
         while True:
             fd = self._fd
             if fd is None:
                 return b""
-            try:
-                return os.read(fd, want)
-            except BlockingIOError:
-                pass
             if not self._direct:
                 raise _HandedOver
             timeout = READ_SLICE
@@ -304,7 +307,12 @@ class ServerConnection:
                 if remaining <= 0:
                     raise TimeoutError
                 timeout = min(timeout, remaining)
-            select.select([fd], [], [], timeout)
+            if not self._readable.poll(timeout * 1000):
+                continue
+            try:
+                return os.read(fd, want)
+            except BlockingIOError:     # woken for nothing
+                pass
 
     def _lost_direct(self, exc):
         """End of file or a broken connection, seen by a reading caller."""

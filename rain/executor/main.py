@@ -57,7 +57,7 @@ def serve(sock, executor_id, executor_type="py"):
                              "executor_type": executor_type, "pipeline": True})
     frames = FrameReader(sock.recv)
     loads = cbor2.loads
-    call = executor.call
+    run, tidy = executor.run, executor.tidy
     clock = time.time
     while True:
         frame = frames.next()
@@ -67,10 +67,11 @@ def serve(sock, executor_id, executor_type="py"):
         kind = message[0]
         if kind == "call":
             start = clock()
-            result = call(message[1])
+            result = run(message[1])
             result["start_time"] = start
             result["duration"] = clock() - start
             _send(sock, "result", result)
+            tidy()      # after the result left: it is not on the caller's critical path
         elif kind == "drop_cached":
             executor.drop_cached(message[1])
         # Unknown kinds are ignored: a newer governor may send hints we do not need.

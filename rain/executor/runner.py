@@ -1,6 +1,6 @@
 """Running ``call`` messages of Python tasks: the executor's pure core (no sockets).
 
-``PyExecutor.call(body)`` takes the body of a ``call`` message and returns the body of
+``PyExecutor.call(body)`` (or ``run`` then ``tidy``) takes the body of a ``call`` message and returns the body of
 the ``result`` message; ``drop_cached(body)`` handles ``drop_cached``. The socket loop in
 ``main.py`` only moves frames. See ``docs/executor-protocol.md``.
 
@@ -91,6 +91,14 @@ class PyExecutor:
 
     def call(self, body):
         """Run one task; returns the ``result`` body."""
+        try:
+            return self.run(body)
+        finally:
+            self.tidy()
+
+    def run(self, body):
+        """``call`` without the look at the working directory afterwards: the caller sends
+        the result first and then calls ``tidy()``, before the next call."""
         self._calls += 1
         newly_cached = []
         ctx = None
@@ -119,8 +127,6 @@ class PyExecutor:
             return self._failure("Python executor error:\n" + "".join(
                 traceback.format_exception(type(exc), exc, exc.__traceback__)), ctx,
                 newly_cached)
-        finally:
-            self._after_call()
         result = {"success": True, "outputs": outputs}
         info = ctx._info
         if info is not None:
@@ -314,9 +320,9 @@ class PyExecutor:
             result["cached"] = newly_cached
         return result
 
-    def _after_call(self):
-        # The function may have changed directory or left files: files are cleaned before
-        # the next call (staged outputs must stay until the governor has moved them).
+    def tidy(self):
+        """After a call: the function may have changed directory or left files; files are
+        cleaned before the next call (staged outputs stay until the governor moved them)."""
         try:
             here = os.stat(".")
         except OSError:

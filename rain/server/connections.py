@@ -83,6 +83,13 @@ class ServerComm:
             self._turn_scheduled = True
             self.loop.call_soon(self._end_turn)
 
+    def end_turn_now(self):
+        """Schedule and send the governors their work now rather than at the end of the
+        turn (the queued callback then finds nothing left): for a submit, whose tasks
+        should not wait for its reply to be encoded and sent."""
+        if self._schedule_pending or self._dirty:
+            self._end_turn()
+
     def _end_turn(self):
         """Once per loop turn that changed something: schedule, then send every governor
         its work at once. One callback and no further turns: each loop turn costs an
@@ -258,6 +265,7 @@ class RainServer:
         if which == "submit":
             submit = req.submit
             core.submit_batch(client, submit.session, decode_submit(submit))
+            self.comm.end_turn_now()
             self.comm.reply(client, request_id, "ok", None)
         elif which == "wait":
             ids = req.wait
