@@ -1,5 +1,6 @@
-"""The columnar assignment (server -> governor): every field survives the wire, and
-malformed columns are refused with a clear error instead of crashing the governor."""
+"""The assignment (server -> governor), as columns and as rows: every field survives the
+wire, and malformed columns or rows are refused with a clear error instead of crashing the
+governor."""
 import logging
 import struct
 
@@ -81,6 +82,70 @@ def test_empty_assignment():
     assert assign_columns.read_tasks(assign.tasks) == []
 
 
+def _rows(columns):
+    return [list(row) for row in zip(*columns.values())]
+
+
+def _assignment_rows(objects=OBJECTS, tasks=TASKS):
+    msg = R.ServerToGovernor.new_message()
+    msg.init("assign").rows = assign_columns.pack_rows(_rows(objects), _rows(tasks))
+    reading = R.ServerToGovernor.from_bytes(msg.to_bytes())
+    _OPEN_READERS.append(reading)
+    return reading.__enter__().assign
+
+
+def test_rows_read_as_the_columns_do():
+    columns = _assignment()
+    objects, tasks = assign_columns.read_rows(_assignment_rows().rows)
+    assert objects == assign_columns.read_objects(columns.objects)
+    assert tasks == assign_columns.read_tasks(columns.tasks)
+    assert assign_columns.read_rows(assign_columns.pack_rows([], [])) == ([], [])
+
+
+def test_columns_filled_from_rows_read_back_the_same():
+    msg = R.ServerToGovernor.new_message()
+    assign_columns.fill_columns(msg.init("assign"), _rows(OBJECTS), _rows(TASKS))
+    with R.ServerToGovernor.from_bytes(msg.to_bytes()) as reader:
+        assert assign_columns.read_objects(reader.assign.objects) == \
+            assign_columns.read_objects(_assignment().objects)
+        assert assign_columns.read_tasks(reader.assign.tasks) == \
+            assign_columns.read_tasks(_assignment().tasks)
+
+
+def _object_row(**changes):
+    row = dict(key=[1, 2], label="l", content_type="", directory=0, user=b"", size=3,
+               locations=[], data=None)
+    row.update(changes)
+    return list(row.values())
+
+
+def _task_row(**changes):
+    row = dict(key=[1, 3], type="py/f", name="", cpus=1, config=b"", input_ids=[2],
+               input_labels=[None], output_ids=[4], resources=b"", user=b"")
+    row.update(changes)
+    return list(row.values())
+
+
+@pytest.mark.parametrize("value, message", [
+    (b"\xff", "invalid CBOR"),
+    (cbor2.dumps({"objects": []}), "must be \\[object rows, task rows\\]"),
+    (cbor2.dumps([[[1, 2]], []]), "8 fields"),
+    (cbor2.dumps([[], [[1, 2]]]), "10 fields"),
+    (cbor2.dumps([[_object_row(key=[1])], []]), "not a \\(session, id\\) pair"),
+    (cbor2.dumps([[_object_row(size="3")], []]), r"object \(1, 2\): a field of the wrong"),
+    (cbor2.dumps([[_object_row(locations=[7])], []]), "wrong kind"),
+    (cbor2.dumps([[_object_row(data="text")], []]), "wrong kind"),
+    (cbor2.dumps([[], [_task_row(key=["1", 3])]]), "pair"),
+    (cbor2.dumps([[], [_task_row(input_labels=[])]]), r"task \(1, 3\): a field of the"),
+    (cbor2.dumps([[], [_task_row(output_ids=[None])]]), "wrong kind"),
+    (cbor2.dumps([[], [_task_row(cpus=1.5)]]), "wrong kind"),
+    (cbor2.dumps([[], [_task_row(resources=cbor2.dumps([1]))]]), "not a map"),
+])
+def test_malformed_rows_are_refused(value, message):
+    with pytest.raises(AssignmentError, match=message):
+        assign_columns.read_rows(value)
+
+
 def _set(path, value):
     def mangle(assign):
         builder = assign
@@ -135,6 +200,14 @@ def test_governor_ignores_a_malformed_assignment(tmp_path, caplog):
         governor._on_assign(assign)
     assert "malformed assignment from the server" in caplog.text
     assert "tasks.inputCounts" in caplog.text
+    assert governor.tasks == {} and governor.store.objects == {}
+    caplog.clear()
+    msg = R.ServerToGovernor.new_message()
+    msg.init("assign").rows = cbor2.dumps([[], [_task_row(cpus="all")]])
+    with R.ServerToGovernor.from_bytes(msg.to_bytes()) as reader, \
+            caplog.at_level(logging.ERROR):
+        governor._on_assign(reader.assign)
+    assert "malformed assignment from the server" in caplog.text
     assert governor.tasks == {} and governor.store.objects == {}
 
 

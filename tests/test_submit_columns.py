@@ -1,5 +1,6 @@
-"""The columnar submit: what the client encodes is what the server decodes, field by field,
-and the core builds the same graph from it as from tuples. No cluster needed."""
+"""The submit, as columns and as rows: what the client encodes is what the server decodes,
+field by field, and the core builds the same graph from it as from tuples. No cluster
+needed."""
 import cbor2
 import pytest
 
@@ -12,12 +13,14 @@ from rain.common.ids import ID
 from rain.server.connections import decode_submit
 from rain.server.core import RequestError, ServerCore
 from rain.server.graph import DIRECTORY, OBJ_FINISHED, UNFINISHED
+from rain.server.submit_batch import SubmitBatch
 
 
-def round_trip(session):
+def round_trip(session, rows=None):
     """Encode the session's unsubmitted graph, send it through bytes, decode it."""
     msg = R.ClientRequest.new_message(requestId=1)
-    fill_submit(msg.init("submit"), session.session_id, session._tasks, session._dataobjs)
+    fill_submit(msg.init("submit"), session.session_id, session._tasks, session._dataobjs,
+                rows=rows)
     with R.ClientRequest.from_bytes(msg.to_bytes(),
                                     traversal_limit_in_words=TRAVERSAL_LIMIT) as req:
         assert req.submit.session == session.session_id
@@ -40,11 +43,12 @@ def graph(tmp_path):
     return session, c1, d, out, t1, t2, plain
 
 
-def test_every_field_survives_the_round_trip(graph):
+@pytest.mark.parametrize("rows", [False, True], ids=["columns", "rows"])
+def test_every_field_survives_the_round_trip(graph, rows):
     session, c1, d, out, t1, t2, plain = graph
     c1.spec.user["tag"] = "x"             # a materialized spec is what gets submitted
     t2.spec.name = "renamed"
-    batch = round_trip(session)
+    batch = round_trip(session, rows)
 
     assert batch.task_ids == [t1.id.id, t2.id.id, plain.id.id]
     assert batch.task_types == ["test/a", "buildin/concat", "buildin/concat"]
@@ -71,9 +75,54 @@ def test_every_field_survives_the_round_trip(graph):
     assert batch.data == {0: b"abc", 1: d._data}
 
 
+def test_small_submits_travel_as_rows_and_big_ones_as_columns(graph):
+    session = graph[0]
+    msg = R.ClientRequest.new_message(requestId=1)
+    fill_submit(msg.init("submit"), 3, session._tasks, session._dataobjs)
+    assert msg.submit.rows and not msg.submit.tasks.ids
+    with session.bind_only():
+        for _ in range(20):
+            tasks.Concat((blob(b"x"),))
+    big = R.ClientRequest.new_message(requestId=1)
+    fill_submit(big.init("submit"), 3, session._tasks, session._dataobjs)
+    assert not big.submit.rows and len(big.submit.tasks.ids) == 4 * 23
+
+
+def test_rows_and_columns_decode_alike(graph):
+    session = graph[0]
+    columns, rows = round_trip(session, False), round_trip(session, True)
+    for field in SubmitBatch.__slots__:
+        assert getattr(rows, field) == getattr(columns, field), field
+
+
+@pytest.mark.parametrize("rows, message", [
+    (cbor2.dumps({"tasks": []}), "must be \\[task rows, object rows\\]"),
+    (b"\xff\x00", "not valid CBOR"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, None, None]], []]), "9 fields"),
+    (cbor2.dumps([[[2**40, "t", None, [], [2], 1, None, None, None]], []]), "32-bit"),
+    (cbor2.dumps([[[1, 7, None, [], [2], 1, None, None, None]], []]), "wrong kind"),
+    (cbor2.dumps([[[1, "t", None, [[3]], [2], 1, None, None, None]], []]), "pairs"),
+    (cbor2.dumps([[[1, "t", None, [], ["2"], 1, None, None, None]], []]), "outputs"),
+    (cbor2.dumps([[[1, "t", None, [], [2], -1, None, None, None]], []]), "cpus"),
+    (cbor2.dumps([[[1, "t", None, [], [2], True, None, None, None]], []]), "cpus"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, [1], None, None]], []]), "resources"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, {"gpu": -1}, None, None]], []]), "resource"),
+    (cbor2.dumps([[], [[1, None, None, 2, None, False, None]]]), "wrong kind"),
+    (cbor2.dumps([[], [[1, None, None, 0, None, 1, None]]]), "wrong kind"),
+    (cbor2.dumps([[], [[1, None, None, 0, None, False, "text"]]]), "wrong kind"),
+    (cbor2.dumps([[], [[1, None, None]]]), "7 fields"),
+])
+def test_malformed_rows_are_request_errors(rows, message):
+    msg = R.ClientRequest.new_message(requestId=1)
+    msg.init("submit").rows = rows
+    with R.ClientRequest.from_bytes(msg.to_bytes()) as req:
+        with pytest.raises(RequestError, match=message):
+            decode_submit(req.submit)
+
+
 def test_core_builds_the_same_graph_from_columns_and_tuples(graph):
     session = graph[0]
-    batch = round_trip(session)
+    batch = round_trip(session, False)
     tuples_tasks = [
         (tid, ttype, config, list(zip(batch.input_ids[s:s + n],
                                       (batch.input_labels or [""] * 99)[s:s + n])),

@@ -110,6 +110,8 @@ struct Submit {
   session @0 :Int32;
   tasks @1 :TaskColumns;
   objects @2 :ObjectColumns;
+  rows @3 :Data;              # a small submit instead of the columns: one CBOR array
+                              # [task rows, object rows] (rain/client/submit_encoding.py)
 }
 
 struct IdList {
@@ -249,6 +251,8 @@ struct ServerToGovernor {
 struct Assignment {
   objects @0 :AssignedObjects;          # stored before the tasks that use them
   tasks @1 :AssignedTasks;
+  rows @2 :Data;              # a small assignment instead of the columns: one CBOR array
+                              # [object rows, task rows] (rain/common/assign_columns.py)
 }
 
 struct GovernorInfo {
@@ -279,6 +283,8 @@ struct Update {
   objectStates @4 :Data;      # one ObjectState ordinal per byte
   objectSizes @5 :Data;       # little-endian int64 per object
   objectDetails @6 :Data;     # CBOR array [[content type text per object], [info bytes ...]]
+  rows @7 :Data;              # a small update instead of the columns: one CBOR array
+                              # [object entries, task entries] (update_columns.pack_rows)
 }
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Encoding a submit as columns (``Submit`` in ``rain.capnp``).
+"""Encoding a submit as columns (``Submit`` in ``rain.capnp``), or as rows when small.
 
 Each field of all tasks (or objects) becomes one packed column, built with list
 comprehensions and ``array``: the per-item cost stays far below that of filling one
@@ -170,8 +170,51 @@ def fill_objects(builder, objects):
     fill_sparse(builder.init("user"), users)
 
 
-def fill_submit(builder, session_id, tasks, objects):
-    """Fill a ``Submit`` with everything created in the session since the last one."""
+#: Submits of up to this many tasks and objects travel as rows (``submit_rows``): the
+#: columns pay a fixed cost per field, which a one-task round trip feels, and rows pay
+#: per item, which a big graph would.
+ROWS_MAX = 16
+
+
+def submit_rows(tasks, objects):
+    """A small submit as one CBOR array ``[task rows, object rows]``, in the tuple form of
+    ``SubmitBatch.from_tuples`` on the server. Task row: [id, type, config CBOR or null,
+    [[input id, label or null], ...], [output id, ...], cpus, resources map or null,
+    name or null, user CBOR or null]; object row: [id, label or null, content type or
+    null, 0 blob / 1 directory, user CBOR or null, keep, constant bytes or null]."""
+    dumps = cbor2.dumps
+    task_rows = []
+    rows, input_lists, output_lists = _rows(tasks)
+    for row, input_ids, output_ids in zip(rows, input_lists, output_lists):
+        labels = row._input_labels or (None,) * len(input_ids)
+        config, resources, user = row._config, row._resources, row._user
+        task_rows.append([
+            row._id, row._task_type, None if config is None else dumps(config),
+            [[oid, label] for oid, label in zip(input_ids, labels)], output_ids,
+            row._cpus, resources or None, row._name, dumps(user) if user else None])
+    blob = DataType.BLOB
+    object_rows = []
+    for obj in objects:
+        spec = obj._spec_cache
+        if spec is None:
+            label, content_type, data_type, user = (obj._label, obj._content_type,
+                                                    obj._data_type, None)
+        else:
+            label, content_type, data_type, user = (spec.label, spec.content_type,
+                                                    spec.data_type, spec.user)
+        object_rows.append([obj._id, label, content_type, 0 if data_type is blob else 1,
+                            dumps(user) if user else None, obj._keep, obj._data])
+    return dumps([task_rows, object_rows])
+
+
+def fill_submit(builder, session_id, tasks, objects, rows=None):
+    """Fill a ``Submit`` with everything created in the session since the last one: as
+    rows when it is small, else as columns (``rows`` True/False forces one)."""
     builder.session = session_id
+    if rows is None:
+        rows = len(tasks) + len(objects) <= ROWS_MAX
+    if rows:
+        builder.rows = submit_rows(tasks, objects)
+        return
     fill_tasks(builder.init("tasks"), tasks)
     fill_objects(builder.init("objects"), objects)

@@ -104,6 +104,24 @@ def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labe
     _fill_sparse(builder, "user", users)
 
 
+#: Assignments of up to this many tasks and objects travel as rows (``pack_rows``): the
+#: columns cost a fixed amount per field, which a single task's round trip feels; rows
+#: cost per item, which a big assignment would.
+ROWS_MAX = 16
+
+
+def pack_rows(objects, tasks):
+    """A small assignment as one CBOR array ``[object rows, task rows]``. A row holds one
+    item's entries of the lists ``fill_objects`` / ``fill_tasks`` take, in their order."""
+    return cbor2.dumps([objects, tasks])
+
+
+def fill_columns(assign, objects, tasks):
+    """Fill an ``Assignment``'s columns from the same rows ``pack_rows`` takes."""
+    fill_objects(assign.init("objects"), *(list(zip(*objects)) or [()] * 8))
+    fill_tasks(assign.init("tasks"), *(list(zip(*tasks)) or [()] * 10))
+
+
 # ----------------------------------------------------------------------------------------
 # Reading (governor)
 
@@ -276,3 +294,68 @@ def _resource_map(raw, key):
     if not isinstance(value, dict):
         raise AssignmentError(f"task {key}: resources are not a map")
     return value or None
+
+
+# ----------------------------------------------------------------------------------------
+# Reading rows (governor)
+
+def _key(value, what):
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not int \
+            or type(value[1]) is not int:
+        raise AssignmentError(f"{what}: its key is not a (session, id) pair")
+    return (value[0], value[1])
+
+
+def _text(value):
+    return value is None or type(value) is str
+
+
+def _ints_only(values):
+    return type(values) is list and all(type(value) is int for value in values)
+
+
+def _object_row(row):
+    """One row of ``pack_rows`` as ``read_objects`` gives it."""
+    if type(row) is not list or len(row) != 8:
+        raise AssignmentError("an object row is not a list of 8 fields")
+    key, label, content_type, directory, user, size, locations, data = row
+    key = _key(key, "an object row")
+    if not (_text(label) and _text(content_type) and type(directory) is int
+            and type(user) is bytes and type(size) is int and type(locations) is list
+            and all(type(item) is str for item in locations)
+            and (data is None or type(data) is bytes)):
+        raise AssignmentError(f"object {key}: a field of the wrong kind")
+    return (key, label or "", content_type or "", 1 if directory else 0, user, size,
+            locations, data)
+
+
+def _task_row(row):
+    """One row of ``pack_rows`` as ``read_tasks`` gives it."""
+    if type(row) is not list or len(row) != 10:
+        raise AssignmentError("a task row is not a list of 10 fields")
+    key, task_type, name, cpus, config, input_ids, input_labels, output_ids, resources, \
+        user = row
+    key = _key(key, "a task row")
+    if not (_text(task_type) and _text(name) and type(cpus) is int
+            and type(config) is bytes and _ints_only(input_ids)
+            and type(input_labels) is list and len(input_labels) == len(input_ids)
+            and all(map(_text, input_labels)) and _ints_only(output_ids)
+            and type(resources) is bytes and type(user) is bytes):
+        raise AssignmentError(f"task {key}: a field of the wrong kind")
+    session = key[0]
+    return (key, task_type or "", config, [(session, oid) for oid in input_ids],
+            [label or "" for label in input_labels], [(session, oid) for oid in output_ids],
+            cpus, _resource_map(resources, key) if resources else None, name or "", user)
+
+
+def read_rows(data):
+    """(object rows, task rows) of a small assignment, as ``read_objects`` and
+    ``read_tasks`` give them."""
+    try:
+        value = cbor2.loads(data)
+    except Exception as exc:
+        raise AssignmentError(f"rows: invalid CBOR ({exc})") from None
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not list \
+            or type(value[1]) is not list:
+        raise AssignmentError("rows must be [object rows, task rows]")
+    return [_object_row(row) for row in value[0]], [_task_row(row) for row in value[1]]

@@ -106,6 +106,58 @@ def decode_objects(ids, states, sizes, details):
     return list(zip(sessions, object_ids, states, sizes, content_types, infos, data))
 
 
+#: Updates of up to this many entries travel as rows (``pack_rows``): the columns cost
+#: a fixed amount per field, which a single task's round trip feels.
+ROWS_MAX = 16
+
+
+def pack_rows(objects, tasks):
+    """A small update as one CBOR array ``[object entries, task entries]``, the entries
+    as ``encode_objects`` / ``encode_tasks`` take them."""
+    return cbor2.dumps([objects, tasks])
+
+
+def _key(value, what):
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not int \
+            or type(value[1]) is not int:
+        raise ColumnError(f"{what}: its key is not a (session, id) pair")
+    return value
+
+
+def _state(value, what):
+    if type(value) is not int or not 0 <= value < 256:
+        raise ColumnError(f"{what}: invalid state {value!r}")
+    return value
+
+
+def _object_row(row):
+    if type(row) is not list or len(row) not in (5, 6):
+        raise ColumnError("an object entry is not a list of 5 or 6 fields")
+    (session, oid), state = _key(row[0], "an object entry"), _state(row[1], "an object entry")
+    size, content_type, info = row[2], row[3], row[4]
+    data = row[5] if len(row) == 6 else None
+    if type(size) is not int or type(content_type) is not str or type(info) is not bytes \
+            or not (data is None or type(data) is bytes):
+        raise ColumnError(f"object entry ({session}, {oid}): a field of the wrong kind")
+    return (session, oid, state, size, content_type, info, data)
+
+
+def _task_row(row):
+    if type(row) is not list or len(row) != 3:
+        raise ColumnError("a task entry is not a list of 3 fields")
+    session, tid = _key(row[0], "a task entry")
+    return (session, tid, _state(row[1], "a task entry"), row[2])
+
+
+def read_rows(data):
+    """(objects, tasks) of a small update, as ``decode_objects`` / ``decode_tasks`` give
+    them."""
+    value = _cbor_list(data, "update rows")
+    if len(value) != 2 or type(value[0]) is not list or type(value[1]) is not list:
+        raise ColumnError("update rows must be [object entries, task entries]")
+    return [_object_row(row) for row in value[0]], [_task_row(row) for row in value[1]]
+
+
 def _cbor_list(data, what):
     if not data:
         return []

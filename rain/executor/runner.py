@@ -469,6 +469,6 @@ def _input_name(entry, index):
 def _user_traceback(exc):
     """The traceback of an exception raised by the task's function, without our frame."""
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is PyExecutor.call.__code__:
+    if tb is not None and tb.tb_frame.f_code is PyExecutor.run.__code__:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -213,6 +213,8 @@ class ExecutorPool:
         # SIGKILL; unless its path is too long for a Unix socket (~107 bytes).
         directory = self.workdir if self.workdir and len(os.path.abspath(self.workdir)) \
             <= SOCKET_DIR_MAX else None
+        if directory:
+            os.makedirs(directory, exist_ok=True)
         self._socket_dir = tempfile.mkdtemp(prefix="rain-exec-", dir=directory)
         self.socket_path = os.path.join(self._socket_dir, SOCKET_NAME)
         self.server = await asyncio.get_running_loop().create_unix_server(

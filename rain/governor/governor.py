@@ -178,8 +178,12 @@ class Governor:
 
     def _on_assign(self, assign):
         try:
-            objects = assign_columns.read_objects(assign.objects)
-            tasks = assign_columns.read_tasks(assign.tasks)
+            rows = assign.rows
+            if rows:
+                objects, tasks = assign_columns.read_rows(rows)
+            else:
+                objects = assign_columns.read_objects(assign.objects)
+                tasks = assign_columns.read_tasks(assign.tasks)
         except (assign_columns.AssignmentError, capnp.KjException) as exc:
             # Nothing of it is taken: the server that sent it speaks another format.
             logger.error("malformed assignment from the server, ignored: %s",
@@ -905,6 +909,11 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
+        if len(objects) + len(self._task_updates) <= update_columns.ROWS_MAX:
+            tasks, self._task_updates = self._task_updates, []
+            update.rows = update_columns.pack_rows(objects, _merge_task_updates(tasks))
+            send_now(self.server, msg.to_bytes())
+            return
         if objects:
             (update.objectIds, update.objectStates, update.objectSizes,
              update.objectDetails) = update_columns.encode_objects(objects)

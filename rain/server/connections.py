@@ -15,7 +15,7 @@ from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
-from .submit_batch import read_submit
+from .submit_batch import read_rows, read_submit
 
 logger = logging.getLogger(__name__)
 
@@ -403,8 +403,11 @@ class RainServer:
 # Encoding and decoding
 
 def decode_submit(submit):
-    """The ``SubmitBatch`` of a ``Submit`` message (columns checked for shape)."""
+    """The ``SubmitBatch`` of a ``Submit`` message (rows or columns checked for shape)."""
     try:
+        rows = submit.rows
+        if rows:
+            return read_rows(rows)
         return read_submit(submit.tasks, submit.objects)
     except capnp.KjException as exc:
         # e.g. a list of task structs where a column struct belongs: a client built
@@ -491,6 +494,9 @@ def decode_governor_update(update):
     ``on_task_updates`` take them."""
     # Each field read is a pycapnp call (~0.4 us): read each once.
     try:
+        rows = update.rows
+        if rows:
+            return update_columns.read_rows(rows)
         ids = update.objectIds
         objects = update_columns.decode_objects(
             ids, update.objectStates, update.objectSizes, update.objectDetails) if ids else ()
@@ -502,36 +508,19 @@ def decode_governor_update(update):
     return objects, tasks
 
 
-def _fill_assigned_objects(builder, objects):
-    """The columns of the objects of an assignment: an object whose bytes the server
-    holds (a constant, a small result) carries them, any other finished object the
-    governors that hold it."""
-    assign_columns.fill_objects(
-        builder,
-        [(o.session.id, o.id) for o in objects],
-        [o.label for o in objects],
-        [o.content_type for o in objects],
-        [o.data_type for o in objects],
-        [o.user or b"" for o in objects],
-        [o.size for o in objects],
-        [[g.id for g in o.locations] if o.data is None and o.state == OBJ_FINISHED
-         and o.locations else () for o in objects],
-        [o.data for o in objects])
+def _assigned_object_rows(objects):
+    """Rows for ``assign_columns``: an object whose bytes the server holds (a constant, a
+    small result) carries them, any other finished object the governors that hold it."""
+    return [((o.session.id, o.id), o.label, o.content_type, o.data_type, o.user or b"",
+             o.size, [g.id for g in o.locations] if o.data is None
+             and o.state == OBJ_FINISHED and o.locations else [], o.data) for o in objects]
 
 
-def _fill_assigned_tasks(builder, tasks):
-    assign_columns.fill_tasks(
-        builder,
-        [(t.session.id, t.id) for t in tasks],
-        [t.task_type for t in tasks],
-        [t.name for t in tasks],
-        [t.cpus for t in tasks],
-        [t.config or b"" for t in tasks],
-        [[o.id for o in t.inputs] for t in tasks],
-        [t.input_labels for t in tasks],
-        [[o.id for o in t.outputs] for t in tasks],
-        [dumps_or_empty(t.resources) if t.resources else b"" for t in tasks],
-        [t.user or b"" for t in tasks])
+def _assigned_task_rows(tasks):
+    return [((t.session.id, t.id), t.task_type, t.name, t.cpus, t.config or b"",
+             [o.id for o in t.inputs], t.input_labels, [o.id for o in t.outputs],
+             dumps_or_empty(t.resources) if t.resources else b"", t.user or b"")
+            for t in tasks]
 
 
 def encode_governor_work(governor):
@@ -553,8 +542,12 @@ def encode_governor_work(governor):
         assign = msg.init("assign")
         objects = [o for o in governor.out_objects if o.state != REMOVED]
         tasks = [t for t in governor.out_tasks if t.governor is governor and t.state == 2]
-        _fill_assigned_objects(assign.init("objects"), objects)
-        _fill_assigned_tasks(assign.init("tasks"), tasks)
+        object_rows = _assigned_object_rows(objects)
+        task_rows = _assigned_task_rows(tasks)
+        if len(object_rows) + len(task_rows) <= assign_columns.ROWS_MAX:
+            assign.rows = assign_columns.pack_rows(object_rows, task_rows)
+        else:
+            assign_columns.fill_columns(assign, object_rows, task_rows)
         governor.out_objects = []
         governor.out_tasks = []
         frames.append(msg.to_bytes())

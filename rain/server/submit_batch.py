@@ -260,6 +260,80 @@ def read_submit(tasks, objects):
     return batch
 
 
+# ----------------------------------------------------------------------------------------
+# Reading a small submit's rows
+
+_INT32 = range(-2**31, 2**31)
+
+
+def _int32(value):
+    return type(value) is int and value in _INT32
+
+
+def _text(value):
+    return value is None or type(value) is str
+
+
+def _blob(value):
+    return value is None or type(value) is bytes
+
+
+def _task_row_problem(row):
+    """What is wrong with a task row (see ``submit_rows`` in the client), or None."""
+    if type(row) is not list or len(row) != 9:
+        return "not a list of 9 fields"
+    tid, task_type, config, inputs, outputs, cpus, resources, name, user = row
+    if not _int32(tid):
+        return "its id is not a 32-bit integer"
+    if type(task_type) is not str or not _blob(config) or not _text(name) \
+            or not _blob(user):
+        return "type, name, config or user of the wrong kind"
+    if type(inputs) is not list or not all(
+            type(item) is list and len(item) == 2 and _int32(item[0]) and _text(item[1])
+            for item in inputs):
+        return "inputs are not [id, label] pairs"
+    if type(outputs) is not list or not all(map(_int32, outputs)):
+        return "outputs are not ids"
+    if not _int32(cpus) or cpus < 0:
+        return "cpus is not a non-negative integer"
+    if resources is not None and type(resources) is not dict:
+        return "resources is not a map"
+    return None
+
+
+def _object_row_problem(row):
+    if type(row) is not list or len(row) != 7:
+        return "not a list of 7 fields"
+    oid, label, content_type, data_type, user, keep, data = row
+    if not _int32(oid):
+        return "its id is not a 32-bit integer"
+    if not _text(label) or not _text(content_type) or not _blob(user) or not _blob(data) \
+            or data_type not in (0, 1) or type(data_type) is not int or type(keep) is not bool:
+        return "a field of the wrong kind"
+    return None
+
+
+def read_rows(data):
+    """A ``SubmitBatch`` from a small submit's rows (one CBOR array, see ``Submit.rows``)."""
+    try:
+        value = loads_or(data, None)
+    except Exception as exc:
+        raise RequestError(f"Submit: rows are not valid CBOR: {exc}") from None
+    if type(value) is not list or len(value) != 2 or type(value[0]) is not list \
+            or type(value[1]) is not list:
+        raise RequestError("Submit: rows must be [task rows, object rows]")
+    tasks, objects = value
+    for row in tasks:
+        problem = _task_row_problem(row)
+        if problem:
+            raise RequestError(f"Submit: malformed task row ({problem})")
+    for row in objects:
+        problem = _object_row_problem(row)
+        if problem:
+            raise RequestError(f"Submit: malformed object row ({problem})")
+    return SubmitBatch.from_tuples(tasks, objects)
+
+
 def task_positions(counts):
     """For a flattened per-task column: the task index of every entry."""
     if counts.count(1) == len(counts):
