@@ -2,6 +2,7 @@
 from ..common.content_type import check_content_type
 from ..common.errors import RainException
 from ..common.ids import DataType
+from .data import DataObject
 
 
 class Output:
@@ -30,7 +31,6 @@ class Output:
         return self.encode or self.content_type
 
     def create_data_object(self, session=None):
-        from .data import DataObject
         return DataObject(label=self.label, session=session, data_type=self.data_type,
                           content_type=self._declared_content_type())
 

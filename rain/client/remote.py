@@ -224,6 +224,7 @@ class Remote:
             raise RainException(f"{self._task_name}: a remote function takes the task "
                                 "context as its first argument: def f(ctx, ...)")
         self._params = {p.name: p for p in params[1:]}
+        self._kinds = {p.name: p.kind for p in params[1:]}
         self._binder = _make_binder(self.signature, getattr(fn, "__qualname__",
                                                             self._task_name))
         self._reserved = tuple(k for k in RESERVED_KEYWORDS if k not in self._params)
@@ -266,6 +267,7 @@ class Remote:
                                                     globals_)
             outputs = annotated if annotated is not None else 1
         self.outputs = _normalize_outputs(outputs, allow_objects=False)
+        self._default_outputs = None    # (outputs, auto_encode, encodes, task outputs)
 
     # -- calling --------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -291,7 +293,7 @@ class Remote:
         refs = _Refs(function_obj, _AUTO_LOAD if self.auto_load else _AS_INSTANCE)
         config = {}
         if args or kwargs:
-            params = self._params
+            kinds = self._kinds
             decls = self.input_decls
             first = True
             for pname, value in arguments.items():
@@ -301,7 +303,7 @@ class Remote:
                 if value is _UNSET:
                     continue
                 decl = decls.get(pname)
-                kind = params[pname].kind
+                kind = kinds[pname]
                 if kind == inspect.Parameter.VAR_POSITIONAL:
                     pairs = [(pname, v) for v in value]
                 elif kind == inspect.Parameter.VAR_KEYWORD:
@@ -338,18 +340,30 @@ class Remote:
         elif outputs is not _MISSING:
             out_items = _normalize_outputs(outputs, allow_objects=True)
         else:
-            out_items = self.outputs
-        encodes = [self._encode_of(item) for item in out_items]
-        if any(e is not None for e in encodes):
-            config["encode"] = encodes
-            task_outputs = [Output(o.label, size_hint=o.size_hint, encode=e)
-                            if e is not None and isinstance(o, Output) and not o.encode
-                            else o for o, e in zip(out_items, encodes)]
+            out_items = None
+        if out_items is None:
+            cached = self._default_outputs
+            if cached is None or cached[0] is not self.outputs \
+                    or cached[1] != self.auto_encode:
+                cached = self._default_outputs = (self.outputs, self.auto_encode,
+                                                  *self._with_encodes(self.outputs))
+            encodes, task_outputs = cached[2:]
         else:
-            task_outputs = out_items
+            encodes, task_outputs = self._with_encodes(out_items)
+        if encodes is not None:
+            config["encode"] = encodes
         return Task(refs.inputs, task_outputs, config=config, session=session,
                     task_type=self.task_type, cpus=self.cpus,
                     name=self._task_name if name is _MISSING else name)
+
+    def _with_encodes(self, out_items):
+        """(the ``encode`` list of the config or None, the task's outputs)."""
+        encodes = [self._encode_of(item) for item in out_items]
+        if all(e is None for e in encodes):
+            return None, out_items
+        return encodes, [Output(o.label, size_hint=o.size_hint, encode=e)
+                         if e is not None and isinstance(o, Output) and not o.encode
+                         else o for o, e in zip(out_items, encodes)]
 
     def _encode_of(self, item):
         if isinstance(item, DataObject):

@@ -4,6 +4,7 @@ from ..common.errors import RainException
 from ..common.ids import ID
 from ..common.labeled_list import LabeledList
 from .data import DataObject, to_dataobj
+from .output import Output
 from .session import client_location, get_active_session
 
 
@@ -62,8 +63,11 @@ class Task:
             self._out = DataObject(session=session)
         elif isinstance(outputs, int) and not isinstance(outputs, bool):
             self._out = tuple([DataObject(session=session) for _ in range(outputs)])
+        elif outputs.__class__ in (list, tuple) and len(outputs) == 1 and \
+                outputs[0].__class__ is Output and \
+                (outputs[0].label is None or outputs[0].label.__class__ is str):
+            self._out = outputs[0].create_data_object(session)   # one label: nothing to check
         else:
-            from .output import Output
             output_list = LabeledList()
             for item in outputs:
                 if isinstance(item, DataObject):

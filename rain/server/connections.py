@@ -83,12 +83,15 @@ class ServerComm:
             self._turn_scheduled = True
             self.loop.call_soon(self._end_turn)
 
+    def hold_turn(self):
+        """Until ``end_turn_now``, what asks for the end of the turn queues no callback."""
+        self._turn_scheduled = True
+
     def end_turn_now(self):
         """Schedule and send the governors their work now rather than at the end of the
-        turn (the queued callback then finds nothing left): for a submit, whose tasks
-        should not wait for its reply to be encoded and sent."""
-        if self._schedule_pending or self._dirty:
-            self._end_turn()
+        loop turn: for a submit, whose tasks should not wait for its reply to be encoded
+        and sent. (A callback queued before ``hold_turn`` then finds nothing left.)"""
+        self._end_turn()
 
     def _end_turn(self):
         """Once per loop turn that changed something: schedule, then send every governor
@@ -264,9 +267,13 @@ class RainServer:
         core = self.core
         if which == "submit":
             submit = req.submit
-            core.submit_batch(client, submit.session, decode_submit(submit))
-            self.comm.end_turn_now()
-            self.comm.reply(client, request_id, "ok", None)
+            comm = self.comm
+            comm.hold_turn()
+            try:
+                core.submit_batch(client, submit.session, decode_submit(submit))
+            finally:
+                comm.end_turn_now()
+            comm.reply(client, request_id, "ok", None)
         elif which == "wait":
             ids = req.wait
             core.wait(client, request_id, ids.session, list(ids.tasks), list(ids.objects))
