@@ -13,11 +13,10 @@ two ways:
   condition and are woken when their reply has been read).
 - *Through the I/O thread*, from the first ``subscribe_events`` on: pushed events must
   arrive while no caller waits, so the loop reads everything and resolves each caller's
-  ``concurrent.futures`` future. Events are delivered to subscribers on the loop thread
+  reply (``_Reply``). Events are delivered to subscribers on the loop thread
   (subscribers must not block).
 """
 import asyncio
-import concurrent.futures
 import logging
 import os
 import select
@@ -52,6 +51,45 @@ class ConnectionLost(RainException):
 #: How long a caller reading directly waits in one ``select`` before looking whether the
 #: I/O thread took over (seconds).
 READ_SLICE = 0.2
+
+
+class _Reply:
+    """One request's reply, set by whichever thread reads it. Lighter than a
+    ``concurrent.futures.Future``: most replies are read by the waiting caller itself, so a
+    thread event is made only when the caller must wait for another thread."""
+
+    __slots__ = ("_value", "_error", "_done", "_event")
+
+    def __init__(self):
+        self._done = False
+        self._event = None
+
+    def done(self):
+        return self._done
+
+    def set_result(self, value):
+        self._value, self._error = value, None
+        self._finish()
+
+    def set_exception(self, error):
+        self._value, self._error = None, error
+        self._finish()
+
+    def _finish(self):
+        self._done = True           # before looking for an event (see ``result``)
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def result(self, timeout=None):
+        if not self._done:
+            if self._event is None:
+                self._event = threading.Event()     # before looking at ``_done`` again
+            if not self._done and not self._event.wait(timeout):
+                raise TimeoutError
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _HandedOver(Exception):
@@ -193,7 +231,7 @@ class ServerConnection:
         (resolved only while someone reads: see ``request``)."""
         if self.closed:
             raise ConnectionLost("The client is not connected (closed or server lost)")
-        future = concurrent.futures.Future()
+        future = _Reply()
         with self._lock:
             request_id = self._next_request
             self._next_request += 1

@@ -186,17 +186,19 @@ class Session:
             self._tasks = []
             self._dataobjs = []
         not_assigned = TaskState.notAssigned
+        submitted = self._submitted_tasks
         for task in tasks:
             task._state = not_assigned
             if task._spec_cache is not None:
                 task._spec_cache._freeze()
-        self._submitted_tasks.update({task._id: task for task in tasks})
+            submitted[task._id] = task
         finished, unfinished = DataObjectState.finished, DataObjectState.unfinished
+        submitted = self._submitted_objects
         for obj in objects:
             obj._state = unfinished if obj._data is None else finished
             if obj._spec_cache is not None:
                 obj._spec_cache._freeze()
-        self._submitted_objects.update({obj._id: obj for obj in objects})
+            submitted[obj._id] = obj
         client = self.client
         if client is not None and client._submit_listeners:
             for listener in list(client._submit_listeners):
@@ -311,7 +313,7 @@ class Session:
         def fill(msg):
             f = msg.init("fetch")
             f.session = self.session_id
-            f.id = dataobj.id[1]
+            f.id = dataobj._id
 
         reply = self._request(fill)
         data = reply["data"]

@@ -65,7 +65,9 @@ class ServerComm:
         if type(conn) is LocalConnection:
             conn.on_reply(request_id, kind, payload)
             return
-        conn.send(encode_response(request_id, kind, payload))
+        # At once, not at the end of the turn: a client has one or two requests waiting
+        # at most, and the write saves the loop callback that would flush it.
+        conn.send_now((encode_response(request_id, kind, payload),))
 
     def governor_dirty(self, governor):
         self._dirty.add(governor)
