@@ -135,7 +135,11 @@ class ServerConnection:
         self._send_lock = threading.Lock()
         self._fd = None       # the connection's socket, written by callers (see _write)
         self._direct = True   # callers read their own replies (see the module docstring)
-        self._read_cond = threading.Condition()
+        # Entered directly (a C call) on the common path; the condition on it is notified
+        # only when some thread waits on it (``_read_waiters``).
+        self._read_lock = threading.Lock()
+        self._read_cond = threading.Condition(self._read_lock)
+        self._read_waiters = 0
         self._reading = False           # a caller is reading for everyone
         self._read_deadline = None
         self._frames = FrameReader(self._recv_direct)
@@ -289,13 +293,13 @@ class ServerConnection:
     def _read_until(self, future, deadline):
         """Read frames in this thread until ``future`` has its reply, unless another caller
         is reading (then wait until it has read ours or stopped)."""
-        cond = self._read_cond
-        with cond:
+        lock = self._read_lock
+        with lock:
             while self._reading and not future.done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError
-                cond.wait(remaining)
+                self._wait_read(remaining)
             if future.done() or not self._direct:
                 return
             self._reading = True
@@ -321,12 +325,22 @@ class ServerConnection:
                     self._lost_direct(exc)
                     return
                 if not future.done():
-                    with cond:
-                        cond.notify_all()       # it may be another waiting caller's
+                    with lock:             # it may be another waiting caller's
+                        if self._read_waiters:
+                            self._read_cond.notify_all()
         finally:
-            with cond:
+            with lock:
                 self._reading = False
-                cond.notify_all()
+                if self._read_waiters:
+                    self._read_cond.notify_all()
+
+    def _wait_read(self, timeout=None):
+        """Wait on the read condition (its lock held)."""
+        self._read_waiters += 1
+        try:
+            self._read_cond.wait(timeout)
+        finally:
+            self._read_waiters -= 1
 
     def _recv_direct(self, want):
         """One read for ``FrameReader``: waits in slices of ``READ_SLICE`` to notice the
@@ -363,12 +377,12 @@ class ServerConnection:
     def use_io_thread(self):
         """Let the I/O thread read everything from now on (before the first event
         subscription: events arrive while no caller waits). Irreversible."""
-        with self._read_cond:
+        with self._read_lock:
             if not self._direct:
                 return
             self._direct = False
             while self._reading:        # the reading caller stops within READ_SLICE
-                self._read_cond.wait()
+                self._wait_read()
             leftover = self._frames.take_buffered()
         conn = self.conn
 

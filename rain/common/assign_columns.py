@@ -299,19 +299,16 @@ def _resource_map(raw, key):
 # ----------------------------------------------------------------------------------------
 # Reading rows (governor)
 
+# Checks are spelled out (type tuples, loops) rather than helper calls: this is the path
+# of a single task's round trip, where each extra function costs its first call.
+_TEXT = (str, type(None))
+
+
 def _key(value, what):
     if type(value) is not list or len(value) != 2 or type(value[0]) is not int \
             or type(value[1]) is not int:
         raise AssignmentError(f"{what}: its key is not a (session, id) pair")
     return (value[0], value[1])
-
-
-def _text(value):
-    return value is None or type(value) is str
-
-
-def _ints_only(values):
-    return type(values) is list and all(type(value) is int for value in values)
 
 
 def _object_row(row):
@@ -320,10 +317,14 @@ def _object_row(row):
         raise AssignmentError("an object row is not a list of 8 fields")
     key, label, content_type, directory, user, size, locations, data = row
     key = _key(key, "an object row")
-    if not (_text(label) and _text(content_type) and type(directory) is int
-            and type(user) is bytes and type(size) is int and type(locations) is list
-            and all(type(item) is str for item in locations)
-            and (data is None or type(data) is bytes)):
+    wrong = type(label) not in _TEXT or type(content_type) not in _TEXT or \
+        type(directory) is not int or type(user) is not bytes or type(size) is not int or \
+        type(locations) is not list or (data is not None and type(data) is not bytes)
+    if not wrong:
+        for item in locations:
+            if type(item) is not str:
+                wrong = True
+    if wrong:
         raise AssignmentError(f"object {key}: a field of the wrong kind")
     return (key, label or "", content_type or "", 1 if directory else 0, user, size,
             locations, data)
@@ -336,11 +337,18 @@ def _task_row(row):
     key, task_type, name, cpus, config, input_ids, input_labels, output_ids, resources, \
         user = row
     key = _key(key, "a task row")
-    if not (_text(task_type) and _text(name) and type(cpus) is int
-            and type(config) is bytes and _ints_only(input_ids)
-            and type(input_labels) is list and len(input_labels) == len(input_ids)
-            and all(map(_text, input_labels)) and _ints_only(output_ids)
-            and type(resources) is bytes and type(user) is bytes):
+    wrong = type(task_type) not in _TEXT or type(name) not in _TEXT or \
+        type(cpus) is not int or type(config) is not bytes or type(input_ids) is not list \
+        or type(input_labels) is not list or len(input_labels) != len(input_ids) or \
+        type(output_ids) is not list or type(resources) is not bytes or type(user) is not bytes
+    if not wrong:
+        for oid, label in zip(input_ids, input_labels):
+            if type(oid) is not int or type(label) not in _TEXT:
+                wrong = True
+        for oid in output_ids:
+            if type(oid) is not int:
+                wrong = True
+    if wrong:
         raise AssignmentError(f"task {key}: a field of the wrong kind")
     session = key[0]
     return (key, task_type or "", config, [(session, oid) for oid in input_ids],

@@ -117,36 +117,33 @@ def pack_rows(objects, tasks):
     return cbor2.dumps([objects, tasks])
 
 
-def _key(value, what):
-    if type(value) is not list or len(value) != 2 or type(value[0]) is not int \
-            or type(value[1]) is not int:
-        raise ColumnError(f"{what}: its key is not a (session, id) pair")
-    return value
-
-
-def _state(value, what):
-    if type(value) is not int or not 0 <= value < 256:
-        raise ColumnError(f"{what}: invalid state {value!r}")
-    return value
-
-
 def _object_row(row):
+    # Checks spelled out rather than helper calls: a single task's round trip passes here,
+    # and each extra function costs its first call.
     if type(row) is not list or len(row) not in (5, 6):
         raise ColumnError("an object entry is not a list of 5 or 6 fields")
-    (session, oid), state = _key(row[0], "an object entry"), _state(row[1], "an object entry")
-    size, content_type, info = row[2], row[3], row[4]
+    key, state, size, content_type, info = row[:5]
     data = row[5] if len(row) == 6 else None
-    if type(size) is not int or type(content_type) is not str or type(info) is not bytes \
-            or not (data is None or type(data) is bytes):
-        raise ColumnError(f"object entry ({session}, {oid}): a field of the wrong kind")
-    return (session, oid, state, size, content_type, info, data)
+    if type(key) is not list or len(key) != 2 or type(key[0]) is not int \
+            or type(key[1]) is not int:
+        raise ColumnError("an object entry: its key is not a (session, id) pair")
+    if type(state) is not int or not 0 <= state < 256 or type(size) is not int \
+            or type(content_type) is not str or type(info) is not bytes \
+            or (data is not None and type(data) is not bytes):
+        raise ColumnError(f"object entry ({key[0]}, {key[1]}): a field of the wrong kind")
+    return (key[0], key[1], state, size, content_type, info, data)
 
 
 def _task_row(row):
     if type(row) is not list or len(row) != 3:
         raise ColumnError("a task entry is not a list of 3 fields")
-    session, tid = _key(row[0], "a task entry")
-    return (session, tid, _state(row[1], "a task entry"), row[2])
+    key, state, info = row
+    if type(key) is not list or len(key) != 2 or type(key[0]) is not int \
+            or type(key[1]) is not int:
+        raise ColumnError("a task entry: its key is not a (session, id) pair")
+    if type(state) is not int or not 0 <= state < 256:
+        raise ColumnError(f"task entry ({key[0]}, {key[1]}): invalid state {state!r}")
+    return (key[0], key[1], state, info)
 
 
 def read_rows(data):

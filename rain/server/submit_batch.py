@@ -263,19 +263,11 @@ def read_submit(tasks, objects):
 # ----------------------------------------------------------------------------------------
 # Reading a small submit's rows
 
-_INT32 = range(-2**31, 2**31)
-
-
-def _int32(value):
-    return type(value) is int and value in _INT32
-
-
-def _text(value):
-    return value is None or type(value) is str
-
-
-def _blob(value):
-    return value is None or type(value) is bytes
+# Checks are spelled out (type tuples, comparisons) rather than helper calls: this is the
+# path of a single task's round trip, where each extra function costs its first call.
+_TEXT = (str, type(None))
+_BLOB = (bytes, type(None))
+_INT32_MIN, _INT32_END = -2**31, 2**31
 
 
 def _task_row_problem(row):
@@ -283,18 +275,23 @@ def _task_row_problem(row):
     if type(row) is not list or len(row) != 9:
         return "not a list of 9 fields"
     tid, task_type, config, inputs, outputs, cpus, resources, name, user = row
-    if not _int32(tid):
+    if type(tid) is not int or not _INT32_MIN <= tid < _INT32_END:
         return "its id is not a 32-bit integer"
-    if type(task_type) is not str or not _blob(config) or not _text(name) \
-            or not _blob(user):
+    if type(task_type) is not str or type(config) not in _BLOB or type(name) not in _TEXT \
+            or type(user) not in _BLOB:
         return "type, name, config or user of the wrong kind"
-    if type(inputs) is not list or not all(
-            type(item) is list and len(item) == 2 and _int32(item[0]) and _text(item[1])
-            for item in inputs):
+    if type(inputs) is not list:
         return "inputs are not [id, label] pairs"
-    if type(outputs) is not list or not all(map(_int32, outputs)):
+    for item in inputs:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not int \
+                or not _INT32_MIN <= item[0] < _INT32_END or type(item[1]) not in _TEXT:
+            return "inputs are not [id, label] pairs"
+    if type(outputs) is not list:
         return "outputs are not ids"
-    if not _int32(cpus) or cpus < 0:
+    for oid in outputs:
+        if type(oid) is not int or not _INT32_MIN <= oid < _INT32_END:
+            return "outputs are not ids"
+    if type(cpus) is not int or not 0 <= cpus < _INT32_END:
         return "cpus is not a non-negative integer"
     if resources is not None and type(resources) is not dict:
         return "resources is not a map"
@@ -305,10 +302,11 @@ def _object_row_problem(row):
     if type(row) is not list or len(row) != 7:
         return "not a list of 7 fields"
     oid, label, content_type, data_type, user, keep, data = row
-    if not _int32(oid):
+    if type(oid) is not int or not _INT32_MIN <= oid < _INT32_END:
         return "its id is not a 32-bit integer"
-    if not _text(label) or not _text(content_type) or not _blob(user) or not _blob(data) \
-            or data_type not in (0, 1) or type(data_type) is not int or type(keep) is not bool:
+    if type(label) not in _TEXT or type(content_type) not in _TEXT or \
+            type(user) not in _BLOB or type(data) not in _BLOB or \
+            type(data_type) is not int or data_type not in (0, 1) or type(keep) is not bool:
         return "a field of the wrong kind"
     return None
 
