@@ -1,8 +1,9 @@
 """Running ``call`` messages of Python tasks: the executor's pure core (no sockets).
 
-``PyExecutor.call(body)`` (or ``run`` then ``tidy``) takes the body of a ``call`` message and returns the body of
-the ``result`` message; ``drop_cached(body)`` handles ``drop_cached``. The socket loop in
-``main.py`` only moves frames. See ``docs/executor-protocol.md``.
+``PyExecutor.call(body)`` (or ``run`` and, once the result left, ``tidy``) takes the body
+of a ``call`` message and returns the body of the ``result`` message;
+``drop_cached(body)`` handles ``drop_cached``. The socket loop in ``main.py`` only moves
+frames. See ``docs/executor-protocol.md``.
 
 Task config of a ``py/NAME`` task (CBOR map; every key optional):
 
