@@ -8,12 +8,14 @@ since it may have been changed by the user before the submit.
 import sys
 from array import array
 from itertools import accumulate
+from operator import attrgetter
 
 import cbor2
 
 from ..common.ids import DataType
 
 _SWAP = sys.byteorder != "little"
+_ID = attrgetter("_id")
 
 
 def int32s(values):
@@ -86,8 +88,8 @@ def _rows(tasks):
         spec = task._spec_cache
         if spec is None:
             rows.append(task)
-            input_ids.append([obj._id for obj in task._input_objs])
-            output_ids.append([obj._id for obj in task._output_objs])
+            input_ids.append(list(map(_ID, task._input_objs)))
+            output_ids.append(list(map(_ID, task._output_objs)))
         else:
             row = TaskRow(spec)
             rows.append(row)
@@ -190,7 +192,7 @@ def submit_rows(tasks, objects):
         config, resources, user = row._config, row._resources, row._user
         task_rows.append([
             row._id, row._task_type, None if config is None else dumps(config),
-            [[oid, label] for oid, label in zip(input_ids, labels)], output_ids,
+            list(zip(input_ids, labels)), output_ids,      # pairs go as CBOR arrays
             row._cpus, resources or None, row._name, dumps(user) if user else None])
     blob = DataType.BLOB
     object_rows = []

@@ -443,10 +443,10 @@ class Governor:
         """Send the call in this loop turn when its body needs no file work; its result
         is then handled the moment it arrives (``_on_call_result``), without a coroutine
         and its extra loop turns. False: nothing was sent."""
-        store_objects = self.store.objects
+        get = self.store.objects.__getitem__
         try:
-            inputs = [store_objects[key] for key in task.inputs]
-            outputs = [store_objects[key] for key in task.outputs]
+            inputs = list(map(get, task.inputs))
+            outputs = list(map(get, task.outputs))
         except KeyError:
             return False
         body = self._call_body_now(task, method, inputs, outputs, executor)
@@ -996,7 +996,10 @@ def _settle(future, value, error=False):
 def _merge_task_updates(updates):
     """Drop the "running" entry of a task that also finished in this batch: the server
     records the start from the finished entry (whose info has the start time)."""
-    finished = {key for key, state, _ in updates if state == FINISHED_STATE}
+    finished = set()
+    for key, state, _ in updates:
+        if state == FINISHED_STATE:
+            finished.add(key)
     if not finished:
         return updates
     return [u for u in updates if u[1] != RUNNING_STATE or u[0] not in finished]

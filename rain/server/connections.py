@@ -6,6 +6,7 @@ possible). Replies and governor work leave once per loop turn.
 """
 import asyncio
 import logging
+from operator import attrgetter
 
 import capnp
 
@@ -517,19 +518,27 @@ def decode_governor_update(update):
     return objects, tasks
 
 
+# Ids taken with ``map(_ID, ...)``: a comprehension would be one more function to run
+# for each of a one-task round trip's messages (see benchmarks/RESULTS.md).
+_ID = attrgetter("id")
+
+
 def _assigned_object_rows(objects):
-    """Rows for ``assign_columns``: an object whose bytes the server holds (a constant, a
-    small result) carries them, any other finished object the governors that hold it."""
+    """Rows for ``assign_columns`` of the objects not removed meanwhile: an object whose
+    bytes the server holds (a constant, a small result) carries them, any other finished
+    object the governors that hold it."""
     return [((o.session.id, o.id), o.label, o.content_type, o.data_type, o.user or b"",
-             o.size, [g.id for g in o.locations] if o.data is None
-             and o.state == OBJ_FINISHED and o.locations else [], o.data) for o in objects]
+             o.size, list(map(_ID, o.locations)) if o.data is None
+             and o.state == OBJ_FINISHED and o.locations else [], o.data)
+            for o in objects if o.state != REMOVED]
 
 
-def _assigned_task_rows(tasks):
+def _assigned_task_rows(governor, tasks):
+    """Rows for ``assign_columns`` of the tasks still assigned to ``governor``."""
     return [((t.session.id, t.id), t.task_type, t.name, t.cpus, t.config or b"",
-             [o.id for o in t.inputs], t.input_labels, [o.id for o in t.outputs],
+             list(map(_ID, t.inputs)), t.input_labels, list(map(_ID, t.outputs)),
              dumps_or_empty(t.resources) if t.resources else b"", t.user or b"")
-            for t in tasks]
+            for t in tasks if t.governor is governor and t.state == 2]
 
 
 def encode_governor_work(governor):
@@ -549,10 +558,8 @@ def encode_governor_work(governor):
     if governor.out_tasks or governor.out_objects:
         msg = R.ServerToGovernor.new_message()
         assign = msg.init("assign")
-        objects = [o for o in governor.out_objects if o.state != REMOVED]
-        tasks = [t for t in governor.out_tasks if t.governor is governor and t.state == 2]
-        object_rows = _assigned_object_rows(objects)
-        task_rows = _assigned_task_rows(tasks)
+        object_rows = _assigned_object_rows(governor.out_objects)
+        task_rows = _assigned_task_rows(governor, governor.out_tasks)
         if len(object_rows) + len(task_rows) <= assign_columns.ROWS_MAX:
             assign.rows = assign_columns.pack_rows(object_rows, task_rows)
         else:
