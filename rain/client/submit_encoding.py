@@ -12,6 +12,7 @@ from operator import attrgetter
 
 import cbor2
 
+from ..common.cbor import ROWS_MAX
 from ..common.ids import DataType
 
 _SWAP = sys.byteorder != "little"
@@ -170,12 +171,6 @@ def fill_objects(builder, objects):
     fill_sparse(builder.init("data"), [(index, obj._data) for index, obj in enumerate(objects)
                                        if obj._data is not None])
     fill_sparse(builder.init("user"), users)
-
-
-#: Submits of up to this many tasks and objects travel as rows (``submit_rows``): the
-#: columns pay a fixed cost per field, which a one-task round trip feels, and rows pay
-#: per item, which a big graph would.
-ROWS_MAX = 16
 
 
 def submit_rows(tasks, objects):

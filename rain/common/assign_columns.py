@@ -14,6 +14,8 @@ from itertools import accumulate, chain, islice, repeat
 
 import cbor2
 
+from .cbor import is_key
+
 _SWAP = sys.byteorder != "little"
 
 
@@ -102,12 +104,6 @@ def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labe
     builder.outputIds = _packed("i", chain.from_iterable(output_ids))
     _fill_sparse(builder, "resources", resources)
     _fill_sparse(builder, "user", users)
-
-
-#: Assignments of up to this many tasks and objects travel as rows (``pack_rows``): the
-#: columns cost a fixed amount per field, which a single task's round trip feels; rows
-#: cost per item, which a big assignment would.
-ROWS_MAX = 16
 
 
 def pack_rows(objects, tasks):
@@ -305,8 +301,7 @@ _TEXT = (str, type(None))
 
 
 def _key(value, what):
-    if type(value) is not list or len(value) != 2 or type(value[0]) is not int \
-            or type(value[1]) is not int:
+    if not is_key(value):
         raise AssignmentError(f"{what}: its key is not a (session, id) pair")
     return (value[0], value[1])
 

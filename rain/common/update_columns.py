@@ -14,6 +14,8 @@ import sys
 
 import cbor2
 
+from .cbor import is_key
+
 _BIG_ENDIAN = sys.byteorder == "big"
 #: Finished blobs up to this size travel with their update, so that the server can answer
 #: a client's fetch of a kept result itself (no second trip to the governor).
@@ -106,11 +108,6 @@ def decode_objects(ids, states, sizes, details):
     return list(zip(sessions, object_ids, states, sizes, content_types, infos, data))
 
 
-#: Updates of up to this many entries travel as rows (``pack_rows``): the columns cost
-#: a fixed amount per field, which a single task's round trip feels.
-ROWS_MAX = 16
-
-
 def pack_rows(objects, tasks):
     """A small update as one CBOR array ``[object entries, task entries]``, the entries
     as ``encode_objects`` / ``encode_tasks`` take them."""
@@ -118,14 +115,11 @@ def pack_rows(objects, tasks):
 
 
 def _object_row(row):
-    # Checks spelled out rather than helper calls: a single task's round trip passes here,
-    # and each extra function costs its first call.
     if type(row) is not list or len(row) not in (5, 6):
         raise ColumnError("an object entry is not a list of 5 or 6 fields")
     key, state, size, content_type, info = row[:5]
     data = row[5] if len(row) == 6 else None
-    if type(key) is not list or len(key) != 2 or type(key[0]) is not int \
-            or type(key[1]) is not int:
+    if not is_key(key):
         raise ColumnError("an object entry: its key is not a (session, id) pair")
     if type(state) is not int or not 0 <= state < 256 or type(size) is not int \
             or type(content_type) is not str or type(info) is not bytes \
@@ -138,8 +132,7 @@ def _task_row(row):
     if type(row) is not list or len(row) != 3:
         raise ColumnError("a task entry is not a list of 3 fields")
     key, state, info = row
-    if type(key) is not list or len(key) != 2 or type(key[0]) is not int \
-            or type(key[1]) is not int:
+    if not is_key(key):
         raise ColumnError("a task entry: its key is not a (session, id) pair")
     if type(state) is not int or not 0 <= state < 256:
         raise ColumnError(f"task entry ({key[0]}, {key[1]}): invalid state {state!r}")

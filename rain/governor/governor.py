@@ -17,7 +17,7 @@ import cbor2
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
 from ..common.update_columns import INLINE_DATA_MAX
-from ..common.cbor import dumps_or_empty, loads_or
+from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.framing import FrameProtocol
@@ -909,18 +909,16 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
-        if len(objects) + len(self._task_updates) <= update_columns.ROWS_MAX:
-            tasks, self._task_updates = self._task_updates, []
-            update.rows = update_columns.pack_rows(objects, _merge_task_updates(tasks))
-            send_now(self.server, msg.to_bytes())
-            return
-        if objects:
-            (update.objectIds, update.objectStates, update.objectSizes,
-             update.objectDetails) = update_columns.encode_objects(objects)
         tasks, self._task_updates = self._task_updates, []
-        if tasks:
-            update.taskIds, update.taskStates, update.taskInfos = \
-                update_columns.encode_tasks(_merge_task_updates(tasks))
+        if len(objects) + len(tasks) <= ROWS_MAX:
+            update.rows = update_columns.pack_rows(objects, _merge_task_updates(tasks))
+        else:
+            if objects:
+                (update.objectIds, update.objectStates, update.objectSizes,
+                 update.objectDetails) = update_columns.encode_objects(objects)
+            if tasks:
+                update.taskIds, update.taskStates, update.taskInfos = \
+                    update_columns.encode_tasks(_merge_task_updates(tasks))
         send_now(self.server, msg.to_bytes())
 
     def _schedule_monitoring(self):

@@ -12,7 +12,7 @@ import capnp
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
-from ..common.cbor import dumps_or_empty, loads_or
+from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
@@ -560,7 +560,7 @@ def encode_governor_work(governor):
         assign = msg.init("assign")
         object_rows = _assigned_object_rows(governor.out_objects)
         task_rows = _assigned_task_rows(governor, governor.out_tasks)
-        if len(object_rows) + len(task_rows) <= assign_columns.ROWS_MAX:
+        if len(object_rows) + len(task_rows) <= ROWS_MAX:
             assign.rows = assign_columns.pack_rows(object_rows, task_rows)
         else:
             assign_columns.fill_columns(assign, object_rows, task_rows)

@@ -774,7 +774,7 @@ def _no_labels(count):
 def _names_summary(names, task_types):
     """How many tasks of each name (the task type for unnamed tasks)."""
     if len(names) == 1:
-        return {names[0] or task_types[0]: 1}
+        return {_name_or_type(names[0], task_types[0]): 1}
     return dict(Counter(map(_name_or_type, names, task_types)))
 
 

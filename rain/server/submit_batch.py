@@ -267,7 +267,7 @@ def read_submit(tasks, objects):
 # path of a single task's round trip, where each extra function costs its first call.
 _TEXT = (str, type(None))
 _BLOB = (bytes, type(None))
-_INT32_MIN, _INT32_END = -2**31, 2**31
+_INT32 = range(-2**31, 2**31)     # ``in`` on a range is a comparison, in C
 
 
 def _task_row_problem(row):
@@ -275,7 +275,7 @@ def _task_row_problem(row):
     if type(row) is not list or len(row) != 9:
         return "not a list of 9 fields"
     tid, task_type, config, inputs, outputs, cpus, resources, name, user = row
-    if type(tid) is not int or not _INT32_MIN <= tid < _INT32_END:
+    if type(tid) is not int or tid not in _INT32:
         return "its id is not a 32-bit integer"
     if type(task_type) is not str or type(config) not in _BLOB or type(name) not in _TEXT \
             or type(user) not in _BLOB:
@@ -284,14 +284,14 @@ def _task_row_problem(row):
         return "inputs are not [id, label] pairs"
     for item in inputs:
         if type(item) is not list or len(item) != 2 or type(item[0]) is not int \
-                or not _INT32_MIN <= item[0] < _INT32_END or type(item[1]) not in _TEXT:
+                or item[0] not in _INT32 or type(item[1]) not in _TEXT:
             return "inputs are not [id, label] pairs"
     if type(outputs) is not list:
         return "outputs are not ids"
     for oid in outputs:
-        if type(oid) is not int or not _INT32_MIN <= oid < _INT32_END:
+        if type(oid) is not int or oid not in _INT32:
             return "outputs are not ids"
-    if type(cpus) is not int or not 0 <= cpus < _INT32_END:
+    if type(cpus) is not int or cpus < 0 or cpus not in _INT32:
         return "cpus is not a non-negative integer"
     if resources is not None and type(resources) is not dict:
         return "resources is not a map"
@@ -302,7 +302,7 @@ def _object_row_problem(row):
     if type(row) is not list or len(row) != 7:
         return "not a list of 7 fields"
     oid, label, content_type, data_type, user, keep, data = row
-    if type(oid) is not int or not _INT32_MIN <= oid < _INT32_END:
+    if type(oid) is not int or oid not in _INT32:
         return "its id is not a 32-bit integer"
     if type(label) not in _TEXT or type(content_type) not in _TEXT or \
             type(user) not in _BLOB or type(data) not in _BLOB or \
