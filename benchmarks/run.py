@@ -113,10 +113,19 @@ def rows(sizes):
          "back to back, median", "us", 0, None),
         ("d", "d.ping_iso.median", "(d) machine baseline: the same ping-pong, isolated, median",
          "us", 0, None),
-        ("d", "d.bare_b2b.median", "(d) machine baseline: Rain's hops with no runtime "
-         "(`scenarios/bare_pipeline.py`), back to back, median", "ms", 2, None),
-        ("d", "d.bare_iso.median", "(d) machine baseline: the same bare hops, isolated, "
-         "median", "ms", 2, None),
+        ("d", "d.bare_b2b.median", "(d) machine baseline: Rain's hops and messages with no "
+         "runtime (`scenarios/bare_pipeline.py`), pickled, back to back, median", "ms", 2,
+         None),
+        ("d", "d.bare_iso.median", "(d) machine baseline: the same bare hops, pickled, "
+         "isolated, median", "ms", 2, None),
+        ("d", "d.bare_cbor_b2b.median", "(d) machine baseline: the same bare hops, CBOR, "
+         "back to back, median", "ms", 2, None),
+        ("d", "d.bare_cbor_iso.median", "(d) machine baseline: the same bare hops, CBOR, "
+         "isolated, median", "ms", 2, None),
+        ("d", "d.bare_capnp_b2b.median", "(d) machine baseline: the same bare hops in Rain's "
+         "wire format (Cap'n Proto + CBOR rows), back to back, median", "ms", 2, None),
+        ("d", "d.bare_capnp_iso.median", "(d) machine baseline: the same bare hops in Rain's "
+         "wire format, isolated, median", "ms", 2, None),
         ("e", "e.small.rate", f"(e) concat, 2^{e['small']} constants "
          f"({2 ** e['small'] - 1:,} tasks)", "tasks/s", 0, (">=", 20_000, ">= 20,000")),
         ("e", "e.large.rate", f"(e) concat, 2^{e['large']} constants "

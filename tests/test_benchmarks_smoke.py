@@ -14,7 +14,9 @@ RUN = os.path.join(ROOT, "benchmarks", "run.py")
 SCENARIO_ROWS = ["cluster up, client connected", "(a) ", "(a) server CPU per task",
                  "(b) merge", "(c) chain", "(d) round trip, isolated",
                  "(d) round trip, back to back", "(d) machine baseline: Rain's hops",
-                 "(d) machine baseline: the same bare hops", "(e) concat", "(f) ",
+                 "(d) machine baseline: the same bare hops, pickled",
+                 "(d) machine baseline: the same bare hops, CBOR",
+                 "(d) machine baseline: the same bare hops in Rain's wire format", "(e) concat", "(f) ",
                  "(g) scheduler alone",
                  "independent trivial Python tasks", "dependent Python tasks"]
 

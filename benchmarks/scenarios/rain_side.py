@@ -167,12 +167,15 @@ def scenario_d(result, sizes, repeat):
     for _ in range(repeat):
         add(result, "d.ping_b2b.median", percentile(raw_ping(count, 0), 50) * 1e6)
         add(result, "d.ping_iso.median", percentile(raw_ping(isolated_count, pause), 50) * 1e6)
-    with tempfile.TemporaryDirectory() as tmp, BarePipeline(tmp) as bare:
-        bare.round_trips(10, 0)
-        for _ in range(repeat):
-            add(result, "d.bare_b2b.median", percentile(bare.round_trips(count, 0), 50) * 1e3)
-            add(result, "d.bare_iso.median",
-                percentile(bare.round_trips(isolated_count, pause), 50) * 1e3)
+    for wire in ("pickle", "cbor", "capnp"):
+        key = "d.bare" if wire == "pickle" else f"d.bare_{wire}"
+        with tempfile.TemporaryDirectory() as tmp, BarePipeline(tmp, wire) as bare:
+            bare.round_trips(10, 0)
+            for _ in range(repeat):
+                add(result, f"{key}_b2b.median",
+                    percentile(bare.round_trips(count, 0), 50) * 1e3)
+                add(result, f"{key}_iso.median",
+                    percentile(bare.round_trips(isolated_count, pause), 50) * 1e3)
     with cluster() as c:
         client = c.client()
         independent(client, 200)
