@@ -57,6 +57,10 @@ def build_parser():
                    help="governor and executor logs (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
                    help="create FILE once registered at the server")
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help="the cluster's token, in a user-only file ('-': one line on "
+                        "standard input); default: RAIN_TOKEN, else the token of a server "
+                        "of this user on this machine")
 
     from .starter import add_start_arguments
     p = commands.add_parser("start", help="start a server and governors in the background",
@@ -74,6 +78,14 @@ def build_parser():
                             description="Show the Rain clusters of this user on this "
                                         "machine.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = commands.add_parser("token", help="print the token of a server of this user",
+                            description="Print the token of a Rain server of this user on "
+                                        "this machine (for HTTP requests, or to copy to "
+                                        "another machine as RAIN_TOKEN).")
+    p.add_argument("server_address", nargs="?", default=None, metavar="SERVER_ADDR",
+                   type=address_arg,
+                   help="host[:port] of the server (default: the only running one)")
 
     p = commands.add_parser("dashboard", help="serve the dashboard of a run from its logs",
                             description="Serve the dashboard of a finished (or running) run "
@@ -109,6 +121,9 @@ def main(argv=None):
     if args.command == "report":
         from .dashboard.postmortem import report_command
         return report_command(args)
+    if args.command == "token":
+        from .auth import token_command
+        return token_command(args)
     from . import starter
     if args.command == "start":
         return starter.start_command(args, parser)

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 
+from .auth import cluster_token, with_token
 from .starter import Cluster, StartError
 
 PR_SET_PDEATHSIG = 1
@@ -55,6 +56,7 @@ class LocalCluster:
         self._logdir = os.path.abspath(logdir) if logdir else None
         self.env = dict(os.environ)
         self.env.update(env or {})
+        self.token = None       # the cluster's token (rain.auth), made by start()
         self._cluster = None
         self.governors = []     # (name, Popen)
         self._clients = []
@@ -66,7 +68,18 @@ class LocalCluster:
 
     @property
     def dashboard_url(self):
+        """The server's HTTP address (send ``http_headers`` with requests to it)."""
         return f"http://{self.host}:{self.http_port}/"
+
+    @property
+    def dashboard_link(self):
+        """The dashboard as a browser opens it: with the token, traded for a cookie."""
+        return with_token(self.dashboard_url, self.token)
+
+    @property
+    def http_headers(self):
+        """What an HTTP request to the server must carry (the REST API, the event log)."""
+        return {"Authorization": f"token {self.token}"} if self.token else {}
 
     def _command(self):
         return [sys.executable, "-m", "rain"]
@@ -81,6 +94,10 @@ class LocalCluster:
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="rain-local-")
         os.makedirs(self.logdir, exist_ok=True)
+        if self.token is None:
+            self.token = cluster_token(self.env)
+        if self.token:
+            self.env["RAIN_TOKEN"] = self.token     # the server's and the governors'
         self._cluster = Cluster(self.workdir, self.logdir, env=self.env,
                                 preexec_fn=die_with_parent)
         fixed = self.port is not None
@@ -164,7 +181,7 @@ class LocalCluster:
 
     def client(self):
         from .client import Client
-        client = Client(self.host, self.port)
+        client = Client(self.host, self.port, token=self.token or "")
         self._clients.append(client)
         return client
 

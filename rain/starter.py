@@ -18,6 +18,7 @@ import time
 
 import psutil
 
+from .auth import TokenFileError, local_server_state, read_token_file, with_token
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from .runtime_dir import clusters_dir, pid_alive, read_records
 
@@ -130,17 +131,25 @@ class Cluster:
         self.preexec_fn = preexec_fn
         self.children = []     # (name, Popen, ready_file, log_path)
 
-    def spawn(self, name, command, ready_file, log_path):
+    def spawn(self, name, command, ready_file, log_path, stdin_text=None):
+        """Start ``command``; ``stdin_text`` (e.g. a token for ``--token-file -``) is
+        written to its standard input, which is closed after it."""
         log = open(log_path, "ab")
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True,
-                                       close_fds=True, env=self.env,
-                                       preexec_fn=self.preexec_fn)
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                env=self.env, preexec_fn=self.preexec_fn)
         except OSError as exc:
             raise StartError(f"cannot start {name} ({shlex.join(command)}): {exc}") from None
         finally:
             log.close()
+        if stdin_text is not None:
+            try:
+                process.stdin.write(stdin_text.encode())
+                process.stdin.close()
+            except OSError:
+                pass        # it died at once: wait_ready reports it with its log
         self.children.append((name, process, ready_file, log_path))
         return process
 
@@ -254,6 +263,11 @@ def start_cluster(args):
             ready, os.path.join(logdir, "server.out"))
         cluster.wait_ready()
         connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        token_path = (local_server_state(connect_host, port) or {}).get("token_path")
+        try:
+            token = read_token_file(token_path) if token_path else ""
+        except TokenFileError as exc:
+            raise StartError(str(exc)) from None
         governors = []
         for i, cpus in enumerate(local_cpus):
             name = f"governor-{i}"
@@ -277,7 +291,7 @@ def start_cluster(args):
                 "--workdir", os.path.join(workdir, name),
                 "--logdir", os.path.join(logdir, name), "--ready-file", gready] + (
                 ["--config", os.path.abspath(args.governor_config)]
-                if args.governor_config else []))
+                if args.governor_config else []) + (["--token-file", "-"] if token else []))
             if args.remote_init:
                 remote_cmd = f"{args.remote_init}; {remote_cmd}"
             ssh = shutil.which("ssh")
@@ -285,8 +299,10 @@ def start_cluster(args):
                 raise StartError("starting remote governors needs 'ssh', which is not "
                                  "installed")
             # The ready file is looked for on a shared file system, as on clusters.
+            # The token goes through ssh's standard input, never on a command line.
             cluster.spawn(name, [ssh, "-o", "BatchMode=yes", remote, remote_cmd], gready,
-                          os.path.join(logdir, f"{name}.out"))
+                          os.path.join(logdir, f"{name}.out"),
+                          stdin_text=f"{token}\n" if token else None)
             governors.append({"name": name, "host": remote, "cpus": None})
         cluster.wait_ready()
     except BaseException:
@@ -302,6 +318,7 @@ def start_cluster(args):
         "create_times": [_create_time(p.pid) for _n, p, _r, _l in cluster.children],
         "governors": governors,
         "started": time.time(),
+        "token_path": token_path,
     }
     os.makedirs(clusters_dir(), exist_ok=True)
     with open(os.path.join(clusters_dir(), f"{record['id']}.json"), "w") as f:
@@ -324,13 +341,24 @@ def start_command(args, parser):
         return 1
     print(f"Rain cluster '{record['id']}' is running")
     print(f"  server:    {record['server']}")
-    print(f"  dashboard: http://{record['http']}/")
+    print(f"  dashboard: {dashboard_link(record)}")
     for governor in record["governors"]:
         cpus = f" ({governor['cpus']} cpus)" if governor["cpus"] else ""
         print(f"  {governor['name']} on {governor['host']}{cpus}")
     print(f"  logs:      {record['logdir']}")
     print("Stop it with: rain stop" + ("" if record["id"] == "7210" else f" {record['id']}"))
     return 0
+
+
+def dashboard_link(record):
+    """The cluster's dashboard as its user opens it: with the token (see ``rain.auth``)."""
+    token = ""
+    if record.get("token_path"):
+        try:
+            token = read_token_file(record["token_path"])
+        except TokenFileError:
+            pass
+    return with_token(f"http://{record['http']}/", token)
 
 
 def list_clusters():
@@ -417,6 +445,6 @@ def status_command(args):
     for record in clusters:
         alive = sum(pid_alive(p) for p in record["pids"])
         print(f"cluster '{record['id']}': server {record['server']}, dashboard "
-              f"http://{record['http']}/, {len(record['governors'])} governor(s), "
+              f"{dashboard_link(record)}, {len(record['governors'])} governor(s), "
               f"{alive}/{len(record['pids'])} processes alive, logs {record['logdir']}")
     return 0

@@ -33,7 +33,8 @@ def current_cluster():
     """The cluster started by ``%rain start`` in this kernel (None if there is none).
 
     Its ``http_url`` is the server's HTTP address as this kernel reaches it (REST API
-    under ``api/``), ``dashboard_link`` the dashboard as the browser opens it, ``logdir``
+    under ``api/``; send ``http_headers``, the cluster's token, with each request),
+    ``dashboard_link`` the dashboard as the browser opens it, ``logdir``
     where the logs and the event log (``server/events.db``) are written.
     """
     if _magics is None:

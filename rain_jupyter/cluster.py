@@ -99,9 +99,15 @@ class NotebookCluster:
         return self.local.http_port
 
     @property
+    def http_headers(self):
+        """Headers for requests to ``http_url``: the cluster's token (``rain.auth``)."""
+        return self.local.http_headers
+
+    @property
     def dashboard_link(self):
-        """The dashboard as the browser should open it (see ``dashboard_link()``)."""
-        return dashboard_link(self.http_port, self.dashboard_url)
+        """The dashboard as the browser should open it (see ``dashboard_link()``): direct
+        links carry the token, links through Jupyter's proxy need none (it adds it)."""
+        return dashboard_link(self.http_port, self.local.dashboard_link)
 
     @property
     def logdir(self):

@@ -31,6 +31,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
 from tornado.routing import PathMatches, Rule
 
+from rain.auth import TokenFileError, read_token_file
 from rain.runtime_dir import pid_alive
 from rain.server.statefile import list_servers
 
@@ -102,10 +103,22 @@ def cluster_records():
     return by_port
 
 
-async def fetch_json(url, timeout=INFO_TIMEOUT):
+def token_headers(state):
+    """The ``Authorization`` header for a server of this user (its token file), if any."""
+    path = state.get("token_path")
+    if not path:
+        return {}
+    try:
+        return {"Authorization": f"token {read_token_file(path)}"}
+    except TokenFileError as exc:
+        logger.warning("Rain server %s: %s", state.get("address"), exc)
+        return {}
+
+
+async def fetch_json(url, timeout=INFO_TIMEOUT, headers=None):
     client = tornado.httpclient.AsyncHTTPClient()
     response = await client.fetch(url, request_timeout=timeout, connect_timeout=timeout,
-                                  raise_error=False)
+                                  headers=headers, raise_error=False)
     if response.code == 599 and response.error is not None:
         raise response.error
     if response.code != 200:
@@ -136,9 +149,11 @@ def pick_sessions(sessions):
 
 async def info_over_rest(state):
     base = f"http://{upstream_host(state)}:{state['http_port']}"
+    headers = token_headers(state)
     governors, sessions, charts = await asyncio.gather(
-        fetch_json(f"{base}/api/governors"), fetch_json(f"{base}/api/sessions"),
-        fetch_json(f"{base}/charts.json"), return_exceptions=True)
+        fetch_json(f"{base}/api/governors", headers=headers),
+        fetch_json(f"{base}/api/sessions", headers=headers),
+        fetch_json(f"{base}/charts.json", headers=headers), return_exceptions=True)
     if isinstance(governors, BaseException):
         raise governors
     result = {"governors": [governor_summary(g) for g in governors if g.get("alive", True)]}
@@ -321,6 +336,7 @@ class ProxyMixin:
         if state is None:
             raise tornado.web.HTTPError(
                 404, f"no Rain server of this user with HTTP port {port} on this machine")
+        self.upstream_state = state
         url = f"{scheme}://{upstream_host(state)}:{int(port)}/{(path or '').lstrip('/')}"
         if self.request.query:
             url += "?" + self.request.query
@@ -330,6 +346,8 @@ class ProxyMixin:
         headers = {k: v for k, v in self.request.headers.get_all()
                    if k.lower() not in REQUEST_DROP}
         headers["X-Forwarded-Prefix"] = self.proxy_prefix(self.path_args[0])
+        # Jupyter has authenticated the user; the Rain server wants its own token.
+        headers.update(token_headers(self.upstream_state))
         return headers
 
 

@@ -14,6 +14,7 @@ import uuid
 
 import psutil
 
+from rain.auth import token_for_server
 from rain.client import Client
 from rain.local_cluster import die_with_parent
 
@@ -166,6 +167,16 @@ class TestCluster:
     @property
     def server_address(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def token(self):
+        """The server's token, as a client of this user on this machine finds it."""
+        return token_for_server("127.0.0.1", self.port)
+
+    @property
+    def http_headers(self):
+        token = self.token
+        return {"Authorization": f"token {token}"} if token else {}
 
     def stop(self):
         for client in self.clients:

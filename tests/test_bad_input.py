@@ -82,8 +82,10 @@ def frame(payload):
     return len(payload).to_bytes(4, "little") + payload
 
 
-def hello(role="client", version=PROTOCOL_VERSION, **fields):
-    return R.Hello.new_message(protocolVersion=version, role=role, **fields).to_bytes()
+def hello(cluster, role="client", version=PROTOCOL_VERSION, **fields):
+    """A hello with the cluster's token: what comes after it is what is tested."""
+    return R.Hello.new_message(protocolVersion=version, role=role, token=cluster.token,
+                               **fields).to_bytes()
 
 
 class Raw:
@@ -272,7 +274,7 @@ def test_large_frame_after_hello_kept_pending(cluster):
     """An accepted client announcing a big frame that never arrives only holds its own
     connection."""
     with server_connection(cluster) as raw:
-        raw.send(frame(hello()))
+        raw.send(frame(hello(cluster)))
         assert raw.hello_reply()[0]
         raw.send((100 * 2**20).to_bytes(4, "little") + b"x" * 1000)
         assert_cluster_works(cluster)
@@ -282,7 +284,7 @@ def test_large_frame_after_hello_kept_pending(cluster):
                          ids=["text", "random", "empty"])
 def test_server_hello_then_garbage_frames(cluster, garbage):
     with server_connection(cluster) as raw:
-        raw.send(frame(hello()))
+        raw.send(frame(hello(cluster)))
         ok, error, _ = raw.hello_reply()
         assert ok, error
         raw.send(frame(garbage))
@@ -300,16 +302,16 @@ def test_server_hello_then_garbage_frames(cluster, garbage):
 def test_server_hello_then_valid_request_of_wrong_kind(cluster):
     """A frame that decodes but is not a ClientRequest (a Hello again)."""
     with server_connection(cluster) as raw:
-        raw.send(frame(hello()))
+        raw.send(frame(hello(cluster)))
         assert raw.hello_reply()[0]
-        raw.send(frame(hello(role="governor", dataAddress="1.2.3.4:5", cpus=100)))
+        raw.send(frame(hello(cluster, role="governor", dataAddress="1.2.3.4:5", cpus=100)))
         raw.sock.settimeout(3)
         raw.closed_by_peer()
 
 
 def test_server_wrong_protocol_version(cluster):
     with server_connection(cluster) as raw:
-        raw.send(frame(hello(version=PROTOCOL_VERSION + 41)))
+        raw.send(frame(hello(cluster, version=PROTOCOL_VERSION + 41)))
         ok, error, _ = raw.hello_reply()
         assert not ok
         assert "version" in error.lower() and str(PROTOCOL_VERSION + 41) in error
@@ -318,7 +320,7 @@ def test_server_wrong_protocol_version(cluster):
 
 def test_server_data_role_refused(cluster):
     with server_connection(cluster) as raw:
-        raw.send(frame(hello(role="data")))
+        raw.send(frame(hello(cluster, role="data")))
         ok, error, _ = raw.hello_reply()
         assert not ok and "data" in error
 
@@ -337,7 +339,7 @@ def test_server_data_role_refused(cluster):
         "negative-amount"])
 def test_server_bad_governor_hello(cluster, kwargs, message):
     with server_connection(cluster) as raw:
-        raw.send(frame(hello(role="governor", **kwargs)))
+        raw.send(frame(hello(cluster, role="governor", **kwargs)))
         ok, error, _ = raw.hello_reply()
         assert not ok
         assert message in error
@@ -346,7 +348,7 @@ def test_server_bad_governor_hello(cluster, kwargs, message):
 def test_server_duplicate_governor_id_refused(cluster):
     [address, *_] = data_addresses(cluster)
     with server_connection(cluster) as raw:
-        raw.send(frame(hello(role="governor", cpus=1, dataAddress=address)))
+        raw.send(frame(hello(cluster, role="governor", cpus=1, dataAddress=address)))
         ok, error, _ = raw.hello_reply()
         assert not ok and "already registered" in error
 
@@ -356,7 +358,7 @@ def test_half_open_connections(cluster):
     half_hello = Raw(server_address(cluster))
     half_request = Raw(server_address(cluster))
     try:
-        payload = frame(hello())
+        payload = frame(hello(cluster))
         half_hello.send(payload[:len(payload) // 2])
         half_request.send(payload)
         assert half_request.hello_reply()[0]
@@ -424,7 +426,7 @@ def test_governor_data_port_half_open_while_working(cluster):
         for address in data_addresses(cluster):
             silent = Raw(address)
             half = Raw(address)
-            payload = frame(hello(role="data"))
+            payload = frame(hello(cluster, role="data"))
             half.send(payload[:5])
             conns += [silent, half]
         assert_cluster_works(cluster)
@@ -435,13 +437,17 @@ def test_governor_data_port_half_open_while_working(cluster):
 
 
 def test_governor_data_port_wrong_hellos(cluster):
+    no_token = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, role="data").to_bytes()
     for address in data_addresses(cluster):
-        for message in (hello(role="client"), hello(role="data", version=999)):
+        for message in (hello(cluster, role="client"), hello(cluster, role="data", version=999),
+                        no_token):
             raw = Raw(address)
             try:
                 raw.send(frame(message))
                 ok, error, _ = raw.hello_reply()
                 assert not ok and error
+                if message is no_token:
+                    assert "token" in error
                 assert raw.closed_by_peer()
             finally:
                 raw.close()
@@ -452,7 +458,7 @@ def test_governor_data_port_bad_requests(cluster):
     for address in data_addresses(cluster):
         raw = Raw(address)
         try:
-            raw.send(frame(hello(role="data")))
+            raw.send(frame(hello(cluster, role="data")))
             assert raw.hello_reply()[0]
             # A request for an object the governor does not hold: a clear refusal.
             request = R.DataRequest.new_message(requestId=7)
@@ -492,7 +498,8 @@ def test_http_garbage(cluster, payload):
         raw.close()
     import urllib.request
     request = urllib.request.Request(f"http://127.0.0.1:{cluster.http_port}/events",
-                                     data=b'{"id": {"value": 1, "mode": "="}}', method="POST")
+                                     data=b'{"id": {"value": 1, "mode": "="}}', method="POST",
+                                     headers=cluster.http_headers)
     with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
         assert response.status == 200
     assert_cluster_works(cluster)

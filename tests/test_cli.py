@@ -92,8 +92,10 @@ class Env:
 
 
 @pytest.fixture
-def rain_env(tmp_path):
+def rain_env(tmp_path, monkeypatch):
     env = Env(tmp_path)
+    # Clients made by the test find the servers' tokens where the commands keep them.
+    monkeypatch.setenv("RAIN_RUNTIME_DIR", env.runtime_dir)
     yield env
     left = env.cleanup()
     assert not left, f"processes left behind: {left}"

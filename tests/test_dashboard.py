@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from rain.auth import with_token
 from rain.client import blob, tasks
 
 pytest.importorskip("bokeh")
@@ -53,6 +54,20 @@ class Browser:
     def close(self):
         self.context.close()
         self._pw.stop()
+
+
+def sign_in(browser, base, token):
+    """Open the dashboard as its link does (``?token=``): the server trades the token for
+    a cookie and redirects to the page without it."""
+    page = browser.open(with_token(base + "/dashboard/", token))
+    assert "token=" not in page.url, page.url
+    page.close()
+
+
+def http_session(headers):
+    session = requests.Session()
+    session.headers.update(headers)
+    return session
 
 
 @pytest.fixture
@@ -127,7 +142,7 @@ def screenshot(page, name):
     page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
 
 
-def open_all_pages(browser, base, session_id, tag, min_rows=None):
+def open_all_pages(browser, base, session_id, tag, min_rows=None, headers=None):
     pages = {}
     for name, path in [("sessions", "/dashboard/"), ("governors", "/dashboard/governors"),
                        ("session", f"/dashboard/session/{session_id}")]:
@@ -135,7 +150,7 @@ def open_all_pages(browser, base, session_id, tag, min_rows=None):
         pages[name] = (page, wait_charts(page, (min_rows or {}).get(name)))
         check_rendered(page)
         screenshot(page, f"{tag}-{name}")
-    manifest = requests.get(base + "/charts.json", timeout=10).json()
+    manifest = requests.get(base + "/charts.json", timeout=10, headers=headers).json()
     for entry in manifest:
         if entry["session"] not in (None, session_id):
             continue
@@ -152,6 +167,7 @@ def test_dashboard_live_during_and_after_a_run(make_cluster, browser):
     cluster = make_cluster([1, 1])
     client = cluster.client()
     base = f"http://127.0.0.1:{cluster.http_port}"
+    sign_in(browser, base, cluster.token)
     with client.new_session("dashboard live") as session:
         data = blob(b"x" * 100)
         chains = []
@@ -164,7 +180,7 @@ def test_dashboard_live_during_and_after_a_run(make_cluster, browser):
         final.output.keep()
         session.submit()
         pages = open_all_pages(browser, base, session.session_id, "live",
-                               {"governors": {"cpu": 1}})
+                               {"governors": {"cpu": 1}}, cluster.http_headers)
         page, _rows = pages["session"]
         # Incremental updates arrive while the graph runs: the stream gets rows.
         page.wait_for_function(
@@ -187,7 +203,7 @@ def test_dashboard_live_during_and_after_a_run(make_cluster, browser):
         print(sessions_page.evaluate("JSON.stringify({e: window.rainDashboard.errors, p: window.rainDashboard.polls, u: window.rainDashboard.updates})"))
         print(chart_text(sessions_page, "sessions"))
         raise
-    open_all_pages(browser, base, session.session_id, "after")
+    open_all_pages(browser, base, session.session_id, "after", headers=cluster.http_headers)
     assert browser.errors == []
 
 
@@ -196,6 +212,7 @@ def test_dashboard_shows_a_failed_session(make_cluster, browser):
     cluster = make_cluster([1])
     client = cluster.client()
     base = f"http://127.0.0.1:{cluster.http_port}"
+    sign_in(browser, base, cluster.token)
     with client.new_session("failing") as session:
         bad = tasks.Load("relative/path", name="load/bad")
         session.submit()
@@ -440,6 +457,7 @@ def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path
 
 def test_dashboard_http_errors(cluster):
     base = f"http://127.0.0.1:{cluster.http_port}"
+    requests = http_session(cluster.http_headers)
     r = requests.get(base + "/dashboard/api/item/nope", timeout=10)
     assert r.status_code == 404 and "no such chart" in r.json()["error"]
     r = requests.get(base + "/dashboard/api/item/stream", timeout=10)

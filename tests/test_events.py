@@ -51,7 +51,7 @@ def http(cluster, path, body=None, method="POST"):
     elif isinstance(body, str):
         body = body.encode()
     request = urllib.request.Request(f"http://127.0.0.1:{cluster.http_port}{path}",
-                                     data=body, method=method)
+                                     data=body, method=method, headers=cluster.http_headers)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return (response.status, json.loads(response.read()),

@@ -21,18 +21,20 @@ HELLO = {
 @pytest.fixture
 def api(cluster):
     base = f"http://127.0.0.1:{cluster.http_port}/api"
+    auth = cluster.http_headers
 
     class Api:
         url = base
+        headers = auth
 
         def get(self, path, **kw):
-            return requests.get(base + path, timeout=30, **kw)
+            return requests.get(base + path, timeout=30, headers=auth, **kw)
 
         def post(self, path, body=None, **kw):
-            return requests.post(base + path, json=body, timeout=30, **kw)
+            return requests.post(base + path, json=body, timeout=30, headers=auth, **kw)
 
         def delete(self, path):
-            return requests.delete(base + path, timeout=30)
+            return requests.delete(base + path, timeout=30, headers=auth)
 
     return Api()
 
@@ -79,8 +81,10 @@ def test_hello_world_through_rest(api):
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
 def test_curl_runs_the_hello_world_pipeline(api):
     def curl(*args):
-        out = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True,
-                             timeout=60)
+        auth = [item for name, value in api.headers.items()
+                for item in ("-H", f"{name}: {value}")]
+        out = subprocess.run(["curl", "-sS", "--fail-with-body", *auth, *args],
+                             capture_output=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout
 
@@ -206,7 +210,8 @@ def test_bad_requests_get_clear_4xx(api, method, path, body, status, message):
         kwargs["data"] = body
     elif body is not None:
         kwargs["json"] = body
-    r = requests.request(method.upper(), api.url + path, timeout=30, **kwargs)
+    r = requests.request(method.upper(), api.url + path, timeout=30, headers=api.headers,
+                         **kwargs)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
 

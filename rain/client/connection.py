@@ -179,7 +179,11 @@ class ServerConnection:
         self.conn.send(hello.to_bytes())
         ok, error = await self._hello
         if not ok:
-            raise RainException(f"The server refused the connection: {error}")
+            hint = ""
+            if error.startswith("Authentication"):
+                hint = (" (the token of a server of this user on this machine is found by "
+                        "itself; for any other, set RAIN_TOKEN or pass Client(..., token=))")
+            raise RainException(f"The server refused the connection: {error}{hint}")
         self._fd = _transport.get_extra_info("socket").fileno()
         # poll, not select: a process may well have more than FD_SETSIZE files open
         self._readable = select.poll()

@@ -7,6 +7,7 @@ import signal
 import tempfile
 import tomllib
 
+from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
 from ..common.address import parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
@@ -67,6 +68,15 @@ def delete_timeout_from_env():
     return max(0.0, value)
 
 
+def governor_token(token_file, server_host, server_port):
+    if token_file:
+        try:
+            return read_token_file(token_file)
+        except TokenFileError as exc:
+            raise ConfigError(str(exc)) from None
+    return token_for_server(server_host, server_port)
+
+
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
     listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
@@ -78,7 +88,8 @@ async def run_governor(args):
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
                         logdir=args.logdir or workdir, executors=executors,
                         delete_timeout=delete_timeout_from_env(),
-                        token=getattr(args, "token", "") or "")
+                        token=governor_token(getattr(args, "token_file", None),
+                                             server_host, server_port))
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,6 +8,7 @@ passes through the server.
 import asyncio
 import logging
 
+from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.framing import FrameProtocol
@@ -38,10 +39,11 @@ class DataServer:
         if conn.state is None:
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 ok = hello.protocolVersion == PROTOCOL_VERSION and str(hello.role) == "data"
-                token_ok = not self.token or hello.token == self.token
-            error = "" if ok and token_ok else (
-                "Authentication failed" if ok else "Expected a data hello of protocol "
-                f"version {PROTOCOL_VERSION}")
+                token_ok = token_matches(self.token, hello.token)
+            if not ok:
+                error = f"Expected a data hello of protocol version {PROTOCOL_VERSION}"
+            else:
+                error = "" if token_ok else "Authentication failed: wrong or missing token"
             conn.send(R.HelloReply.new_message(ok=ok and token_ok, error=error,
                                                protocolVersion=PROTOCOL_VERSION).to_bytes())
             if not (ok and token_ok):

@@ -10,6 +10,7 @@ from operator import attrgetter
 
 import capnp
 
+from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
@@ -205,7 +206,8 @@ class RainServer:
                                            f"(server speaks {PROTOCOL_VERSION})")
             conn.close()
             return
-        if self.token and token != self.token:
+        if not token_matches(self.token, token):
+            logger.warning("refused a %s from %s: wrong or missing token", role, conn.peer)
             self._reply_hello(conn, False, "Authentication failed: wrong or missing token")
             conn.close()
             return

@@ -4,9 +4,11 @@ Other pages (dashboard, REST) register their handlers through ``make_app(extra=.
 """
 import json
 import logging
+from urllib.parse import urlencode
 
 import tornado.web
 
+from ..auth import HTTP_COOKIE_PREFIX, http_token, token_matches
 from .events import EventFilterError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,52 @@ class NotFoundHandler(JsonHandler):
         raise tornado.web.HTTPError(404, f"no such resource: {self.request.path}")
 
 
-def make_app(events, extra=()):
+class ForbiddenHandler(JsonHandler):
+    """Every request without the cluster's token ends here."""
+
+    def prepare(self):
+        raise tornado.web.HTTPError(
+            403, "this Rain server needs its cluster token: open the dashboard link that "
+                 "`rain start` or the notebook showed (it carries ?token=...), or send the "
+                 "header "
+                 "'Authorization: token <token>' (`rain token HOST:PORT` prints it for a "
+                 "server of yours)")
+
+
+class TokenCookieHandler(tornado.web.RequestHandler):
+    """A browser that opened a link with ``?token=``: keep the token in a cookie for this
+    server's port and show the same page without it in the address bar."""
+
+    def get(self):
+        settings = self.application.settings
+        self.set_cookie(settings["rain_cookie"], settings["rain_token"], httponly=True,
+                        samesite="Lax")
+        query = urlencode([(key, value.decode("utf-8", "replace"))
+                           for key, values in self.request.query_arguments.items()
+                           if key != "token" for value in values])
+        self.redirect(self.request.path + (f"?{query}" if query else ""))
+
+    head = get
+
+
+class TokenGuardedApplication(tornado.web.Application):
+    """Routes a request to its handler only when it presents the token (when there is one)."""
+
+    def find_handler(self, request, **kwargs):
+        token = self.settings.get("rain_token")
+        if token:
+            presented = http_token(request, self.settings.get("rain_cookie", ""))
+            if not token_matches(token, presented):
+                return self.get_handler_delegate(request, ForbiddenHandler)
+            if request.method in ("GET", "HEAD") and "token" in request.query_arguments \
+                    and "Authorization" not in request.headers:
+                return self.get_handler_delegate(request, TokenCookieHandler)
+        return super().find_handler(request, **kwargs)
+
+
+def make_app(events, extra=(), token=""):
+    """The server's HTTP application; with a ``token``, every request must present it."""
     handlers = [(r"/events/?", EventsHandler, {"events": events})]
     handlers.extend(extra)
-    return tornado.web.Application(handlers, default_handler_class=NotFoundHandler)
+    return TokenGuardedApplication(handlers, default_handler_class=NotFoundHandler,
+                                   rain_token=token, rain_cookie=f"{HTTP_COOKIE_PREFIX}http")

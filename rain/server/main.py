@@ -5,6 +5,7 @@ import os
 import signal
 import tempfile
 
+from ..auth import HTTP_COOKIE_PREFIX, cluster_token, remove_token_file, write_token_file
 from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
@@ -21,8 +22,11 @@ def env_flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=""):
+async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None):
+    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``."""
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
+    if token is None:
+        token = cluster_token()
     os.makedirs(logdir, exist_ok=True)
     host, port = parse_listen_address(listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
     http_host, http_port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT,
@@ -34,12 +38,16 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
         "0", "off", "no", "false")
     bound = await server.listen(host, port)
-    app = make_app(events, extra=rest_handlers(server) if dashboard_on else ())
+    app = make_app(events, extra=rest_handlers(server) if dashboard_on else (), token=token)
     http_server = app.listen(http_port, address=http_host)
     http_bound = next(iter(http_server._sockets.values())).getsockname()[:2]
-    logger.info("server listening on %s:%s, http on %s:%s, logs in %s",
-                bound[0], bound[1], http_bound[0], http_bound[1], logdir)
-    state_path = write_state_file(bound[0], bound[1], http_bound[0], http_bound[1], logdir)
+    app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{http_bound[1]}"
+    logger.info("server listening on %s:%s, http on %s:%s, logs in %s%s",
+                bound[0], bound[1], http_bound[0], http_bound[1], logdir,
+                "" if token else "; authentication is off (RAIN_AUTH=none)")
+    token_path = write_token_file(token, str(os.getpid())) if token else None
+    state_path = write_state_file(bound[0], bound[1], http_bound[0], http_bound[1], logdir,
+                                  token_path)
     if ready_file:
         write_ready_file(ready_file)
     if dashboard_on:
@@ -60,6 +68,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     server.rpc_server.close()
     events.close()
     remove_state_file(state_path)
+    remove_token_file(token_path)
 
 
 def rest_handlers(server):

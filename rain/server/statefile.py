@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from ..auth import remove_token_file
 from ..runtime_dir import pid_alive, read_records, runtime_dir
 
 
@@ -16,7 +17,7 @@ def servers_dir():
     return os.path.join(runtime_dir(), "servers")
 
 
-def write_state_file(host, port, http_host, http_port, logdir):
+def write_state_file(host, port, http_host, http_port, logdir, token_path=None):
     directory = servers_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -33,7 +34,7 @@ def write_state_file(host, port, http_host, http_port, logdir):
         "owner": getpass.getuser(),
         "uid": os.getuid(),
         "logdir": logdir,
-        "token_path": None,
+        "token_path": token_path,     # user-only file with the cluster's token (rain.auth)
     }
     path = os.path.join(directory, f"{os.getpid()}.json")
     tmp = f"{path}.tmp"
@@ -56,6 +57,7 @@ def list_servers():
     for path, state in read_records(servers_dir()):
         if not pid_alive(state.get("pid", -1)):
             remove_state_file(path)
+            remove_token_file(state.get("token_path"))
             continue
         result.append(state)
     return result

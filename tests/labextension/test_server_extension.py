@@ -119,7 +119,10 @@ def test_proxy_http(jupyter_server, cluster):
                            headers=jupyter_server.headers(), timeout=10)
     assert proxied.status_code == 200
     assert proxied.headers["Content-Type"].startswith("application/json")
-    assert proxied.json() == requests.get(base + "/charts.json", timeout=10).json()
+    assert proxied.json() == requests.get(
+        base + "/charts.json", timeout=10, headers=cluster.http_headers).json()
+    # The proxy presents the server's token; the browser never needed it.
+    assert requests.get(base + "/charts.json", timeout=10).status_code == 403
 
     # A chart page: its absolute links are made to go through the proxy.
     page = requests.get(jupyter_server.api(
