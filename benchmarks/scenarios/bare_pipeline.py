@@ -196,26 +196,31 @@ class CapnpWire:
             return "fetch", fetch.data
 
     @staticmethod
-    def assign(rows):
-        msg = R.ServerToGovernor.new_message()
-        msg.init("assign").rows = cbor2.dumps(rows)
+    def _rows_message(struct, kind, rows):
+        msg = struct.new_message()
+        msg.init(kind).rows = cbor2.dumps(rows)
         return msg.to_bytes()
 
     @staticmethod
-    def read_assign(data):
-        with R.ServerToGovernor.from_bytes(data) as msg:
-            return cbor2.loads(msg.assign.rows)
+    def _read_rows(struct, kind, data):
+        with struct.from_bytes(data) as msg:
+            return cbor2.loads(getattr(msg, kind).rows)
 
-    @staticmethod
-    def update(rows):
-        msg = R.GovernorToServer.new_message()
-        msg.init("update").rows = cbor2.dumps(rows)
-        return msg.to_bytes()
+    @classmethod
+    def assign(cls, rows):
+        return cls._rows_message(R.ServerToGovernor, "assign", rows)
 
-    @staticmethod
-    def read_update(data):
-        with R.GovernorToServer.from_bytes(data) as msg:
-            return cbor2.loads(msg.update.rows)
+    @classmethod
+    def read_assign(cls, data):
+        return cls._read_rows(R.ServerToGovernor, "assign", data)
+
+    @classmethod
+    def update(cls, rows):
+        return cls._rows_message(R.GovernorToServer, "update", rows)
+
+    @classmethod
+    def read_update(cls, data):
+        return cls._read_rows(R.GovernorToServer, "update", data)
 
 
 WIRES = {"pickle": PickleWire, "cbor": CborWire, "capnp": CapnpWire}
