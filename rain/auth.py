@@ -141,8 +141,6 @@ def token_for_server(host, port):
     return ""
 
 
-token_for_client = token_for_server
-
 
 def token_matches(expected, presented):
     """Constant-time comparison; an empty ``expected`` accepts everything (auth off)."""

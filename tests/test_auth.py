@@ -112,6 +112,9 @@ def test_http_needs_the_token(cluster):
                         allow_redirects=False)
     assert link.status_code == 302
     assert link.headers["Location"] == "/dashboard/governors?x=1"
+    elsewhere = requests.get(with_token(f"{base}//other.example/x", token), timeout=10,
+                             allow_redirects=False)
+    assert elsewhere.headers["Location"] == "/other.example/x"      # not another site
     cookie = link.cookies.get(f"rain-token-{cluster.http_port}")
     assert cookie == token and "httponly" in link.headers["Set-Cookie"].lower()
     page = requests.get(f"{base}/dashboard/governors", timeout=10,

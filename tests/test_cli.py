@@ -19,8 +19,10 @@ import uuid
 
 import psutil
 import pytest
+import requests
 
 from rain_cluster import free_port, processes_of, reap_leftovers
+from rain.auth import read_token_file
 from rain.client import Client, blob, tasks
 
 RAIN = [sys.executable, "-m", "rain"]
@@ -372,7 +374,13 @@ def test_governor_without_server_exits_nonzero(rain_env):
 def test_start_local_governors_status_stop(rain_env):
     result, port, http_port, record = start_local_cluster(rain_env, "--local-governors=[1,1]")
     assert f"127.0.0.1:{port}" in result.stdout
-    assert f"127.0.0.1:{http_port}" in result.stdout
+    token = read_token_file(record["token_path"])
+    # The dashboard link carries the token; it opens the dashboard, the bare URL does not.
+    link = f"http://127.0.0.1:{http_port}/?token={token}"
+    assert link in result.stdout
+    assert requests.get(link, timeout=10).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{http_port}/api/governors",
+                        timeout=10).status_code == 403
     assert record["server"] == f"127.0.0.1:{port}"
     assert len(record["pids"]) == 3
     assert [g["cpus"] for g in record["governors"]] == [1, 1]

@@ -1,4 +1,5 @@
 """``Client``: a connection to a Rain server, the factory of sessions."""
+from ..auth import token_for_server
 from ..common.address import DEFAULT_SERVER_PORT
 from ..common.cbor import dumps_or_empty
 from ..common.errors import RainException
@@ -8,7 +9,10 @@ from .session import Session
 
 
 class Client:
-    """Connect with ``Client("host", 7210)`` or ``Client("host:7210")``."""
+    """Connect with ``Client("host", 7210)`` or ``Client("host:7210")``.
+
+    ``token``: the cluster's token; by default ``RAIN_TOKEN``, else the token of a server
+    of this user on this machine (``rain.auth``)."""
 
     def __init__(self, address="localhost", port=None, *, token=None):
         address = str(address)
@@ -24,8 +28,7 @@ class Client:
         self.address = address
         self.port = port
         if token is None:
-            from ..auth import token_for_client
-            token = token_for_client(address, port)
+            token = token_for_server(address, port)
         self._sessions = set()
         self._submit_listeners = []
         self._connection = None

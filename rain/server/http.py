@@ -79,7 +79,8 @@ class TokenCookieHandler(tornado.web.RequestHandler):
         query = urlencode([(key, value.decode("utf-8", "replace"))
                            for key, values in self.request.query_arguments.items()
                            if key != "token" for value in values])
-        self.redirect(self.request.path + (f"?{query}" if query else ""))
+        path = "/" + self.request.path.lstrip("/")     # never "//host": another site
+        self.redirect(path + (f"?{query}" if query else ""))
 
     head = get
 
