@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
@@ -258,12 +259,17 @@ def test_post_mortem_dashboard_from_copied_events_db(make_cluster, browser, tmp_
     try:
         line = proc.stdout.readline().decode()
         assert f"127.0.0.1:{port}" in line, line + proc.stdout.read().decode()
+        link = line.split(" at ", 1)[1].split()[0]
+        token = parse_qs(urlparse(link).query)["token"][0]
         base = f"http://127.0.0.1:{port}"
-        sessions = requests.get(base + "/charts.json", timeout=10).json()
+        headers = {"Authorization": f"token {token}"}
+        assert requests.get(base + "/charts.json", timeout=10).status_code == 403
+        sessions = requests.get(base + "/charts.json", timeout=10, headers=headers).json()
         assert {"graph", "stream", "inspector", "summary"} <= {
             e["chart"] for e in sessions if e["session"] == sid}
+        sign_in(browser, base, token)
         pages = open_all_pages(browser, base, sid, "postmortem",
-                               {"session": {"stream": 8, "inspector": 4}})
+                               {"session": {"stream": 8, "inspector": 4}}, headers)
         page = pages["session"][0]
         summary = chart_text(page, "summary")
         assert "8 finished" in summary and "closed" in summary

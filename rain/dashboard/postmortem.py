@@ -10,6 +10,7 @@ from bokeh.layouts import column
 from bokeh.models import Div
 from bokeh.resources import INLINE
 
+from ..auth import HTTP_COOKIE_PREFIX, cluster_token, with_token
 from ..common.address import DEFAULT_HTTP_PORT, parse_listen_address
 from .charts import make_charts
 from .model import RunModel
@@ -18,21 +19,26 @@ from .web import dashboard_handlers, events_path, post_mortem_dashboard
 logger = logging.getLogger(__name__)
 
 
-def make_app(logdir):
-    import tornado.web
-    from ..server.http import NotFoundHandler
+def make_app(logdir, token=""):
+    """The post-mortem pages; with a ``token`` (a run's log can say a lot), only for
+    requests that present it, as on a live server."""
+    from ..server.http import NotFoundHandler, TokenGuardedApplication
     dashboard = post_mortem_dashboard(logdir)
-    return tornado.web.Application(dashboard_handlers(dashboard),
-                                   default_handler_class=NotFoundHandler), dashboard
+    return TokenGuardedApplication(dashboard_handlers(dashboard),
+                                   default_handler_class=NotFoundHandler,
+                                   rain_token=token), dashboard
 
 
-async def serve(logdir, http_listen=None, ready=None):
+async def serve(logdir, http_listen=None, ready=None, token=None):
+    """Serve until SIGINT/SIGTERM; ``ready(bound address, token)`` once listening."""
     host, port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT, DEFAULT_HTTP_PORT)
-    app, _dashboard = make_app(logdir)
+    token = cluster_token() if token is None else token
+    app, _dashboard = make_app(logdir, token)
     server = app.listen(port, address=host)
     bound = next(iter(server._sockets.values())).getsockname()[:2]
+    app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{bound[1]}"
     if ready is not None:
-        ready(bound)
+        ready(bound, token)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -48,9 +54,9 @@ def dashboard_command(args):
         print(f"rain dashboard: {exc}")
         return 1
 
-    def ready(bound):
-        print(f"Rain dashboard of {args.logdir} at http://{bound[0]}:{bound[1]}/dashboard/ "
-              "(Ctrl+C to stop)", flush=True)
+    def ready(bound, token):
+        link = with_token(f"http://{bound[0]}:{bound[1]}/dashboard/", token)
+        print(f"Rain dashboard of {args.logdir} at {link} (Ctrl+C to stop)", flush=True)
 
     try:
         asyncio.run(serve(args.logdir, args.http_listen, ready))
