@@ -323,6 +323,23 @@ def test_report_renders_in_chromium(make_cluster, browser, tmp_path):
     assert browser.errors == []
 
 
+def test_closed_session_keeps_the_edges_between_its_groups(make_cluster):
+    """The close event records the graph between task-name groups, so the graph chart of
+    a closed session, live or post mortem, still draws them."""
+    from rain.dashboard.charts import GraphChart
+    from rain.dashboard.model import RunModel
+    cluster = make_cluster([1])
+    sid = run_small_pipeline(cluster)
+    assert cluster.stop() == []
+    model = RunModel.from_file(os.path.join(cluster.tmp, "server", "events.db"))
+    session = model.sessions[sid]
+    assert session.status == "closed"
+    edges = set(session.group_edges)
+    assert {(f"prep/p{i}", "join") for i in range(6)} | {("join", "buildin/sleep")} == edges
+    layout = GraphChart()._layout(model, session)
+    assert layout["mode"] == "groups" and len(layout["edges"]["xs"]) == len(edges)
+
+
 # ------------------------------------------------------------------------------------------
 # The run model and the deltas, without processes
 

@@ -311,8 +311,9 @@ class GraphChart(SessionChart):
 
     Up to ``GRAPH_TASK_LIMIT`` tasks each task is a node; above, one node per task-name
     group (sized by its task count, coloured by the state of its tasks) so a 100k-task graph
-    stays a few dozen glyphs. Edges need the live server's graph (``edges_provider``);
-    post mortem the groups are shown without edges.
+    stays a few dozen glyphs. Edges come from the live server's graph (``edges_provider``)
+    while the session is open; once closed, and post mortem, from its close event (the
+    edges between groups).
     """
     id = "graph"
     title = "Task graph"
@@ -342,7 +343,8 @@ class GraphChart(SessionChart):
         else:
             keys = sorted(set(session.summary) | set(session.groups))
             nodes = [(k, k) for k in keys]
-            edges = provided["edges"] if provided is not None else []
+            # A closed session (or post mortem): the edges its close event recorded.
+            edges = provided["edges"] if provided is not None else session.group_edges
             mode = "groups"
         positions = layered_layout([n for n, _ in nodes], edges)
         xs, ys = [], []

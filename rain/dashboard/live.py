@@ -2,6 +2,7 @@
 import asyncio
 from itertools import islice
 
+from ..server.graph import group_edges
 from .model import RunModel
 
 #: Rows read from the event log per step of a replay; the loop serves other work between.
@@ -127,13 +128,6 @@ def live_edges_provider(server):
             edges = [(obj.producer.id, t.id) for t in tasks for obj in t.inputs
                      if obj.producer is not None]
             return {"mode": "tasks", "nodes": nodes, "edges": edges}
-        edges = set()
-        for task in tasks:
-            group = task.name or task.task_type
-            for obj in task.inputs:
-                producer = obj.producer
-                if producer is not None:
-                    edges.add((producer.name or producer.task_type, group))
-        return {"mode": "groups", "edges": sorted(edges)}
+        return {"mode": "groups", "edges": group_edges(tasks)}
 
     return provider

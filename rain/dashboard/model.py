@@ -59,7 +59,7 @@ class Session:
     __slots__ = ("id", "client", "name", "spec", "status", "reason", "message", "error_task",
                  "created", "ended", "submits", "summary", "n_tasks", "running", "finished",
                  "failed", "tasks", "groups", "pending_rows", "rows", "lanes_end", "version",
-                 "structure", "unnamed_keys", "first_start", "last_end")
+                 "structure", "unnamed_keys", "first_start", "last_end", "group_edges")
 
     def __init__(self, session_id, client=None, spec=None, created=None):
         self.id = session_id
@@ -85,6 +85,7 @@ class Session:
         self.lanes_end = {}         # governor -> [end time per cpu lane]
         self.version = 0
         self.structure = 0          # bumps when the graph gets new tasks
+        self.group_edges = []       # [(producer group, consumer group)], known once closed
         self.unnamed_keys = None
         self.first_start = None
         self.last_end = None
@@ -266,6 +267,11 @@ class RunModel:
             session.message = event.get("message") or ""
         session.reason = event.get("reason")
         session.ended = when
+        edges = event.get("group_edges")
+        if isinstance(edges, list):
+            session.group_edges = [tuple(e) for e in edges
+                                   if isinstance(e, (list, tuple)) and len(e) == 2]
+            session.structure += 1
         session.version += 1
         self._closed.append(session.id)
         if self.live and len(self._closed) > DETAILED_CLOSED_SESSIONS:

@@ -16,7 +16,7 @@ from itertools import repeat
 from ..common.cbor import loads_or
 from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
-                    Governor, Session, SessionError, Task, Waiter)
+                    Governor, Session, SessionError, Task, Waiter, group_edges)
 from .errors import RequestError
 from .scheduler import Scheduler, update_prefetch
 from .submit_batch import SubmitBatch, offsets, task_positions
@@ -106,9 +106,12 @@ class ServerCore:
         self._graph_items -= len(session.tasks) + len(session.objects)
         self.inline_bytes -= session.inline_bytes
         session.inline_bytes = 0
+        # The graph's shape between task-name groups, for the dashboard of the closed
+        # session and post mortem (computed once, before the graph is unlinked).
+        edges = group_edges(session.tasks.values())
         _break_cycles(session)
         self.comm.event({"type": "SessionClosed", "session": session.id, "reason": reason,
-                         "message": message})
+                         "message": message, "group_edges": edges})
         self._request_schedule()
 
     def _stop_session_work(self, session):

@@ -159,3 +159,19 @@ class Waiter:
         self.remaining = remaining
         self.items = items
         self.done = False
+
+
+GROUP_EDGES_MAX = 5000
+
+
+def group_edges(tasks, limit=GROUP_EDGES_MAX):
+    """The edges between task-name groups (the name, else the task type) of these tasks:
+    sorted ``(producer group, consumer group)`` pairs, at most ``limit`` of them."""
+    edges = set()
+    for task in tasks:
+        group = task.name or task.task_type
+        for obj in task.inputs:
+            producer = obj.producer
+            if producer is not None:
+                edges.add((producer.name or producer.task_type, group))
+    return sorted(edges)[:limit]
