@@ -348,6 +348,41 @@ def run_pool(tmp_path, scenario):
     return asyncio.run(main())
 
 
+def test_socket_dirs_of_killed_governors_are_removed_by_the_next(tmp_path, monkeypatch):
+    """A work directory too long for a socket path puts the socket in the temp dir, in a
+    directory named after the governor: what a killed one left, the next one removes."""
+    import asyncio
+    import tempfile
+
+    from rain.governor.executors import SOCKET_DIR_MAX, ExecutorPool
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp / f"rain-exec-{dead.pid}-k1lled00"
+    alive = tmp / f"rain-exec-{os.getppid()}-running"
+    unrelated = tmp / "rain-exec-12345678"
+    for path in (abandoned, alive, unrelated):
+        path.mkdir()
+    workdir = tmp_path / ("w" * (SOCKET_DIR_MAX + 1))
+
+    async def main():
+        pool = ExecutorPool(str(workdir), str(tmp_path))
+        await pool.start()
+        try:
+            own = pool._socket_dir
+            assert os.path.dirname(own) == str(tmp)
+            assert os.path.basename(own).startswith(f"rain-exec-{os.getpid()}-")
+        finally:
+            await pool.close()
+        return own
+
+    own = asyncio.run(main())
+    assert not abandoned.exists() and not os.path.exists(own)
+    assert alive.exists() and unrelated.exists()
+
+
 class FakeTask:
     def __init__(self, number):
         self.key = (1, number)

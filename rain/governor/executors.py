@@ -12,13 +12,17 @@ import collections
 import logging
 import os
 import shlex
+import shutil
 import signal
+import stat
 import sys
+import tempfile
 import time
 
 import cbor2
 
 from ..common.framing import FrameProtocol, encode_frame
+from ..runtime_dir import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,39 @@ SOCKET_NAME = "executors.sock"
 #: Longest work directory that can hold the executors' socket: a Unix socket path has at
 #: most 107 bytes, and "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
 SOCKET_DIR_MAX = 107 - len("/rain-exec-12345678/") - len(SOCKET_NAME)
+SOCKET_DIR_PREFIX = "rain-exec-"
 REGISTER_TIMEOUT = 60.0
 OUTPUT_TAIL = 2000
+
+
+def fallback_socket_dir():
+    """A directory in the temp dir for the executors' socket, named after this process
+    (``rain-exec-<pid>-XXXXXXXX``): a governor killed before it could remove its own is
+    cleaned up by the next one that starts."""
+    tmp = tempfile.gettempdir()
+    remove_abandoned_socket_dirs(tmp)
+    return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=tmp)
+
+
+def remove_abandoned_socket_dirs(tmp):
+    """Remove this user's ``rain-exec-<pid>-*`` directories in ``tmp`` whose process is
+    gone."""
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        pid, dash, _ = name[len(SOCKET_DIR_PREFIX):].partition("-")
+        if not name.startswith(SOCKET_DIR_PREFIX) or not dash or not pid.isdigit():
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_uid == uid and stat.S_ISDIR(info.st_mode) and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class ExecutorError(Exception):
@@ -208,14 +243,13 @@ class ExecutorPool:
         self._socket_dir = None
 
     async def start(self):
-        import tempfile
         # In the work directory, which whoever started the governor removes even after a
         # SIGKILL; unless its path is too long for a Unix socket (~107 bytes).
-        directory = self.workdir if self.workdir and len(os.path.abspath(self.workdir)) \
-            <= SOCKET_DIR_MAX else None
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        self._socket_dir = tempfile.mkdtemp(prefix="rain-exec-", dir=directory)
+        if self.workdir and len(os.path.abspath(self.workdir)) <= SOCKET_DIR_MAX:
+            os.makedirs(self.workdir, exist_ok=True)
+            self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=self.workdir)
+        else:
+            self._socket_dir = fallback_socket_dir()
         self.socket_path = os.path.join(self._socket_dir, SOCKET_NAME)
         self.server = await asyncio.get_running_loop().create_unix_server(
             lambda: FrameProtocol(self._on_frame, self._on_close), self.socket_path)
@@ -331,5 +365,4 @@ class ExecutorPool:
         if self.server is not None:
             self.server.close()
         if self._socket_dir:
-            import shutil
             shutil.rmtree(self._socket_dir, ignore_errors=True)
