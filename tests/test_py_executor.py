@@ -348,15 +348,19 @@ def run_pool(tmp_path, scenario):
     return asyncio.run(main())
 
 
-def test_socket_dirs_of_killed_governors_are_removed_by_the_next(tmp_path, monkeypatch):
+def test_socket_dirs_of_killed_governors_are_removed_by_the_next(tmp_path, monkeypatch,
+                                                                 request):
     """A work directory too long for a socket path puts the socket in the temp dir, in a
     directory named after the governor: what a killed one left, the next one removes."""
     import asyncio
+    import pathlib
+    import shutil
     import tempfile
 
     from rain.governor.executors import SOCKET_DIR_MAX, ExecutorPool
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+    # A temp dir of its own, short enough for the socket path wherever pytest runs.
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="rx-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(tmp, ignore_errors=True))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
