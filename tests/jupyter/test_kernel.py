@@ -3,6 +3,7 @@ kernel: neither after ``%rain stop``, nor after a shutdown without it, nor after
 kernel is killed."""
 import json
 import os
+import shutil
 import signal
 import sys
 
@@ -148,6 +149,7 @@ def test_kernel_end_leaves_no_process(kernel_name, how):
             kernel, procs, _main = kernel_processes(nb)
             assert len(procs) == 5, procs
             if how == "kill":
+                workdir = cluster_workdir(procs)
                 os.kill(kernel.pid, signal.SIGKILL)
                 kernel.wait(10)
             elif how == "restart":
@@ -158,5 +160,17 @@ def test_kernel_end_leaves_no_process(kernel_name, how):
         assert not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE
         left = wait_gone(procs)
         assert left == [], f"left after kernel {how}: {left}"
+        if how == "kill":       # the one thing a killed kernel cannot clean up
+            shutil.rmtree(workdir, ignore_errors=True)
     finally:
         kill_all(procs)
+
+
+def cluster_workdir(procs):
+    """The work directory of the kernel's cluster, from its server's ``--logdir``
+    (``<workdir>/logs/server``)."""
+    for proc in procs:
+        args = proc.cmdline()
+        if "server" in args and "--logdir" in args:
+            return os.path.dirname(os.path.dirname(args[args.index("--logdir") + 1]))
+    raise AssertionError(f"no server among {procs}")
