@@ -19,7 +19,6 @@ from rain.server.statefile import list_servers
 from rain.starter import Cluster
 
 
-
 def server_state(cluster):
     return next(s for s in list_servers() if s["port"] == cluster.port)
 
