@@ -9,6 +9,7 @@ nobody has to copy it. Elsewhere set ``RAIN_TOKEN`` (or pass ``token=``,
 networks and tests.
 """
 import hmac
+import logging
 import os
 import secrets
 import socket
@@ -18,6 +19,8 @@ from urllib.parse import quote
 from .runtime_dir import runtime_dir
 
 HTTP_COOKIE_PREFIX = "rain-token-"
+
+logger = logging.getLogger(__name__)
 
 
 class TokenFileError(Exception):
@@ -116,7 +119,7 @@ def _is_local_address(host):
 def local_server_state(host, port):
     """The state record of this user's live server listening on ``host:port`` of this
     machine, or None (also for a server on another machine with the same port)."""
-    from .server.statefile import list_servers
+    from .server.statefile import list_servers     # it imports this module
     matches = [state for state in list_servers() if state.get("port") == port]
     if not matches:
         return None
@@ -133,12 +136,26 @@ def token_for_server(host, port):
     if token:
         return token
     state = local_server_state(host, int(port))
-    if state and state.get("token_path"):
-        try:
-            return read_token_file(state["token_path"])
-        except TokenFileError:
-            return ""
-    return ""
+    return token_of(state) if state else ""
+
+
+def token_of(record):
+    """The token in the file a server's state (or a cluster's record) names by
+    ``token_path``; "" when it names none or the file cannot be used (then the server
+    refuses, and says why)."""
+    path = record.get("token_path")
+    if not path:
+        return ""
+    try:
+        return read_token_file(path)
+    except TokenFileError as exc:
+        logger.warning("%s", exc)
+        return ""
+
+
+def auth_headers(token):
+    """The HTTP headers that present ``token`` (none when there is no token)."""
+    return {"Authorization": f"token {token}"} if token else {}
 
 
 
@@ -166,7 +183,7 @@ def http_token(request, cookie_name):
 def token_command(args):
     """``rain token [SERVER_ADDR]``: the token of this user's server there, on stdout."""
     from .common.address import parse_server_address
-    from .server.statefile import list_servers
+    from .server.statefile import list_servers     # it imports this module
     if args.server_address:
         host, port = parse_server_address(args.server_address)
         state = local_server_state(host, port)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from .auth import cluster_token, with_token
+from .auth import auth_headers, cluster_token, with_token
 from .starter import Cluster, StartError
 
 PR_SET_PDEATHSIG = 1
@@ -79,7 +79,7 @@ class LocalCluster:
     @property
     def http_headers(self):
         """What an HTTP request to the server must carry (the REST API, the event log)."""
-        return {"Authorization": f"token {self.token}"} if self.token else {}
+        return auth_headers(self.token)
 
     def _command(self):
         return [sys.executable, "-m", "rain"]

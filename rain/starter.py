@@ -18,7 +18,7 @@ import time
 
 import psutil
 
-from .auth import TokenFileError, local_server_state, read_token_file, with_token
+from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from .runtime_dir import clusters_dir, pid_alive, read_records
 
@@ -352,13 +352,7 @@ def start_command(args, parser):
 
 def dashboard_link(record):
     """The cluster's dashboard as its user opens it: with the token (see ``rain.auth``)."""
-    token = ""
-    if record.get("token_path"):
-        try:
-            token = read_token_file(record["token_path"])
-        except TokenFileError:
-            pass
-    return with_token(f"http://{record['http']}/", token)
+    return with_token(f"http://{record['http']}/", token_of(record))
 
 
 def list_clusters():

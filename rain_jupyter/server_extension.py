@@ -31,7 +31,7 @@ from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.utils import url_path_join
 from tornado.routing import PathMatches, Rule
 
-from rain.auth import TokenFileError, read_token_file
+from rain.auth import auth_headers, token_of
 from rain.runtime_dir import pid_alive
 from rain.server.statefile import list_servers
 
@@ -103,18 +103,6 @@ def cluster_records():
     return by_port
 
 
-def token_headers(state):
-    """The ``Authorization`` header for a server of this user (its token file), if any."""
-    path = state.get("token_path")
-    if not path:
-        return {}
-    try:
-        return {"Authorization": f"token {read_token_file(path)}"}
-    except TokenFileError as exc:
-        logger.warning("Rain server %s: %s", state.get("address"), exc)
-        return {}
-
-
 async def fetch_json(url, timeout=INFO_TIMEOUT, headers=None):
     client = tornado.httpclient.AsyncHTTPClient()
     response = await client.fetch(url, request_timeout=timeout, connect_timeout=timeout,
@@ -149,7 +137,7 @@ def pick_sessions(sessions):
 
 async def info_over_rest(state):
     base = f"http://{upstream_host(state)}:{state['http_port']}"
-    headers = token_headers(state)
+    headers = auth_headers(token_of(state))
     governors, sessions, charts = await asyncio.gather(
         fetch_json(f"{base}/api/governors", headers=headers),
         fetch_json(f"{base}/api/sessions", headers=headers),
@@ -347,7 +335,7 @@ class ProxyMixin:
                    if k.lower() not in REQUEST_DROP}
         headers["X-Forwarded-Prefix"] = self.proxy_prefix(self.path_args[0])
         # Jupyter has authenticated the user; the Rain server wants its own token.
-        headers.update(token_headers(self.upstream_state))
+        headers.update(auth_headers(token_of(self.upstream_state)))
         return headers
 
 

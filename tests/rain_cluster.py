@@ -14,7 +14,7 @@ import uuid
 
 import psutil
 
-from rain.auth import token_for_server
+from rain.auth import auth_headers, token_for_server
 from rain.client import Client
 from rain.local_cluster import die_with_parent
 
@@ -175,8 +175,7 @@ class TestCluster:
 
     @property
     def http_headers(self):
-        token = self.token
-        return {"Authorization": f"token {token}"} if token else {}
+        return auth_headers(self.token)
 
     def stop(self):
         for client in self.clients:

@@ -10,8 +10,9 @@ from bokeh.layouts import column
 from bokeh.models import Div
 from bokeh.resources import INLINE
 
-from ..auth import HTTP_COOKIE_PREFIX, cluster_token, with_token
+from ..auth import cluster_token, with_token
 from ..common.address import DEFAULT_HTTP_PORT, parse_listen_address
+from ..server.http import NotFoundHandler, TokenGuardedApplication, listen_http
 from .charts import make_charts
 from .model import RunModel
 from .web import dashboard_handlers, events_path, post_mortem_dashboard
@@ -22,7 +23,6 @@ logger = logging.getLogger(__name__)
 def make_app(logdir, token=""):
     """The post-mortem pages; with a ``token`` (a run's log can say a lot), only for
     requests that present it, as on a live server."""
-    from ..server.http import NotFoundHandler, TokenGuardedApplication
     dashboard = post_mortem_dashboard(logdir)
     return TokenGuardedApplication(dashboard_handlers(dashboard),
                                    default_handler_class=NotFoundHandler,
@@ -34,9 +34,7 @@ async def serve(logdir, http_listen=None, ready=None, token=None):
     host, port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT, DEFAULT_HTTP_PORT)
     token = cluster_token() if token is None else token
     app, _dashboard = make_app(logdir, token)
-    server = app.listen(port, address=host)
-    bound = next(iter(server._sockets.values())).getsockname()[:2]
-    app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{bound[1]}"
+    server, bound = listen_http(app, port, host)
     if ready is not None:
         ready(bound, token)
     stop = asyncio.Event()

@@ -909,16 +909,17 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         update = msg.init("update")
         objects, self._object_updates = self._object_updates, []
-        tasks, self._task_updates = self._task_updates, []
+        tasks = _merge_task_updates(self._task_updates)
+        self._task_updates = []
         if len(objects) + len(tasks) <= ROWS_MAX:
-            update.rows = update_columns.pack_rows(objects, _merge_task_updates(tasks))
+            update.rows = update_columns.pack_rows(objects, tasks)
         else:
             if objects:
                 (update.objectIds, update.objectStates, update.objectSizes,
                  update.objectDetails) = update_columns.encode_objects(objects)
             if tasks:
                 update.taskIds, update.taskStates, update.taskInfos = \
-                    update_columns.encode_tasks(_merge_task_updates(tasks))
+                    update_columns.encode_tasks(tasks)
         send_now(self.server, msg.to_bytes())
 
     def _schedule_monitoring(self):

@@ -16,7 +16,7 @@ from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
-from .graph import OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
+from .graph import ASSIGNED, OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
 from .submit_batch import read_rows, read_submit
 
 logger = logging.getLogger(__name__)
@@ -540,7 +540,7 @@ def _assigned_task_rows(governor, tasks):
     return [((t.session.id, t.id), t.task_type, t.name, t.cpus, t.config or b"",
              list(map(_ID, t.inputs)), t.input_labels, list(map(_ID, t.outputs)),
              dumps_or_empty(t.resources) if t.resources else b"", t.user or b"")
-            for t in tasks if t.governor is governor and t.state == 2]
+            for t in tasks if t.governor is governor and t.state == ASSIGNED]
 
 
 def encode_governor_work(governor):

@@ -105,4 +105,13 @@ def make_app(events, extra=(), token=""):
     handlers = [(r"/events/?", EventsHandler, {"events": events})]
     handlers.extend(extra)
     return TokenGuardedApplication(handlers, default_handler_class=NotFoundHandler,
-                                   rain_token=token, rain_cookie=f"{HTTP_COOKIE_PREFIX}http")
+                                   rain_token=token)
+
+
+def listen_http(app, port, host):
+    """Listen; returns (the HTTP server, its bound (host, port)). The token cookie is named
+    after the bound port: browsers share cookies between the ports of one host."""
+    server = app.listen(port, address=host)
+    bound = next(iter(server._sockets.values())).getsockname()[:2]
+    app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{bound[1]}"
+    return server, bound

@@ -5,14 +5,14 @@ import os
 import signal
 import tempfile
 
-from ..auth import HTTP_COOKIE_PREFIX, cluster_token, remove_token_file, write_token_file
+from ..auth import cluster_token, remove_token_file, write_token_file
 from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
 from .connections import RainServer
 from .events import EventLog
-from .http import make_app
+from .http import listen_http, make_app
 from .statefile import remove_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
         "0", "off", "no", "false")
     bound = await server.listen(host, port)
     app = make_app(events, extra=rest_handlers(server) if dashboard_on else (), token=token)
-    http_server = app.listen(http_port, address=http_host)
-    http_bound = next(iter(http_server._sockets.values())).getsockname()[:2]
-    app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{http_bound[1]}"
+    http_server, http_bound = listen_http(app, http_port, http_host)
     logger.info("server listening on %s:%s, http on %s:%s, logs in %s%s",
                 bound[0], bound[1], http_bound[0], http_bound[1], logdir,
                 "" if token else "; authentication is off (RAIN_AUTH=none)")
