@@ -395,6 +395,7 @@ def test_start_local_governors_status_stop(rain_env):
     status = rain_env.run("status")
     assert status.returncode == 0
     assert f"127.0.0.1:{port}" in status.stdout
+    assert link in status.stdout
     assert "2 governor(s)" in status.stdout
     status_json = rain_env.run("status", "--json")
     assert [c["server"] for c in json.loads(status_json.stdout)] == [f"127.0.0.1:{port}"]

@@ -158,6 +158,7 @@ with rain_client.new_session("slow") as slow:
 
     _r, out, _e = run(shell, "%rain dashboard", capsys)
     assert magics.cluster.dashboard_url in out
+    assert f"?token={magics.cluster.local.token}" in out    # the link opens the dashboard
     procs = rain_descendants(os.getpid())
     _r, out, _e = run(shell, "%rain stop", capsys)
     assert "Stopped the Rain cluster" in out
