@@ -35,13 +35,15 @@ def wait_request(session, task):
     return fill
 
 
-def test_threads_share_one_client_while_one_waits_long(client):
+def test_threads_share_one_client_while_one_waits_long(client, tmp_path):
     """One thread waits for a slow task; another's quick requests are answered meanwhile
     (the waiting thread reads their replies and wakes it)."""
     slow_session = client.new_session("slow")
     quick_session = client.new_session("quick")
+    gate = tmp_path / "gate"        # the slow task ends only once the gate exists (<= 60 s)
     with slow_session.bind_only():
-        slow = tasks.Sleep(blob("zzz"), 3.0)
+        slow = tasks.Execute(["sh", "-c", f"n=0; while [ ! -e {gate} ]; do n=$((n+1)); "
+                              "[ $n -gt 1200 ] && exit 1; sleep 0.05; done"])
     slow_session.submit()
     slow_done = threading.Event()
     errors = []
@@ -59,6 +61,7 @@ def test_threads_share_one_client_while_one_waits_long(client):
     results = [round_trip(quick_session, str(k)) for k in range(20)]
     assert results == [f"{k}!".encode() for k in range(20)]
     assert not slow_done.is_set(), "the quick requests waited for the slow one"
+    gate.touch()
     waiter.join(30)
     assert slow_done.is_set() and errors == []
     assert slow.state.name == "finished"
@@ -85,13 +88,16 @@ def test_many_threads_each_with_a_session(client):
     assert results == {k: [f"{k}-{i}!".encode() for i in range(15)] for k in range(4)}
 
 
-def test_subscribing_to_events_takes_over_from_a_reading_caller(cluster):
+def test_subscribing_to_events_takes_over_from_a_reading_caller(cluster, tmp_path):
     """The I/O thread takes over the socket while a caller is in the middle of waiting;
     that caller still gets its reply, and events arrive."""
     client = cluster.client()
     session = client.new_session("taken over")
+    gate = tmp_path / "gate"        # the slow task ends only once the gate exists (<= 60 s)
     with session.bind_only():
-        slow = tasks.Sleep(blob("abc"), 1.5, name="slow-one")
+        slow = tasks.Execute(["sh", "-c", f"n=0; while [ ! -e {gate} ]; do n=$((n+1)); "
+                              "[ $n -gt 1200 ] && exit 1; sleep 0.05; done; printf abc"],
+                             stdout=True, name="slow-one")
         slow.output.keep()
     session.submit()
     got = {}
@@ -105,6 +111,7 @@ def test_subscribing_to_events_takes_over_from_a_reading_caller(cluster):
     received = []
     client.subscribe_events(received.extend, session.session_id)
     assert waiter.is_alive(), "subscribing waited for the slow task"
+    gate.touch()
     waiter.join(30)
     assert got == {"data": b"abc"}
     deadline = time.monotonic() + 10
@@ -115,16 +122,17 @@ def test_subscribing_to_events_takes_over_from_a_reading_caller(cluster):
     assert round_trip(session, "after") == b"after!"    # futures resolved by the I/O thread
 
 
-def test_timeout_of_a_direct_read_leaves_the_connection_usable(client):
+def test_timeout_of_a_direct_read_leaves_the_connection_usable(client, tmp_path):
     session = client.new_session("timeout")
+    gate = tmp_path / "gate"        # the slow task ends only once the gate exists (<= 60 s)
     with session.bind_only():
-        slow = tasks.Sleep(blob("x"), 1.0)
+        slow = tasks.Execute(["sh", "-c", f"n=0; while [ ! -e {gate} ]; do n=$((n+1)); "
+                              "[ $n -gt 1200 ] && exit 1; sleep 0.05; done"])
     session.submit()
-    started = time.monotonic()
     with pytest.raises(TimeoutError):
         client._connection.request(wait_request(session, slow), timeout=0.3)
-    assert time.monotonic() - started < 0.9
     assert round_trip(session, "quick") == b"quick!"
+    gate.touch()
     session.wait([slow])        # the late reply of the abandoned wait is read and dropped
     assert round_trip(session, "later") == b"later!"
 
