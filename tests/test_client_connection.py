@@ -142,14 +142,14 @@ def test_server_dying_while_a_caller_reads_fails_that_call_clearly(make_cluster)
     client = cluster.client()
     session = client.new_session()
     with session.bind_only():
-        slow = tasks.Sleep(blob("x"), 30)
+        slow = tasks.Sleep(blob("x"), 300)
     session.submit()
     killer = threading.Timer(0.5, os.killpg, (cluster.server_process.pid, signal.SIGKILL))
     killer.start()
     started = time.monotonic()
     with pytest.raises(RainException, match="lost"):
         session.wait([slow])
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 60       # far before the task could end
     killer.join()
     assert not client.connected
     with pytest.raises(RainException, match="lost|not connected"):

