@@ -16,7 +16,7 @@ def test_tasks_go_where_their_resources_are(make_cluster, tmp_path):
     config.write_text("[resources]\ngpus = 1\n")
     cluster = make_cluster([1])
     cluster.governor_config = str(config)
-    cluster.add_governor(1)
+    cluster.add_governor(2)         # CPUs to spare: only the one GPU can serialise the tasks
     client = cluster.client()
     governors = client.get_server_info()["governors"]
     gpu_governor = next(g["governor_id"] for g in governors
