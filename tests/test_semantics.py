@@ -323,6 +323,7 @@ def test_debug_mode_checks_pass_on_a_real_graph(make_cluster):
         layer[0].output.keep()
         s.submit()
         assert layer[0].output.fetch().get_bytes() == b"01234567"
+    assert "debug mode: the graph invariants are checked" in cluster.log_tail("server")
 
 
 def test_client_cannot_connect_to_nothing():

@@ -43,6 +43,8 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     logger.info("server listening on %s:%s, http on %s:%s, logs in %s%s",
                 bound[0], bound[1], http_bound[0], http_bound[1], logdir,
                 "" if token else "; authentication is off (RAIN_AUTH=none)")
+    if server.core.debug_mode:
+        logger.info("debug mode: the graph invariants are checked after every step")
     token_path = write_token_file(token, str(os.getpid())) if token else None
     state_path = write_state_file(bound[0], bound[1], http_bound[0], http_bound[1], logdir,
                                   token_path)
