@@ -12,6 +12,7 @@ from ..common.gc_tuning import tune_gc
 from ..common.address import parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
+from ..common.env import env_flag
 from .governor import Governor
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ async def run_governor(args):
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
                         logdir=args.logdir or workdir, executors=executors,
                         delete_timeout=delete_timeout_from_env(),
+                        debug_mode=env_flag("RAIN_DEBUG_MODE"),
+                        check_threads=env_flag("RAIN_CHECK_THREADS"),
                         token=governor_token(getattr(args, "token_file", None),
                                              server_host, server_port))
     loop = asyncio.get_running_loop()

@@ -12,14 +12,11 @@ from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
 from .connections import RainServer
 from .events import EventLog
+from ..common.env import env_flag
 from .http import listen_http, make_app
 from .statefile import remove_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
-
-
-def env_flag(name):
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None):
