@@ -16,7 +16,8 @@ import socket
 import sys
 from urllib.parse import quote
 
-from .runtime_dir import runtime_dir
+from .runtime_dir import remove_file, runtime_dir
+from .statefile import list_servers
 
 HTTP_COOKIE_PREFIX = "rain-token-"
 
@@ -71,11 +72,7 @@ def write_token_file(token, name):
 
 
 def remove_token_file(path):
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    remove_file(path)
 
 
 def read_token_file(path):
@@ -119,7 +116,6 @@ def _is_local_address(host):
 def local_server_state(host, port):
     """The state record of this user's live server listening on ``host:port`` of this
     machine, or None (also for a server on another machine with the same port)."""
-    from .server.statefile import list_servers     # it imports this module
     matches = [state for state in list_servers() if state.get("port") == port]
     if not matches:
         return None
@@ -183,7 +179,6 @@ def http_token(request, cookie_name):
 def token_command(args):
     """``rain token [SERVER_ADDR]``: the token of this user's server there, on stdout."""
     from .common.address import parse_server_address
-    from .server.statefile import list_servers     # it imports this module
     if args.server_address:
         host, port = parse_server_address(args.server_address)
         state = local_server_state(host, port)

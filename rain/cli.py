@@ -7,17 +7,7 @@ import argparse
 import sys
 
 from . import __version__
-from .common.address import parse_listen_address
-
-
-def address_arg(text):
-    """argparse type of the address flags: checked here so that a bad address is a usage
-    error (exit 2) with a clear message, not a traceback from deep inside a process."""
-    try:
-        parse_listen_address(text, 0)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
-    return text
+from .common.address import address_arg
 
 
 def build_parser():

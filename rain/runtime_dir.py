@@ -49,3 +49,12 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def remove_file(path):
+    """Remove a record or token file if it is there (``None``: nothing to remove)."""
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

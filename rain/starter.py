@@ -19,7 +19,8 @@ import time
 import psutil
 
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
-from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
+from .common.address import (DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, address_arg,
+                             parse_listen_address)
 from .runtime_dir import clusters_dir, pid_alive, read_records
 
 START_TIMEOUT = 60.0
@@ -43,7 +44,6 @@ def add_start_arguments(p):
                    help="shell commands run before each remote governor (e.g. module loads)")
     p.add_argument("-S", dest="reserve_cpu", action="store_true",
                    help="leave one CPU of the local machine to the server")
-    from .cli import address_arg
     p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
                    help="server RPC address (default port 7210)")
     p.add_argument("--http-listen", metavar="ADDR", default=None, type=address_arg,

@@ -6,7 +6,7 @@ JupyterLab sidebar and dashboard panes work where only the Jupyter port is reach
 (JupyterHub, Binder):
 
 - ``GET  <base>/rain/api/clusters``: the Rain servers of this user on this machine (their
-  state files, ``rain.server.statefile``), each with its governors, sessions and dashboard
+  state files, ``rain.statefile``), each with its governors, sessions and dashboard
   charts read from the server's HTTP port.
 - ``DELETE <base>/rain/api/clusters/<pid>`` (or ``POST .../<pid>/stop``): stop that server
   and its governors.
@@ -33,7 +33,7 @@ from tornado.routing import PathMatches, Rule
 
 from rain.auth import auth_headers, token_of
 from rain.runtime_dir import pid_alive
-from rain.server.statefile import list_servers
+from rain.statefile import list_servers
 
 logger = logging.getLogger(__name__)
 

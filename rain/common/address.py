@@ -1,4 +1,5 @@
 """Parsing of the addresses the command line accepts: ``IP:PORT``, ``IP``, ``PORT``."""
+import argparse
 
 DEFAULT_SERVER_PORT = 7210
 DEFAULT_HTTP_PORT = 7222
@@ -43,3 +44,13 @@ def format_address(host, port):
     if ":" in host:
         return f"[{host}]:{port}"
     return f"{host}:{port}"
+
+
+def address_arg(text):
+    """argparse type of the address flags: checked here so that a bad address is a usage
+    error (exit 2) with a clear message, not a traceback from deep inside a process."""
+    try:
+        parse_listen_address(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
+    return text

@@ -14,7 +14,7 @@ from .connections import RainServer
 from .events import EventLog
 from ..common.env import env_flag
 from .http import listen_http, make_app
-from .statefile import remove_state_file, write_state_file
+from ..statefile import remove_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
 

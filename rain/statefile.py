@@ -1,4 +1,4 @@
-"""Per-server state files, so every Rain server of this user on this machine can be found.
+"""Per-server state files (machine-wide discovery), so every Rain server of this user on this machine can be found.
 
 Each running server writes ``<runtime dir>/servers/<pid>.json`` (address, ports, pid, start
 time, owner, log dir) once it listens, and removes it on exit. Readers ignore and delete
@@ -9,8 +9,7 @@ import json
 import os
 import time
 
-from ..auth import remove_token_file
-from ..runtime_dir import pid_alive, read_records, runtime_dir
+from .runtime_dir import pid_alive, read_records, remove_file, runtime_dir
 
 
 def servers_dir():
@@ -45,10 +44,7 @@ def write_state_file(host, port, http_host, http_port, logdir, token_path=None):
 
 
 def remove_state_file(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    remove_file(path)
 
 
 def list_servers():
@@ -57,7 +53,7 @@ def list_servers():
     for path, state in read_records(servers_dir()):
         if not pid_alive(state.get("pid", -1)):
             remove_state_file(path)
-            remove_token_file(state.get("token_path"))
+            remove_file(state.get("token_path"))     # its token file (rain.auth)
             continue
         result.append(state)
     return result
