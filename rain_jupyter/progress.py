@@ -12,8 +12,11 @@ Hierarchical names fold: a task named ``a/b/c`` counts in the groups ``a``, ``a/
 """
 import time
 
-WAITING, RUNNING, FINISHED, FAILED = 0, 1, 2, 3
-STATE_NAMES = ("waiting", "running", "finished", "failed")
+from rain.common.states import FAILED_PHASE as FAILED
+from rain.common.states import FINISHED_PHASE as FINISHED
+from rain.common.states import PHASE_NAMES as STATE_NAMES
+from rain.common.states import RUNNING_PHASE as RUNNING
+from rain.common.states import WAITING_PHASE as WAITING
 UNNAMED = "(unnamed)"
 
 # counts vectors: [total, running, finished, failed]; waiting = total - the other three

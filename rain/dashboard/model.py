@@ -19,8 +19,11 @@ import datetime
 import json
 import time
 
-WAITING, RUNNING, FINISHED, FAILED = range(4)
-STATE_NAMES = ("waiting", "running", "finished", "failed")
+from ..common.states import FAILED_PHASE as FAILED
+from ..common.states import FINISHED_PHASE as FINISHED
+from ..common.states import PHASE_NAMES as STATE_NAMES
+from ..common.states import RUNNING_PHASE as RUNNING
+from ..common.states import WAITING_PHASE as WAITING
 UNNAMED = "(unnamed)"
 #: Closed sessions that keep per-task details on a live server (older keep their counts
 #: and groups), so a long-running server's memory stays flat; a post-mortem model keeps all.

@@ -16,7 +16,8 @@ from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
 from .core import RequestError, ServerCore, SessionFailed
-from .graph import ASSIGNED, OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
+from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
+                    TASK_STATE_NAMES, Task)
 from .submit_batch import read_rows, read_submit
 
 logger = logging.getLogger(__name__)
@@ -455,11 +456,11 @@ def encode_response(request_id, kind, payload):
         tl = state.init("tasks", len(tasks))
         for i, tid in enumerate(tasks):
             tl[i].id = tid
-            tl[i].state = "finished"
+            tl[i].state = TASK_STATE_NAMES[FINISHED]
         ol = state.init("objects", len(objects))
         for i, oid in enumerate(objects):
             ol[i].id = oid
-            ol[i].state = "finished"
+            ol[i].state = OBJECT_STATE_NAMES[OBJ_FINISHED]
     elif kind == "state":
         tasks = [i for i in payload if isinstance(i, Task)]
         objects = [i for i in payload if not isinstance(i, Task)]
@@ -474,7 +475,7 @@ def encode_response(request_id, kind, payload):
         for i, obj in enumerate(objects):
             entry = ol[i]
             entry.id = obj.id
-            entry.state = ("unfinished", "finished", "removed")[obj.state]
+            entry.state = OBJECT_STATE_NAMES[obj.state]
             info = loads_or(obj.info, {}) or {}
             if obj.size >= 0:
                 info["size"] = obj.size

@@ -17,7 +17,7 @@ from ..common.cbor import loads_or
 from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter, group_edges)
-from .errors import RequestError
+from .errors import RequestError, SessionNotOpen, UnknownItem
 from .scheduler import Scheduler, update_prefetch
 from .submit_batch import SubmitBatch, offsets, task_positions
 
@@ -80,7 +80,7 @@ class ServerCore:
     def _session(self, client, session_id, allow_failed=False):
         session = self.sessions.get(session_id)
         if session is None or session.client is not client:
-            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+            raise SessionNotOpen(f"Session {session_id} is not open (closed or unknown)")
         if session.error is not None and not allow_failed:
             raise _session_failed(session)
         return session
@@ -88,7 +88,7 @@ class ServerCore:
     def close_session(self, client, session_id):
         session = self.sessions.get(session_id)
         if session is None or session.client is not client:
-            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+            raise SessionNotOpen(f"Session {session_id} is not open (closed or unknown)")
         self._close_session(session, "ClientClose", "")
 
     def _close_session(self, session, reason, message):
@@ -345,14 +345,14 @@ class ServerCore:
         for tid in task_ids:
             task = session.tasks.get(tid)
             if task is None:
-                raise RequestError(f"Unknown task {tid} in session {session.id} "
-                                   "(not submitted?)")
+                raise UnknownItem(f"Unknown task {tid} in session {session.id} "
+                                  "(not submitted?)")
             items.append(task)
         for oid in object_ids:
             obj = session.objects.get(oid)
             if obj is None:
-                raise RequestError(f"Unknown object {oid} in session {session.id} "
-                                   "(not submitted?)")
+                raise UnknownItem(f"Unknown object {oid} in session {session.id} "
+                                  "(not submitted?)")
             items.append(obj)
         return items
 
@@ -391,8 +391,8 @@ class ServerCore:
         session = self._session(client, session_id)
         obj = session.objects.get(object_id)
         if obj is None:
-            raise RequestError(f"Unknown object {object_id} in session {session_id} "
-                               "(not submitted?)")
+            raise UnknownItem(f"Unknown object {object_id} in session {session_id} "
+                              "(not submitted?)")
         if not obj.keep:
             raise RequestError(f"Object {object_id} is not kept; call keep() before submit "
                                "to fetch it")

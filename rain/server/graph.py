@@ -3,15 +3,9 @@
 A million-task graph lives in these, so they hold no dicts, futures or asyncio objects.
 """
 
-# Task states (same numbering as the wire enum ``TaskState``)
-NOT_ASSIGNED, READY, ASSIGNED, RUNNING, FINISHED, FAILED = range(6)
-TASK_STATE_NAMES = ("notAssigned", "ready", "assigned", "running", "finished", "failed")
-
-# Object states (wire enum ``ObjectState``)
-UNFINISHED, OBJ_FINISHED, REMOVED = range(3)
-OBJECT_STATE_NAMES = ("unfinished", "finished", "removed")
-
-BLOB, DIRECTORY = 0, 1
+from ..common.states import (  # noqa: F401 (the server's modules take them from here)
+    ASSIGNED, BLOB, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED,
+    OBJECT_STATE_NAMES, READY, REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED)
 
 
 class Task:

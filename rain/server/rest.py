@@ -25,7 +25,9 @@ from ..common.cbor import dumps_or_empty, loads_or
 from ..governor.transfer import PeerPool, TransferError
 from .connections import LocalConnection
 from .core import FIRST_ID, RequestError, SessionFailed
+from .errors import SessionNotOpen, UnknownItem
 from .events import EventFilterError
+from ..common.states import PHASE_NAMES
 from .graph import OBJECT_STATE_NAMES, TASK_STATE_NAMES
 from .http import JsonHandler
 
@@ -83,12 +85,11 @@ def core_error(exc):
     """A core exception as the REST error it means."""
     if isinstance(exc, SessionFailed):
         return RestError(409, f"session failed: {exc}", task=exc.task_id, debug=exc.debug)
-    message = str(exc)
-    if "is not open" in message:
-        return RestError(409, message)
-    if message.startswith("Unknown "):
-        return RestError(404, message)
-    return RestError(400, message)
+    if isinstance(exc, SessionNotOpen):
+        return RestError(409, str(exc))
+    if isinstance(exc, UnknownItem):
+        return RestError(404, str(exc))
+    return RestError(400, str(exc))
 
 
 class RestHandler(JsonHandler):
@@ -321,7 +322,7 @@ class TasksHandler(RestHandler):
     def get(self, sid):
         session = self.model_session(sid)
         want = self.get_query_argument("state", None)
-        if want is not None and want not in ("waiting", "running", "finished", "failed"):
+        if want is not None and want not in PHASE_NAMES:
             raise RestError(400, "'state' must be waiting, running, finished or failed")
         name = self.get_query_argument("name", None)
         offset = self.int_arg("offset", 0, 0)
