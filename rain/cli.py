@@ -101,7 +101,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "server":
         from .server.main import main as server_main
-        return server_main(args)
+        return server_main(args, dashboard=_dashboard_handlers)
     if args.command == "governor":
         from .governor.main import main as governor_main
         return governor_main(args)
@@ -127,3 +127,10 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _dashboard_handlers(server):
+    """The live dashboard's pages for a running server (the server package does not
+    import the dashboard, which reads the server's run model)."""
+    from .dashboard.web import live_handlers
+    return live_handlers(server)

@@ -327,7 +327,7 @@ def test_closed_session_keeps_the_edges_between_its_groups(make_cluster):
     """The close event records the graph between task-name groups, so the graph chart of
     a closed session, live or post mortem, still draws them."""
     from rain.dashboard.charts import GraphChart
-    from rain.dashboard.model import RunModel
+    from rain.server.run_model import RunModel
     cluster = make_cluster([1])
     sid = run_small_pipeline(cluster)
     assert cluster.stop() == []
@@ -345,7 +345,7 @@ def test_closed_session_keeps_the_edges_between_its_groups(make_cluster):
 
 def test_model_folds_events_and_deltas_are_incremental():
     from rain.dashboard.charts import make_charts
-    from rain.dashboard.model import RunModel
+    from rain.server.run_model import RunModel
 
     model = RunModel()
     t0 = 1000.0
@@ -406,7 +406,7 @@ def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path
     import asyncio
     from types import SimpleNamespace
 
-    from rain.dashboard import live
+    from rain.server import live_model as live
     from rain.server.events import EventLog
 
     monkeypatch.setattr(live, "REPLAY_CHUNK", 7)

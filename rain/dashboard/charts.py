@@ -25,7 +25,7 @@ from bokeh.layouts import column
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
-from .model import FINISHED, RUNNING, STATE_NAMES
+from ..server.run_model import FINISHED, RUNNING, STATE_NAMES
 
 COLORS = {"waiting": "#bdbdbd", "running": "#ff9f1c", "finished": "#2ca02c",
           "failed": "#d62728", "partial": "#98df8a"}

@@ -32,8 +32,8 @@ from bokeh.util.paths import bokehjs_path
 from ..server.http import JsonHandler
 from . import assets
 from .charts import make_charts
-from .live import ReadyModel, live_edges_provider, live_model
-from .model import RunModel
+from ..server.live_model import ReadyModel, live_edges_provider, live_model
+from ..server.run_model import RunModel
 
 logger = logging.getLogger(__name__)
 

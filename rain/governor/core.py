@@ -23,9 +23,10 @@ from .store import PENDING, READY
 
 logger = logging.getLogger(__name__)
 
-#: A task's phase on this governor (see the module doc).
+#: Where a task is in its run on this governor (see the module doc); the shared task
+#: states of ``rain.common.states`` are what the server hears.
 WAITING, QUEUED, T_RUNNING, DONE, T_FAILED, STOPPED = range(6)
-PHASE_NAMES = ("waiting", "queued", "running", "done", "failed", "stopped")
+STEP_NAMES = ("waiting", "queued", "running", "done", "failed", "stopped")
 
 #: Update batching while the local queue is deep (see ``GovernorCore.hold_updates``).
 HOLD_QUEUE = 4
@@ -63,7 +64,7 @@ class GovTask:
         self.missing = 0            # inputs not here yet (while WAITING)
 
     def __repr__(self):
-        return f"<GovTask {self.key} {PHASE_NAMES[self.state]}>"
+        return f"<GovTask {self.key} {STEP_NAMES[self.state]}>"
 
 
 class GovernorCore:

@@ -30,7 +30,7 @@ from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .protect import remove_tree
 from .store import PENDING, READY, Store
-from .transfer import DataServer, PeerPool, TransferError
+from .transfer import DataServer, PeerPool
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -304,20 +304,20 @@ class Governor(GovernorComm):
         for address in obj.locations:
             try:
                 meta, data = await self.peers.fetch(address, obj.key)
-            except (TransferError, OSError) as exc:
-                errors.append(f"{address}: {exc}")
+            except Exception as exc:        # TransferError, OSError, a garbled reply...
+                errors.append(f"{address}: {_describe(exc)}")
                 continue
             if not self._still_pending(obj):
                 return
-            content_type = meta["content_type"]
             try:
+                content_type = meta["content_type"]
                 if meta["data_type"] == DIRECTORY or len(data) > FETCH_MEMORY_MAX:
                     path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
                     placed = await loop.run_in_executor(
                         None, _fetched_to_store, self.store, obj.key, path, data,
                         meta["data_type"] == DIRECTORY)
                     if not self._still_pending(obj):
-                        remove_tree(placed[0])
+                        self._spawn_cleanup(placed[0])
                         return
                     if content_type:
                         obj.content_type = content_type

@@ -19,8 +19,10 @@ from ..statefile import remove_state_file, write_state_file
 logger = logging.getLogger(__name__)
 
 
-async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None):
-    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``."""
+async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None,
+                dashboard=None):
+    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``;
+    ``dashboard``: a function giving the dashboard's HTTP handlers for the server."""
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
     if token is None:
         token = cluster_token()
@@ -45,12 +47,11 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
                                   token_path)
     if ready_file:
         write_ready_file(ready_file)
-    if dashboard_on:
+    if dashboard_on and dashboard is not None:
         # The pages need Bokeh (~0.4 s to import): mounted right after the server is
         # ready, so starting a cluster does not wait for it.
         await asyncio.sleep(0)
-        from ..dashboard.web import live_handlers
-        app.wildcard_router.add_rules(live_handlers(server))
+        app.wildcard_router.add_rules(dashboard(server))
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,10 +73,11 @@ def rest_handlers(server):
     return make(server)
 
 
-def main(args):
+def main(args, dashboard=None):
     setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
     try:
-        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file))
+        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file,
+                          dashboard=dashboard))
     except OSError as exc:
         logger.error("cannot start the server: %s", exc)
         return 1

@@ -666,7 +666,7 @@ ENDPOINTS = [
 
 def rest_handlers(server, models=None):
     if models is None:
-        from ..dashboard.live import live_model
+        from .live_model import live_model
         models = live_model(server)
     rest = getattr(server, "rest", None)
     if rest is None:

@@ -227,7 +227,7 @@ class RunModel:
 
     @classmethod
     def from_file(cls, path):
-        from ..server.events import read_rows_file
+        from .events import read_rows_file
         model = cls(live=False)
         model.last_id = model.feed_stored(read_rows_file(path))
         return model
