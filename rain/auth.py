@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import sys
 from urllib.parse import quote
 
@@ -71,11 +72,25 @@ def write_token_file(token, name):
 
 
 def remove_token_file(path):
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    """Remove a token file of ours. Records name the file, so a path outside our tokens
+    directory, or anything but a plain file of ours, is never deleted on their word."""
+    if not path or not isinstance(path, str):
+        return
+    directory = tokens_dir()
+    if os.path.dirname(os.path.abspath(path)) != directory or not path.endswith(".token"):
+        logger.warning("not removing %s: not a token file of this runtime directory", path)
+        return
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        logger.warning("not removing %s: not a plain file of this user", path)
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def read_token_file(path):

@@ -14,6 +14,7 @@ import tempfile
 import time
 
 from .auth import auth_headers, cluster_token, with_token
+from .common.private import private_dir
 from .starter import Cluster, StartError
 
 PR_SET_PDEATHSIG = 1
@@ -93,7 +94,7 @@ class LocalCluster:
     def start(self, timeout=60.0):
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="rain-local-")
-        os.makedirs(self.logdir, exist_ok=True)
+        private_dir(self.logdir)
         if self.token is None:
             self.token = cluster_token(self.env)
         if self.token:

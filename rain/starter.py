@@ -19,8 +19,9 @@ import time
 import psutil
 
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
+from .common.private import private_dir
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
-from .runtime_dir import clusters_dir, pid_alive, read_records
+from .runtime_dir import clusters_dir, pid_alive, pid_is_ours, read_records
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 3000
@@ -194,21 +195,24 @@ class Cluster:
                 process.wait()
 
 
-def _terminate(pid):
+def _signal_group(pid, signum):
+    """Signal the process group that ``pid`` leads (our children start their own), or
+    only ``pid`` when it leads none: never a group someone else named."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+        pass
+
+
+def _terminate(pid):
+    _signal_group(pid, signal.SIGTERM)
 
 
 def _kill(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _signal_group(pid, signal.SIGKILL)
 
 
 def start_cluster(args):
@@ -248,9 +252,9 @@ def start_cluster(args):
                                                 DEFAULT_HTTP_PORT)
     workdir = os.path.abspath(args.workdir) if args.workdir else \
         tempfile.mkdtemp(prefix="rain-cluster-")
-    os.makedirs(workdir, exist_ok=True)
+    private_dir(workdir)
     logdir = os.path.abspath(args.logdir) if args.logdir else os.path.join(workdir, "logs")
-    os.makedirs(logdir, exist_ok=True)
+    private_dir(logdir)
     cluster = Cluster(workdir, logdir)
     command = _rain_command(args.runprefix)
     try:
@@ -355,10 +359,15 @@ def dashboard_link(record):
     return with_token(f"http://{record['http']}/", token_of(record))
 
 
+# What a cluster record must hold before `rain status`/`rain stop` read it.
+CLUSTER_FIELDS = {"id": str, "server": str, "http": str, "logdir": str, "pids": list,
+                  "governors": list}
+
+
 def list_clusters():
     """Records of running clusters; records whose processes are all gone are removed."""
     result = []
-    for path, record in read_records(clusters_dir()):
+    for path, record in read_records(clusters_dir(), CLUSTER_FIELDS):
         record["pids"] = _own_pids(record)
         if not any(pid_alive(pid) for pid in record["pids"]):
             _remove(path)
@@ -376,16 +385,15 @@ def _create_time(pid):
 
 
 def _own_pids(record):
-    """The recorded pids that still belong to the cluster's processes: a pid reused by an
-    unrelated process (different start time) is never signalled."""
-    pids = record.get("pids", [])
-    times = record.get("create_times") or [None] * len(pids)
-    own = []
-    for pid, created in zip(pids, times):
-        now = _create_time(pid)
-        if now is not None and (created is None or abs(now - created) < 0.01):
-            own.append(pid)
-    return own
+    """The recorded pids that still belong to the cluster's processes: a process of
+    another user, or a pid reused by an unrelated process (different start time), is never
+    signalled, whatever the record says."""
+    pids = record["pids"]
+    times = record.get("create_times")
+    if not isinstance(times, list) or len(times) != len(pids):
+        return []
+    return [pid for pid, created in zip(pids, times)
+            if isinstance(created, (int, float)) and pid_is_ours(pid, created)]
 
 
 def stop_cluster(record, timeout=10.0):

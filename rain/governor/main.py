@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import tomllib
 
@@ -11,6 +12,7 @@ from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
 from ..common.address import parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
+from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from .governor import Governor
 
@@ -84,7 +86,9 @@ async def run_governor(args):
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
     workdir = args.workdir or tempfile.mkdtemp(prefix="rain-governor-")
-    os.makedirs(workdir, exist_ok=True)
+    private_dir(workdir)
+    if args.logdir:
+        private_dir(args.logdir)
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
                         logdir=args.logdir or workdir, executors=executors,
                         delete_timeout=delete_timeout_from_env(),
@@ -115,7 +119,11 @@ async def run_governor(args):
 def main(args):
     if args.logdir is None:
         args.logdir = tempfile.mkdtemp(prefix="rain-governor-logs-")
-    setup_logging(args.logdir, "governor")
+    try:
+        setup_logging(args.logdir, "governor")
+    except OSError as exc:
+        print(f"rain governor: cannot use the log directory: {exc}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(run_governor(args))
     except ConfigError as exc:
