@@ -20,6 +20,7 @@ import psutil
 
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
 from .common.private import private_dir
+from .governor.workdir import clear_workdir
 from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from .runtime_dir import clusters_dir, pid_alive, pid_is_ours, read_records
 
@@ -406,7 +407,25 @@ def stop_cluster(record, timeout=10.0):
     for pid in pids:
         if pid_alive(pid):
             _kill(pid)
+    _clear_local_workdirs(record)
     _remove(record["_path"])
+
+
+def _clear_local_workdirs(record):
+    """What killed local governors left in their work directories (stored objects, made
+    immutable when run as root) goes with the cluster; the logs stay."""
+    workdir = record.get("workdir")
+    if not isinstance(workdir, str):
+        return
+    for governor in record.get("governors", []):
+        if not isinstance(governor, dict):
+            continue
+        name = governor.get("name")
+        if governor.get("host") == "localhost" and isinstance(name, str) \
+                and name == os.path.basename(name) and name not in ("", ".", ".."):
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+                clear_workdir(path)
 
 
 def stop_command(args):

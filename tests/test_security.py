@@ -279,3 +279,151 @@ def test_core_refuses_ids_beyond_32_bits():
     with pytest.raises(RequestError, match="ids end at"):
         _check_new_ids(Session(), [10, LAST_ID + 1], "object", {})
     assert _check_new_ids(Session(), [10, LAST_ID], "object", {}) == {10: 0, LAST_ID: 1}
+
+
+# -- what a killed governor leaves ----------------------------------------------------------
+def _wait(predicate, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _programs(marker, argv):
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if proc.info["cmdline"] == argv and \
+                    (proc.info["environ"] or {}).get("RAIN_TEST_CLUSTER") == marker:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_execute_programs_die_with_their_governor(make_cluster):
+    cluster = make_cluster([1])
+    client = cluster.client()
+    argv = ["sleep", "537"]
+    with client.new_session() as session:
+        task = tasks.Execute(argv, stdout=True)
+        task.output.keep()
+        session.submit()
+        _wait(lambda: _programs(cluster.marker, argv), what="the program to start")
+        program = _programs(cluster.marker, argv)[0]
+        os.kill(cluster.governor_processes[0].pid, signal.SIGKILL)
+        cluster.governor_processes[0].wait()
+        _wait(lambda: not program.is_running() or program.status() == psutil.STATUS_ZOMBIE,
+              what="the program to die with its governor")
+
+
+def _stored_files(workdir):
+    return [os.path.join(root, name) for root, _dirs, names
+            in os.walk(os.path.join(workdir, "data")) for name in names]
+
+
+def test_next_governor_clears_what_a_killed_one_left(make_cluster, tmp_path):
+    cluster = make_cluster([1])
+    workdir = os.path.join(cluster.tmp, "governor-0")
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Execute(["head", "-c", "100000", "/dev/zero"], stdout=True)
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == bytes(100000)
+        left = _stored_files(workdir)
+        assert left
+        os.kill(cluster.governor_processes[0].pid, signal.SIGKILL)
+        cluster.governor_processes[0].wait()
+    if os.getuid() == 0:                  # stored objects are immutable: rm cannot
+        assert subprocess.run(["rm", "-rf", workdir], capture_output=True).returncode != 0
+    # a new governor in the same work directory clears it and works
+    cluster.governor_processes.pop()
+    ready = os.path.join(cluster.tmp, "again.ready")
+    process = cluster._spawn(["governor", f"127.0.0.1:{cluster.port}", "--cpus", "1",
+                              "--listen", "127.0.0.1:0", "--workdir", workdir,
+                              "--logdir", str(tmp_path / "again-logs"),
+                              "--ready-file", ready], "again.out")
+    cluster.governor_processes.append(process)
+    cluster._wait_file(ready, process, "again")
+    assert not any(os.path.exists(path) for path in left)
+    # ... while a second governor may not take a directory in use
+    result = rain("governor", f"127.0.0.1:{cluster.port}", "--workdir", workdir,
+                  "--logdir", str(tmp_path / "third-logs"), env=cluster.env)
+    assert result.returncode == 1 and "in use by the governor" in result.stderr
+    process.terminate()
+    process.wait(timeout=30)
+    shutil.rmtree(workdir)                # a clean stop leaves nothing protected
+
+
+@pytest.fixture
+def short_tmp():
+    """A temp dir short enough for the executors' Unix socket paths inside it."""
+    path = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    yield path
+    subprocess.run(["chattr", "-R", "-i", path], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_temporary_work_directory_of_a_killed_governor_is_removed(make_cluster, short_tmp):
+    cluster = make_cluster([], env={"TMPDIR": short_tmp, "RAIN_RUNTIME_DIR": runtime_dir()})
+
+    def governor_without_workdir(name):
+        ready = os.path.join(short_tmp, f"{name}.ready")
+        process = cluster._spawn(["governor", f"127.0.0.1:{cluster.port}", "--cpus", "1",
+                                  "--listen", "127.0.0.1:0",
+                                  "--logdir", os.path.join(short_tmp, f"{name}-logs"),
+                                  "--ready-file", ready], f"{name}.out")
+        cluster.governor_processes.append(process)
+        cluster._wait_file(ready, process, name)
+        return process
+
+    first = governor_without_workdir("first")
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Execute(["head", "-c", "100000", "/dev/zero"], stdout=True)
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == bytes(100000)
+    left = [name for name in os.listdir(short_tmp)
+            if name.startswith(f"rain-governor-{first.pid}-")]
+    assert len(left) == 1
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = governor_without_workdir("second")
+    assert second.poll() is None
+    assert not os.path.exists(os.path.join(short_tmp, left[0]))
+
+
+def test_rain_stop_clears_what_its_killed_governors_left(tmp_path, monkeypatch):
+    from rain.client import Client
+    from rain_cluster import reap_leftovers
+    runtime = str(tmp_path / "runtime")
+    monkeypatch.setenv("RAIN_RUNTIME_DIR", runtime)
+    marker = os.urandom(8).hex()
+    env = clean_env(RAIN_RUNTIME_DIR=runtime, RAIN_TEST_CLUSTER=marker)
+    port, http_port = free_port(), free_port()
+    workdir = str(tmp_path / "cluster")
+    try:
+        result = rain("start", "--local-governors=[1]", "-l", f"127.0.0.1:{port}",
+                      "--http-listen", f"127.0.0.1:{http_port}", "--workdir", workdir,
+                      env=env)
+        assert result.returncode == 0, result.stderr
+        with Client("127.0.0.1", port).new_session() as session:
+            task = tasks.Execute(["head", "-c", "100000", "/dev/zero"], stdout=True)
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == bytes(100000)
+        governor_dir = os.path.join(workdir, "governor-0")
+        assert _stored_files(governor_dir)
+        pid = int(open(os.path.join(governor_dir, "governor.pid")).read())
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not psutil.pid_exists(pid) or
+              psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, what="the kill")
+        result = rain("stop", "--all", env=env)
+        assert result.returncode == 0, result.stderr
+        assert not os.path.exists(os.path.join(governor_dir, "data"))
+        shutil.rmtree(workdir)              # nothing protected is left
+    finally:
+        rain("stop", "--all", env=env)
+        assert reap_leftovers(marker, 10) == []

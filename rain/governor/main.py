@@ -2,7 +2,6 @@
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -15,6 +14,8 @@ from ..common.logs import setup_logging
 from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from .governor import Governor
+from .protect import remove_tree
+from .workdir import claim_workdir, release_workdir, temp_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ async def run_governor(args):
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
-    workdir = args.workdir or tempfile.mkdtemp(prefix="rain-governor-")
-    private_dir(workdir)
+    workdir = args.workdir or temp_workdir()
+    claim_workdir(workdir)
     if args.logdir:
         private_dir(args.logdir)
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
@@ -113,7 +114,9 @@ async def run_governor(args):
     finally:
         await governor.close()
         if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
+        else:
+            release_workdir(workdir)
 
 
 def main(args):
