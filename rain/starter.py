@@ -248,9 +248,13 @@ def start_cluster(args):
     if args.reserve_cpu and args.local_governors:
         pass  # explicit CPU counts win over -S
 
-    host, port = parse_listen_address(args.listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
+    # A cluster of this machine alone listens on loopback only; remote governors need
+    # the server on an address they can reach (or the one given).
+    default_host = "0.0.0.0" if hosts else "127.0.0.1"
+    host, port = parse_listen_address(args.listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT,
+                                      default_host)
     http_host, http_port = parse_listen_address(args.http_listen or DEFAULT_HTTP_PORT,
-                                                DEFAULT_HTTP_PORT)
+                                                DEFAULT_HTTP_PORT, default_host)
     workdir = os.path.abspath(args.workdir) if args.workdir else \
         tempfile.mkdtemp(prefix="rain-cluster-")
     private_dir(workdir)
@@ -280,6 +284,7 @@ def start_cluster(args):
             _remove(gready)
             gcommand = command + [
                 "governor", f"{connect_host}:{port}", "--cpus", str(cpus),
+                "--listen", f"{'0.0.0.0' if hosts else '127.0.0.1'}:0",
                 "--workdir", os.path.join(workdir, name),
                 "--logdir", os.path.join(logdir, name), "--ready-file", gready]
             if args.governor_config:

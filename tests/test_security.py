@@ -427,3 +427,26 @@ def test_rain_stop_clears_what_its_killed_governors_left(tmp_path, monkeypatch):
     finally:
         rain("stop", "--all", env=env)
         assert reap_leftovers(marker, 10) == []
+
+
+def test_a_cluster_of_this_machine_listens_on_loopback_only(tmp_path, monkeypatch):
+    from rain_cluster import processes_of, reap_leftovers
+    runtime = str(tmp_path / "runtime")
+    monkeypatch.setenv("RAIN_RUNTIME_DIR", runtime)
+    marker = os.urandom(8).hex()
+    env = clean_env(RAIN_RUNTIME_DIR=runtime, RAIN_TEST_CLUSTER=marker)
+    port, http_port = free_port(), free_port()
+    try:
+        result = rain("start", "--local-governors=[1,1]", "-l", str(port),
+                      "--http-listen", str(http_port), "--workdir", str(tmp_path / "c"),
+                      env=env)
+        assert result.returncode == 0, result.stderr
+        listening = [conn.laddr for proc in processes_of(marker)
+                     for conn in proc.net_connections(kind="inet")
+                     if conn.status == psutil.CONN_LISTEN]
+        ports = {address.port for address in listening}
+        assert {port, http_port} <= ports and len(ports) >= 4   # + two data listeners
+        assert {address.ip for address in listening} == {"127.0.0.1"}
+    finally:
+        rain("stop", "--all", env=env)
+        assert reap_leftovers(marker, 10) == []

@@ -9,7 +9,7 @@ import tomllib
 
 from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
-from ..common.address import parse_listen_address, parse_server_address
+from ..common.address import is_loopback, parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
 from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
@@ -82,7 +82,9 @@ def governor_token(token_file, server_host, server_port):
 
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
-    listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
+    # Peers reach a governor of a server on loopback on loopback only: listen there.
+    listen_host, listen_port = parse_listen_address(
+        args.listen or "0", 0, "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
