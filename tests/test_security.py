@@ -450,3 +450,37 @@ def test_a_cluster_of_this_machine_listens_on_loopback_only(tmp_path, monkeypatc
     finally:
         rain("stop", "--all", env=env)
         assert reap_leftovers(marker, 10) == []
+
+
+# -- the RPC port before authentication ------------------------------------------------------
+def _closed_by_peer(sock, timeout):
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except socket.timeout:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_silent_strangers_cannot_hold_the_rpc_port(cluster):
+    from rain.server.connections import HELLO_TIMEOUT, MAX_UNACCEPTED
+    strangers = [socket.create_connection(("127.0.0.1", cluster.port), timeout=30)
+                 for _ in range(MAX_UNACCEPTED + 20)]
+    try:
+        # the oldest are let go to make room ...
+        assert all(_closed_by_peer(s, 30) for s in strangers[:20])
+        # ... and a real peer still gets in at once
+        client = cluster.client()
+        with client.new_session() as session:
+            task = tasks.Concat((blob(b"let "), blob(b"in")))
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"let in"
+        # the rest go when their time to say hello is over
+        deadline = time.monotonic() + HELLO_TIMEOUT + 60
+        for s in strangers[20:]:
+            assert _closed_by_peer(s, max(1, deadline - time.monotonic()))
+    finally:
+        for s in strangers:
+            s.close()
