@@ -13,10 +13,11 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import sys
 from urllib.parse import quote
 
-from .runtime_dir import remove_file, runtime_dir
+from .runtime_dir import remove_token_file, tokens_dir  # noqa: F401 (remove_token_file: used by others)
 from .statefile import list_servers
 
 HTTP_COOKIE_PREFIX = "rain-token-"
@@ -54,12 +55,6 @@ def with_token(url, token):
     return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
 
 
-def tokens_dir():
-    path = os.path.join(runtime_dir(), "tokens")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
 def write_token_file(token, name):
     """Write ``token`` to ``<runtime dir>/tokens/<name>.token``, readable by this user only
     (created with mode 0600, never through a link); return the path."""
@@ -69,10 +64,6 @@ def write_token_file(token, name):
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return path
-
-
-def remove_token_file(path):
-    remove_file(path)
 
 
 def read_token_file(path):

@@ -8,6 +8,7 @@ import sys
 
 from . import __version__
 from .common.address import address_arg
+from .runtime_dir import RuntimeDirError
 
 
 def build_parser():
@@ -99,6 +100,14 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except RuntimeDirError as exc:
+        print(f"rain {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(parser, args):
     if args.command == "server":
         from .server.main import main as server_main
         return server_main(args, dashboard=_dashboard_handlers)

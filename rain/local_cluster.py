@@ -4,7 +4,6 @@ Used by the demo, by ``%rain start`` in notebooks and by benchmarks. The childre
 tied to this process (``PR_SET_PDEATHSIG`` on Linux): if it dies, they get SIGTERM, so a
 crashed kernel or script leaves nothing running.
 """
-import ctypes
 import os
 import signal
 import socket
@@ -14,20 +13,9 @@ import tempfile
 import time
 
 from .auth import auth_headers, cluster_token, with_token
+from .common.lifetime import die_with_parent
+from .common.private import private_dir
 from .starter import Cluster, StartError
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent():
-    """``preexec_fn`` of a child that must not outlive this process (Linux; elsewhere a
-    no-op)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
 
 def free_port(host="127.0.0.1"):
     with socket.socket() as s:
@@ -93,7 +81,7 @@ class LocalCluster:
     def start(self, timeout=60.0):
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="rain-local-")
-        os.makedirs(self.logdir, exist_ok=True)
+        private_dir(self.logdir)
         if self.token is None:
             self.token = cluster_token(self.env)
         if self.token:

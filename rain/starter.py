@@ -21,7 +21,9 @@ import psutil
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
 from .common.address import (DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, address_arg,
                              parse_listen_address)
-from .runtime_dir import clusters_dir, pid_alive, read_records
+from .common.private import private_dir
+from .governor.workdir import clear_workdir
+from .runtime_dir import clusters_dir, pid_alive, pid_is_ours, read_records
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 3000
@@ -194,21 +196,24 @@ class Cluster:
                 process.wait()
 
 
-def _terminate(pid):
+def _signal_group(pid, signum):
+    """Signal the process group that ``pid`` leads (our children start their own), or
+    only ``pid`` when it leads none: never a group someone else named."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+        pass
+
+
+def _terminate(pid):
+    _signal_group(pid, signal.SIGTERM)
 
 
 def _kill(pid):
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    _signal_group(pid, signal.SIGKILL)
 
 
 def start_cluster(args):
@@ -243,14 +248,18 @@ def start_cluster(args):
     if args.reserve_cpu and args.local_governors:
         pass  # explicit CPU counts win over -S
 
-    host, port = parse_listen_address(args.listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
+    # A cluster of this machine alone listens on loopback only; remote governors need
+    # the server on an address they can reach (or the one given).
+    default_host = "0.0.0.0" if hosts else "127.0.0.1"
+    host, port = parse_listen_address(args.listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT,
+                                      default_host)
     http_host, http_port = parse_listen_address(args.http_listen or DEFAULT_HTTP_PORT,
-                                                DEFAULT_HTTP_PORT)
+                                                DEFAULT_HTTP_PORT, default_host)
     workdir = os.path.abspath(args.workdir) if args.workdir else \
         tempfile.mkdtemp(prefix="rain-cluster-")
-    os.makedirs(workdir, exist_ok=True)
+    private_dir(workdir)
     logdir = os.path.abspath(args.logdir) if args.logdir else os.path.join(workdir, "logs")
-    os.makedirs(logdir, exist_ok=True)
+    private_dir(logdir)
     cluster = Cluster(workdir, logdir)
     command = _rain_command(args.runprefix)
     try:
@@ -275,6 +284,7 @@ def start_cluster(args):
             _remove(gready)
             gcommand = command + [
                 "governor", f"{connect_host}:{port}", "--cpus", str(cpus),
+                "--listen", f"{'0.0.0.0' if hosts else '127.0.0.1'}:0",
                 "--workdir", os.path.join(workdir, name),
                 "--logdir", os.path.join(logdir, name), "--ready-file", gready]
             if args.governor_config:
@@ -355,10 +365,15 @@ def dashboard_link(record):
     return with_token(f"http://{record['http']}/", token_of(record))
 
 
+# What a cluster record must hold before `rain status`/`rain stop` read it.
+CLUSTER_FIELDS = {"id": str, "server": str, "http": str, "logdir": str, "pids": list,
+                  "governors": list}
+
+
 def list_clusters():
     """Records of running clusters; records whose processes are all gone are removed."""
     result = []
-    for path, record in read_records(clusters_dir()):
+    for path, record in read_records(clusters_dir(), CLUSTER_FIELDS):
         record["pids"] = _own_pids(record)
         if not any(pid_alive(pid) for pid in record["pids"]):
             _remove(path)
@@ -376,16 +391,15 @@ def _create_time(pid):
 
 
 def _own_pids(record):
-    """The recorded pids that still belong to the cluster's processes: a pid reused by an
-    unrelated process (different start time) is never signalled."""
-    pids = record.get("pids", [])
-    times = record.get("create_times") or [None] * len(pids)
-    own = []
-    for pid, created in zip(pids, times):
-        now = _create_time(pid)
-        if now is not None and (created is None or abs(now - created) < 0.01):
-            own.append(pid)
-    return own
+    """The recorded pids that still belong to the cluster's processes: a process of
+    another user, or a pid reused by an unrelated process (different start time), is never
+    signalled, whatever the record says."""
+    pids = record["pids"]
+    times = record.get("create_times")
+    if not isinstance(times, list) or len(times) != len(pids):
+        return []
+    return [pid for pid, created in zip(pids, times)
+            if isinstance(created, (int, float)) and pid_is_ours(pid, created)]
 
 
 def stop_cluster(record, timeout=10.0):
@@ -398,7 +412,25 @@ def stop_cluster(record, timeout=10.0):
     for pid in pids:
         if pid_alive(pid):
             _kill(pid)
+    _clear_local_workdirs(record)
     _remove(record["_path"])
+
+
+def _clear_local_workdirs(record):
+    """What killed local governors left in their work directories (stored objects, made
+    immutable when run as root) goes with the cluster; the logs stay."""
+    workdir = record.get("workdir")
+    if not isinstance(workdir, str):
+        return
+    for governor in record.get("governors", []):
+        if not isinstance(governor, dict):
+            continue
+        name = governor.get("name")
+        if governor.get("host") == "localhost" and isinstance(name, str) \
+                and name == os.path.basename(name) and name not in ("", ".", ".."):
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+                clear_workdir(path)
 
 
 def stop_command(args):

@@ -6,10 +6,14 @@ files whose process is gone (a server killed with SIGKILL cannot clean up after 
 """
 import getpass
 import json
+import logging
 import os
 import time
 
-from .runtime_dir import pid_alive, read_records, remove_file, runtime_dir
+from .runtime_dir import (pid_alive, read_records, record_problem, remove_file,
+                          remove_token_file, runtime_dir)
+
+logger = logging.getLogger(__name__)
 
 
 def servers_dir():
@@ -47,13 +51,22 @@ def remove_state_file(path):
     remove_file(path)
 
 
+# What a server record must hold before anything reads it (rain.runtime_dir.read_records).
+SERVER_FIELDS = {"pid": int, "address": str, "host": str, "port": int,
+                 "http_host": str, "http_port": int, "token_path": (str, type(None))}
+
+
 def list_servers():
     """State of every live server of this user; stale files are removed."""
     result = []
     for path, state in read_records(servers_dir()):
         if not pid_alive(state.get("pid", -1)):
             remove_state_file(path)
-            remove_file(state.get("token_path"))     # its token file (rain.auth)
+            remove_token_file(state.get("token_path"))
+            continue
+        problem = record_problem(state, SERVER_FIELDS)
+        if problem:
+            logger.warning("ignoring the server record %s: %s", path, problem)
             continue
         result.append(state)
     return result

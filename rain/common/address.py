@@ -1,5 +1,6 @@
 """Parsing of the addresses the command line accepts: ``IP:PORT``, ``IP``, ``PORT``."""
 import argparse
+import ipaddress
 
 DEFAULT_SERVER_PORT = 7210
 DEFAULT_HTTP_PORT = 7222
@@ -28,6 +29,16 @@ def parse_server_address(text, default_port=DEFAULT_SERVER_PORT):
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     return host, port
+
+
+def is_loopback(host):
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _port(text):

@@ -29,7 +29,7 @@ import tornado.web
 from bokeh.embed import json_item
 from bokeh.util.paths import bokehjs_path
 
-from ..server.http import JsonHandler
+from ..server.http import PAGE_POLICY, JsonHandler
 from . import assets
 from .charts import make_charts
 from ..server.live_model import ReadyModel, live_edges_provider, live_model
@@ -130,6 +130,8 @@ def chart_div(index, chart, session=None, heading=True):
 
 
 class BaseHandler(JsonHandler):
+    content_security_policy = PAGE_POLICY
+
     def initialize(self, dashboard):
         self.dashboard = dashboard
 

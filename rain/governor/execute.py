@@ -13,6 +13,7 @@ import shutil
 import signal
 import tempfile
 
+from ..common.lifetime import killed_with_parent
 from .store import DIRECTORY
 
 STDIN_PATH = "+in"
@@ -124,7 +125,8 @@ async def run_program(call, error):
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True)
+                stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=killed_with_parent)
         except FileNotFoundError:
             raise error(f"Execute: program {args[0]!r} not found") from None
         except PermissionError:

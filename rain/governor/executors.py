@@ -22,6 +22,7 @@ import time
 import cbor2
 
 from ..common.framing import FrameProtocol, encode_frame
+from ..common.lifetime import killed_with_parent
 from ..runtime_dir import pid_alive
 
 logger = logging.getLogger(__name__)
@@ -341,7 +342,8 @@ class ExecutorPool:
             try:
                 executor.process = await asyncio.create_subprocess_exec(
                     *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out, stderr=out, start_new_session=True)
+                    stdout=out, stderr=out, start_new_session=True,
+                    preexec_fn=killed_with_parent)
             except OSError as exc:
                 self.all.pop(executor_id, None)
                 raise ExecutorError(f"cannot start executor {executor_type!r} "

@@ -2,18 +2,21 @@
 import asyncio
 import logging
 import os
-import shutil
 import signal
+import sys
 import tempfile
 import tomllib
 
 from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
-from ..common.address import parse_listen_address, parse_server_address
+from ..common.address import is_loopback, parse_listen_address, parse_server_address
 from ..common.logs import setup_logging
+from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from ..common.env import env_flag
 from .governor import Governor
+from .protect import remove_tree
+from .workdir import claim_workdir, release_workdir, temp_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +83,16 @@ def governor_token(token_file, server_host, server_port):
 
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
-    listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
+    # Peers reach a governor of a server on loopback on loopback only: listen there.
+    listen_host, listen_port = parse_listen_address(
+        args.listen or "0", 0, "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
-    workdir = args.workdir or tempfile.mkdtemp(prefix="rain-governor-")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = args.workdir or temp_workdir()
+    claim_workdir(workdir)
+    if args.logdir:
+        private_dir(args.logdir)
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
                         logdir=args.logdir or workdir, executors=executors,
                         delete_timeout=delete_timeout_from_env(),
@@ -112,13 +119,19 @@ async def run_governor(args):
     finally:
         await governor.close()
         if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
+        else:
+            release_workdir(workdir)
 
 
 def main(args):
     if args.logdir is None:
         args.logdir = tempfile.mkdtemp(prefix="rain-governor-logs-")
-    setup_logging(args.logdir, "governor")
+    try:
+        setup_logging(args.logdir, "governor")
+    except OSError as exc:
+        print(f"rain governor: cannot use the log directory: {exc}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(run_governor(args))
     except ConfigError as exc:

@@ -26,6 +26,24 @@ R = rain_capnp
 #: Largest frame accepted before a successful Hello: an unknown peer must not make the
 #: server buffer gigabytes. Raised to ``MAX_FRAME_SIZE`` once the peer is accepted.
 HELLO_MAX_SIZE = 2**20
+#: A peer that has not said a valid Hello after this many seconds is disconnected, and at
+#: most this many peers may be waiting to be accepted at once: beyond that the one that
+#: waited longest goes (a stranger opening connections by the thousand cannot make the
+#: server hold their buffers, nor keep out a real peer, whose Hello comes at once).
+HELLO_TIMEOUT = 10.0
+MAX_UNACCEPTED = 64
+
+
+class _RpcConnection(FrameProtocol):
+    """A connection to the RPC port, which the server watches until its Hello."""
+
+    def __init__(self, server):
+        super().__init__(server._on_frame, server._on_close, max_frame_size=HELLO_MAX_SIZE)
+        self._server = server
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._server._on_connect(self)
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
 
 
@@ -137,13 +155,12 @@ class RainServer:
         self._next_info_request = 1
         self.rpc_server = None
         self.event_subscribers = {}   # Client -> filter session (-1: all)
+        self.unaccepted = {}          # connections before their Hello, oldest first
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
         self.comm.loop = loop
-        self.rpc_server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame, self._on_close,
-                                  max_frame_size=HELLO_MAX_SIZE), host, port)
+        self.rpc_server = await loop.create_server(lambda: _RpcConnection(self), host, port)
         return self.rpc_server.sockets[0].getsockname()[:2]
 
     def run_schedule(self):
@@ -153,6 +170,22 @@ class RainServer:
             logger.exception("scheduling failed")
 
     # -- connection dispatch ----------------------------------------------------------------
+    def _on_connect(self, conn):
+        if len(self.unaccepted) >= MAX_UNACCEPTED:
+            oldest = next(iter(self.unaccepted))
+            logger.warning("closing the connection from %s: %d peers wait to say hello",
+                           oldest.peer, len(self.unaccepted))
+            del self.unaccepted[oldest]
+            oldest.close()
+        self.unaccepted[conn] = None
+        self.comm.loop.call_later(HELLO_TIMEOUT, self._hello_expired, conn)
+
+    def _hello_expired(self, conn):
+        if self.unaccepted.pop(conn, False) is None:
+            logger.info("closing the connection from %s: no hello within %.0f s",
+                        conn.peer, HELLO_TIMEOUT)
+            conn.close()
+
     def _on_frame(self, conn, frame):
         state = conn.state
         if state is None:
@@ -165,6 +198,7 @@ class RainServer:
             raise ProtocolError("unexpected frame")
 
     def _on_close(self, conn, exc):
+        self.unaccepted.pop(conn, None)
         state = conn.state
         conn.state = ("closed", None)
         if state is None or state[0] == "closed":
@@ -189,6 +223,7 @@ class RainServer:
         conn.send(msg.to_bytes())
 
     def _on_hello(self, conn, frame):
+        self.unaccepted.pop(conn, None)
         try:
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 version = hello.protocolVersion

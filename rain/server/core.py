@@ -24,6 +24,7 @@ from .submit_batch import SubmitBatch, offsets, task_positions
 logger = logging.getLogger(__name__)
 
 FIRST_ID = 10
+LAST_ID = 2**31 - 1         # ids travel as Int32 (rain.capnp)
 #: A paused-GC submit at least this big (tasks + objects) ends with one full collection.
 GC_COLLECT_ITEMS = 100_000
 #: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
@@ -792,6 +793,10 @@ def _check_new_ids(session, ids, what, other_new):
         lowest = min(ids)
         if lowest < FIRST_ID:
             raise RequestError(f"Invalid {what} id {lowest} (ids start at {FIRST_ID})")
+        highest = max(ids)
+        if highest > LAST_ID:
+            raise RequestError(f"Invalid {what} id {highest} (ids end at {LAST_ID}: "
+                               f"they travel as 32-bit integers)")
     index = dict(zip(ids, range(len(ids))))
     taken = [other_new, session.objects, session.tasks]
     if len(index) != len(ids):

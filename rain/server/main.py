@@ -3,12 +3,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import tempfile
 
 from ..auth import cluster_token, remove_token_file, write_token_file
 from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
+from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from .connections import RainServer
 from .events import EventLog
@@ -26,7 +28,7 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
     if token is None:
         token = cluster_token()
-    os.makedirs(logdir, exist_ok=True)
+    private_dir(logdir)
     host, port = parse_listen_address(listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
     http_host, http_port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT,
                                                 DEFAULT_HTTP_PORT)
@@ -74,7 +76,11 @@ def rest_handlers(server):
 
 
 def main(args, dashboard=None):
-    setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
+    try:
+        setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
+    except OSError as exc:
+        print(f"rain server: cannot use the log directory: {exc}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file,
                           dashboard=dashboard))

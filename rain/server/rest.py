@@ -521,6 +521,8 @@ def _fail(where, message):
 def _int(value, where):
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(where, f"expected an integer, got {json.dumps(value)[:60]}")
+    if not -2**31 <= value < 2**31:
+        _fail(where, f"{value} is out of range (a 32-bit integer)")
     return value
 
 
