@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import socket
-import stat
 import sys
 from urllib.parse import quote
 
