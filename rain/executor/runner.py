@@ -338,9 +338,7 @@ class PyExecutor:
             here = None
         if here is None or (here.st_dev, here.st_ino) != self._workdir_id():
             os.chdir(self.workdir)
-        with os.scandir(self.workdir) as entries:
-            names = [entry.name for entry in entries]
-        for name in names:
+        for name in os.listdir(self.workdir):
             _remove(os.path.join(self.workdir, name))
         if self._staged:
             for path in self._staged:
