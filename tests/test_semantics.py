@@ -325,13 +325,15 @@ def test_client_cannot_connect_to_nothing():
         Client("127.0.0.1", free_port())
 
 
-def test_wait_brings_info(client):
+def test_wait_brings_state_and_update_brings_info(client):
     with client.new_session() as s:
         t = tasks.Concat((blob("a"), blob("b")))
         assert t.info is None
         s.submit()
         t.wait()
         assert t.state == TaskState.finished
+        assert t.info is None               # as in Rain: info is fetched, not pushed
+        t.update()
         assert t.info is not None and t.info.governor and t.info.duration >= 0
 
 

@@ -423,4 +423,6 @@ class ServerConnection:
             if threading.current_thread() is not self.thread:
                 self.thread.join(timeout=5)
         self.closed = True
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()       # its selector and wake-up pipe are file descriptors
         self.thread = None

@@ -71,6 +71,11 @@ class DataObject:
         return spec
 
     @property
+    def _session(self):
+        """Rain 0.4's name of ``session``."""
+        return self.session
+
+    @property
     def info(self):
         return self._info
 

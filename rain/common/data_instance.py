@@ -174,7 +174,13 @@ class DataInstance:
 
     @property
     def info(self):
-        return self._info
+        """The object's ``ObjectInfo``; in a task, ``info.user`` set on a returned
+        instance goes with the output."""
+        info = self._info
+        if info is None:
+            from .attributes import ObjectInfo
+            info = self._info = ObjectInfo()
+        return info
 
     @property
     def object_id(self):
