@@ -56,7 +56,8 @@ def build_parser():
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="governor and executor logs (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
-                   help="create FILE once registered at the server")
+                   help="create FILE once registered at the server ('-': a line on standard "
+                        "output)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="the cluster's token, in a user-only file ('-': one line on "
                         "standard input); default: RAIN_TOKEN, else the token of a server "

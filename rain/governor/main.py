@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import tomllib
 
@@ -100,7 +101,8 @@ async def run_governor(args):
         await governor.start(server_host, server_port, listen_host, listen_port)
         tune_gc()
         if args.ready_file:
-            write_ready_file(args.ready_file)
+            write_ready_file(args.ready_file, host=socket.gethostname(), pid=os.getpid(),
+                             logdir=governor.logdir, cpus=cpus)
         done, _ = await asyncio.wait([stop, governor.closed],
                                      return_when=asyncio.FIRST_COMPLETED)
         reason = next(iter(done)).result()
