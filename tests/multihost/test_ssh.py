@@ -55,3 +55,15 @@ def test_host_file_cluster_with_node_local_tmp(hosts):
         logs = head.run(["ls", collected]).stdout.split()
         assert "governor.log" in logs
         assert any(name.startswith("executor-py-") for name in logs), logs
+
+
+def test_loopback_listen_with_remote_governors_is_refused(hosts):
+    head = hosts.head
+    host_file = write_shared(hosts, "hostfile-loopback", "node1\n")
+    result = rain(head, ["start", "--governor-host-file", host_file, "-l", "127.0.0.1:7211",
+                         "--cluster-id", "loopback"], env=ssh_env(hosts), check=False)
+    assert result.returncode == 1
+    assert "loopback address cannot be reached by governors on other hosts (node1)" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not rain_processes(hosts)
