@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from . import __version__
-from .common.address import parse_listen_address
+from .common.address import parse_listen_address, parse_listen_range
 
 
 def address_arg(text):
@@ -15,6 +15,15 @@ def address_arg(text):
     error (exit 2) with a clear message, not a traceback from deep inside a process."""
     try:
         parse_listen_address(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
+    return text
+
+
+def listen_range_arg(text):
+    """Like ``address_arg``, also accepting a port range ``FIRST-LAST``."""
+    try:
+        parse_listen_range(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
     return text
@@ -45,8 +54,10 @@ def build_parser():
                             description="Run a governor that executes tasks for a server.")
     p.add_argument("server_address", metavar="SERVER_ADDR", type=address_arg,
                    help="host[:port] of the server (default port 7210)")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
-                   help="address for data transfers (default: a random port)")
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=listen_range_arg,
+                   help="address for data transfers: IP:PORT, PORT, or a range "
+                        "[IP:]FIRST-LAST of which the first free port is taken "
+                        "(default: a random port)")
     p.add_argument("--cpus", default=None, metavar="N",
                    help="CPUs offered; -X means all detected minus X (default: all)")
     p.add_argument("--config", metavar="FILE", default=None,

@@ -8,6 +8,7 @@ tail. Remote governors keep their work and logs in node-local temporary director
 say they are ready with a line that ssh or srun brings back (``rain.alloc.launch``);
 ``rain stop`` fetches their logs into the head's log directory.
 """
+import argparse
 import json
 import os
 import shlex
@@ -23,7 +24,8 @@ import psutil
 
 from .alloc import launch, nodes
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
-from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
+from .common.address import (DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address,
+                             parse_listen_range)
 from .common.readyfile import read_ready_lines
 from .runtime_dir import clusters_dir, pid_alive, read_records
 
@@ -51,7 +53,7 @@ def add_start_arguments(p):
     p.add_argument("--ssh-command", metavar="CMD", default=None,
                    help="ssh client with its options, e.g. 'ssh -p 2222 -i KEY -J JUMP' "
                         "(default: $RAIN_SSH, else 'ssh')")
-    p.add_argument("--governor-ports", metavar="PORTS", default=None,
+    p.add_argument("--governor-ports", metavar="PORTS", default=None, type=_ports_arg,
                    help="data listener port of every governor: PORT or FIRST-LAST "
                         "(default: any free port)")
     p.add_argument("-S", dest="reserve_cpu", action="store_true",
@@ -71,6 +73,16 @@ def add_start_arguments(p):
                    help="log directory root (default: <workdir>/logs)")
     p.add_argument("--cluster-id", metavar="NAME", default=None,
                    help="name of the cluster in 'rain status' (default: the server port)")
+
+
+def _ports_arg(text):
+    try:
+        if ":" in text:
+            raise ValueError("give a port or a range FIRST-LAST, without a host")
+        parse_listen_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid ports {text!r}: {exc}") from None
+    return text
 
 
 def _rain_command(prefix):

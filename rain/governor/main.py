@@ -10,7 +10,7 @@ import tomllib
 
 from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
-from ..common.address import parse_listen_address, parse_server_address
+from ..common.address import parse_listen_range, parse_server_address
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
 from .governor import Governor
@@ -35,6 +35,21 @@ def parse_cpus(text):
     if value < 0:
         return max(1, detected + value)
     return value
+
+
+def free_listen_port(text):
+    """The data listener's address; of a port range, the first port free now."""
+    host, ports = parse_listen_range(text)
+    if len(ports) == 1:
+        return host, ports[0]
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return host, port
+    raise ConfigError(f"--listen {text}: no free port in {ports[0]}-{ports[-1]}")
 
 
 def load_config(path):
@@ -80,7 +95,7 @@ def governor_token(token_file, server_host, server_port):
 
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
-    listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
+    listen_host, listen_port = free_listen_port(args.listen or "0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None

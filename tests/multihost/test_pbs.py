@@ -7,8 +7,9 @@ from helpers import cluster_record, rain, rain_processes, run_pipeline, write_sh
 def test_autoconf_pbs_offers_the_cpus_of_the_node_file(hosts):
     head = hosts.head
     node_file = write_shared(hosts, "pbs_nodefile", "node1\nnode2\nnode1\n")
-    env = {"RAIN_SSH": f"ssh -F {hosts.ssh_config}", "PBS_NODEFILE": node_file}
-    out = rain(head, ["start", "--autoconf", "pbs", "--cluster-id", "pbs"], env=env).stdout
+    env = {"PBS_NODEFILE": node_file}
+    out = rain(head, ["start", "--autoconf", "pbs", "--cluster-id", "pbs",
+                      "--ssh-command", f"ssh -F {hosts.ssh_config}"], env=env).stdout
     try:
         record = cluster_record(head, "pbs", env)
         assert [(g["host"], g["cpus"]) for g in record["governors"]] == \

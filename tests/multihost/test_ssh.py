@@ -67,3 +67,20 @@ def test_loopback_listen_with_remote_governors_is_refused(hosts):
         in result.stderr
     assert "Traceback" not in result.stderr
     assert not rain_processes(hosts)
+
+
+def test_governor_data_ports_from_a_range(hosts):
+    """Two governors on one host take the first free ports of the range given."""
+    head = hosts.head
+    env = ssh_env(hosts)
+    host_file = write_shared(hosts, "hostfile-ports", "node1\nnode1\n")
+    rain(head, ["start", "--governor-host-file", host_file, "--governor-ports", "7300-7302",
+                "--cluster-id", "ports"], env=env)
+    try:
+        record = cluster_record(head, "ports", env)
+        result = run_pipeline(head, record["server"], env)
+        addresses = sorted(g["governor_id"] for g in result["governors"])
+        assert addresses == [f"{hosts.host('node1').ip}:7300", f"{hosts.host('node1').ip}:7301"]
+    finally:
+        rain(head, ["stop", "ports"], env=env)
+    assert not rain_processes(hosts)
