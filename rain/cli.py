@@ -1,5 +1,5 @@
 """The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``,
-``dashboard``, ``report``.
+``alloc``, ``dashboard``, ``report``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 """
@@ -80,6 +80,29 @@ def build_parser():
                                         "processes, wait until all are ready, and exit.")
     add_start_arguments(p)
 
+    p = commands.add_parser(
+        "alloc", help="add governors in batch jobs while tasks wait",
+        usage="rain alloc {slurm,pbs} [options] [-- SBATCH/QSUB ARGS]",
+        description="Watch a server; while tasks wait and no CPU is free, submit one-node "
+                    "batch jobs that each run a governor (at most --max-nodes at once); "
+                    "a governor idle for --idle-timeout seconds leaves and its job ends. "
+                    "Runs until interrupted, then cancels its jobs. Arguments after '--' "
+                    "go to sbatch or qsub.")
+    p.add_argument("scheduler", choices=["slurm", "pbs"])
+    p.add_argument("--server", metavar="ADDR", default=None, type=address_arg,
+                   help="the server, as the batch nodes reach it (default: the only "
+                        "cluster started by 'rain start')")
+    p.add_argument("--http", metavar="ADDR", default=None, type=address_arg,
+                   help="the server's HTTP address (default: found from its state)")
+    p.add_argument("--max-nodes", type=int, default=1, metavar="N",
+                   help="at most N jobs (one node each) at once (default 1)")
+    p.add_argument("--time", default="1h", metavar="DURATION",
+                   help="time limit of each job: 1h, 30m, 01:00:00 (default 1h)")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a governor without tasks this long leaves (default 60)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to look at the server (default 2)")
+
     p = commands.add_parser("stop", help="stop a cluster started by 'rain start'",
                             description="Stop clusters started by 'rain start'.")
     p.add_argument("target", nargs="?", default=None, metavar="PORT_OR_ID",
@@ -120,7 +143,14 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    scheduler_args = []
+    if argv[:1] == ["alloc"] and "--" in argv:
+        # Everything after "--" is for sbatch/qsub, options included.
+        split = argv.index("--")
+        argv, scheduler_args = argv[:split], argv[split + 1:]
     args = parser.parse_args(argv)
+    args.scheduler_args = scheduler_args
     if args.command == "server":
         from .server.main import main as server_main
         return server_main(args)
@@ -137,6 +167,15 @@ def main(argv=None):
         from .auth import token_command
         return token_command(args)
     from . import starter
+    if args.command == "alloc":
+        from .alloc.autoscale import alloc_command
+        if args.server is None:
+            clusters = starter.list_clusters()
+            if len(clusters) != 1:
+                parser.error("alloc: give --server (no single cluster of 'rain start' "
+                             "runs here)")
+            args.server = clusters[0]["server"]
+        return alloc_command(args)
     if args.command == "start":
         return starter.start_command(args, parser)
     if args.command == "stop":
