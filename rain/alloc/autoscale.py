@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -220,6 +221,7 @@ class Autoscaler:
         self.jobs = SCHEDULERS[scheduler](parse_duration(time), scheduler_args)
         self.policy = Policy(max_nodes, idle_timeout)
         self.interval = interval
+        self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="rain-alloc-")
         self.allocations = {}       # job id -> {"state", "node", "submitted"}
         self._stop = threading.Event()
@@ -311,6 +313,8 @@ class Autoscaler:
         except AllocError as exc:
             logger.warning("%s", exc)
         self.allocations.clear()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def alloc_command(args):
@@ -331,8 +335,8 @@ def alloc_command(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     scaler.start()
-    logger.info("scaling %s with %s jobs (at most %d nodes); job files in %s",
-                args.server, args.scheduler, args.max_nodes, scaler.workdir)
+    logger.info("scaling %s with %s jobs (at most %d at once)", args.server,
+                args.scheduler, args.max_nodes)
     done.wait()
     scaler.stop()
     return 0

@@ -170,13 +170,17 @@ class Environment:
         return os.path.join(self.shared, "ssh_config")
 
     @property
+    def home(self):
+        return os.path.join(self.shared, "home")
+
+    @property
     def slurm_conf(self):
         return os.path.join(self.shared, "slurm.conf")
 
     def env(self, extra=None):
         env = {"PATH": f"{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:"
                        "/usr/sbin:/usr/bin:/sbin:/bin",
-               "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",
+               "HOME": self.home, "LANG": "C.UTF-8",
                "SLURM_CONF": self.slurm_conf, "RAIN_DELETE_LIST_TIMEOUT": "0.2"}
         env.update(extra or {})
         return env
@@ -209,6 +213,27 @@ class Environment:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
               os.path.join(self.shared, "ssh_host_ed25519_key")])
         shutil.copy(key + ".pub", os.path.join(self.shared, "authorized_keys"))
+        # A home directory shared by all hosts, as on NFS, with a key and known hosts.
+        dot_ssh = os.path.join(self.shared, "home", ".ssh")
+        os.makedirs(dot_ssh, mode=0o700)
+        shutil.copy(key, os.path.join(dot_ssh, "cluster_key"))
+        os.chmod(os.path.join(dot_ssh, "cluster_key"), 0o600)
+        with open(os.path.join(self.shared, "ssh_host_ed25519_key.pub")) as f:
+            host_key = " ".join(f.read().split()[:2])
+        names = ",".join(f"[{n}]:{SSH_PORT}" for h in self.hosts for n in (h.name, h.ip))
+        with open(os.path.join(dot_ssh, "known_hosts"), "w") as f:
+            f.write(f"{names} {host_key}\n")
+        # ssh finds ~/.ssh through the password database: the hosts see a copy whose home
+        # directory of this user is the shared one.
+        import pwd
+        user = pwd.getpwuid(os.getuid()).pw_name
+        with open("/etc/passwd") as f, open(os.path.join(self.shared, "passwd"), "w") as out:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) == 7 and fields[0] == user:
+                    fields[5] = self.home
+                    line = ":".join(fields) + "\n"
+                out.write(line)
         with open(os.path.join(self.shared, "sshd_config"), "w") as f:
             f.write(f"""Port {SSH_PORT}
 ListenAddress 0.0.0.0
@@ -306,7 +331,8 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                   "mount -t tmpfs -o mode=755,size=64m tmpfs /run",
                   "mkdir -p /run/sshd /run/munge /run/user",
                   "chmod 0711 /run/munge",
-                  f"mount --bind {self.shared}/hosts /etc/hosts"]
+                  f"mount --bind {self.shared}/hosts /etc/hosts",
+                  f"mount --bind {self.shared}/passwd /etc/passwd"]
         for path in keep:
             rel = os.path.relpath(path, "/tmp")
             lines += [f"mkdir -p {shlex.quote(path)}",

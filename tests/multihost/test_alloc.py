@@ -50,5 +50,6 @@ def test_alloc_slurm_adds_governors_while_tasks_wait_and_lets_them_go(hosts):
                 process.wait(timeout=60)
     assert scaler.returncode == 0, hosts.log_tail("alloc.out")
     assert not head.run(["squeue", "-h"]).stdout.strip()
+    assert not head.run(["sh", "-c", "ls -d /tmp/rain-alloc-* 2>/dev/null; true"]).stdout
     _wait(lambda: not rain_processes(hosts), 30, "no Rain process is left",
           lambda: str(rain_processes(hosts)))
