@@ -123,15 +123,16 @@ class Cluster:
         self.preexec_fn = preexec_fn
         self.children = []     # (name, Popen, ready, log_path); ready: a file or ReadyLines
 
-    def spawn(self, name, command, ready_file, log_path, stdin_text=None):
+    def spawn(self, name, command, ready, log_path, stdin_text=None, env=None):
         """Start ``command``; ``stdin_text`` (e.g. a token for ``--token-file -``) is
-        written to its standard input, which is closed after it."""
+        written to its standard input, which is closed after it; ``env`` replaces the
+        cluster's environment for this child."""
         log = open(log_path, "ab")
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                env=self.env, preexec_fn=self.preexec_fn)
+                env=env or self.env, preexec_fn=self.preexec_fn)
         except OSError as exc:
             raise StartError(f"cannot start {name} ({shlex.join(command)}): {exc}") from None
         finally:
@@ -142,7 +143,7 @@ class Cluster:
                 process.stdin.close()
             except OSError:
                 pass        # it died at once: wait_ready reports it with its log
-        self.children.append((name, process, ready_file, log_path))
+        self.children.append((name, process, ready, log_path))
         return process
 
     def wait_ready(self, timeout=START_TIMEOUT):
@@ -386,11 +387,12 @@ def start_cluster(args):
 
 def _remote_command(args, command, server_address, cpus, name, extra):
     """The governor's command line on another host: work and logs stay node-local unless
-    --workdir names a directory (which must then exist there too)."""
+    --workdir names a directory (which must then exist there too) and the governor has a
+    ``name`` of its own there (a Slurm step's governors do not: they stay node-local)."""
     argv = command + ["governor", server_address, "--ready-file", "-"] + extra
     if cpus:
         argv += ["--cpus", str(cpus)]
-    if args.workdir:
+    if args.workdir and name:
         argv += ["--workdir", os.path.join(os.path.abspath(args.workdir), name)]
     return argv
 
@@ -414,8 +416,7 @@ def _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token
 def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token):
     hosts = [h for h, _c in remote]
     cpus = [c for _h, c in remote]
-    argv = _remote_command(args, command, addresses.for_host(hosts[0]), None,
-                           "governor-slurm", extra)
+    argv = _remote_command(args, command, addresses.for_host(hosts[0]), None, None, extra)
     step = launch.srun_step(len(hosts), None if None in cpus else cpus, argv,
                             args.remote_init)
     if shutil.which("srun") is None:
@@ -425,12 +426,8 @@ def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token):
     env = dict(os.environ if cluster.env is None else cluster.env)
     if token:
         env["RAIN_TOKEN"] = token
-    saved, cluster.env = cluster.env, env
-    try:
-        return cluster.spawn("governors (srun)", step, ReadyLines(log_path, len(hosts)),
-                             log_path)
-    finally:
-        cluster.env = saved
+    cluster.spawn("governors (srun)", step, ReadyLines(log_path, len(hosts)), log_path,
+                  env=env)
 
 
 def _remote_governors(cluster, launcher):
@@ -554,17 +551,26 @@ def collect_logs(record, governors, timeout=60.0):
         try:
             fetch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
-            unpack = subprocess.run(["tar", "-C", target, "-xf", "-"], stdin=fetch.stdout,
-                                    capture_output=True, timeout=timeout, check=False)
-            fetch.stdout.close()
-            fetch.wait(timeout=timeout)
-            problem = fetch.stderr.read().decode(errors="replace").strip() \
-                if fetch.returncode else ""
-            fetch.stderr.close()
-            if not problem and unpack.returncode:
-                problem = unpack.stderr.decode(errors="replace").strip()
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             problem = str(exc)
+        else:
+            try:
+                unpack = subprocess.run(["tar", "-C", target, "-xf", "-"],
+                                        stdin=fetch.stdout, capture_output=True,
+                                        timeout=timeout, check=False)
+                fetch.wait(timeout=timeout)
+                problem = fetch.stderr.read().decode(errors="replace").strip() \
+                    if fetch.returncode else ""
+                if not problem and unpack.returncode:
+                    problem = unpack.stderr.decode(errors="replace").strip()
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                problem = f"no answer ({exc})"
+            finally:
+                if fetch.poll() is None:
+                    fetch.kill()
+                    fetch.wait()
+                fetch.stdout.close()
+                fetch.stderr.close()
         if problem:
             print(f"rain stop: could not fetch the logs of {governor['name']} from "
                   f"{governor['host']}:{governor['logdir']}: {problem}", file=sys.stderr)

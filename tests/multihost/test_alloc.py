@@ -2,8 +2,6 @@
 tasks that wait, batch jobs that bring governors, and jobs that end once idle."""
 import os
 import signal
-import sys
-import textwrap
 import time
 
 from helpers import RAIN, rain_processes, run_pipeline
