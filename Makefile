@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(PY) examples/hello_world.py
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

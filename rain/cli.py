@@ -1,5 +1,5 @@
 """The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``,
-``dashboard``, ``report``.
+``alloc``, ``dashboard``, ``report``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 """
@@ -7,8 +7,17 @@ import argparse
 import sys
 
 from . import __version__
-from .common.address import address_arg
+from .common.address import address_arg, parse_listen_range
 from .runtime_dir import RuntimeDirError
+
+
+def listen_range_arg(text):
+    """Like ``address_arg``, also accepting a port range ``FIRST-LAST``."""
+    try:
+        parse_listen_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
+    return text
 
 
 def build_parser():
@@ -36,8 +45,10 @@ def build_parser():
                             description="Run a governor that executes tasks for a server.")
     p.add_argument("server_address", metavar="SERVER_ADDR", type=address_arg,
                    help="host[:port] of the server (default port 7210)")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
-                   help="address for data transfers (default: a random port)")
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=listen_range_arg,
+                   help="address for data transfers: IP:PORT, PORT, or a range "
+                        "[IP:]FIRST-LAST of which the first free port is taken "
+                        "(default: a random port)")
     p.add_argument("--cpus", default=None, metavar="N",
                    help="CPUs offered; -X means all detected minus X (default: all)")
     p.add_argument("--config", metavar="FILE", default=None,
@@ -47,7 +58,8 @@ def build_parser():
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="governor and executor logs (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
-                   help="create FILE once registered at the server")
+                   help="create FILE once registered at the server ('-': a line on standard "
+                        "output)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="the cluster's token, in a user-only file ('-': one line on "
                         "standard input); default: RAIN_TOKEN, else the token of a server "
@@ -58,6 +70,29 @@ def build_parser():
                             description="Start a server and governors as background "
                                         "processes, wait until all are ready, and exit.")
     add_start_arguments(p)
+
+    p = commands.add_parser(
+        "alloc", help="add governors in batch jobs while tasks wait",
+        usage="rain alloc {slurm,pbs} [options] [-- SBATCH/QSUB ARGS]",
+        description="Watch a server; while tasks wait and no CPU is free, submit one-node "
+                    "batch jobs that each run a governor (at most --max-nodes at once); "
+                    "a governor idle for --idle-timeout seconds leaves and its job ends. "
+                    "Runs until interrupted, then cancels its jobs. Arguments after '--' "
+                    "go to sbatch or qsub.")
+    p.add_argument("scheduler", choices=["slurm", "pbs"])
+    p.add_argument("--server", metavar="ADDR", default=None, type=address_arg,
+                   help="the server, as the batch nodes reach it (default: the only "
+                        "cluster started by 'rain start')")
+    p.add_argument("--http", metavar="ADDR", default=None, type=address_arg,
+                   help="the server's HTTP address (default: found from its state)")
+    p.add_argument("--max-nodes", type=int, default=1, metavar="N",
+                   help="at most N jobs (one node each) at once (default 1)")
+    p.add_argument("--time", default="1h", metavar="DURATION",
+                   help="time limit of each job: 1h, 30m, 01:00:00 (default 1h)")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a governor without tasks this long leaves (default 60)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to look at the server (default 2)")
 
     p = commands.add_parser("stop", help="stop a cluster started by 'rain start'",
                             description="Stop clusters started by 'rain start'.")
@@ -99,7 +134,14 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    scheduler_args = []
+    if argv[:1] == ["alloc"] and "--" in argv:
+        # Everything after "--" is for sbatch/qsub, options included.
+        split = argv.index("--")
+        argv, scheduler_args = argv[:split], argv[split + 1:]
     args = parser.parse_args(argv)
+    args.scheduler_args = scheduler_args
     try:
         return _run(parser, args)
     except RuntimeDirError as exc:
@@ -124,6 +166,15 @@ def _run(parser, args):
         from .auth import token_command
         return token_command(args)
     from . import starter
+    if args.command == "alloc":
+        from .alloc.autoscale import alloc_command
+        if args.server is None:
+            clusters = starter.list_clusters()
+            if len(clusters) != 1:
+                parser.error("alloc: give --server (no single cluster of 'rain start' "
+                             "runs here)")
+            args.server = clusters[0]["server"]
+        return alloc_command(args)
     if args.command == "start":
         return starter.start_command(args, parser)
     if args.command == "stop":

@@ -23,6 +23,22 @@ def parse_listen_address(text, default_port, default_host="0.0.0.0"):
     return text, default_port
 
 
+def parse_listen_range(text, default_host="0.0.0.0"):
+    """``[IP:]PORT`` or ``[IP:]FIRST-LAST`` (a port range, for firewalled clusters):
+    ``(host, [ports])``; ValueError with a readable message for bad input."""
+    text = str(text).strip()
+    host, sep, ports = text.rpartition(":")
+    if not sep:
+        host = default_host
+    first, dash, last = ports.partition("-")
+    if not dash:
+        return parse_listen_address(text, 0, default_host)[0], [_port(ports)]
+    low, high = _port(first), _port(last)
+    if low > high or low == 0:
+        raise ValueError(f"invalid port range {ports!r}")
+    return host or default_host, list(range(low, high + 1))
+
+
 def parse_server_address(text, default_port=DEFAULT_SERVER_PORT):
     """``host[:port]`` of a server to connect to."""
     host, port = parse_listen_address(text, default_port, default_host="127.0.0.1")

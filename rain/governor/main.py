@@ -3,13 +3,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import tomllib
 
 from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
-from ..common.address import is_loopback, parse_listen_address, parse_server_address
+from ..common.address import is_loopback, parse_listen_range, parse_server_address
 from ..common.logs import setup_logging
 from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
@@ -38,6 +39,21 @@ def parse_cpus(text):
     if value < 0:
         return max(1, detected + value)
     return value
+
+
+def free_listen_port(text, default_host="0.0.0.0"):
+    """The data listener's address; of a port range, the first port free now."""
+    host, ports = parse_listen_range(text, default_host)
+    if len(ports) == 1:
+        return host, ports[0]
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return host, port
+    raise ConfigError(f"--listen {text}: no free port in {ports[0]}-{ports[-1]}")
 
 
 def load_config(path):
@@ -84,8 +100,8 @@ def governor_token(token_file, server_host, server_port):
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
     # Peers reach a governor of a server on loopback on loopback only: listen there.
-    listen_host, listen_port = parse_listen_address(
-        args.listen or "0", 0, "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
+    listen_host, listen_port = free_listen_port(
+        args.listen or "0", "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
@@ -110,7 +126,8 @@ async def run_governor(args):
         await governor.start(server_host, server_port, listen_host, listen_port)
         tune_gc()
         if args.ready_file:
-            write_ready_file(args.ready_file)
+            write_ready_file(args.ready_file, host=socket.gethostname(), pid=os.getpid(),
+                             logdir=governor.logdir, cpus=cpus)
         done, _ = await asyncio.wait([stop, governor.closed],
                                      return_when=asyncio.FIRST_COMPLETED)
         reason = next(iter(done)).result()
