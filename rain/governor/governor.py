@@ -99,7 +99,7 @@ class Governor:
         self._flush_scheduled = False
         self._hello = None
         self.closed = None
-        self._monitor = Monitor()
+        self._monitor = Monitor(cpus)
         self._background = set()
         self.draining = False
         self._expire_timer = None
