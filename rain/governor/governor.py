@@ -64,7 +64,7 @@ class Governor(GovernorComm):
         self.server = None
         self._hello = None
         self.closed = None
-        self._monitor = Monitor()
+        self._monitor = Monitor(cpus)
         self._background = set()
         self.draining = False
         self._expire_timer = None

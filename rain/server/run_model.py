@@ -17,6 +17,7 @@ only unnamed group of its submits.
 """
 import datetime
 import json
+import re
 import time
 
 from ..common.states import FAILED_PHASE as FAILED
@@ -28,6 +29,17 @@ UNNAMED = "(unnamed)"
 #: Closed sessions that keep per-task details on a live server (older keep their counts
 #: and groups), so a long-running server's memory stays flat; a post-mortem model keeps all.
 DETAILED_CLOSED_SESSIONS = 5
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text):
+    """Sort key putting ``step2`` before ``step10``: digit runs compare as numbers, and a
+    name's ``/``-separated parts one by one (so ``a/b`` stays right below ``a``)."""
+    return [[(0, int(part), "") if part.isdigit() else (1, 0, part)
+             for part in _DIGITS.split(piece) if part]
+            for piece in str(text).split("/")]
 
 
 def parse_time(text):
@@ -494,7 +506,7 @@ class RunModel:
 
     def group_tree(self, session, limit=5000):
         """Hierarchical groups: every prefix ``a``, ``a/b`` of a name ``a/b/c`` gets the sums
-        of the names below it. Returns rows sorted by path."""
+        of the names below it. Returns rows sorted by path, numbers in names by value."""
         nodes = {}
         keys = set(session.summary) | set(session.groups)
         for key in keys:
@@ -519,7 +531,7 @@ class RunModel:
                 node[5] += counts[3]
                 node[6] += counts[4]
         rows = []
-        for path in sorted(nodes)[:limit]:
+        for path in sorted(nodes, key=natural_key)[:limit]:
             level, total, running, finished, failed, duration, timed, _leaf = nodes[path]
             rows.append({
                 "path": path, "level": level, "tasks": total,
