@@ -289,7 +289,9 @@ class Governor:
                 await self.store.wait_ready(obj)
         except Exception as exc:
             if self.tasks.get(task.key) is task:
-                self._fail_task(task, f"Cannot obtain input {obj.key}: {exc}")
+                # "crashed": a system failure the server may retry elsewhere
+                self._fail_task(task, f"Cannot obtain input {obj.key}: {exc}",
+                                {"crashed": "input"})
             return
         if self.tasks.get(task.key) is task and task.state == "waiting":
             self._enqueue(task)
@@ -562,6 +564,8 @@ class Governor:
                 self.queue.appendleft(task)
         elif isinstance(exc, (TaskError, ExecutorError, TaskFailure)):
             extra = exc.info if isinstance(exc, TaskFailure) else None
+            if isinstance(exc, ExecutorError) and getattr(task.ran_on, "dead", False):
+                extra = {"crashed": "executor"}     # died under it: the server may retry
             self._fail_task(task, str(exc), extra)
         else:
             logger.error("task %s failed inside the governor", task.key, exc_info=exc)

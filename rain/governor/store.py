@@ -98,6 +98,14 @@ class Store:
                 self.set_bytes(obj, data)
                 arrived.append(obj)
             elif locations:
+                if obj.state == FAILED or (obj.locations and
+                                           list(obj.locations) != list(locations)):
+                    # Its last fetch failed, or hangs on a governor the server has
+                    # since given up: fetch again from where it is now.
+                    obj.state = PENDING
+                    if obj.fetching is not None:
+                        obj.fetching.cancel()
+                        obj.fetching = None
                 obj.locations = locations
         return arrived
 
