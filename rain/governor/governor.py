@@ -20,6 +20,7 @@ from ..common.update_columns import INLINE_DATA_MAX
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
+from ..common.keepalive import set_keepalive
 from ..common.framing import FrameProtocol
 from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
@@ -107,6 +108,8 @@ class Governor:
         self._urgent = False
         self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
         self._closing = False
+        self._server_heard = 0.0    # loop time of the server's last frame
+        self._server_timeout = None  # from its heartbeats: give it up after this silence
         # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
         self._loop = None
 
@@ -122,6 +125,7 @@ class Governor:
         transport, self.server = await loop.create_connection(
             lambda: FrameProtocol(self._on_server_frame, self._on_server_close),
             server_host, server_port)
+        set_keepalive(transport.get_extra_info("socket"), 30.0)
         if data_host in ("0.0.0.0", "::", ""):
             data_host = transport.get_extra_info("sockname")[0]
         address = f"{data_host}:{data_port}"
@@ -145,6 +149,7 @@ class Governor:
             self.closed.set_result("server connection lost")
 
     def _on_server_frame(self, conn, frame):
+        self._server_heard = self._loop.time()
         if not self._hello.done():
             with R.HelloReply.from_bytes(frame) as reply:
                 self._hello.set_result((reply.ok, reply.error, reply.governorId))
@@ -164,6 +169,34 @@ class Governor:
                     self._on_delete(keys)
             elif which == "infoRequest":
                 self._send_info(msg.infoRequest)
+            elif which == "heartbeat":
+                self._on_heartbeat(msg.heartbeat)
+
+    def _on_heartbeat(self, timeout):
+        """Answer, and from the first one on watch for a server that falls silent for
+        ``timeout`` seconds (stopped, frozen, or its host gone): then exit rather than
+        keep running for nobody."""
+        reply = R.GovernorToServer.new_message()
+        reply.heartbeat = None
+        self.server.send(reply.to_bytes())
+        first = self._server_timeout is None
+        self._server_timeout = timeout if timeout > 0 else None
+        if first and self._server_timeout:
+            set_keepalive(self.server.transport.get_extra_info("socket"), timeout)
+            self._loop.call_later(timeout / 4, self._watch_server)
+
+    def _watch_server(self):
+        if self.closed is None or self.closed.done() or not self._server_timeout:
+            return
+        silent = self._loop.time() - self._server_heard
+        if silent > self._server_timeout:
+            logger.error("no word from the server for %.1f s: exiting", silent)
+            if self.server is not None and self.server.transport is not None:
+                self.server.closed = True
+                self.server.transport.abort()
+            self.closed.set_result(f"server silent for {silent:.1f} s")
+            return
+        self._loop.call_later(self._server_timeout / 4, self._watch_server)
 
     # ======================================================================================
     # Messages from the server

@@ -10,7 +10,7 @@ from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_liste
 from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
 from ..common.readyfile import write_ready_file
-from .connections import RainServer
+from .connections import HEARTBEAT_TIMEOUT, RainServer
 from .events import EventLog
 from .http import listen_http, make_app
 from .statefile import remove_state_file, write_state_file
@@ -22,8 +22,10 @@ def env_flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None):
-    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``."""
+async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT):
+    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``;
+    ``heartbeat_timeout``: seconds of silence after which a governor is given up."""
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
     if token is None:
         token = cluster_token()
@@ -34,7 +36,8 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     events = EventLog(os.path.join(logdir, "events.db"))
     events.start()
     server = RainServer(events, token=token, test_mode=env_flag("RAIN_TEST_MODE"),
-                        debug_mode=env_flag("RAIN_DEBUG_MODE"))
+                        debug_mode=env_flag("RAIN_DEBUG_MODE"),
+                        heartbeat_timeout=heartbeat_timeout)
     dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
         "0", "off", "no", "false")
     bound = await server.listen(host, port)
@@ -78,7 +81,9 @@ def rest_handlers(server):
 def main(args):
     setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
     try:
-        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file))
+        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file,
+                          heartbeat_timeout=getattr(args, "heartbeat_timeout",
+                                                    HEARTBEAT_TIMEOUT)))
     except OSError as exc:
         logger.error("cannot start the server: %s", exc)
         return 1
