@@ -874,6 +874,62 @@ def test_objects_not_needed_any_more_are_not_recomputed():
 
 
 # ------------------------------------------------------------------------------------------
+# Impossible requests fail at submit
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"seconds": "x"}, "seconds must be a number"),
+    ({"seconds": -1}, "seconds must be a number"),
+    ({}, "seconds must be a number"),
+    ("x", "seconds must be a number"),
+])
+def test_bad_sleep_config_is_rejected_at_submit(config, fragment):
+    sim = Sim()
+    task = (20, "buildin/sleep", cbor2.dumps(config), [(10, "")], [11], 1, None, "", b"")
+    rejected(sim, [task], [O(10, b"x"), O(11)], "Task 20", "Sleep", fragment)
+
+
+@pytest.mark.parametrize("task_type,config,fragment", [
+    ("buildin/nonsense", None, "unknown built-in task type"),
+    ("buildin/open", {"path": "relative/file"}, "is not absolute"),
+    ("buildin/run", {"args": []}, "'args' must be a non-empty list"),
+    ("buildin/sleep", b"\xff", None),
+])
+def test_bad_builtin_configs_are_rejected_at_submit(task_type, config, fragment):
+    sim = Sim()
+    raw = config if isinstance(config, bytes) else cbor2.dumps(config) if config else b""
+    inputs = [] if task_type == "buildin/open" else [(10, "")]
+    task = (20, task_type, raw, inputs, [11], 1, None, "", b"")
+    message = rejected(sim, [task], [O(10, b"x"), O(11)], "Task 20")
+    assert fragment is None or fragment in message
+
+
+def test_good_builtin_configs_pass():
+    sim = Sim()
+    sim.submit([(20, "buildin/sleep", cbor2.dumps({"seconds": 0.5}), [(10, "")], [11], 1,
+                 None, "", b""),
+                (21, "buildin/concat", b"", [(10, ""), (11, "")], [12], 1, None, "", b"")],
+               [O(10, b"x"), O(11), O(12)])
+    assert sim.schedule() == {"g1": [20]}
+
+
+def test_resources_no_governor_has_are_rejected_at_submit():
+    sim = Sim([("g1", 2), ("g2", 4)])
+    sim.core.add_governor("g3", 1, {"gpus": 1}, CONNECTED)
+    message = rejected(sim, [T(20, [], [11], resources={"gpus": 2})], [O(11)],
+                       "Task 20", "gpus=2", "no governor has", "g3")
+    assert "gpus=1" in message
+    rejected(sim, [T(20, [], [11], cpus=2, resources={"gpus": 1})], [O(11)], "gpus=1")
+    sim.submit([T(20, [], [11], resources={"gpus": 1})], [O(11)])
+    assert sim.core.scheduler.ready_count() == 1
+
+
+def test_resources_are_not_judged_before_any_governor_joined():
+    sim = Sim([])
+    sim.submit([T(20, [], [11], resources={"gpus": 1})], [O(11)])
+    assert sim.session().error is None
+
+
+# ------------------------------------------------------------------------------------------
 # Retries after system failures
 
 def crash(sim, tid, kind="executor"):

@@ -18,6 +18,7 @@ from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FIN
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter, group_edges)
 from .errors import RequestError
+from .builtin_configs import PREFIX as BUILTIN_PREFIX, check_builtin
 from .scheduler import Scheduler, update_prefetch
 from .submit_batch import SubmitBatch, offsets, task_positions
 
@@ -189,6 +190,17 @@ class ServerCore:
         if not all(task_types):
             raise RequestError(f"Task {task_ids[task_types.index('')]}: empty task type")
         cpus = batch.cpus
+        if cpus and batch.resources and self.governors:
+            for index, wanted in batch.resources.items():
+                if not any(_can_ever_run(g, cpus[index], wanted)
+                           for g in self.governors.values() if not g.closing):
+                    asked = ", ".join(f"{name}={amount}" for name, amount in wanted.items())
+                    raise RequestError(
+                        f"Task {task_ids[index]} asks for {asked} (and {cpus[index]} cpus),"
+                        " which no governor has; governors: " + "; ".join(
+                            f"{g.id} ({g.cpus} cpus"
+                            + "".join(f", {k}={v}" for k, v in g.resources.items()) + ")"
+                            for g in list(self.governors.values())[:5]))
         if cpus:
             lowest = min(cpus)
             if lowest < 0:
@@ -244,6 +256,15 @@ class ServerCore:
                 if get(input_id, -1) >= task:
                     _check_acyclic(task_ids, input_ids, input_offsets, producer_of)
                     break
+
+        if any(task_type.startswith(BUILTIN_PREFIX) for task_type in set(task_types)):
+            for index, task_type in enumerate(task_types):
+                if task_type.startswith(BUILTIN_PREFIX):
+                    error = check_builtin(task_type, batch.configs[index],
+                                          batch.input_counts[index],
+                                          batch.output_counts[index])
+                    if error:
+                        raise RequestError(f"Task {task_ids[index]}: {error}")
 
         # -- apply ----------------------------------------------------------------------
         submitted_objects = list(map(
@@ -920,6 +941,14 @@ def _info_map(info):
             return {}
         return info if isinstance(info, dict) else {}
     return {}
+
+
+def _can_ever_run(governor, cpus, resources):
+    """Whether the governor could run a task of these needs once it is idle."""
+    if cpus > governor.cpus:
+        return False
+    own = governor.resources
+    return all(own.get(name, 0) >= amount for name, amount in resources.items())
 
 
 def _session_failed(session):
