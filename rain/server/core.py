@@ -557,6 +557,25 @@ class ServerCore:
                          "reason": f"{what}: {detail}"})
         return True
 
+    def _forget_everywhere(self, obj):
+        """Governors told about ``obj`` drop what they have of it (a failed or hanging
+        fetch from where it was); whoever needs it later is told anew where it is."""
+        key = obj.key
+        for governor in obj.known_by:
+            governor.out_delete.append(key)
+            self.comm.governor_dirty(governor)
+        obj.known_by = ()
+
+    def _unassign(self, task, governor, inputs=()):
+        """``task`` left ``governor`` unfinished: the governor drops its outputs (and
+        these inputs) unless it holds them finished, and forgets having been told."""
+        for obj in (*task.outputs, *inputs):
+            known_by = obj.known_by
+            if governor in known_by and governor not in obj.locations:
+                known_by.remove(governor)
+                governor.out_delete.append(obj.key)
+        self.comm.governor_dirty(governor)
+
     def _requeue(self, task):
         """A task that is NOT_ASSIGNED again (its governor went away or stopped it): ready
         when its inputs are there, else waiting for them."""
@@ -585,6 +604,7 @@ class ServerCore:
                 continue
             obj.state = UNFINISHED
             obj.locations = ()
+            self._forget_everywhere(obj)
             lost_set.add(obj)
             if obj.producer is None:
                 self._fail_session(session, SessionError(
@@ -607,7 +627,7 @@ class ServerCore:
                 self._release(task)
                 task.governor = None
                 governor.out_stop.append(task.key)
-                self.comm.governor_dirty(governor)
+                self._unassign(task, governor, missing)
                 task.state = NOT_ASSIGNED
                 task.waiting = 0
             elif state == READY:
@@ -778,6 +798,10 @@ class ServerCore:
             governor = task.governor
             task.governor = None
             task.state = NOT_ASSIGNED
+            if governor is not None:
+                # A failed fetch there is dropped, and so are the unfinished outputs;
+                # they are sent again (with current locations) to whoever needs them.
+                self._unassign(task, governor, task.inputs if crashed == "input" else ())
             if self._count_crash(task, SYSTEM_FAILURES[crashed],
                                  f"{info.get('error') or 'no message'} "
                                  f"on {governor.id if governor else '?'}"):
@@ -872,13 +896,14 @@ class ServerCore:
                 known_by.append(governor)
                 out_objects.append(obj)
         for obj in task.outputs:
+            # Always sent: a task run again may find its outputs dropped by a governor
+            # that knew them (a failed run deletes what it did not finish).
             known_by = obj.known_by
             if not known_by:
                 obj.known_by = [governor]
-                out_objects.append(obj)
             elif governor not in known_by:
                 known_by.append(governor)
-                out_objects.append(obj)
+            out_objects.append(obj)
         governor.out_tasks.append(task)
         self.comm.governor_dirty(governor)
 
