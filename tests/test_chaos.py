@@ -79,7 +79,7 @@ def build():
 
 class Driver(threading.Thread):
     """Every ``interval`` s: SIGKILL or SIGSTOP a random live governor and start another;
-    at most ``limit`` times. Frozen governors are thawed (they then exit by themselves,
+    at most ``limit`` times, then idle until stopped. Frozen governors are thawed (they then exit by themselves,
     their server having given them up) one round later and at the end."""
 
     def __init__(self, cluster, seed, interval=4.0, limit=6):
@@ -113,6 +113,9 @@ class Driver(threading.Thread):
                 self.cluster.add_governor(1)
         except Exception as exc:      # reported by the test
             self.error = exc
+        # Governors die with the thread that started them (see rain_cluster): keep the
+        # replacements up until the test is done with the cluster.
+        self.stop.wait()
 
     def thaw(self):
         for process in self.frozen:
@@ -121,6 +124,17 @@ class Driver(threading.Thread):
             except ProcessLookupError:
                 pass
         self.frozen = []
+
+
+def recovery_events(cluster):
+    events = {}
+    for kind in ("GovernorLost", "ObjectsRecomputed", "TaskRetried"):
+        reply = requests.post(f"http://127.0.0.1:{cluster.http_port}/events",
+                              json={"event_types": [{"value": kind, "mode": "="}]},
+                              headers=cluster.http_headers, timeout=30)
+        reply.raise_for_status()
+        events[kind] = [item["event"] for item in reply.json()]
+    return events
 
 
 @pytest.mark.parametrize("seed_value", [19])
@@ -135,8 +149,8 @@ def test_pipeline_survives_killed_and_frozen_governors(make_cluster, seed_value)
             s.submit()
             driver.start()
             value = result.output.fetch().get_str()
-            driver.stop.set()
-            driver.join(60)
+            done = list(driver.actions)
+            events = recovery_events(cluster)
     finally:
         driver.stop.set()
         if driver.is_alive():
@@ -144,19 +158,14 @@ def test_pipeline_survives_killed_and_frozen_governors(make_cluster, seed_value)
         driver.thaw()
     assert driver.error is None, driver.error
     assert value == expected_total()
-    assert len(driver.actions) >= 2, f"the run ended before the chaos: {driver.actions}"
-    events = {}
-    for kind in ("GovernorLost", "ObjectsRecomputed", "TaskRetried"):
-        reply = requests.post(f"http://127.0.0.1:{cluster.http_port}/events",
-                              json={"event_types": [{"value": kind, "mode": "="}]},
-                              headers=cluster.http_headers, timeout=30)
-        events[kind] = [item["event"] for item in reply.json()]
+    assert len(done) >= 2, f"the run ended before the chaos: {done}"
     reasons = [e["reason"] for e in events["GovernorLost"]]
-    print("disruptions:", driver.actions, "losses:", reasons,
+    print("disruptions:", done, "losses:", reasons,
           "recomputes:", len(events["ObjectsRecomputed"]),
           "retries:", len(events["TaskRetried"]))
-    # (A governor starved of CPU on a loaded machine may be given up too: then more.)
-    assert len(reasons) >= len(driver.actions), (driver.actions, reasons)
+    # Every disruption is a loss (the last one may still be under way); a governor
+    # starved of CPU on a loaded machine may be given up too.
+    assert len(reasons) >= len(done) - 1, (done, reasons)
     if any(action == "freeze" for action, _ in driver.actions):
         assert any("silent" in e["reason"] for e in events["GovernorLost"])
     assert events["ObjectsRecomputed"], "no loss needed a recompute"
