@@ -615,7 +615,8 @@ class ServerCore:
         if not lost_set:
             return
         # Unfinished tasks that counted on a lost object wait for it again.
-        for task in session.tasks.values():
+        users = session.tasks.values() if any(o.consumers for o in lost_set) else ()
+        for task in users:
             state = task.state
             if state == FINISHED or state == FAILED or state == RUNNING:
                 continue
