@@ -427,3 +427,30 @@ def test_requests_after_the_server_died_fail_clearly(make_cluster):
         with session.bind_only():
             tasks.Concat((blob("a"), blob("b")))
         session.submit()
+
+
+def test_task_whose_executor_died_runs_again(make_cluster, tmp_path):
+    import sys
+
+    import cloudpickle
+
+    from rain.client import remote
+
+    @remote
+    def die_once(ctx, marker):
+        import os
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)              # the executor dies under the task, once
+        return b"second run"
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = make_cluster([1])
+    client = cluster.client()
+    with client.new_session() as s:
+        task = die_once(str(tmp_path / "died"))
+        task.output.keep()
+        s.submit()
+        assert task.output.fetch().get_bytes() == b"second run"
+    (retried,) = recovery_events(cluster, "TaskRetried")
+    assert retried["attempt"] == 2 and "executor" in retried["reason"]
