@@ -110,6 +110,7 @@ class Governor:
         self._closing = False
         self._server_heard = 0.0    # loop time of the server's last frame
         self._server_timeout = None  # from its heartbeats: give it up after this silence
+        self._server_watched = 0.0  # loop time of the last check of that
         # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
         self._loop = None
 
@@ -182,14 +183,17 @@ class Governor:
         first = self._server_timeout is None
         self._server_timeout = timeout if timeout > 0 else None
         if first and self._server_timeout:
+            self._server_watched = self._loop.time()
             set_keepalive(self.server.transport.get_extra_info("socket"), timeout)
             self._loop.call_later(timeout / 4, self._watch_server)
 
     def _watch_server(self):
         if self.closed is None or self.closed.done() or not self._server_timeout:
             return
-        silent = self._loop.time() - self._server_heard
-        if silent > self._server_timeout:
+        now = self._loop.time()
+        late, self._server_watched = now - self._server_watched > self._server_timeout / 2, now
+        silent = now - self._server_heard
+        if silent > self._server_timeout and not late:   # (late: our frames wait unread)
             logger.error("no word from the server for %.1f s: exiting", silent)
             if self.server is not None and self.server.transport is not None:
                 self.server.closed = True
