@@ -14,7 +14,7 @@ from collections import Counter
 from itertools import repeat
 
 from ..common.cbor import loads_or
-from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
+from .graph import (ASSIGNED, DEFAULT_RETRIES, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter, group_edges)
 from .errors import RequestError
@@ -546,14 +546,17 @@ class ServerCore:
     def _count_crash(self, task, what, detail):
         """A system failure under ``task``: True if it may run again, else its session
         has failed."""
-        task.crashes += 1
-        if task.crashes > task.retries:
-            self._fail_session(task.session, SessionError(
-                f"Task {task.id} crashed its {what} {task.crashes} times (last: {detail})",
+        session = task.session
+        if session.crashes is None:
+            session.crashes = {}        # (a dict of the few, not a field of every task)
+        crashes = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
+        if crashes > DEFAULT_RETRIES:
+            self._fail_session(session, SessionError(
+                f"Task {task.id} crashed its {what} {crashes} times (last: {detail})",
                 task.id, ""))
             return False
-        self.comm.event({"type": "TaskRetried", "session": task.session.id,
-                         "task": task.id, "name": task.name, "attempt": task.crashes + 1,
+        self.comm.event({"type": "TaskRetried", "session": session.id,
+                         "task": task.id, "name": task.name, "attempt": crashes + 1,
                          "reason": f"{what}: {detail}"})
         return True
 

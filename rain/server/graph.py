@@ -20,8 +20,7 @@ DEFAULT_RETRIES = 3
 
 class Task:
     __slots__ = ("id", "session", "task_type", "config", "inputs", "input_labels", "outputs",
-                 "cpus", "resources", "name", "user", "state", "waiting", "governor", "info",
-                 "retries", "crashes")
+                 "cpus", "resources", "name", "user", "state", "waiting", "governor", "info")
 
     def __init__(self, session, task_id, task_type, config, inputs, input_labels, outputs,
                  cpus, resources, name, user):
@@ -40,8 +39,6 @@ class Task:
         self.waiting = 0                  # inputs not finished yet
         self.governor = None
         self.info = None                  # the TaskInfo map from the governor, once over
-        self.retries = DEFAULT_RETRIES    # re-runs allowed after system failures
-        self.crashes = 0                  # system failures of its runs so far
 
     @property
     def key(self):
@@ -120,7 +117,8 @@ class Governor:
 
 class Session:
     __slots__ = ("id", "client", "name", "spec", "tasks", "objects", "error", "closed",
-                 "unfinished_tasks", "waiters", "stats", "inline_bytes", "retained_bytes")
+                 "unfinished_tasks", "waiters", "stats", "inline_bytes", "retained_bytes",
+                 "crashes")
 
     def __init__(self, session_id, client, name, spec):
         self.id = session_id
@@ -136,6 +134,7 @@ class Session:
         self.stats = [0, 0, 0]     # submitted, finished, failed tasks
         self.inline_bytes = 0      # results' bytes held here for fetches (see INLINE_BUDGET)
         self.retained_bytes = 0    # released constants kept for recomputes (CONSTANTS_KEPT)
+        self.crashes = None        # {task id: system failures of its runs}, once one failed
 
 
 class SessionError:
