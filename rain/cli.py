@@ -20,6 +20,18 @@ def listen_range_arg(text):
     return text
 
 
+def positive_seconds(text):
+    """argparse type of a duration in seconds (> 0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: a number of seconds "
+                                         "above 0")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rain",
@@ -39,6 +51,10 @@ def build_parser():
                    help="directory for logs and events.db (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
                    help="create FILE (content 'ready') once both listeners are bound")
+    p.add_argument("--heartbeat-timeout", metavar="SECONDS", type=positive_seconds,
+                   default=30.0,
+                   help="give up a governor silent for this long (it exits when it hears "
+                        "nothing from the server as long); default 30")
     p.add_argument("--debug", action="store_true", help="verbose logging")
 
     p = commands.add_parser("governor", help="run a governor",

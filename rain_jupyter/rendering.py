@@ -60,6 +60,11 @@ def progress_header_html(snapshot):
         parts.append(f"{totals['running']} running")
     if totals["failed"]:
         parts.append(f"<span style='color:{COLORS['failed']}'>{totals['failed']} failed</span>")
+    recovery = snapshot.get("recovery") or {}
+    if recovery.get("retried") or recovery.get("recomputed"):
+        parts.append(f"<span title='governors lost: {recovery.get('governors_lost', 0)}'>"
+                     f"{recovery.get('retried', 0)} retried, "
+                     f"{recovery.get('recomputed', 0)} recomputed</span>")
     if snapshot.get("elapsed"):
         parts.append(format_seconds(snapshot["elapsed"]))
     html = " &nbsp; ".join(parts)

@@ -196,7 +196,9 @@ class GovernorCore:
         waiters, obj.waiters = obj.waiters, None
         for task in waiters or ():
             if self.tasks.get(task.key) is task and task.state == WAITING:
-                self.fail_task(task, f"Cannot obtain input {obj.key}: {reason}")
+                # "crashed": a system failure the server may retry elsewhere
+                self.fail_task(task, f"Cannot obtain input {obj.key}: {reason}",
+                               {"crashed": "input"})
         self._debug_check()
 
     def _object_ready(self, obj):

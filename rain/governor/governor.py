@@ -21,6 +21,7 @@ from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
+from ..common.keepalive import set_keepalive
 from ..common.framing import FrameProtocol
 from ..common.states import BLOB, DIRECTORY
 from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
@@ -70,6 +71,9 @@ class Governor(GovernorComm):
         self._expire_timer = None
         self._hold_timer = None     # see GovernorCore.hold_updates
         self._pump_scheduled = False
+        self._server_heard = 0.0    # loop time of the server's last frame
+        self._server_timeout = None  # from its heartbeats: give it up after this silence
+        self._server_watched = 0.0  # loop time of the last check of that
         # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
         self._loop = None
 
@@ -97,6 +101,7 @@ class Governor(GovernorComm):
         transport, self.server = await loop.create_connection(
             lambda: FrameProtocol(self._on_server_frame, self._on_server_close),
             server_host, server_port)
+        set_keepalive(transport.get_extra_info("socket"), 30.0)
         if data_host in ("0.0.0.0", "::", ""):
             data_host = transport.get_extra_info("sockname")[0]
         address = f"{data_host}:{data_port}"
@@ -120,6 +125,7 @@ class Governor(GovernorComm):
             self.closed.set_result("server connection lost")
 
     def _on_server_frame(self, conn, frame):
+        self._server_heard = self._loop.time()
         if not self._hello.done():
             with R.HelloReply.from_bytes(frame) as reply:
                 self._hello.set_result((reply.ok, reply.error, reply.governorId))
@@ -139,6 +145,37 @@ class Governor(GovernorComm):
                     self.core.delete(keys)
             elif which == "infoRequest":
                 self._send_info(msg.infoRequest)
+            elif which == "heartbeat":
+                self._on_heartbeat(msg.heartbeat)
+
+    def _on_heartbeat(self, timeout):
+        """Answer, and from the first one on watch for a server that falls silent for
+        ``timeout`` seconds (stopped, frozen, or its host gone): then exit rather than
+        keep running for nobody."""
+        reply = R.GovernorToServer.new_message()
+        reply.heartbeat = None
+        self.server.send(reply.to_bytes())
+        first = self._server_timeout is None
+        self._server_timeout = timeout if timeout > 0 else None
+        if first and self._server_timeout:
+            self._server_watched = self._loop.time()
+            set_keepalive(self.server.transport.get_extra_info("socket"), timeout)
+            self._loop.call_later(timeout / 4, self._watch_server)
+
+    def _watch_server(self):
+        if self.closed is None or self.closed.done() or not self._server_timeout:
+            return
+        now = self._loop.time()
+        late, self._server_watched = now - self._server_watched > self._server_timeout / 2, now
+        silent = now - self._server_heard
+        if silent > self._server_timeout and not late:   # (late: our frames wait unread)
+            logger.error("no word from the server for %.1f s: exiting", silent)
+            if self.server is not None and self.server.transport is not None:
+                self.server.closed = True
+                self.server.transport.abort()
+            self.closed.set_result(f"server silent for {silent:.1f} s")
+            return
+        self._loop.call_later(self._server_timeout / 4, self._watch_server)
 
     # ======================================================================================
     # Messages from the server
@@ -462,7 +499,10 @@ class Governor(GovernorComm):
         if isinstance(exc, CallReturned):
             core.task_returned(task)
         elif isinstance(exc, (TaskError, ExecutorError, TaskFailure)):
-            core.task_failed(task, str(exc), exc.info if isinstance(exc, TaskFailure) else None)
+            extra = exc.info if isinstance(exc, TaskFailure) else None
+            if isinstance(exc, ExecutorError) and getattr(task.ran_on, "dead", False):
+                extra = {"crashed": "executor"}     # died under it: the server may retry
+            core.task_failed(task, str(exc), extra)
         elif isinstance(exc, OSError):
             # File work of the governor (a full disk, say): the task's fault as far as
             # its author can tell, and the governor goes on.

@@ -105,6 +105,12 @@ class Store:
                 self.set_bytes(obj, data)
                 arrived.append(obj)
             elif locations:
+                if obj.state == FAILED or (obj.locations and
+                                           list(obj.locations) != list(locations)):
+                    # Its last fetch failed, or hangs on a governor the server has
+                    # since given up: fetch again from where it is now.
+                    obj.state = PENDING
+                    obj.fetching = None     # the next waiting task fetches it anew
                 obj.locations = locations
         return arrived
 

@@ -74,7 +74,8 @@ class Session:
     __slots__ = ("id", "client", "name", "spec", "status", "reason", "message", "error_task",
                  "created", "ended", "submits", "summary", "n_tasks", "running", "finished",
                  "failed", "tasks", "groups", "pending_rows", "rows", "lanes_end", "version",
-                 "structure", "unnamed_keys", "first_start", "last_end", "group_edges")
+                 "structure", "unnamed_keys", "first_start", "last_end", "group_edges",
+                 "retried", "recomputed")
 
     def __init__(self, session_id, client=None, spec=None, created=None):
         self.id = session_id
@@ -104,6 +105,8 @@ class Session:
         self.unnamed_keys = None
         self.first_start = None
         self.last_end = None
+        self.retried = 0            # runs again after their executor/governor died
+        self.recomputed = 0         # runs again to remake what a lost governor held
 
     @property
     def waiting(self):
@@ -122,6 +125,7 @@ class Session:
             "error_task": self.error_task, "created": self.created, "ended": self.ended,
             "tasks": self.n_tasks, "waiting": self.waiting, "running": self.running,
             "finished": self.finished, "failed": self.failed,
+            "retried": self.retried, "recomputed": self.recomputed,
             "progress": (self.finished / self.n_tasks) if self.n_tasks else 0.0,
         }
 
@@ -187,6 +191,8 @@ class RunModel:
             "SessionFailed": self._session_failed,
             "GovernorNew": self._governor_new,
             "GovernorRemoved": self._governor_removed,
+            "TaskRetried": self._task_retried,
+            "ObjectsRecomputed": self._objects_recomputed,
             "ClientNew": self._client_new,
             "ClientRemoved": self._client_removed,
         }
@@ -406,6 +412,16 @@ class RunModel:
 
     def _task_failed(self, event, when):
         self._task_ended(event, FAILED)
+
+    def _task_retried(self, event, when):
+        session = self._session(event["session"])
+        session.retried += 1
+        session.version += 1
+
+    def _objects_recomputed(self, event, when):
+        session = self._session(event["session"])
+        session.recomputed += len(event.get("tasks") or ())
+        session.version += 1
 
     def _governor_new(self, event, when):
         gid = event["governor"]
