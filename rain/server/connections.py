@@ -48,6 +48,8 @@ class _RpcConnection(FrameProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self._server._on_connect(self)
+
+
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
 
 
