@@ -26,7 +26,7 @@ from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .store import BLOB, DIRECTORY, PENDING, READY, Store
 from ..common.timestamps import utc_isoformat
-from .transfer import DataServer, PeerPool, TransferError
+from .transfer import DataServer, PeerPool, fetch_into_store
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -295,34 +295,10 @@ class Governor:
             self._enqueue(task)
 
     async def _fetch(self, obj):
-        errors = []
-        for address in obj.locations:
-            try:
-                meta, data = await self.peers.fetch(address, obj.key)
-            except (TransferError, OSError) as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            if obj.state != PENDING:
-                return
-            if meta["content_type"]:
-                obj.content_type = meta["content_type"]
-            if meta["data_type"] == DIRECTORY:
-                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
-                from ..common.data_instance import extract_tar
-                await asyncio.get_running_loop().run_in_executor(None, extract_tar, data, path)
-                self.store.set_file(obj, path)
-            elif len(data) > (1 << 20):
-                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
-                await asyncio.get_running_loop().run_in_executor(None, _write_file, path, data)
-                self.store.set_file(obj, path, len(data))
-            else:
-                self.store.set_bytes(obj, data)
+        if await fetch_into_store(self.peers, self.store, obj, self.tasks_dir):
             self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
                                          obj.content_type or "", b""))
             self._schedule_flush()
-            return
-        if obj.state == PENDING:
-            self.store.fail(obj, TransferError("; ".join(errors) or "no location known"))
 
     # ======================================================================================
     # Running

@@ -27,7 +27,7 @@ BLOB, DIRECTORY = 0, 1
 class StoredObject:
     __slots__ = ("key", "label", "content_type", "data_type", "user", "size", "data", "path",
                  "state", "waiters", "info", "delete_at", "safe_link", "locations",
-                 "fetching", "declared_content_type", "refs")
+                 "fetching", "declared_content_type", "refs", "error")
 
     def __init__(self, key, label, content_type, data_type, user, size):
         self.key = key
@@ -47,6 +47,7 @@ class StoredObject:
         self.locations = ()
         self.fetching = None
         self.refs = 0            # running tasks using it right now
+        self.error = None        # why it failed (FAILED): later waiters get it too
 
     def __repr__(self):
         return f"<StoredObject {self.key} state={self.state} size={self.size}>"
@@ -131,6 +132,7 @@ class Store:
 
     def fail(self, obj, exc):
         obj.state = FAILED
+        obj.error = exc
         waiters, obj.waiters = obj.waiters, None
         for waiter in waiters or ():
             if not waiter.done():
@@ -139,6 +141,8 @@ class Store:
     async def wait_ready(self, obj):
         if obj.state == READY:
             return obj
+        if obj.state == FAILED:
+            raise obj.error
         if obj.waiters is None:
             obj.waiters = []
         future = asyncio.get_running_loop().create_future()
