@@ -285,3 +285,49 @@ def test_file_sink_keeps_holes_and_checks_the_size(tmp_path):
         short.end()
     short.abort()
     assert not os.path.exists(tmp_path / "g")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 32 MiB tmpfs (root only), unmounted after the test."""
+    import shutil
+    import subprocess
+    path = tmp_path / "small-disk"
+    path.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_during_a_fetch_fails_the_task_and_keeps_the_governor_usable(
+        make_cluster, tmp_path, small_disk):
+    cluster = make_cluster([])
+    for name in ("a", "b"):
+        config = tmp_path / f"{name}.toml"
+        config.write_text(f"[resources]\n{name} = 1\n")
+        extra = ["--workdir", str(small_disk / "gov")] if name == "b" else []
+        cluster.add_governor(1, ["--config", str(config), *extra])
+    client = cluster.client()
+    with client.new_session() as s:
+        make = on("a", f"head -c {64 * MiB} /dev/zero | tr '\\0' z > big",
+                  outputs=[Output("big")])
+        use = on("b", "true", inputs=[Input("big", dataobj=make.output)])
+        s.submit()
+        with pytest.raises(RainException, match="Cannot obtain input.*No space left"):
+            s.wait([use])
+    leftovers = [n for _r, _d, files in os.walk(small_disk) for n in files
+                 if n.startswith("fetch-")]
+    assert leftovers == []
+    with client.new_session() as s:
+        small = on("a", "echo fits > f", outputs=[Output("f")])
+        fine = on("b", "cat f", inputs=[Input("f", dataobj=small.output)], stdout=True)
+        fine.output.keep()
+        s.submit()
+        assert fine.output.fetch().get_bytes() == b"fits\n"
