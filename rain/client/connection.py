@@ -28,7 +28,8 @@ from ..common.cbor import loads_or
 from ..common.errors import RainException
 from ..common.frame_reader import FrameReader
 from ..common.framing import FrameProtocol, encode_frame
-from ..governor.transfer import PeerPool, TransferError
+from ..transfer.peer import PeerPool, TransferError
+from ..transfer.sinks import FileSink, finish_directory
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -406,6 +407,22 @@ class ServerConnection:
         except (TransferError, OSError) as exc:
             raise RainException(f"Fetching object {key} from governor {address} failed: "
                                 f"{exc}") from None
+
+    def fetch_to_path(self, address, key, path):
+        """Stream an object from the governor that holds it into ``path`` (a file, or a
+        directory for a directory object) as it arrives; nothing is left on failure."""
+        async def fetch():
+            sink = FileSink(path)
+            meta = await self.peers.fetch_into(address, key, sink)
+            if meta["data_type"] == 1:
+                await finish_directory(sink)
+            return meta
+
+        try:
+            return self._on_loop(fetch()).result()
+        except (TransferError, OSError) as exc:
+            raise RainException(f"Fetching object {key} from governor {address} into "
+                                f"{path!r} failed: {exc}") from None
 
     def close(self):
         if self.thread is None:

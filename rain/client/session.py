@@ -6,6 +6,7 @@ since its last ``submit()`` and sends it as one message.
 """
 import contextvars
 import logging
+import os
 import sys
 
 from ..common.attributes import ObjectInfo, TaskInfo
@@ -313,8 +314,8 @@ class Session:
         for task in self._submitted_tasks.values():
             task._state = TaskState.finished
 
-    def fetch(self, dataobj):
-        """Wait for a kept data object and return its content as a ``DataInstance``."""
+    def _fetch_reply(self, dataobj):
+        """The server's answer to a fetch: the bytes, or the governor holding them."""
         from .data import DataObject
         if not isinstance(dataobj, DataObject):
             from .task import Task
@@ -333,7 +334,34 @@ class Session:
             f.session = self.session_id
             f.id = dataobj._id
 
-        reply = self._request(fill)
+        return dataobj, self._request(fill)
+
+    def fetch_to(self, dataobj, path):
+        """Wait for a kept data object and write it to ``path`` (which must not exist) as
+        it arrives, never holding it whole; returns a ``DataInstance`` backed by ``path``."""
+        path = os.path.abspath(os.fspath(path))
+        if os.path.lexists(path):
+            raise RainException(f"{path!r} already exists")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise RainException(f"parent directory of {path!r} does not exist")
+        dataobj, reply = self._fetch_reply(dataobj)
+        data_type = DataType.DIRECTORY if reply["data_type"] == "directory" else DataType.BLOB
+        info = reply["info"]
+        if reply["data"] is not None:
+            DataInstance(data=reply["data"], data_type=data_type).write(path)
+        else:
+            meta = self.client._connection.fetch_to_path(
+                reply["location"], (self.session_id, dataobj.id[1]), path)
+            info = {**meta.get("info", {}), **info} if meta.get("info") else info
+        dataobj._set_info(info)
+        dataobj._state = DataObjectState.finished
+        return DataInstance(path=path, data_type=data_type,
+                            content_type=reply["content_type"] or dataobj.spec.content_type,
+                            spec=dataobj.spec, info=dataobj._info, object_id=dataobj.id)
+
+    def fetch(self, dataobj):
+        """Wait for a kept data object and return its content as a ``DataInstance``."""
+        dataobj, reply = self._fetch_reply(dataobj)
         data = reply["data"]
         info = reply["info"]
         if data is None:

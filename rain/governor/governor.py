@@ -30,8 +30,9 @@ from .core import GovernorCore
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
 from .protect import remove_tree
-from .store import PENDING, READY, Store
+from .store import MEMORY_LIMIT, PENDING, READY, Store
 from .transfer import DataServer, PeerPool
+from ..transfer.sinks import SpoolSink, finish_directory
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -43,7 +44,6 @@ PIPELINE_DEPTH = 8
 PIPELINE_REFILL = 4
 #: Bytes from an executor or a peer up to this size stay in memory.
 MEMORY_OUTPUT_MAX = 1 << 24
-FETCH_MEMORY_MAX = 1 << 20
 
 
 class Governor(GovernorComm):
@@ -334,38 +334,46 @@ class Governor(GovernorComm):
         return task
 
     async def _fetch(self, obj):
-        """Pull ``obj`` from the first peer that has it; any failure (peer gone, bad
-        archive, full disk) goes to the core with its reason, nothing stays pending."""
+        """Pull ``obj`` from the first peer that has it, streamed: a small blob into
+        memory, anything else chunk by chunk into a file (a directory's archive extracted
+        off the loop). Any failure (peer gone, bad archive, full disk) goes to the core
+        with its reason, and no partial file stays behind."""
         errors = []
         loop = self._loop
+        path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
         for address in obj.locations:
+            sink = SpoolSink(path, MEMORY_LIMIT)
             try:
-                meta, data = await self.peers.fetch(address, obj.key)
+                meta = await self.peers.fetch_into(address, obj.key, sink)
+                if self._still_pending(obj) and meta["data_type"] == DIRECTORY:
+                    await finish_directory(sink.file)
+            except asyncio.CancelledError:
+                sink.abort()
+                raise
             except Exception as exc:        # TransferError, OSError, a garbled reply...
+                sink.abort()
                 errors.append(f"{address}: {_describe(exc)}")
                 continue
             if not self._still_pending(obj):
+                sink.abort()
                 return
             try:
-                content_type = meta["content_type"]
-                if meta["data_type"] == DIRECTORY or len(data) > FETCH_MEMORY_MAX:
-                    path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
+                if meta["content_type"]:
+                    obj.content_type = meta["content_type"]
+                if sink.in_memory:
+                    self.store.set_bytes(obj, sink.memory.take())
+                else:
+                    size = sink.received if meta["data_type"] != DIRECTORY else None
                     placed = await loop.run_in_executor(
-                        None, _fetched_to_store, self.store, obj.key, path, data,
-                        meta["data_type"] == DIRECTORY)
+                        None, self.store.place_file, obj.key, path, size)
                     if not self._still_pending(obj):
                         self._spawn_cleanup(placed[0])
                         return
-                    if content_type:
-                        obj.content_type = content_type
                     self.store.file_placed(obj, *placed)
-                else:
-                    if content_type:
-                        obj.content_type = content_type
-                    self.store.set_bytes(obj, data)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                sink.abort()
                 errors.append(f"{address}: storing it here failed: {_describe(exc)}")
                 break       # the same bytes from another peer would fail the same way
             self.core.fetched(obj)
@@ -842,18 +850,6 @@ def _write_to_store(store, key, path, data):
         with open(path, "wb") as f:
             f.write(data)
         return store.place_file(key, path, len(data))
-    except BaseException:
-        remove_tree(path)
-        raise
-
-
-def _fetched_to_store(store, key, path, data, is_dir):
-    if not is_dir:
-        return _write_to_store(store, key, path, data)
-    from ..common.data_instance import extract_tar
-    try:
-        extract_tar(data, path)
-        return store.place_file(key, path)
     except BaseException:
         remove_tree(path)
         raise

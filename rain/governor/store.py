@@ -27,7 +27,7 @@ BLOB, DIRECTORY = 0, 1
 class StoredObject:
     __slots__ = ("key", "label", "content_type", "data_type", "user", "size", "data", "path",
                  "state", "waiters", "info", "delete_at", "safe_link", "locations",
-                 "fetching", "declared_content_type", "refs")
+                 "fetching", "declared_content_type", "refs", "error")
 
     def __init__(self, key, label, content_type, data_type, user, size):
         self.key = key
@@ -47,6 +47,7 @@ class StoredObject:
         self.locations = ()
         self.fetching = None
         self.refs = 0            # running tasks using it right now
+        self.error = None        # why it failed (FAILED): later waiters get it too
 
     def __repr__(self):
         return f"<StoredObject {self.key} state={self.state} size={self.size}>"

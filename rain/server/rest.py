@@ -22,7 +22,8 @@ import cbor2
 import tornado.web
 
 from ..common.cbor import dumps_or_empty, loads_or
-from ..governor.transfer import PeerPool, TransferError
+from ..transfer.peer import PeerPool, TransferError
+from ..transfer.sinks import Sink
 from .connections import LocalConnection
 from .core import FIRST_ID, RequestError, SessionFailed
 from .errors import SessionNotOpen, UnknownItem
@@ -434,15 +435,25 @@ class ObjectDataHandler(RestHandler):
         if kind == "error":
             raise core_error(payload)
         obj, data, location = payload
-        content_type = obj.content_type or ""
-        if data is None:
-            try:
-                meta, data = await self.rest.peers.fetch(location, (session.id, oid))
-            except (TransferError, OSError) as exc:
+        self._set_type_headers(obj.data_type, obj.content_type or "")
+        if data is not None:
+            self.finish(bytes(data))
+            return
+        sink = _ResponseSink(self)
+        try:
+            await self.rest.peers.fetch_into(location, (session.id, oid), sink)
+        except (TransferError, OSError) as exc:
+            if not sink.started:
                 raise RestError(409, f"object {oid} could not be read from governor "
                                      f"{location}: {exc}") from None
-            content_type = meta.get("content_type") or content_type
-        if obj.data_type == 1:
+            logger.warning("object %s/%s: the transfer from %s broke off: %s", session.id,
+                           oid, location, exc)
+            self.request.connection.close()
+            return
+        self.finish()
+
+    def _set_type_headers(self, data_type, content_type):
+        if data_type == 1:
             mime = "application/x-tar"
         elif content_type == "json":
             mime = "application/json"
@@ -455,8 +466,38 @@ class ObjectDataHandler(RestHandler):
             mime = "application/octet-stream"
         self.set_header("Content-Type", mime)
         self.set_header("X-Rain-Content-Type", content_type)
-        self.set_header("X-Rain-Data-Type", "directory" if obj.data_type == 1 else "blob")
-        self.finish(bytes(data))
+        self.set_header("X-Rain-Data-Type", "directory" if data_type == 1 else "blob")
+
+
+class _ResponseSink(Sink):
+    """An object's chunks written to an HTTP response as they come from the governor;
+    reading from it waits while the HTTP client is behind (one chunk in flight)."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self.handler = handler
+        self.started = False
+        self.gone = None
+
+    def begin(self, meta):
+        super().begin(meta)
+        content_type = meta.get("content_type")
+        if content_type:
+            self.handler._set_type_headers(meta["data_type"], content_type)
+
+    def write(self, chunk):
+        if self.gone is not None:
+            raise self.gone
+        self.received += len(chunk)
+        self.started = True
+        self.handler.write(bytes(chunk))
+        return self._flushed(self.handler.flush())
+
+    async def _flushed(self, future):
+        try:
+            await future
+        except Exception as exc:  # the HTTP client went away
+            self.gone = TransferError(f"HTTP client gone: {exc}")
 
 
 class GraphHandler(RestHandler):
