@@ -338,8 +338,20 @@ class RainMagics(Magics):
         at") show as this cell: ``Cell In[7], line 6``, with its source lines. The magic's
         own line counts as line 1, as the user sees the cell."""
         compiler = self.shell.compile
-        filename = compiler.cache(f"%%rain {line}\n{cell}", self.shell.execution_count)
+        filename = compiler.cache(f"%%rain {line}\n{cell}", self._cell_number(compiler))
         return compiler(f"\n{cell}", filename, "exec")
+
+    def _cell_number(self, compiler):
+        """The number IPython gave the running cell: that of the innermost calling frame
+        in a cell's code (the kernel's counter may already be one ahead)."""
+        known = getattr(compiler, "_filename_map", {})
+        frame = sys._getframe(1)
+        while frame is not None:
+            number = known.get(frame.f_code.co_filename)
+            if number is not None:
+                return number
+            frame = frame.f_back
+        return self.shell.execution_count
 
     def _require_client(self):
         self._running()

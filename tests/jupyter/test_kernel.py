@@ -183,3 +183,59 @@ def cluster_workdir(procs):
         if "server" in args and "--logdir" in args:
             return os.path.dirname(os.path.dirname(args[args.index("--logdir") + 1]))
     raise AssertionError(f"no server among {procs}")
+
+
+FAILING_FUNCTION = """from rain.client import remote, blob
+
+@remote
+def boom(ctx, x):
+    y = 1
+    return x.get_str() + y
+"""
+
+FAILING_CELL = """%%rain failing
+t = boom(blob("a"))
+"""
+
+BROKEN_CELL = """%%rain broken
+u = boom(blob("b"))
+raise ValueError("oops")
+"""
+
+
+def error_text(cell):
+    import re
+    parts = []
+    for output in cell.outputs:
+        if output["output_type"] == "error":
+            parts.extend(output["traceback"])
+        elif output["output_type"] == "display_data":
+            parts.append(output["data"].get("text/plain", ""))
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(parts))
+
+
+def test_errors_point_at_the_cells(kernel_name):
+    nb = notebook("%load_ext rain_jupyter\n%rain start", FAILING_FUNCTION, FAILING_CELL,
+                  "rain_session.wait_all()",
+                  "open_before = sum(not s.closed for s in rain_client._sessions)",
+                  BROKEN_CELL,
+                  "print(sum(not s.closed for s in rain_client._sessions) - open_before)",
+                  "%rain stop")
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120, allow_errors=True)
+    with client.setup_kernel(env=kernel_env()):
+        run_cells(client, nb, range(len(nb.cells)))
+    numbers = [cell.execution_count for cell in nb.cells]
+    # a remote function defined in a cell: its frame and source line, and where the task
+    # was made
+    text = error_text(nb.cells[3])
+    assert f"Cell In [{numbers[1]}], line 6, in boom" in text, text
+    assert "return x.get_str() + y" in text
+    assert "<dynamic-code>" not in text
+    assert f"created at In [{numbers[2]}], line 2" in text
+    # an exception while building a %%rain cell: the user's line, no magics internals, and
+    # no session left behind
+    text = error_text(nb.cells[5])
+    assert f"Cell In[{numbers[5]}], line 3" in text, text
+    assert 'raise ValueError("oops")' in text
+    assert "magics.py" not in text
+    assert stdout_of(nb.cells[6]).strip() == "0"

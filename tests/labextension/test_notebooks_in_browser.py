@@ -123,7 +123,9 @@ class Browser:
         self.page.screenshot(path=str(self.folder / f"{self.shots:02d}-{step}.png"))
 
     def open(self, name, choose_kernel=False):
-        self.page.goto(f"{self.lab.url}lab/tree/{name}?token={self.lab.token}")
+        # a workspace of its own: only this notebook open, whatever ran before
+        self.page.goto(f"{self.lab.url}lab/workspaces/{self.folder.name}/tree/{name}"
+                       f"?reset&token={self.lab.token}")
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         if choose_kernel:       # a new notebook: JupyterLab asks, the default is Python 3
             self.page.locator(".jp-Dialog", has_text="Select Kernel").wait_for()
@@ -162,6 +164,13 @@ def check_rain_cell(browser, cell, label, expect_live):
     page = browser.page
     output = rain_output(cell)
     output.wait_for(timeout=60_000)
+    output.scroll_into_view_if_needed()
+    # shown while the cell still builds or submits its graph, with its progress
+    building = re.search(r"\[\*\]", cell.locator(".jp-InputPrompt").inner_text()) and \
+        output.locator(".widget-vbox", has_text=re.compile("building|submitting")).count()
+    if expect_live:
+        assert building, f"{label}: the view did not show while the cell ran"
+        browser.screenshot(f"{label}-building")
     live_seen = False
     deadline = time.monotonic() + CELL
     while time.monotonic() < deadline:
@@ -171,6 +180,7 @@ def check_rain_cell(browser, cell, label, expect_live):
         if widget.count() and len(drawn_canvases(widget.first)) >= 2:
             if not live_seen:
                 live_seen = True
+                output.scroll_into_view_if_needed()
                 browser.screenshot(f"{label}-live")
         time.sleep(0.3)
     else:
@@ -185,6 +195,7 @@ def check_rain_cell(browser, cell, label, expect_live):
         time.sleep(0.3)
         drawn = drawn_canvases(final)
     assert len(drawn) >= 2, f"{label}: the final charts are not drawn: {drawn}"
+    final.scroll_into_view_if_needed()
     browser.screenshot(f"{label}-final")
     return live_seen
 
@@ -246,6 +257,8 @@ def save_and_reopen(browser, name, rain_cells):
             if "rain-final" in ("".join(html) if isinstance(html, list) else html):
                 finals.append(data)
     assert len(finals) == rain_cells, f"{len(finals)} final pictures for {rain_cells} cells"
+    # dashboard links go through Jupyter's proxy: no cluster token in the file
+    assert "token=" not in saved
     shut_down_kernels(lab)
     page.reload()
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
