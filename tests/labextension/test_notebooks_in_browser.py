@@ -158,9 +158,10 @@ def rain_output(cell):
         has=cell.page.locator(".widget-vbox, .rain-final")).first
 
 
-def check_rain_cell(browser, cell, label, expect_live):
+def check_rain_cell(browser, cell, label, expect_live, expect_building=False):
     """The charts of a ``%%rain`` output while it runs (when ``expect_live``, it must be
-    seen running) and after its session ended."""
+    seen running; when ``expect_building``, already while the cell builds its graph) and
+    after its session ended."""
     page = browser.page
     output = rain_output(cell)
     output.wait_for(timeout=60_000)
@@ -168,7 +169,7 @@ def check_rain_cell(browser, cell, label, expect_live):
     # shown while the cell still builds or submits its graph, with its progress
     building = re.search(r"\[\*\]", cell.locator(".jp-InputPrompt").inner_text()) and \
         output.locator(".widget-vbox", has_text=re.compile("building|submitting")).count()
-    if expect_live:
+    if expect_building:
         assert building, f"{label}: the view did not show while the cell ran"
         browser.screenshot(f"{label}-building")
     live_seen = False
@@ -224,7 +225,8 @@ def run_notebook(browser, name, live_cells=()):
         if source.startswith("%%rain"):
             rain_cells += 1
             check_rain_cell(browser, cell, f"cell{index}",
-                            expect_live=rain_cells in live_cells)
+                            expect_live=rain_cells in live_cells,
+                            expect_building=rain_cells in live_cells)
         wait_finished(cell)
         check_page_text(browser)
     browser.screenshot("all-cells-run")
