@@ -70,6 +70,9 @@ def _jupyter_server_extension_points():
 
 def _load_jupyter_server_extension(server_app):
     setup_handlers(server_app.web_app)
+    # Kernels of this server link dashboards through the proxy: no token in notebooks.
+    os.environ.setdefault("RAIN_DASHBOARD_PREFIX", url_path_join(
+        server_app.web_app.settings.get("base_url", "/"), "rain", "proxy") + "/")
     server_app.log.info("Rain extension: clusters and dashboard proxy under %srain/",
                         server_app.web_app.settings.get("base_url", "/"))
 
