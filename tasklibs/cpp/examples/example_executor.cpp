@@ -23,6 +23,7 @@ namespace {
 void hello(rain::Context &ctx, rain::Inputs &inputs, rain::Outputs &outputs) {
     if (inputs.size() != 1) ctx.fail("hello takes one input");
     ctx.debug("greeting " + std::to_string(inputs[0].bytes().size()) + " bytes");
+    ctx.set_attribute("in_memory", inputs[0].in_memory());
     outputs[0].set_text("Hello " + inputs[0].text() + "!");
 }
 
