@@ -44,7 +44,9 @@ def executables(tmp_path_factory):
     missing = _tools_missing()
     if missing:
         pytest.fail(f"the tasklibs need {', '.join(missing)} (installed by .ci/run)")
-    shared = tmp_path_factory.getbasetemp().parent / "tasklibs"
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's base is a directory of this run's own base
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tasklibs"
     shared.mkdir(exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

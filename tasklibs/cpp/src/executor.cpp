@@ -26,6 +26,7 @@ const char *OUTPUT_DIR = ".rain-outputs";   // handed-over outputs; see make_pat
 const char *INPUT_DIR = ".rain-inputs";     // memory inputs written out by Input::path()
 
 uint64_t counter = 0;                        // unique names in the working directory
+std::string input_dir = INPUT_DIR;           // absolute once start() knows the directory
 std::vector<std::string> written_inputs;     // removed after each call
 
 std::string unique_name(const std::string &dir, const std::string &stem) {
@@ -123,12 +124,11 @@ const std::string &Input::bytes() const {
 
 const std::string &Input::path() const {
     if (path_.empty()) {
-        std::string path = unique_name(INPUT_DIR, "in");
+        std::string path = unique_name(input_dir, "in");
         std::ofstream out(path, std::ios::binary);
         out.write(bytes_.data(), static_cast<std::streamsize>(bytes_.size()));
         if (!out) throw TaskError("cannot write input to " + path + ": " + std::strerror(errno));
-        char cwd[4096];
-        path_ = (getcwd(cwd, sizeof cwd) ? std::string(cwd) + "/" : std::string()) + path;
+        path_ = path;
         written_inputs.push_back(path_);
     }
     return path_;
@@ -198,8 +198,9 @@ int Executor::start() {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     char cwd[4096];
     workdir_ = getcwd(cwd, sizeof cwd) ? cwd : ".";
+    input_dir = workdir_ + "/" + INPUT_DIR;
     ::mkdir(OUTPUT_DIR, 0700);
-    ::mkdir(INPUT_DIR, 0700);
+    ::mkdir(input_dir.c_str(), 0700);
 
     fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr;
