@@ -129,7 +129,7 @@ def test_pass_through_and_config(native, name):
         source = blob("abc", content_type="text")
         same = Task([source], 1, task_type=f"{name}/pass")
         repeated = Task([same], 1, task_type=f"{name}/repeat",
-                        config={"times": 3, "separator": "-"})
+                        config={"times": 3, "separator": "-"}, user_spec={"tag": [1, "a"]})
         default = Task([same], 1, task_type=f"{name}/repeat")
         for t in (same, repeated, default):
             t.keep_outputs()
@@ -139,7 +139,7 @@ def test_pass_through_and_config(native, name):
         assert repeated.output.fetch().get_str() == "abc-abc-abc"
         assert default.output.fetch().get_str() == "abc abc"
         repeated.update()
-        assert repeated.info.user == {"length": 11}
+        assert repeated.info.user == {"length": 11, "tag": [1, "a"]}
 
 
 @pytest.mark.parametrize("name", EXECUTORS)

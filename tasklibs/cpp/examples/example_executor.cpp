@@ -47,7 +47,8 @@ void invert(rain::Context &ctx, rain::Inputs &inputs, rain::Outputs &outputs) {
     if (!inputs[0].content_type().empty()) outputs[0].set_content_type(inputs[0].content_type());
 }
 
-// Reads its config: {"times": int, "separator": text} (both optional).
+// Reads its config: {"times": int, "separator": text} (both optional); returns the
+// length and the client's attribute "tag" (if given) in task.info.user.
 void repeat(rain::Context &ctx, rain::Inputs &inputs, rain::Outputs &outputs) {
     int64_t times = ctx.config()["times"].as_int(2);
     std::string separator = ctx.config()["separator"].as_string(" ");
@@ -55,6 +56,7 @@ void repeat(rain::Context &ctx, rain::Inputs &inputs, rain::Outputs &outputs) {
     std::string text;
     for (int64_t i = 0; i < times; i++) text += (i ? separator : "") + inputs[0].text();
     ctx.set_attribute("length", rain::Value(static_cast<long long>(text.size())));
+    if (ctx.attributes().contains("tag")) ctx.set_attribute("tag", ctx.attributes()["tag"]);
     outputs[0].set_text(text);
 }
 

@@ -53,6 +53,11 @@ fn repeat(ctx: &mut Context, inputs: &[Input], outputs: &mut [Output]) -> TaskRe
     };
     let text = vec![inputs[0].text()?; times].join(&separator);
     ctx.set_attribute("length", &text.len());
+    if let Value::Map(attributes) = ctx.attributes() {
+        if let Some(tag) = attributes.get(&Value::Text("tag".into())).cloned() {
+            ctx.set_attribute("tag", &tag);
+        }
+    }
     outputs[0].set_text(text);
     Ok(())
 }
