@@ -7,6 +7,7 @@ offline from Debian's packaged crates (``debian-registry.toml``; needs cargo, ru
 librust-serde-cbor-dev), from a copy of the crate so the source tree stays clean. Only the
 executables are kept in OUTDIR (``bin/``); the build trees are removed.
 """
+import concurrent.futures
 import os
 import pathlib
 import shutil
@@ -71,10 +72,14 @@ def write_config(path, executors):
 
 
 def build_all(outdir):
-    """Both example executors and ``OUTDIR/governor.toml`` registering them."""
+    """Both example executors (built side by side) and ``OUTDIR/governor.toml``
+    registering them."""
     outdir = pathlib.Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    executors = {CPP_NAME: build_cpp(outdir), RUST_NAME: build_rust(outdir)}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        cpp = pool.submit(build_cpp, outdir)
+        rust = pool.submit(build_rust, outdir)
+        executors = {CPP_NAME: cpp.result(), RUST_NAME: rust.result()}
     return write_config(outdir / "governor.toml", executors)
 
 
