@@ -1,6 +1,9 @@
 """Build the C++ and Rust tasklibs' example executors and write a governor config for them.
 
-    python tasklibs/build.py OUTDIR      # prints the path of OUTDIR/governor.toml
+    python tasklibs/build.py [--debug] OUTDIR   # prints the path of OUTDIR/governor.toml
+
+``--debug`` makes unoptimized builds, which compile in about half the time (a demo's
+choice; the tests and benchmarks build for release).
 
 The C++ library builds with CMake (needs g++ and libcbor-dev). The Rust crate builds
 offline from Debian's packaged crates (``debian-registry.toml``; needs cargo, rustc and
@@ -34,11 +37,12 @@ def _run(command, cwd=None, env=None):
                            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-def build_cpp(outdir):
+def build_cpp(outdir, debug=False):
     """The C++ example executor, built in ``outdir``; returns its path."""
     outdir = pathlib.Path(outdir)
     build = outdir / "cpp-build"
-    _run(["cmake", "-S", str(HERE / "cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"])
+    _run(["cmake", "-S", str(HERE / "cpp"), "-B", str(build),
+          f"-DCMAKE_BUILD_TYPE={'Debug' if debug else 'Release'}"])
     _run(["cmake", "--build", str(build), "-j2"])
     target = outdir / "bin" / "rain-cpp-example"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -47,18 +51,19 @@ def build_cpp(outdir):
     return target
 
 
-def build_rust(outdir, cargo=None):
+def build_rust(outdir, cargo=None, debug=False):
     """The Rust example executor, built offline in ``outdir``; returns its path."""
     outdir = pathlib.Path(outdir)
     crate = outdir / "rust-build"
     shutil.copytree(HERE / "rust", crate, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
     env = dict(os.environ, CARGO_TARGET_DIR=str(crate / "target"))
-    _run([cargo or find_cargo(), "build", "--release", "--offline", "-j2",
-          "--config", "debian-registry.toml", "--example", "rain-rust-example"],
+    _run([cargo or find_cargo(), "build", *([] if debug else ["--release"]), "--offline",
+          "-j2", "--config", "debian-registry.toml", "--example", "rain-rust-example"],
          cwd=crate, env=env)
     target = outdir / "bin" / "rain-rust-example"
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(crate / "target" / "release" / "examples" / "rain-rust-example", target)
+    profile = "debug" if debug else "release"
+    shutil.copy2(crate / "target" / profile / "examples" / "rain-rust-example", target)
     shutil.rmtree(crate)
     return target
 
@@ -71,19 +76,22 @@ def write_config(path, executors):
     return path
 
 
-def build_all(outdir):
+def build_all(outdir, debug=False):
     """Both example executors (built side by side) and ``OUTDIR/governor.toml``
     registering them."""
     outdir = pathlib.Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        cpp = pool.submit(build_cpp, outdir)
-        rust = pool.submit(build_rust, outdir)
+        cpp = pool.submit(build_cpp, outdir, debug=debug)
+        rust = pool.submit(build_rust, outdir, debug=debug)
         executors = {CPP_NAME: cpp.result(), RUST_NAME: rust.result()}
     return write_config(outdir / "governor.toml", executors)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: {sys.argv[0]} OUTDIR")
-    print(build_all(sys.argv[1]))
+    args = sys.argv[1:]
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    if len(args) != 1:
+        sys.exit(f"usage: {sys.argv[0]} [--debug] OUTDIR")
+    print(build_all(args[0], debug=debug))
