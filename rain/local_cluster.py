@@ -30,10 +30,12 @@ class LocalCluster:
     the children. ``logdir`` keeps the logs (the server's ``events.db`` in
     ``<logdir>/server``) in a directory of your choice that ``stop()`` leaves in place;
     by default they live in the work directory and are removed with it.
+    ``governor_config`` is a governor TOML file (``[executors.NAME]``, ``[resources]``)
+    given to every governor.
     """
 
     def __init__(self, governors=(None,), *, port=None, http_port=None, workdir=None,
-                 env=None, host="127.0.0.1", logdir=None):
+                 env=None, host="127.0.0.1", logdir=None, governor_config=None):
         self.governor_cpus = list(governors)
         self.host = host
         self.port = port
@@ -42,6 +44,7 @@ class LocalCluster:
         # Our own work directory is made by start(): a cluster never started leaves none.
         self.workdir = workdir
         self._logdir = os.path.abspath(logdir) if logdir else None
+        self.governor_config = os.path.abspath(governor_config) if governor_config else None
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.token = None       # the cluster's token (rain.auth), made by start()
@@ -129,6 +132,8 @@ class LocalCluster:
             "--logdir", os.path.join(self.logdir, name), "--ready-file", ready]
         if cpus is not None:
             command += ["--cpus", str(cpus)]
+        if self.governor_config:
+            command += ["--config", self.governor_config]
         process = self._cluster.spawn(name, command, ready,
                                       os.path.join(self.logdir, f"{name}.out"))
         self.governors.append((name, process, cpus))

@@ -33,6 +33,8 @@ COMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard", "help")
 @argument("--logdir", default=None, metavar="DIR",
           help="keep the logs here, also after %%rain stop (the event log is "
                "DIR/server/events.db; default: a temporary directory removed at stop)")
+@argument("--governor-config", default=None, metavar="TOML",
+          help="governor config for every governor (e.g. [executors.NAME] command = ...)")
 def _start_spec(line):
     """Start a server and local governors as children of this kernel."""
 
@@ -189,7 +191,7 @@ class RainMagics(Magics):
         from .cluster import NotebookCluster, default_cpus
         cpus = args.cpus or default_cpus(args.governors)
         cluster = NotebookCluster(args.governors, cpus, args.port, args.http_port,
-                                  logdir=args.logdir)
+                                  logdir=args.logdir, governor_config=args.governor_config)
         try:
             cluster.start()
         except Exception as exc:
