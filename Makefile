@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 LABEXT_DIR := $(VENV)/share/jupyter/labextensions/rain-jupyter
 
-# The editable install also builds the JupyterLab extension (npm install and build in
+# The editable install also builds the JupyterLab extension (npm ci and build in
 # labextension/, through hatch-jupyter-builder) and installs it into the venv.
 $(STAMP): pyproject.toml labextension/package.json labextension/package-lock.json
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(PY) examples/hello_world.py
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

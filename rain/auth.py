@@ -16,7 +16,8 @@ import socket
 import sys
 from urllib.parse import quote
 
-from .runtime_dir import runtime_dir
+from .runtime_dir import remove_token_file, tokens_dir  # noqa: F401 (remove_token_file: used by others)
+from .statefile import list_servers
 
 HTTP_COOKIE_PREFIX = "rain-token-"
 
@@ -53,12 +54,6 @@ def with_token(url, token):
     return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
 
 
-def tokens_dir():
-    path = os.path.join(runtime_dir(), "tokens")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
 def write_token_file(token, name):
     """Write ``token`` to ``<runtime dir>/tokens/<name>.token``, readable by this user only
     (created with mode 0600, never through a link); return the path."""
@@ -68,14 +63,6 @@ def write_token_file(token, name):
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return path
-
-
-def remove_token_file(path):
-    if path:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def read_token_file(path):
@@ -119,7 +106,6 @@ def _is_local_address(host):
 def local_server_state(host, port):
     """The state record of this user's live server listening on ``host:port`` of this
     machine, or None (also for a server on another machine with the same port)."""
-    from .server.statefile import list_servers     # it imports this module
     matches = [state for state in list_servers() if state.get("port") == port]
     if not matches:
         return None
@@ -183,7 +169,6 @@ def http_token(request, cookie_name):
 def token_command(args):
     """``rain token [SERVER_ADDR]``: the token of this user's server there, on stdout."""
     from .common.address import parse_server_address
-    from .server.statefile import list_servers     # it imports this module
     if args.server_address:
         host, port = parse_server_address(args.server_address)
         state = local_server_state(host, port)

@@ -1,5 +1,5 @@
 """The ``rain`` command: ``server``, ``governor``, ``start``, ``stop``, ``status``,
-``dashboard``, ``report``.
+``alloc``, ``dashboard``, ``report``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage error.
 """
@@ -7,17 +7,29 @@ import argparse
 import sys
 
 from . import __version__
-from .common.address import parse_listen_address
+from .common.address import address_arg, parse_listen_range
+from .runtime_dir import RuntimeDirError
 
 
-def address_arg(text):
-    """argparse type of the address flags: checked here so that a bad address is a usage
-    error (exit 2) with a clear message, not a traceback from deep inside a process."""
+def listen_range_arg(text):
+    """Like ``address_arg``, also accepting a port range ``FIRST-LAST``."""
     try:
-        parse_listen_address(text, 0)
+        parse_listen_range(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid address {text!r}: {exc}") from None
     return text
+
+
+def positive_seconds(text):
+    """argparse type of a duration in seconds (> 0)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: a number of seconds "
+                                         "above 0")
+    return value
 
 
 def build_parser():
@@ -39,14 +51,20 @@ def build_parser():
                    help="directory for logs and events.db (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
                    help="create FILE (content 'ready') once both listeners are bound")
+    p.add_argument("--heartbeat-timeout", metavar="SECONDS", type=positive_seconds,
+                   default=30.0,
+                   help="give up a governor silent for this long (it exits when it hears "
+                        "nothing from the server as long); default 30")
     p.add_argument("--debug", action="store_true", help="verbose logging")
 
     p = commands.add_parser("governor", help="run a governor",
                             description="Run a governor that executes tasks for a server.")
     p.add_argument("server_address", metavar="SERVER_ADDR", type=address_arg,
                    help="host[:port] of the server (default port 7210)")
-    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
-                   help="address for data transfers (default: a random port)")
+    p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=listen_range_arg,
+                   help="address for data transfers: IP:PORT, PORT, or a range "
+                        "[IP:]FIRST-LAST of which the first free port is taken "
+                        "(default: a random port)")
     p.add_argument("--cpus", default=None, metavar="N",
                    help="CPUs offered; -X means all detected minus X (default: all)")
     p.add_argument("--config", metavar="FILE", default=None,
@@ -56,7 +74,8 @@ def build_parser():
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="governor and executor logs (default: a fresh temporary dir)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
-                   help="create FILE once registered at the server")
+                   help="create FILE once registered at the server ('-': a line on standard "
+                        "output)")
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="the cluster's token, in a user-only file ('-': one line on "
                         "standard input); default: RAIN_TOKEN, else the token of a server "
@@ -67,6 +86,29 @@ def build_parser():
                             description="Start a server and governors as background "
                                         "processes, wait until all are ready, and exit.")
     add_start_arguments(p)
+
+    p = commands.add_parser(
+        "alloc", help="add governors in batch jobs while tasks wait",
+        usage="rain alloc {slurm,pbs} [options] [-- SBATCH/QSUB ARGS]",
+        description="Watch a server; while tasks wait and no CPU is free, submit one-node "
+                    "batch jobs that each run a governor (at most --max-nodes at once); "
+                    "a governor idle for --idle-timeout seconds leaves and its job ends. "
+                    "Runs until interrupted, then cancels its jobs. Arguments after '--' "
+                    "go to sbatch or qsub.")
+    p.add_argument("scheduler", choices=["slurm", "pbs"])
+    p.add_argument("--server", metavar="ADDR", default=None, type=address_arg,
+                   help="the server, as the batch nodes reach it (default: the only "
+                        "cluster started by 'rain start')")
+    p.add_argument("--http", metavar="ADDR", default=None, type=address_arg,
+                   help="the server's HTTP address (default: found from its state)")
+    p.add_argument("--max-nodes", type=int, default=1, metavar="N",
+                   help="at most N jobs (one node each) at once (default 1)")
+    p.add_argument("--time", default="1h", metavar="DURATION",
+                   help="time limit of each job: 1h, 30m, 01:00:00 (default 1h)")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="a governor without tasks this long leaves (default 60)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to look at the server (default 2)")
 
     p = commands.add_parser("stop", help="stop a cluster started by 'rain start'",
                             description="Stop clusters started by 'rain start'.")
@@ -108,10 +150,25 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    scheduler_args = []
+    if argv[:1] == ["alloc"] and "--" in argv:
+        # Everything after "--" is for sbatch/qsub, options included.
+        split = argv.index("--")
+        argv, scheduler_args = argv[:split], argv[split + 1:]
     args = parser.parse_args(argv)
+    args.scheduler_args = scheduler_args
+    try:
+        return _run(parser, args)
+    except RuntimeDirError as exc:
+        print(f"rain {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(parser, args):
     if args.command == "server":
         from .server.main import main as server_main
-        return server_main(args)
+        return server_main(args, dashboard=_dashboard_handlers)
     if args.command == "governor":
         from .governor.main import main as governor_main
         return governor_main(args)
@@ -125,6 +182,15 @@ def main(argv=None):
         from .auth import token_command
         return token_command(args)
     from . import starter
+    if args.command == "alloc":
+        from .alloc.autoscale import alloc_command
+        if args.server is None:
+            clusters = starter.list_clusters()
+            if len(clusters) != 1:
+                parser.error("alloc: give --server (no single cluster of 'rain start' "
+                             "runs here)")
+            args.server = clusters[0]["server"]
+        return alloc_command(args)
     if args.command == "start":
         return starter.start_command(args, parser)
     if args.command == "stop":
@@ -137,3 +203,10 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _dashboard_handlers(server):
+    """The live dashboard's pages for a running server (the server package does not
+    import the dashboard, which reads the server's run model)."""
+    from .dashboard.web import live_handlers
+    return live_handlers(server)

@@ -4,7 +4,6 @@ Used by the demo, by ``%rain start`` in notebooks and by benchmarks. The childre
 tied to this process (``PR_SET_PDEATHSIG`` on Linux): if it dies, they get SIGTERM, so a
 crashed kernel or script leaves nothing running.
 """
-import ctypes
 import os
 import signal
 import socket
@@ -14,20 +13,9 @@ import tempfile
 import time
 
 from .auth import auth_headers, cluster_token, with_token
+from .common.lifetime import die_with_parent
+from .common.private import private_dir
 from .starter import Cluster, StartError
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent():
-    """``preexec_fn`` of a child that must not outlive this process (Linux; elsewhere a
-    no-op)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-
 
 def free_port(host="127.0.0.1"):
     with socket.socket() as s:
@@ -42,10 +30,12 @@ class LocalCluster:
     the children. ``logdir`` keeps the logs (the server's ``events.db`` in
     ``<logdir>/server``) in a directory of your choice that ``stop()`` leaves in place;
     by default they live in the work directory and are removed with it.
+    ``governor_config`` is a governor TOML file (``[executors.NAME]``, ``[resources]``)
+    given to every governor.
     """
 
     def __init__(self, governors=(None,), *, port=None, http_port=None, workdir=None,
-                 env=None, host="127.0.0.1", logdir=None):
+                 env=None, host="127.0.0.1", logdir=None, governor_config=None):
         self.governor_cpus = list(governors)
         self.host = host
         self.port = port
@@ -54,6 +44,7 @@ class LocalCluster:
         # Our own work directory is made by start(): a cluster never started leaves none.
         self.workdir = workdir
         self._logdir = os.path.abspath(logdir) if logdir else None
+        self.governor_config = os.path.abspath(governor_config) if governor_config else None
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.token = None       # the cluster's token (rain.auth), made by start()
@@ -93,7 +84,7 @@ class LocalCluster:
     def start(self, timeout=60.0):
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="rain-local-")
-        os.makedirs(self.logdir, exist_ok=True)
+        private_dir(self.logdir)
         if self.token is None:
             self.token = cluster_token(self.env)
         if self.token:
@@ -141,6 +132,8 @@ class LocalCluster:
             "--logdir", os.path.join(self.logdir, name), "--ready-file", ready]
         if cpus is not None:
             command += ["--cpus", str(cpus)]
+        if self.governor_config:
+            command += ["--config", self.governor_config]
         process = self._cluster.spawn(name, command, ready,
                                       os.path.join(self.logdir, f"{name}.out"))
         self.governors.append((name, process, cpus))

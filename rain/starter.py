@@ -1,10 +1,14 @@
 """``rain start|stop|status``: a cluster of background processes, and its state file.
 
 ``rain start`` launches the server, waits for its ready file, launches the governors
-(locally, or over ssh for a host list), waits for all of theirs, records the cluster in
-``<runtime dir>/clusters/<id>.json`` and exits. A child that dies during start aborts the
-whole start, kills the others and shows the dead one's log tail.
+(locally, over ssh for a host list or PBS, as a job step under Slurm), waits until all are
+ready, records the cluster in ``<runtime dir>/clusters/<id>.json`` and exits. A child that
+dies during start aborts the whole start, kills the others and shows the dead one's log
+tail. Remote governors keep their work and logs in node-local temporary directories and
+say they are ready with a line that ssh or srun brings back (``rain.alloc.launch``);
+``rain stop`` fetches their logs into the head's log directory.
 """
+import argparse
 import json
 import os
 import shlex
@@ -18,9 +22,15 @@ import time
 
 import psutil
 
+from .alloc import launch, nodes
 from .auth import TokenFileError, local_server_state, read_token_file, token_of, with_token
-from .common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
-from .runtime_dir import clusters_dir, pid_alive, read_records
+from .common.address import (DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, address_arg,
+                             is_loopback, parse_listen_address,
+                             parse_listen_range)
+from .common.private import private_dir
+from .common.readyfile import read_ready_lines
+from .governor.workdir import clear_workdir
+from .runtime_dir import clusters_dir, pid_alive, pid_is_ours, read_records
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 3000
@@ -38,12 +48,19 @@ def add_start_arguments(p):
     p.add_argument("--governor-host-file", metavar="FILE", default=None,
                    help="start one governor per host listed in FILE (over ssh)")
     p.add_argument("--autoconf", choices=["pbs", "slurm"], default=None,
-                   help="take the host list from PBS ($PBS_NODEFILE) or Slurm")
+                   help="inside a batch job: PBS ($PBS_NODEFILE, over ssh, CPUs from its "
+                        "line counts) or Slurm (a job step on every node of the job, CPUs "
+                        "of the allocation)")
     p.add_argument("--remote-init", metavar="CMDS", default="",
                    help="shell commands run before each remote governor (e.g. module loads)")
+    p.add_argument("--ssh-command", metavar="CMD", default=None,
+                   help="ssh client with its options, e.g. 'ssh -p 2222 -i KEY -J JUMP' "
+                        "(default: $RAIN_SSH, else 'ssh')")
+    p.add_argument("--governor-ports", metavar="PORTS", default=None, type=_ports_arg,
+                   help="data listener port of every governor: PORT or FIRST-LAST "
+                        "(default: any free port)")
     p.add_argument("-S", dest="reserve_cpu", action="store_true",
                    help="leave one CPU of the local machine to the server")
-    from .cli import address_arg
     p.add_argument("-l", "--listen", metavar="ADDR", default=None, type=address_arg,
                    help="server RPC address (default port 7210)")
     p.add_argument("--http-listen", metavar="ADDR", default=None, type=address_arg,
@@ -58,6 +75,16 @@ def add_start_arguments(p):
                    help="log directory root (default: <workdir>/logs)")
     p.add_argument("--cluster-id", metavar="NAME", default=None,
                    help="name of the cluster in 'rain status' (default: the server port)")
+
+
+def _ports_arg(text):
+    try:
+        if ":" in text:
+            raise ValueError("give a port or a range FIRST-LAST, without a host")
+        parse_listen_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid ports {text!r}: {exc}") from None
+    return text
 
 
 def _rain_command(prefix):
@@ -78,39 +105,6 @@ def _tail(path):
         return "(no log)"
 
 
-def _read_hosts(path):
-    hosts = []
-    with open(path) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                hosts.append(line)
-    if not hosts:
-        raise StartError(f"no hosts in {path}")
-    return hosts
-
-
-def _autoconf_hosts(kind):
-    if kind == "pbs":
-        path = os.environ.get("PBS_NODEFILE")
-        if not path:
-            raise StartError("--autoconf pbs: $PBS_NODEFILE is not set (not inside a PBS job?)")
-        hosts = _read_hosts(path)
-        return list(dict.fromkeys(hosts))
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
-    if not nodelist:
-        raise StartError("--autoconf slurm: $SLURM_JOB_NODELIST is not set "
-                         "(not inside a Slurm job?)")
-    if shutil.which("scontrol") is None:
-        raise StartError("--autoconf slurm: 'scontrol' is not available to expand "
-                         f"the node list {nodelist!r}")
-    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
-                         text=True, check=False)
-    if out.returncode != 0:
-        raise StartError(f"scontrol failed: {out.stderr.strip()}")
-    return out.stdout.split()
-
-
 def _local_ip_for(host):
     """The address of this machine that a remote host can reach."""
     try:
@@ -129,17 +123,18 @@ class Cluster:
         self.logdir = logdir
         self.env = env
         self.preexec_fn = preexec_fn
-        self.children = []     # (name, Popen, ready_file, log_path)
+        self.children = []     # (name, Popen, ready, log_path); ready: a file or ReadyLines
 
-    def spawn(self, name, command, ready_file, log_path, stdin_text=None):
+    def spawn(self, name, command, ready, log_path, stdin_text=None, env=None):
         """Start ``command``; ``stdin_text`` (e.g. a token for ``--token-file -``) is
-        written to its standard input, which is closed after it."""
+        written to its standard input, which is closed after it; ``env`` replaces the
+        cluster's environment for this child."""
         log = open(log_path, "ab")
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                env=self.env, preexec_fn=self.preexec_fn)
+                env=env or self.env, preexec_fn=self.preexec_fn)
         except OSError as exc:
             raise StartError(f"cannot start {name} ({shlex.join(command)}): {exc}") from None
         finally:
@@ -150,27 +145,26 @@ class Cluster:
                 process.stdin.close()
             except OSError:
                 pass        # it died at once: wait_ready reports it with its log
-        self.children.append((name, process, ready_file, log_path))
+        self.children.append((name, process, ready, log_path))
         return process
 
     def wait_ready(self, timeout=START_TIMEOUT):
         deadline = time.monotonic() + timeout
         while True:
-            waiting = False
-            for name, process, ready_file, log_path in self.children:
-                if ready_file and os.path.exists(ready_file):
+            waiting = []
+            for name, process, ready, log_path in self.children:
+                if ready is None or _is_ready(ready):
                     continue
                 code = process.poll()
-                if code is not None:
+                if code is not None and not _is_ready(ready):
                     raise StartError(f"{name} exited with code {code} during start; "
                                      f"the end of its log ({log_path}):\n{_tail(log_path)}")
-                waiting = True
+                waiting.append(name)
             if not waiting:
                 return
             if time.monotonic() > deadline:
-                names = [n for n, _p, r, _l in self.children if r and not os.path.exists(r)]
                 raise StartError(f"timed out after {timeout:.0f} s waiting for "
-                                 f"{', '.join(names)}")
+                                 f"{', '.join(waiting)}")
             time.sleep(0.02)
 
     def terminate(self, process, timeout=10.0):
@@ -194,33 +188,114 @@ class Cluster:
                 process.wait()
 
 
-def _terminate(pid):
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+class ReadyLines:
+    """Ready once ``count`` ready lines (``rain.common.readyfile``) are in the log that
+    ssh or srun writes on this host."""
+
+    def __init__(self, log_path, count=1, host=None):
+        self.log_path = log_path
+        self.count = count
+        self.host = host        # as the user named it (ssh); None: as the lines say (srun)
+
+    def infos(self):
         try:
-            os.kill(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return read_ready_lines(f.read())
+        except OSError:
+            return []
 
 
-def _kill(pid):
+def _is_ready(ready):
+    if isinstance(ready, ReadyLines):
+        return len(ready.infos()) >= ready.count
+    return os.path.exists(ready)
+
+
+def _signal_group(pid, signum):
+    """Signal the process group that ``pid`` leads (our children start their own), or
+    only ``pid`` when it leads none: never a group someone else named."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def start_cluster(args):
-    """Start everything; return the cluster record (dict) or raise StartError."""
+def _terminate(pid):
+    _signal_group(pid, signal.SIGTERM)
+
+
+def _kill(pid):
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _is_wildcard(host):
+    return host in ("0.0.0.0", "::", "")
+
+
+
+class Addresses:
+    """Where the server listens and how each party reaches it, decided in one place: this
+    machine connects to ``local``, a governor on host H to ``for_host(H)``, a browser to
+    the dashboard at ``http_link``."""
+
+    def __init__(self, listen, http_listen, remote_hosts):
+        # A cluster of this machine alone listens on loopback only; remote governors need
+        # the server on an address they can reach (or the one given).
+        default_host = "0.0.0.0" if remote_hosts else "127.0.0.1"
+        self.governor_host = default_host
+        self.host, self.port = parse_listen_address(listen or DEFAULT_SERVER_PORT,
+                                                    DEFAULT_SERVER_PORT, default_host)
+        self.http_host, self.http_port = parse_listen_address(
+            http_listen or DEFAULT_HTTP_PORT, DEFAULT_HTTP_PORT, default_host)
+        elsewhere = [h for h in remote_hosts
+                     if not is_loopback(h) and h != socket.gethostname()]
+        if elsewhere and is_loopback(self.host):
+            raise StartError(
+                f"--listen {listen}: a loopback address cannot be reached by governors on "
+                f"other hosts ({', '.join(elsewhere[:3])}); listen on all interfaces "
+                f"(e.g. -l {self.port}) or on this host's address in the cluster network")
+        self.local = "127.0.0.1" if _is_wildcard(self.host) else self.host
+        self.remote_hosts = remote_hosts
+        http = self.http_host
+        if _is_wildcard(http):
+            # From elsewhere (the login node) the dashboard is where the governors go.
+            http = self._host_for(remote_hosts[0]) if remote_hosts else "127.0.0.1"
+        self.http_link = f"{http}:{self.http_port}"
+
+    def _host_for(self, remote):
+        return _local_ip_for(remote) if _is_wildcard(self.host) else self.host
+
+    def for_host(self, remote):
+        return f"{self._host_for(remote)}:{self.port}"
+
+    @property
+    def server(self):
+        """The address ``rain status`` shows: one that works from every host."""
+        if self.remote_hosts:
+            return self.for_host(self.remote_hosts[0])
+        return f"{self.local}:{self.port}"
+
+
+def _cluster_hosts(args):
+    """``(local CPU counts, [(remote host, cpus or None)], launcher)``."""
     modes = sum(bool(x) for x in (args.simple, args.local_governors,
                                    args.governor_host_file, args.autoconf))
     if modes > 1:
         raise StartError("choose one of --simple, --local-governors, --governor-host-file, "
                          "--autoconf")
-    local_cpus = []
-    hosts = []
-    cpu_count = os.cpu_count() or 1
+    try:
+        if args.governor_host_file:
+            return [], [(h, None) for h in nodes.read_host_file(args.governor_host_file)], \
+                "ssh"
+        if args.autoconf == "pbs":
+            return [], nodes.pbs_nodes(os.environ), "ssh"
+        if args.autoconf == "slurm":
+            return [], nodes.slurm_nodes(os.environ), "srun"
+    except nodes.NodesError as exc:
+        raise StartError(str(exc)) from None
     if args.local_governors:
         try:
             local_cpus = json.loads(args.local_governors)
@@ -231,99 +306,153 @@ def start_cluster(args):
                 isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in local_cpus):
             raise StartError("--local-governors must be a non-empty JSON list of positive "
                              "CPU counts, e.g. [4,4,2]")
-    elif args.governor_host_file:
-        try:
-            hosts = _read_hosts(args.governor_host_file)
-        except OSError as exc:
-            raise StartError(f"cannot read {args.governor_host_file}: {exc}") from None
-    elif args.autoconf:
-        hosts = _autoconf_hosts(args.autoconf)
-    else:
-        local_cpus = [max(1, cpu_count - (1 if args.reserve_cpu else 0))]
-    if args.reserve_cpu and args.local_governors:
-        pass  # explicit CPU counts win over -S
+        return local_cpus, [], None     # explicit CPU counts win over -S
+    cpu_count = os.cpu_count() or 1
+    return [max(1, cpu_count - (1 if args.reserve_cpu else 0))], [], None
 
-    host, port = parse_listen_address(args.listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
-    http_host, http_port = parse_listen_address(args.http_listen or DEFAULT_HTTP_PORT,
-                                                DEFAULT_HTTP_PORT)
+
+def start_cluster(args):
+    """Start everything; return the cluster record (dict) or raise StartError."""
+    local_cpus, remote, launcher = _cluster_hosts(args)
+    addresses = Addresses(args.listen, args.http_listen, [h for h, _c in remote])
+    ssh = None
+    if launcher == "ssh":
+        try:
+            ssh = launch.ssh_argv(args.ssh_command)
+        except launch.LaunchError as exc:
+            raise StartError(str(exc)) from None
     workdir = os.path.abspath(args.workdir) if args.workdir else \
         tempfile.mkdtemp(prefix="rain-cluster-")
-    os.makedirs(workdir, exist_ok=True)
+    private_dir(workdir)
     logdir = os.path.abspath(args.logdir) if args.logdir else os.path.join(workdir, "logs")
-    os.makedirs(logdir, exist_ok=True)
+    private_dir(logdir)
     cluster = Cluster(workdir, logdir)
     command = _rain_command(args.runprefix)
+    port = addresses.port
     try:
         ready = os.path.join(workdir, "server.ready")
         _remove(ready)
         server_logdir = os.path.join(logdir, "server")
         cluster.spawn("server", command + [
-            "server", "--listen", f"{host}:{port}", "--http-listen", f"{http_host}:{http_port}",
+            "server", "--listen", f"{addresses.host}:{port}",
+            "--http-listen", f"{addresses.http_host}:{addresses.http_port}",
             "--logdir", server_logdir, "--ready-file", ready],
             ready, os.path.join(logdir, "server.out"))
         cluster.wait_ready()
-        connect_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        token_path = (local_server_state(connect_host, port) or {}).get("token_path")
+        token_path = (local_server_state(addresses.local, port) or {}).get("token_path")
         try:
             token = read_token_file(token_path) if token_path else ""
         except TokenFileError as exc:
             raise StartError(str(exc)) from None
+        extra = []
+        if args.governor_config:
+            extra += ["--config", os.path.abspath(args.governor_config)]
+        # Local governors of a cluster with remote ones must be reachable from those;
+        # alone, they listen on loopback (their default next to a server on loopback).
+        if args.governor_ports:
+            extra += ["--listen", f"{addresses.governor_host}:{args.governor_ports}"]
+        elif remote:
+            extra += ["--listen", "0.0.0.0:0"]
         governors = []
         for i, cpus in enumerate(local_cpus):
             name = f"governor-{i}"
             gready = os.path.join(workdir, f"{name}.ready")
             _remove(gready)
             gcommand = command + [
-                "governor", f"{connect_host}:{port}", "--cpus", str(cpus),
+                "governor", f"{addresses.local}:{port}", "--cpus", str(cpus),
                 "--workdir", os.path.join(workdir, name),
-                "--logdir", os.path.join(logdir, name), "--ready-file", gready]
-            if args.governor_config:
-                gcommand += ["--config", os.path.abspath(args.governor_config)]
+                "--logdir", os.path.join(logdir, name), "--ready-file", gready] + extra
             cluster.spawn(name, gcommand, gready, os.path.join(logdir, f"{name}.out"))
             governors.append({"name": name, "host": "localhost", "cpus": cpus})
-        for i, remote in enumerate(hosts):
-            name = f"governor-{remote}-{i}"
-            gready = os.path.join(workdir, f"{name}.ready")
-            _remove(gready)
-            server_ip = _local_ip_for(remote) if connect_host == "127.0.0.1" else connect_host
-            remote_cmd = shlex.join(command + [
-                "governor", f"{server_ip}:{port}",
-                "--workdir", os.path.join(workdir, name),
-                "--logdir", os.path.join(logdir, name), "--ready-file", gready] + (
-                ["--config", os.path.abspath(args.governor_config)]
-                if args.governor_config else []) + (["--token-file", "-"] if token else []))
-            if args.remote_init:
-                remote_cmd = f"{args.remote_init}; {remote_cmd}"
-            ssh = shutil.which("ssh")
-            if ssh is None:
-                raise StartError("starting remote governors needs 'ssh', which is not "
-                                 "installed")
-            # The ready file is looked for on a shared file system, as on clusters.
-            # The token goes through ssh's standard input, never on a command line.
-            cluster.spawn(name, [ssh, "-o", "BatchMode=yes", remote, remote_cmd], gready,
-                          os.path.join(logdir, f"{name}.out"),
-                          stdin_text=f"{token}\n" if token else None)
-            governors.append({"name": name, "host": remote, "cpus": None})
+        if launcher == "ssh":
+            _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh)
+        elif launcher == "srun":
+            _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token)
         cluster.wait_ready()
+        governors += _remote_governors(cluster, launcher)
     except BaseException:
         cluster.kill_all()
         raise
     record = {
         "id": args.cluster_id or str(port),
-        "server": f"{connect_host}:{port}",
-        "http": f"{'127.0.0.1' if http_host in ('0.0.0.0', '') else http_host}:{http_port}",
+        "server": addresses.server,
+        "http": addresses.http_link,
         "workdir": workdir,
         "logdir": logdir,
         "pids": [p.pid for _n, p, _r, _l in cluster.children],
+        "server_pid": cluster.children[0][1].pid,
         "create_times": [_create_time(p.pid) for _n, p, _r, _l in cluster.children],
         "governors": governors,
         "started": time.time(),
         "token_path": token_path,
+        "launcher": launcher,
+        "ssh": ssh,
+        "slurm_job": os.environ.get("SLURM_JOB_ID") if launcher == "srun" else None,
     }
     os.makedirs(clusters_dir(), exist_ok=True)
     with open(os.path.join(clusters_dir(), f"{record['id']}.json"), "w") as f:
         json.dump(record, f, indent=1)
     return record
+
+
+def _remote_command(args, command, server_address, cpus, name, extra):
+    """The governor's command line on another host: work and logs stay node-local unless
+    --workdir names a directory (which must then exist there too) and the governor has a
+    ``name`` of its own there (a Slurm step's governors do not: they stay node-local)."""
+    argv = command + ["governor", server_address, "--ready-file", "-"] + extra
+    if cpus:
+        argv += ["--cpus", str(cpus)]
+    if args.workdir and name:
+        argv += ["--workdir", os.path.join(os.path.abspath(args.workdir), name)]
+    return argv
+
+
+def _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh):
+    for i, (host, cpus) in enumerate(remote):
+        name = f"governor-{host}-{i}"
+        argv = _remote_command(args, command, addresses.for_host(host), cpus, name, extra)
+        if token:
+            argv += ["--token-file", "-"]
+        remote_cmd = shlex.join(argv)
+        if args.remote_init:
+            remote_cmd = f"{args.remote_init}; {remote_cmd}"
+        # The token goes through ssh's standard input, never on a command line.
+        log_path = os.path.join(cluster.logdir, f"{name}.out")
+        cluster.spawn(name, launch.ssh_command(ssh, host, remote_cmd),
+                      ReadyLines(log_path, host=host),
+                      log_path, stdin_text=f"{token}\n" if token else None)
+
+
+def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token):
+    hosts = [h for h, _c in remote]
+    cpus = [c for _h, c in remote]
+    argv = _remote_command(args, command, addresses.for_host(hosts[0]), None, None, extra)
+    step = launch.srun_step(len(hosts), None if None in cpus else cpus, argv,
+                            args.remote_init)
+    if shutil.which("srun") is None:
+        raise StartError("--autoconf slurm needs 'srun', which is not installed here")
+    log_path = os.path.join(cluster.logdir, "governors.out")
+    # srun passes its environment to the tasks: the token goes there, not on a command line.
+    env = dict(os.environ if cluster.env is None else cluster.env)
+    if token:
+        env["RAIN_TOKEN"] = token
+    cluster.spawn("governors (srun)", step, ReadyLines(log_path, len(hosts)), log_path,
+                  env=env)
+
+
+def _remote_governors(cluster, launcher):
+    """The remote governors as their ready lines describe them (host, CPUs, node-local log
+    directory)."""
+    governors = []
+    for name, _process, ready, _log in cluster.children:
+        if not isinstance(ready, ReadyLines):
+            continue
+        for info in ready.infos():
+            gname = name if ready.host else f"governor-{info.get('host')}"
+            governors.append({"name": gname, "host": ready.host or info.get("host"),
+                              "cpus": info.get("cpus"), "logdir": info.get("logdir"),
+                              "launcher": launcher})
+    return governors
 
 
 def _remove(path):
@@ -355,10 +484,15 @@ def dashboard_link(record):
     return with_token(f"http://{record['http']}/", token_of(record))
 
 
+# What a cluster record must hold before `rain status`/`rain stop` read it.
+CLUSTER_FIELDS = {"id": str, "server": str, "http": str, "logdir": str, "pids": list,
+                  "governors": list}
+
+
 def list_clusters():
     """Records of running clusters; records whose processes are all gone are removed."""
     result = []
-    for path, record in read_records(clusters_dir()):
+    for path, record in read_records(clusters_dir(), CLUSTER_FIELDS):
         record["pids"] = _own_pids(record)
         if not any(pid_alive(pid) for pid in record["pids"]):
             _remove(path)
@@ -376,29 +510,102 @@ def _create_time(pid):
 
 
 def _own_pids(record):
-    """The recorded pids that still belong to the cluster's processes: a pid reused by an
-    unrelated process (different start time) is never signalled."""
-    pids = record.get("pids", [])
-    times = record.get("create_times") or [None] * len(pids)
-    own = []
-    for pid, created in zip(pids, times):
-        now = _create_time(pid)
-        if now is not None and (created is None or abs(now - created) < 0.01):
-            own.append(pid)
-    return own
+    """The recorded pids that still belong to the cluster's processes: a process of
+    another user, or a pid reused by an unrelated process (different start time), is never
+    signalled, whatever the record says."""
+    pids = record["pids"]
+    times = record.get("create_times")
+    if not isinstance(times, list) or len(times) != len(pids):
+        return []
+    return [pid for pid, created in zip(pids, times)
+            if isinstance(created, (int, float)) and pid_is_ours(pid, created)]
 
 
 def stop_cluster(record, timeout=10.0):
     pids = record.get("pids", [])
+    remote = [g for g in record.get("governors", []) if g.get("launcher")]
+    if remote:
+        # The server first: remote governors leave when it is gone, and then their logs
+        # are fetched from their hosts.
+        if record.get("server_pid") in pids:
+            _terminate(record["server_pid"])
+        _wait_gone(pids, timeout)
+        collect_logs(record, remote)
     for pid in reversed(pids):
         _terminate(pid)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
-        time.sleep(0.05)
+    _wait_gone(pids, timeout)
     for pid in pids:
         if pid_alive(pid):
             _kill(pid)
+    _clear_local_workdirs(record)
     _remove(record["_path"])
+
+
+def _clear_local_workdirs(record):
+    """What killed local governors left in their work directories (stored objects, made
+    immutable when run as root) goes with the cluster; the logs stay."""
+    workdir = record.get("workdir")
+    if not isinstance(workdir, str):
+        return
+    for governor in record.get("governors", []):
+        if not isinstance(governor, dict):
+            continue
+        name = governor.get("name")
+        if governor.get("host") == "localhost" and isinstance(name, str) \
+                and name == os.path.basename(name) and name not in ("", ".", ".."):
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path) and os.stat(path).st_uid == os.getuid():
+                clear_workdir(path)
+
+
+def _wait_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+        time.sleep(0.05)
+
+
+def collect_logs(record, governors, timeout=60.0):
+    """Copy each remote governor's node-local log directory (its executors' logs
+    included) into ``<logdir>/<governor name>/`` on this host, and remove it there."""
+    for governor in governors:
+        if not governor.get("logdir"):
+            continue
+        remote_cmd = launch.collect_logs_command(governor["logdir"])
+        if governor["launcher"] == "srun":
+            argv = launch.srun_on(governor["host"], remote_cmd)
+            if record.get("slurm_job"):
+                argv.insert(1, f"--jobid={record['slurm_job']}")
+        else:
+            argv = launch.ssh_command(record.get("ssh") or ["ssh"], governor["host"],
+                                      remote_cmd)
+        target = os.path.join(record["logdir"], governor["name"])
+        os.makedirs(target, exist_ok=True)
+        try:
+            fetch = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            problem = str(exc)
+        else:
+            try:
+                unpack = subprocess.run(["tar", "-C", target, "-xf", "-"],
+                                        stdin=fetch.stdout, capture_output=True,
+                                        timeout=timeout, check=False)
+                fetch.wait(timeout=timeout)
+                problem = fetch.stderr.read().decode(errors="replace").strip() \
+                    if fetch.returncode else ""
+                if not problem and unpack.returncode:
+                    problem = unpack.stderr.decode(errors="replace").strip()
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                problem = f"no answer ({exc})"
+            finally:
+                if fetch.poll() is None:
+                    fetch.kill()
+                    fetch.wait()
+                fetch.stdout.close()
+                fetch.stderr.close()
+        if problem:
+            print(f"rain stop: could not fetch the logs of {governor['name']} from "
+                  f"{governor['host']}:{governor['logdir']}: {problem}", file=sys.stderr)
 
 
 def stop_command(args):

@@ -53,10 +53,11 @@ def default_cpus(governors):
 
 
 class NotebookCluster:
-    def __init__(self, governors=1, cpus=None, port=None, http_port=None, logdir=None):
+    def __init__(self, governors=1, cpus=None, port=None, http_port=None, logdir=None,
+                 governor_config=None):
         self.cpus = cpus
         self.local = LocalCluster([cpus] * governors, port=port, http_port=http_port,
-                                  logdir=logdir)
+                                  logdir=logdir, governor_config=governor_config)
         self.client = None
         self.started_at = None
 

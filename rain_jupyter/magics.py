@@ -33,6 +33,8 @@ COMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard", "help")
 @argument("--logdir", default=None, metavar="DIR",
           help="keep the logs here, also after %%rain stop (the event log is "
                "DIR/server/events.db; default: a temporary directory removed at stop)")
+@argument("--governor-config", default=None, metavar="TOML",
+          help="governor config for every governor (e.g. [executors.NAME] command = ...)")
 def _start_spec(line):
     """Start a server and local governors as children of this kernel."""
 
@@ -138,6 +140,7 @@ class RainMagics(Magics):
     # -- entry ---------------------------------------------------------------------------------
     @line_cell_magic
     def rain(self, line, cell=None):
+        __tracebackhide__ = True     # noqa: F841 (IPython leaves this frame out)
         if cell is not None:
             return self._cell(line, cell)
         try:
@@ -188,7 +191,7 @@ class RainMagics(Magics):
         from .cluster import NotebookCluster, default_cpus
         cpus = args.cpus or default_cpus(args.governors)
         cluster = NotebookCluster(args.governors, cpus, args.port, args.http_port,
-                                  logdir=args.logdir)
+                                  logdir=args.logdir, governor_config=args.governor_config)
         try:
             cluster.start()
         except Exception as exc:
@@ -294,33 +297,63 @@ class RainMagics(Magics):
 
     # -- %%rain ---------------------------------------------------------------------------------
     def _cell(self, line, cell):
+        __tracebackhide__ = True     # noqa: F841 (IPython leaves this frame out)
         args = _parse(_cell_spec, line)
         client = self._require_client()
-        session = self._session(client, args.session)
+        session, created = self._session(client, args.session)
         from .tracker import tracker_for
         tracker_for(session)        # follow the session before anything is submitted
         pending = (len(session._tasks), len(session._dataobjs))
         widget = None
+        if not args.no_widget:
+            # shown before the cell runs: building and submitting a big graph takes a while
+            from .widgets import SessionWidget
+            widget = SessionWidget(session, graph=not args.no_graph)
+            widget.follow_building(session)
+            display(widget)
         try:
+            code = self._compile(line, cell)
             with session.bind_only():
-                self.shell.ex(cell)
-            if not args.no_widget:
-                # made before the submit, so that it sees the run from its start
-                from .widgets import SessionWidget
-                widget = SessionWidget(session, graph=not args.no_graph)
+                exec(code, self.shell.user_ns)
+            if widget is not None:
+                widget.follow_submitting(session)
             session.submit()
         except BaseException:
             # a cell that fails adds nothing to the session
             del session._tasks[pending[0]:]
             del session._dataobjs[pending[1]:]
             if widget is not None:
-                widget.close_all()
+                widget.withdraw()
+            if created and not session._submitted_tasks and not session._submitted_objects:
+                self._drop_session(session, args.session)
             raise
+        finally:
+            if widget is not None:
+                widget.follow_done()
         self.shell.user_ns["rain_session"] = session
         if widget is not None:
-            display(widget)
             self.shell.user_ns["rain_widget"] = widget
         return None
+
+    def _compile(self, line, cell):
+        """The cell's code, under a file name that IPython's tracebacks (and Rain's "created
+        at") show as this cell: ``Cell In[7], line 6``, with its source lines. The magic's
+        own line counts as line 1, as the user sees the cell."""
+        compiler = self.shell.compile
+        filename = compiler.cache(f"%%rain {line}\n{cell}", self._cell_number(compiler))
+        return compiler(f"\n{cell}", filename, "exec")
+
+    def _cell_number(self, compiler):
+        """The number IPython gave the running cell: that of the innermost calling frame
+        in a cell's code (the kernel's counter may already be one ahead)."""
+        known = getattr(compiler, "_filename_map", {})
+        frame = sys._getframe(1)
+        while frame is not None:
+            number = known.get(frame.f_code.co_filename)
+            if number is not None:
+                return number
+            frame = frame.f_back
+        return self.shell.execution_count
 
     def _require_client(self):
         self._running()
@@ -333,16 +366,27 @@ class RainMagics(Magics):
         return client
 
     def _session(self, client, name):
+        """``(session, created)``: the open session of that name, or a new one."""
         from rain.client import session as session_module
         if name is None:
             default = session_module._default_session
             if default is not None and not default.closed and default.client is client:
-                return default
-            return client.new_session("Default session", default=True)
+                return default, False
+            return client.new_session("Default session", default=True), True
         session = self.named_sessions.get(name)
         if session is None or session.closed or session.client is not client:
             session = self.named_sessions[name] = client.new_session(name)
-        return session
+            return session, True
+        return session, False
+
+    def _drop_session(self, session, name):
+        """Close a session made for a cell that failed before submitting anything."""
+        if name is not None and self.named_sessions.get(name) is session:
+            del self.named_sessions[name]
+        try:
+            session.close()
+        except Exception:
+            logger.debug("closing the unused session failed", exc_info=True)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _bind(self, client):

@@ -12,8 +12,11 @@ Hierarchical names fold: a task named ``a/b/c`` counts in the groups ``a``, ``a/
 """
 import time
 
-WAITING, RUNNING, FINISHED, FAILED = 0, 1, 2, 3
-STATE_NAMES = ("waiting", "running", "finished", "failed")
+from rain.common.states import FAILED_PHASE as FAILED
+from rain.common.states import FINISHED_PHASE as FINISHED
+from rain.common.states import PHASE_NAMES as STATE_NAMES
+from rain.common.states import RUNNING_PHASE as RUNNING
+from rain.common.states import WAITING_PHASE as WAITING
 UNNAMED = "(unnamed)"
 
 # counts vectors: [total, running, finished, failed]; waiting = total - the other three
@@ -58,6 +61,7 @@ class ProgressModel:
         self.totals = [0, 0, 0, 0]
         self.closed = False
         self.failure = None       # {"message", "task"} once the session failed
+        self.recovery = {"retried": 0, "recomputed": 0, "governors_lost": 0}
         self.task_info = {}       # task id -> (governor, duration, error)
         self.observers = []       # callables(task_id, old_state, new_state) of known tasks
         self.version = 0          # bumped on every visible change
@@ -195,6 +199,16 @@ class ProgressModel:
                                                  info.get("error") or "failed")
             elif kind == "ClientSubmit":
                 self._on_submit(event)
+            elif kind == "TaskRetried":
+                # its executor or governor died under it: waiting to run again
+                self._transition(event["task"], event.get("name"), WAITING)
+                self.recovery["retried"] += 1
+            elif kind == "ObjectsRecomputed":
+                for task_id in event.get("tasks") or ():
+                    self._transition(task_id, None, WAITING)
+                self.recovery["recomputed"] += len(event.get("tasks") or ())
+            elif kind == "GovernorLost":
+                self.recovery["governors_lost"] += 1
             elif kind == "SessionFailed":
                 self.failure = {"message": event.get("message", ""),
                                 "task": event.get("task")}
@@ -303,4 +317,4 @@ class ProgressModel:
         return {"session": self.session_id, "name": self.name, "status": self.status,
                 "totals": totals, "rows": rows, "depth": chosen, "max_depth": self.max_depth,
                 "groups": len(self._paths), "failure": self.failure, "elapsed": elapsed,
-                "closed": self.closed}
+                "closed": self.closed, "recovery": dict(self.recovery)}

@@ -53,6 +53,10 @@ def session_title(snapshot):
 def progress_header_html(snapshot):
     totals = snapshot["totals"]
     status = snapshot["status"]
+    if snapshot.get("phase") and status == "empty":
+        return (f"<b>{escape(session_title(snapshot))}</b> &nbsp; "
+                f"{badge(snapshot['phase'], STATUS_COLORS['running'])} &nbsp; "
+                f"{escape(snapshot['note'])} …")
     parts = [f"<b>{escape(session_title(snapshot))}</b>",
              badge(status, STATUS_COLORS.get(status, "#8a8f96")),
              f"{totals['finished']}/{totals['total']} finished"]
@@ -60,6 +64,11 @@ def progress_header_html(snapshot):
         parts.append(f"{totals['running']} running")
     if totals["failed"]:
         parts.append(f"<span style='color:{COLORS['failed']}'>{totals['failed']} failed</span>")
+    recovery = snapshot.get("recovery") or {}
+    if recovery.get("retried") or recovery.get("recomputed"):
+        parts.append(f"<span title='governors lost: {recovery.get('governors_lost', 0)}'>"
+                     f"{recovery.get('retried', 0)} retried, "
+                     f"{recovery.get('recomputed', 0)} recomputed</span>")
     if snapshot.get("elapsed"):
         parts.append(format_seconds(snapshot["elapsed"]))
     html = " &nbsp; ".join(parts)
@@ -76,6 +85,12 @@ def _first_lines(text, lines=6, chars=600):
     if len(cut) > chars:
         cut = cut[:chars]
     return cut + (" …" if cut != text else "")
+
+
+def progress_top_html(snapshot):
+    """Header and overall bar (above the per-group chart of a live page)."""
+    return (f"{progress_header_html(snapshot)}<div style='margin:5px 0'>"
+            f"{stacked_bar(snapshot['totals'], height=12)}</div>")
 
 
 def progress_html(snapshot):
@@ -129,8 +144,10 @@ def graph_svg(layout, width=820, max_height=420):
     height = min(max_height, max(80, int(28 * (span_y + 1))))
     pad = 18
 
+    right = 70 if len(nodes) <= 40 else pad     # room for the labels of the last column
+
     def px(node):
-        x = pad + (node["x"] - min(xs)) / span_x * (width - 2 * pad)
+        x = pad + (node["x"] - min(xs)) / span_x * (width - pad - right)
         y = pad + (max(ys) - node["y"]) / span_y * (height - 2 * pad)
         return x, y
 

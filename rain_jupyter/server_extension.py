@@ -6,12 +6,15 @@ JupyterLab sidebar and dashboard panes work where only the Jupyter port is reach
 (JupyterHub, Binder):
 
 - ``GET  <base>/rain/api/clusters``: the Rain servers of this user on this machine (their
-  state files, ``rain.server.statefile``), each with its governors, sessions and dashboard
+  state files, ``rain.statefile``), each with its governors, sessions and dashboard
   charts read from the server's HTTP port.
 - ``DELETE <base>/rain/api/clusters/<pid>`` (or ``POST .../<pid>/stop``): stop that server
   and its governors.
+- ``POST <base>/rain/api/clusters`` ``{"governors": N, "cpus": C}``: start a local cluster
+  (``rain start``); ``GET .../clusters?brief=1``: only the pids of the servers (cheap).
 - ``<base>/rain/proxy/<http port>/<path>``: HTTP and websocket requests forwarded to the
   HTTP port of a known Rain server of this machine (never to any other port or host).
+- ``<base>/rain/report/<path>``: an HTML report under Jupyter's root shown as a page.
 """
 import asyncio
 import json
@@ -19,6 +22,9 @@ import logging
 import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from urllib.parse import quote
 
@@ -33,7 +39,7 @@ from tornado.routing import PathMatches, Rule
 
 from rain.auth import auth_headers, token_of
 from rain.runtime_dir import pid_alive
-from rain.server.statefile import list_servers
+from rain.statefile import list_servers
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,10 @@ INFO_TIMEOUT = 2.0
 STOP_TIMEOUT = 10.0
 RECENT_SESSIONS = 3
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+START_TIMEOUT = 120
+MAX_GOVERNORS = 16
+#: Cluster ids of clusters started from the sidebar.
+LAB_CLUSTER_PREFIX = "jupyterlab-"
 
 # Headers that belong to one connection, not to the message (RFC 9110 7.6.1), plus the
 # ones the proxy must not pass on (Jupyter's own credentials stay with Jupyter).
@@ -60,6 +70,9 @@ def _jupyter_server_extension_points():
 
 def _load_jupyter_server_extension(server_app):
     setup_handlers(server_app.web_app)
+    # Kernels of this server link dashboards through the proxy: no token in notebooks.
+    os.environ.setdefault("RAIN_DASHBOARD_PREFIX", url_path_join(
+        server_app.web_app.settings.get("base_url", "/"), "rain", "proxy") + "/")
     server_app.log.info("Rain extension: clusters and dashboard proxy under %srain/",
                         server_app.web_app.settings.get("base_url", "/"))
 
@@ -148,8 +161,11 @@ async def info_over_rest(state):
     if not isinstance(sessions, BaseException):
         result["sessions"], result["session_count"] = pick_sessions(sessions)
     if not isinstance(charts, BaseException) and isinstance(charts, list):
+        # One list per cluster: its own charts and those following its latest session
+        # (not a set more for every session it ever ran).
         result["charts"] = [{"id": c.get("id"), "title": c.get("title"), "url": c.get("url")}
-                            for c in charts if isinstance(c, dict) and c.get("url")]
+                            for c in charts if isinstance(c, dict) and c.get("url")
+                            and c.get("session") in (None, "latest")]
     return result
 
 
@@ -171,27 +187,47 @@ def info_over_rpc(state, timeout=INFO_TIMEOUT):
     return {"governors": governors}
 
 
-def origin_of(pid):
-    """Who started a server that is not a ``rain start`` cluster: a notebook kernel
-    (``%rain start``), or some other program (a script using ``LocalCluster``)."""
+KERNEL_FILE = re.compile(r"kernel-([0-9a-f-]{36})\.json$")
+
+
+def origin_of(pid, notebooks=None):
+    """Who started a server that is not a ``rain start`` cluster: a notebook's kernel
+    (``%rain start``; named by the notebook when this Jupyter server runs that kernel,
+    ``notebooks``: kernel id -> notebook path), or the command of another program (a
+    script using ``LocalCluster``)."""
     try:
         parent = psutil.Process(pid).parent()
         cmdline = parent.cmdline() if parent is not None else []
     except (psutil.Error, OSError):
         return "process"
+    if parent is None:
+        return "process"
     if any("ipykernel" in part for part in cmdline):
+        for part in cmdline:
+            found = KERNEL_FILE.search(part)
+            if found and notebooks and found.group(1) in notebooks:
+                return f"notebook {notebooks[found.group(1)]}"
         return "notebook kernel"
-    return f"process {parent.pid}" if parent is not None else "process"
+    command = " ".join(os.path.basename(part) if i == 0 else part
+                       for i, part in enumerate(cmdline[:4]))
+    return f"{command} (pid {parent.pid})" if command else f"process {parent.pid}"
 
 
-async def describe(state, records):
+def record_origin(record):
+    if str(record.get("id", "")).startswith(LAB_CLUSTER_PREFIX):
+        return "JupyterLab"
+    return f"rain start ({record['id']})"
+
+
+async def describe(state, records, notebooks=None):
     cluster = {key: state.get(key) for key in (
         "pid", "address", "host", "port", "http_host", "http_port", "started", "owner",
         "logdir")}
     cluster.update(governors=[], sessions=[], session_count=0, charts=[], reachable=False,
                    error=None, dashboard=state.get("dashboard"))
     record = records.get(state.get("port"))
-    cluster["origin"] = f"rain start ({record['id']})" if record else origin_of(state["pid"])
+    cluster["origin"] = record_origin(record) if record else \
+        origin_of(state["pid"], notebooks)
     try:
         cluster.update(await info_over_rest(state))
         cluster["reachable"] = True
@@ -208,11 +244,50 @@ async def describe(state, records):
     return cluster
 
 
-async def list_clusters():
+async def list_clusters(notebooks=None):
     servers = list_servers()
     records = cluster_records()
-    clusters = await asyncio.gather(*(describe(s, records) for s in servers))
+    clusters = await asyncio.gather(*(describe(s, records, notebooks) for s in servers))
     return sorted(clusters, key=lambda c: c.get("started") or 0)
+
+
+async def kernel_notebooks(settings):
+    """Kernel id -> path of the notebook (or console) using it, from this Jupyter server."""
+    manager = settings.get("session_manager")
+    if manager is None:
+        return {}
+    try:
+        sessions = await manager.list_sessions()
+    except Exception as exc:     # the listing is a nicety: never break the cluster list
+        logger.debug("cannot list Jupyter sessions: %s", exc)
+        return {}
+    return {s["kernel"]["id"]: s.get("path") or s.get("name") for s in sessions
+            if s.get("kernel")}
+
+
+# ------------------------------------------------------------------------------------------
+# Starting
+
+def start_cluster(governors, cpus, cwd=None):
+    """``rain start`` a local cluster of ``governors`` governors of ``cpus`` CPUs each on
+    free ports; returns its record (as ``rain status`` knows it)."""
+    port, http_port = _free_port(), _free_port()
+    cluster_id = f"{LAB_CLUSTER_PREFIX}{port}"
+    command = [sys.executable, "-m", "rain", "start", "--local-governors",
+               json.dumps([cpus] * governors), "--listen", f"127.0.0.1:{port}",
+               "--http-listen", f"127.0.0.1:{http_port}", "--cluster-id", cluster_id]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT,
+                          cwd=cwd, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError((done.stderr or done.stdout).strip()[-2000:] or
+                           f"rain start exited with {done.returncode}")
+    return {"id": cluster_id, "address": f"127.0.0.1:{port}", "http_port": http_port}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------
@@ -277,8 +352,41 @@ class ClustersHandler(APIHandler):
 
     @tornado.web.authenticated
     async def get(self):
-        self.finish(json.dumps({"clusters": await list_clusters(), "time": time.time()},
-                               default=str))
+        if self.get_query_argument("brief", None):
+            # Which servers exist (their state files only): cheap, polled often so that
+            # a new cluster shows up at once.
+            pids = sorted(int(s["pid"]) for s in list_servers() if "pid" in s)
+            self.finish(json.dumps({"pids": pids, "time": time.time()}))
+            return
+        notebooks = await kernel_notebooks(self.settings)
+        self.finish(json.dumps({"clusters": await list_clusters(notebooks),
+                                "time": time.time()}, default=str))
+
+    @tornado.web.authenticated
+    async def post(self):
+        """Start a local cluster: ``{"governors": N, "cpus": C}`` (CPUs per governor)."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+            governors = int(body.get("governors", 1))
+            cpus = int(body.get("cpus", 1))
+        except (ValueError, TypeError, AttributeError):
+            raise tornado.web.HTTPError(
+                400, 'expected {"governors": <number>, "cpus": <number>}') from None
+        most = psutil.cpu_count() or 1
+        if not 1 <= governors <= MAX_GOVERNORS or not 1 <= cpus <= most:
+            raise tornado.web.HTTPError(
+                400, f"governors must be 1 to {MAX_GOVERNORS} and CPUs per governor 1 to "
+                     f"{most} (the CPUs of this machine)")
+        loop = asyncio.get_running_loop()
+        root = self.settings.get("server_root_dir")
+        try:
+            started = await loop.run_in_executor(None, start_cluster, governors, cpus,
+                                                 root if root and os.path.isdir(root) else None)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            raise tornado.web.HTTPError(500, f"cannot start a Rain cluster: {exc}") from None
+        logger.info("started Rain cluster %s (%d x %d CPUs)", started["id"], governors, cpus)
+        self.set_status(201)
+        self.finish(json.dumps(started))
 
 
 class ClusterHandler(APIHandler):
@@ -306,6 +414,34 @@ class ClusterHandler(APIHandler):
                                 "address": state.get("address"), "pids": pids}))
 
     post = delete       # POST .../<pid>/stop
+
+
+class ReportHandler(JupyterHandler):
+    """``<base>/rain/report/<path>``: an HTML file under Jupyter's root directory (a
+    ``rain report`` output) as a page of its own, so its charts run in a browser tab
+    instead of JupyterLab's untrusted HTML viewer."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @tornado.web.authenticated
+    def get(self, path):
+        root = os.path.realpath(self.settings.get("server_root_dir") or os.getcwd())
+        full = os.path.realpath(os.path.join(root, path))
+        if os.path.commonpath([root, full]) != root or not full.endswith((".html", ".htm")):
+            raise tornado.web.HTTPError(404, "only HTML files under the Jupyter root")
+        if not os.path.isfile(full):
+            raise tornado.web.HTTPError(404, f"no file {path}")
+        with open(full, "rb") as f:
+            body = f.read()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(body)
+
+
+def report_path(base_url, path):
+    """``<base>/rain/report/<path>`` (for links from Python; ``path`` relative to
+    Jupyter's root directory)."""
+    return url_path_join(base_url, "rain", "report", quote(path.lstrip("/")))
 
 
 def rewrite_html(body, prefix):
@@ -474,6 +610,7 @@ def setup_handlers(web_app):
         (url_path_join(api, "clusters") + "/?", ClustersHandler),
         (url_path_join(api, "clusters") + r"/(\d+)/?", ClusterHandler),
         (url_path_join(api, "clusters") + r"/(\d+)/stop/?", ClusterHandler),
+        (url_path_join(base_url, "rain", "report") + r"/(.+)", ReportHandler),
         Rule(WebSocketUpgrade(proxy), ProxyWebSocketHandler),
         (proxy, ProxyHandler),
     ])

@@ -3,14 +3,15 @@
 Both are ipywidgets containers; their charts are Bokeh models shown through
 ``jupyter_bokeh.BokehModel``. They never draw from the event thread: the session tracker
 tells them that something changed, and one shared flusher thread redraws each view at most
-``interval`` seconds apart (0.1 s: at most ten updates per second), by setting traits and
+``interval`` seconds apart (0.5 s: at most two updates per second), by setting traits and
 Bokeh properties (what ipywidgets' comms support from any thread). A view with nothing new
 sends nothing, so the notebook's message traffic grows with the run time, not with the
 number of tasks.
 
-Every view also renders a static HTML snapshot (``snapshot_html()``, included in its
-display bundle). When the session reaches an end state, each display of the view is
-updated, so a saved notebook keeps the final picture without a kernel.
+A display of a view first loads BokehJS into the page and then, in the same output, shows
+the widget (``bokehjs``). When the session reaches an end state, each display of the view
+is replaced by the final picture (``bokehjs.final_html``): Bokeh canvases in a live page, a
+static HTML and SVG picture in a saved notebook opened without a kernel.
 """
 import collections
 import contextvars
@@ -23,13 +24,14 @@ import ipywidgets as widgets
 from IPython.display import display
 from traitlets import Float, Int, Unicode
 
-from . import rendering
+from . import bokehjs, rendering
 from .graph_view import COLORS
 from .tracker import SessionTracker, tracker_for
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 0.1
+DEFAULT_INTERVAL = 0.5
+ENDED = ("finished", "failed", "closed")
 
 
 class Flusher:
@@ -100,6 +102,7 @@ class _LiveView:
         self._flush_lock = threading.Lock()
         self._handles = []
         self._last_status = None
+        self._closed = False
         self.latencies = collections.deque(maxlen=100000)
         self._watching = watch
         if watch:
@@ -108,6 +111,8 @@ class _LiveView:
 
     def _request(self):
         """A change happened (called on the event thread): schedule a redraw."""
+        if self._closed:
+            return
         if self._dirty_since is None:
             self._dirty_since = time.monotonic()
         flusher.request(self)
@@ -124,7 +129,7 @@ class _LiveView:
             if dirty is not None:
                 self.latencies.append(now - dirty)
             status = snapshot["status"]
-            ended = status in ("finished", "failed", "closed")
+            ended = status in ENDED
             changed_status = status != self._last_status
             self._last_status = status
             if self._watching and snapshot["closed"]:
@@ -144,25 +149,44 @@ class _LiveView:
         """Redraw now (in the calling thread)."""
         self._flush(force=True)
 
-    # -- static fallback and displays --------------------------------------------------------
+    # -- displays: live widget, then the final picture --------------------------------------
     def _repr_mimebundle_(self, **kwargs):
         bundle = widgets.DOMWidget._repr_mimebundle_(self, **kwargs) or {}
         bundle["text/html"] = self.snapshot_html()
         bundle["text/plain"] = self.snapshot_text()
         return bundle
 
+    def final_bundle(self):
+        """The picture this view leaves in the notebook once its session ended."""
+        parts = [f"<div class='rain-view' style='{rendering.BOX}'>", *self.final_parts(),
+                 "</div>"]
+        return {"text/html": bokehjs.final_html(self.snapshot_html(), parts),
+                "text/plain": self.snapshot_text()}
+
+    def _ended(self):
+        return self._last_status in ENDED
+
     def _ipython_display_(self, **kwargs):
-        """Display with a display id, to replace the static part when the run ends."""
-        handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
-        if handle is not None:
-            self._handles.append((handle, contextvars.copy_context()))
+        """Show the live widget (after loading BokehJS in the same output), or the final
+        picture when the session has ended already."""
+        if self._ended():
+            display(self.final_bundle(), raw=True)
+            return
+        handle = display(bokehjs.load_bundle(), raw=True, display_id=True)
+        if handle is None:         # no display id support: a terminal shell
+            display(self._repr_mimebundle_(), raw=True)
+            return
+        handle.update(self._repr_mimebundle_(), raw=True)
+        self._handles.append((handle, contextvars.copy_context()))
+        if self._ended():           # ended while it was being shown
+            self._update_displays()
 
     def _update_displays(self):
         # Only a kernel turns this into a message; a terminal shell would print it from
         # this (background) thread.
         if not self._handles or not _in_kernel():
             return
-        bundle = self._repr_mimebundle_()
+        bundle = self.final_bundle()
         for handle, context in list(self._handles):
             try:
                 context.copy().run(handle.update, bundle, raw=True)
@@ -185,6 +209,87 @@ def _bokeh_model(figure):
     return BokehModel(figure, layout=widgets.Layout(width="100%"))
 
 
+def progress_figure():
+    """The per-group chart: one stacked bar per name group, coloured by state."""
+    from bokeh.models import ColumnDataSource, FactorRange
+    from bokeh.plotting import figure
+    source = ColumnDataSource({"group": [], "finished": [], "running": [], "waiting": [],
+                               "failed": [], "label": []})
+    chart = figure(y_range=FactorRange(factors=["-"]), height=80,
+                   sizing_mode="stretch_width", toolbar_location=None, tools="hover",
+                   tooltips="@group: @label")
+    chart.hbar_stack(list(rendering.ORDER), y="group", height=0.7,
+                     fill_color=[COLORS[s] for s in rendering.ORDER], line_color=None,
+                     source=source)
+    chart.x_range.start = 0
+    chart.xaxis.visible = False
+    chart.ygrid.visible = False
+    chart.xgrid.visible = False
+    chart.outline_line_color = None
+    chart.min_border_left = 10
+    return chart, source
+
+
+def progress_data(rows):
+    """``(factors, columns)`` of the per-group chart for the rows of a snapshot."""
+    factors = [row["group"] for row in reversed(rows)] or ["-"]
+    data = {"group": factors, "label": [], "finished": [], "running": [], "waiting": [],
+            "failed": []}
+    for row in reversed(rows):
+        for state in rendering.ORDER:
+            data[state].append(row[state])
+        data["label"].append(f"{row['finished']}/{row['total']} finished, "
+                             f"{row['running']} running, {row['failed']} failed")
+    if not rows:
+        for key in data:
+            if key != "group":
+                data[key] = [0] if key != "label" else [""]
+    return factors, data
+
+
+def graph_figure(height):
+    """The task-graph chart: nodes coloured by state, edges as segments."""
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+    nodes = ColumnDataSource({k: [] for k in ("x", "y", "size", "color", "label", "text",
+                                              "state")})
+    edges = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "width": []})
+    chart = figure(height=height, sizing_mode="stretch_width",
+                   tools="pan,wheel_zoom,reset,hover", tooltips="@label: @text",
+                   toolbar_location="right")
+    chart.segment("x0", "y0", "x1", "y1", line_width="width", color="#b5bac1", source=edges)
+    chart.scatter("x", "y", size="size", color="color", line_color="#666", source=nodes)
+    chart.axis.visible = False
+    chart.grid.visible = False
+    chart.outline_line_color = None
+    return chart, nodes, edges
+
+
+def graph_data(layout):
+    """``(node columns, edge columns)`` of the task-graph chart for a layout."""
+    nodes = layout["nodes"]
+    big = max((n["total"] for n in nodes), default=1)
+    data = {"x": [], "y": [], "size": [], "color": [], "label": [], "text": [], "state": []}
+    for node in nodes:
+        data["x"].append(node["x"])
+        data["y"].append(node["y"])
+        data["size"].append(12 if layout["mode"] == "tasks"
+                            else 10 + 18 * math.sqrt(node["total"] / big))
+        data["color"].append(COLORS[node["state"]])
+        data["label"].append(str(node["label"]))
+        data["text"].append(f"{node['finished']}/{node['total']} finished, "
+                            f"{node['running']} running, {node['failed']} failed")
+        data["state"].append(node["state"])
+    edges = {"x0": [], "y0": [], "x1": [], "y1": [], "width": []}
+    for source, target, count in layout["edges"]:
+        edges["x0"].append(nodes[source]["x"])
+        edges["y0"].append(nodes[source]["y"])
+        edges["x1"].append(nodes[target]["x"])
+        edges["y1"].append(nodes[target]["y"])
+        edges["width"].append(min(6.0, 1.0 + math.log10(count)))
+    return data, edges
+
+
 class ProgressWidget(_LiveView, widgets.VBox):
     """Progress of a session, per task-name group (``a/b/c`` names fold to a depth)."""
 
@@ -200,28 +305,13 @@ class ProgressWidget(_LiveView, widgets.VBox):
 
     def __init__(self, session, *, depth=None, max_rows=12, interval=DEFAULT_INTERVAL,
                  chart=True, watch=True):
-        from bokeh.models import ColumnDataSource, FactorRange
-        from bokeh.plotting import figure
         self.header = widgets.HTML()
         self.bar = widgets.IntProgress(min=0, max=1, value=0,
                                        layout=widgets.Layout(width="99%"))
         children = [self.header, self.bar]
         self.source = None
         if chart:
-            self.source = ColumnDataSource({"group": [], "finished": [], "running": [],
-                                            "waiting": [], "failed": [], "label": []})
-            self.figure = figure(y_range=FactorRange(factors=["-"]), height=80,
-                                 sizing_mode="stretch_width", toolbar_location=None,
-                                 tools="hover", tooltips="@group: @label")
-            self.figure.hbar_stack(list(rendering.ORDER), y="group", height=0.7,
-                                   color=[COLORS[s] for s in rendering.ORDER],
-                                   source=self.source)
-            self.figure.x_range.start = 0
-            self.figure.xaxis.visible = False
-            self.figure.ygrid.visible = False
-            self.figure.xgrid.visible = False
-            self.figure.outline_line_color = None
-            self.figure.min_border_left = 10
+            self.figure, self.source = progress_figure()
             self.chart = _bokeh_model(self.figure)
             children.append(self.chart)
         super().__init__(children=children, depth=depth, max_rows=max_rows)
@@ -256,18 +346,7 @@ class ProgressWidget(_LiveView, widgets.VBox):
             self.status = snapshot["status"]
 
     def _draw_chart(self, rows):
-        factors = [row["group"] for row in reversed(rows)] or ["-"]
-        data = {"group": factors, "label": [], "finished": [], "running": [], "waiting": [],
-                "failed": []}
-        for row in reversed(rows):
-            for state in rendering.ORDER:
-                data[state].append(row[state])
-            data["label"].append(f"{row['finished']}/{row['total']} finished, "
-                                 f"{row['running']} running, {row['failed']} failed")
-        if not rows:
-            for key in data:
-                if key != "group":
-                    data[key] = [0] if key != "label" else [""]
+        factors, data = progress_data(rows)
         document = self.figure.document
         if document is not None:
             document.hold("combine")
@@ -285,6 +364,18 @@ class ProgressWidget(_LiveView, widgets.VBox):
         """The current state as static HTML (what a saved notebook shows)."""
         return rendering.progress_html(self.tracker.snapshot(self.depth, self.max_rows))
 
+    def final_parts(self):
+        snapshot = self.tracker.snapshot(self.depth, self.max_rows)
+        parts = [rendering.progress_top_html(snapshot)]
+        if self.source is not None:
+            figure, source = progress_figure()
+            factors, data = progress_data(snapshot["rows"])
+            figure.y_range.factors = factors
+            figure.height = 40 + 22 * len(factors)
+            source.data = data
+            parts.append(figure)
+        return parts
+
     def snapshot_text(self):
         return rendering.progress_text(self.tracker.snapshot(self.depth, self.max_rows))
 
@@ -301,23 +392,9 @@ class GraphWidget(_LiveView, widgets.VBox):
     fraction_finished = Float(0.0)
 
     def __init__(self, session, *, interval=DEFAULT_INTERVAL, height=320, watch=True):
-        from bokeh.models import ColumnDataSource
-        from bokeh.plotting import figure
         self.caption = widgets.HTML()
-        self.node_source = ColumnDataSource({k: [] for k in (
-            "x", "y", "size", "color", "label", "text", "state")})
-        self.edge_source = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [],
-                                             "width": []})
-        self.figure = figure(height=height, sizing_mode="stretch_width",
-                             tools="pan,wheel_zoom,reset,hover",
-                             tooltips="@label: @text", toolbar_location="right")
-        self.figure.segment("x0", "y0", "x1", "y1", line_width="width", color="#b5bac1",
-                            source=self.edge_source)
-        self.figure.scatter("x", "y", size="size", color="color", line_color="#666",
-                            source=self.node_source)
-        self.figure.axis.visible = False
-        self.figure.grid.visible = False
-        self.figure.outline_line_color = None
+        self.height = height
+        self.figure, self.node_source, self.edge_source = graph_figure(height)
         self.chart = _bokeh_model(self.figure)
         super().__init__(children=[self.caption, self.chart])
         self._layout = None
@@ -340,19 +417,7 @@ class GraphWidget(_LiveView, widgets.VBox):
                 else 0.0
         self.caption.value = (f"<b>Task graph</b> &nbsp; {rendering.escape(snapshot['graph'])}"
                               if layout["tasks"] else "<b>Task graph</b> &nbsp; (no tasks)")
-        big = max((n["total"] for n in nodes), default=1)
-        data = {"x": [], "y": [], "size": [], "color": [], "label": [], "text": [],
-                "state": []}
-        for node in nodes:
-            data["x"].append(node["x"])
-            data["y"].append(node["y"])
-            data["size"].append(12 if layout["mode"] == "tasks"
-                                else 10 + 18 * math.sqrt(node["total"] / big))
-            data["color"].append(COLORS[node["state"]])
-            data["label"].append(str(node["label"]))
-            data["text"].append(f"{node['finished']}/{node['total']} finished, "
-                                f"{node['running']} running, {node['failed']} failed")
-            data["state"].append(node["state"])
+        data, edges = graph_data(layout)
         structure = (layout["mode"], layout["tasks"], len(nodes), len(layout["edges"]))
         document = self.figure.document
         if document is not None:
@@ -360,13 +425,6 @@ class GraphWidget(_LiveView, widgets.VBox):
         try:
             if structure != self._structure:
                 self._structure = structure
-                edges = {"x0": [], "y0": [], "x1": [], "y1": [], "width": []}
-                for source, target, count in layout["edges"]:
-                    edges["x0"].append(nodes[source]["x"])
-                    edges["y0"].append(nodes[source]["y"])
-                    edges["x1"].append(nodes[target]["x"])
-                    edges["y1"].append(nodes[target]["y"])
-                    edges["width"].append(min(6.0, 1.0 + math.log10(count)))
                 self.edge_source.data = edges
             self.node_source.data = data
         finally:
@@ -377,6 +435,14 @@ class GraphWidget(_LiveView, widgets.VBox):
         """The current graph as static HTML with an inline SVG."""
         snapshot, layout = self.tracker.take()
         return rendering.graph_html(layout, snapshot["graph"])
+
+    def final_parts(self):
+        snapshot, layout = self.tracker.take()
+        caption = (f"<b>Task graph</b> &nbsp; {rendering.escape(snapshot['graph'])}"
+                   if layout["tasks"] else "<b>Task graph</b> &nbsp; (no tasks)")
+        figure, nodes, edges = graph_figure(self.height)
+        nodes.data, edges.data = graph_data(layout)
+        return [f"<div style='margin-top:6px'>{caption}</div>", figure]
 
     def snapshot_text(self):
         snapshot, layout = self.tracker.take()
@@ -399,15 +465,59 @@ class SessionWidget(_LiveView, widgets.VBox):
             children.append(self.graph)
         super().__init__(children=children)
         self.progress._redraw_target = self
+        self._phase = None          # (phase, session) while the cell builds and submits
+        self._ticker = None
         self._init_live(tracker, interval)
 
     def _snapshot_args(self):
         return self.progress._snapshot_args()
 
     def _draw(self, snapshot, layout):
+        phase = self._phase
+        if phase is not None:
+            name, session = phase
+            count = len(session._tasks)
+            snapshot = dict(snapshot, phase=name, note=(
+                f"building the graph: {count:,} tasks so far" if name == "building"
+                else f"submitting {count:,} tasks"))
         if self.graph is not None:
             self.graph._render(snapshot, layout)
         self.progress._render(snapshot, layout)
+
+    # -- the cell's own phases (``%%rain``) ---------------------------------------------------
+    def follow_building(self, session):
+        """Show how many tasks the cell has made so far, redrawn while it runs."""
+        self._phase = ("building", session)
+        self._ticker = threading.Event()
+        threading.Thread(target=self._tick, args=(self._ticker,), daemon=True,
+                         name="rain-widget-tick").start()
+        self._request()
+
+    def follow_submitting(self, session):
+        self._phase = ("submitting", session)
+        self._request()
+
+    def follow_done(self):
+        self._phase = None
+        if self._ticker is not None:
+            self._ticker.set()
+            self._ticker = None
+        self._request()
+
+    def _tick(self, stop):
+        while not stop.wait(self.interval):
+            self._request()
+
+    def withdraw(self):
+        """The cell failed before submitting: take the view out of the output."""
+        self.follow_done()
+        self.close_all()
+        for handle, context in self._handles:
+            try:
+                context.copy().run(handle.update, {"text/plain": ""}, raw=True)
+            except Exception:
+                logger.debug("display update failed", exc_info=True)
+        self._handles = []
 
     @property
     def status(self):
@@ -417,12 +527,19 @@ class SessionWidget(_LiveView, widgets.VBox):
         """Stop following the session and close this widget and its children."""
         self.tracker.remove_watcher(self._request)
         self._watching = False
+        self._closed = True
         for child in (self.progress, self.graph):
             if child is not None:
                 for widget in child.children:
                     widget.close()
                 child.close()
         self.close()
+
+    def final_parts(self):
+        parts = self.progress.final_parts()
+        if self.graph is not None:
+            parts += self.graph.final_parts()
+        return parts
 
     def snapshot_html(self):
         parts = [self.progress.snapshot_html()]

@@ -5,6 +5,9 @@ import pytest
 
 from rain_cluster import TestCluster
 
+# Every governor the tests start checks that its state is only touched on its loop thread.
+os.environ.setdefault("RAIN_CHECK_THREADS", "1")
+
 
 @pytest.fixture
 def make_cluster(tmp_path):

@@ -76,7 +76,7 @@ class TestCluster:
     __test__ = False
 
     def __init__(self, tmp_path, governors=(1,), env=None, governor_config=None,
-                 start_governors=True):
+                 start_governors=True, server_args=()):
         self.tmp = tmp_path
         self.marker = uuid.uuid4().hex
         self.env = dict(os.environ)
@@ -93,6 +93,7 @@ class TestCluster:
         self.logdir = os.path.join(tmp_path, "logs")
         os.makedirs(self.logdir, exist_ok=True)
         self._start_governors = start_governors
+        self.server_args = list(server_args)
 
     # -- processes ------------------------------------------------------------------------
     def _spawn(self, args, log_name):
@@ -131,7 +132,7 @@ class TestCluster:
             self.server_process = self._spawn(
                 ["server", "--listen", f"127.0.0.1:{self.port}", "--http-listen",
                  f"127.0.0.1:{self.http_port}", "--logdir", os.path.join(self.tmp, "server"),
-                 "--ready-file", ready], "server.out")
+                 "--ready-file", ready, *self.server_args], "server.out")
             try:
                 self._wait_file(ready, self.server_process, "server")
                 break

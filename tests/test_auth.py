@@ -15,7 +15,7 @@ from rain.auth import (TokenFileError, local_server_state, read_token_file, toke
 from rain.client import Client, blob, tasks
 from rain.common.errors import RainException
 from rain.local_cluster import LocalCluster
-from rain.server.statefile import list_servers
+from rain.statefile import list_servers
 from rain.starter import Cluster
 
 

@@ -790,8 +790,16 @@ def test_no_producer_through_client_api(cluster, client):
     assert_cluster_works(cluster)
 
 
-@pytest.mark.parametrize("task_type", ["buildin/no_such_task", "nosuchexecutor/func",
-                                       "plainname"])
+def test_unknown_builtin_task_type_is_rejected_at_submit(cluster, client):
+    session = client.new_session("unknown built-in")
+    with session.bind_only():
+        Task([blob(b"in")], 1, task_type="buildin/no_such_task", name="mystery")
+        expect_error(session.submit, "buildin/no_such_task", "unknown built-in")
+    session.close()
+    assert_cluster_works(cluster)
+
+
+@pytest.mark.parametrize("task_type", ["nosuchexecutor/func", "plainname"])
 def test_unknown_task_type(cluster, client, task_type):
     session = client.new_session("unknown type")
     with session.bind_only():

@@ -67,13 +67,19 @@ def test_load_and_store(client, tmp_path):
     assert target.read_bytes() == b"content"
 
 
-@pytest.mark.parametrize("path", ["relative.txt", "/nonexistent/file"])
-def test_load_bad_path_fails_task(client, path):
+def test_load_missing_file_fails_task(client):
     with client.new_session() as s:
-        t = tasks.Load(path)
+        tasks.Load("/nonexistent/file")
         s.submit()
         with pytest.raises(TaskException, match="Load"):
             s.wait_all()
+
+
+def test_load_relative_path_is_rejected_at_submit(client):
+    with client.new_session() as s:
+        tasks.Load("relative.txt")
+        with pytest.raises(RainException, match="Load: path 'relative.txt' is not absolute"):
+            s.submit()
 
 
 def test_load_dir_make_and_slice(client, tmp_path):

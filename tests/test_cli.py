@@ -187,13 +187,14 @@ def stop_and_check(rain_env, record, *stop_args):
 # Help and usage errors
 
 HELP_FLAGS = {
-    None: ["server", "governor", "start", "stop", "status"],
+    None: ["server", "governor", "start", "stop", "status", "alloc"],
     "server": ["-l", "--listen", "--http-listen", "--logdir", "--ready-file"],
     "governor": ["SERVER_ADDR", "-l", "--listen", "--cpus", "--config", "--workdir",
                  "--logdir", "--ready-file"],
     "start": ["--simple", "--local-governors", "--governor-host-file", "--autoconf",
               "--remote-init", "-S", "-l", "--listen", "--http-listen", "--governor-config",
-              "--runprefix", "--workdir", "--logdir"],
+              "--runprefix", "--workdir", "--logdir", "--ssh-command", "--governor-ports"],
+    "alloc": ["--server", "--max-nodes", "--time", "--idle-timeout"],
     "stop": ["--all"],
     "status": ["--json"],
 }
@@ -224,6 +225,11 @@ def test_governor_help_explains_negative_cpus(rain_env):
     ["governor", "127.0.0.1:1", "--bogus"],
     ["start", "--autoconf", "lsf"],
     ["start", "--unknown"],
+    ["start", "--governor-ports", "9-3"],
+    ["start", "--governor-ports", "h:7000"],
+    ["governor", "127.0.0.1:1", "-l", "7000-x"],
+    ["alloc", "lsf"],
+    ["alloc", "slurm", "--max-nodes", "two"],
     ["stop", "a", "b"],
 ], ids=lambda a: " ".join(a) or "nothing")
 def test_usage_errors_exit_2(rain_env, args):
@@ -469,6 +475,21 @@ def test_start_autoconf_pbs_without_nodefile(rain_env):
     assert result.returncode == 1
     assert "PBS_NODEFILE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_start_autoconf_slurm_outside_a_job(rain_env):
+    rain_env.env.pop("SLURM_JOB_NODELIST", None)
+    rain_env.env.pop("SLURM_NODELIST", None)
+    result = rain_env.run("start", "--autoconf", "slurm")
+    assert result.returncode == 1
+    assert "SLURM_JOB_NODELIST is not set (not inside a Slurm job?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_alloc_without_a_cluster_asks_for_the_server(rain_env):
+    result = rain_env.run("alloc", "slurm")
+    assert result.returncode == 2
+    assert "give --server" in result.stderr
 
 
 def test_start_conflicting_modes(rain_env):

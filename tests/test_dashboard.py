@@ -16,7 +16,12 @@ from rain.auth import with_token
 from rain.client import blob, tasks
 
 pytest.importorskip("bokeh")
-playwright_api = pytest.importorskip("playwright.sync_api")
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:
+    if os.environ.get("CI"):
+        raise           # CI installs the browser tests' tools: never skip them there
+    playwright_api = None
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -24,8 +29,35 @@ ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason="Debian chromium is not installed")
+# Outside CI a machine without Chromium skips the browser tests; in CI they fail instead.
+needs_chromium = pytest.mark.skipif(
+    (playwright_api is None or not os.path.exists(CHROMIUM)) and not os.environ.get("CI"),
+    reason="Debian chromium or playwright is not installed")
+
+#: Pixels of colour (not white, grey or black; or the grey of waiting tasks) in the
+#: canvases under an element, through Bokeh's shadow roots: axes, grids and texts are
+#: grey, what a chart draws of its data is coloured.
+CANVAS_INK = """(el) => {
+  const canvases = [];
+  const walk = (node) => {
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.children || []) {
+      if (child.tagName === "CANVAS") canvases.push(child); else walk(child);
+    }
+  };
+  walk(el);
+  let ink = 0;
+  for (const canvas of canvases) {
+    if (!canvas.width || !canvas.height) continue;
+    const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+      const waiting = Math.abs(r - 189) + Math.abs(g - 189) + Math.abs(b - 189) < 12;
+      if (a > 128 && (Math.max(r, g, b) - Math.min(r, g, b) > 60 || waiting)) ink += 1;
+    }
+  }
+  return ink;
+}"""
 
 
 def free_port():
@@ -122,8 +154,16 @@ def wait_text(page, chart, text, timeout=15000):
                            arg=[f'.rain-chart[data-chart="{chart}"]', text], timeout=timeout)
 
 
+#: Coloured pixels a chart with data has at least (its legend alone has fewer), and the
+#: rows of data it needs for that (monitoring lines: a few samples per governor).
+MIN_INK = {"summary": 1500, "graph": 20, "stream": 20, "cpu": 300, "memory": 300}
+MIN_ROWS = {"cpu": 6, "memory": 6}
+
+
 def check_rendered(page):
-    """Bokeh drew something: figures have canvases, tables have rows."""
+    """Bokeh drew the data: tables have rows, and each figure's canvas has at least
+    ``MIN_INK`` coloured pixels (a chart with axes and a legend but no data has fewer)."""
+    page.bring_to_front()       # background tabs get no animation frames: no drawing
     for chart in page.query_selector_all(".rain-chart"):
         kind = chart.get_attribute("data-chart")
         if kind in ("sessions", "governors", "inspector"):
@@ -133,8 +173,18 @@ def check_rendered(page):
                 arg=chart, timeout=10000)
         else:
             page.wait_for_function(
-                "(el) => { const f = el.querySelector('.bk-Figure, .bk-Column');"
-                " return f != null }", arg=chart, timeout=10000)
+                "(el) => el.querySelector('.bk-Figure, .bk-Column') != null", arg=chart,
+                timeout=10000)
+            if int(chart.get_attribute("data-rows") or 0) < MIN_ROWS.get(kind, 1):
+                continue        # no data yet (a task stream before any task ended)
+            min_ink = MIN_INK[kind]
+            try:
+                page.wait_for_function(f"(el) => ({CANVAS_INK})(el) >= {min_ink}",
+                                       arg=chart, timeout=10000)
+            except playwright_api.TimeoutError:
+                ink = page.evaluate(f"(el) => ({CANVAS_INK})(el)", chart)
+                raise AssertionError(f"chart {kind} has data but drew {ink} coloured pixels "
+                                     f"(at least {min_ink} expected)") from None
     assert page.evaluate("window.rainDashboard.errors") == []
 
 
@@ -164,6 +214,7 @@ def open_all_pages(browser, base, session_id, tag, min_rows=None, headers=None):
 
 
 @needs_chromium
+@pytest.mark.timeout(300)
 def test_dashboard_live_during_and_after_a_run(make_cluster, browser):
     cluster = make_cluster([1, 1])
     client = cluster.client()
@@ -209,6 +260,7 @@ def test_dashboard_live_during_and_after_a_run(make_cluster, browser):
 
 
 @needs_chromium
+@pytest.mark.timeout(300)
 def test_dashboard_shows_a_failed_session(make_cluster, browser):
     cluster = make_cluster([1])
     client = cluster.client()
@@ -245,6 +297,7 @@ def run_small_pipeline(cluster):
 
 
 @needs_chromium
+@pytest.mark.timeout(300)
 def test_post_mortem_dashboard_from_copied_events_db(make_cluster, browser, tmp_path):
     cluster = make_cluster([1, 1])
     sid = run_small_pipeline(cluster)
@@ -327,7 +380,7 @@ def test_closed_session_keeps_the_edges_between_its_groups(make_cluster):
     """The close event records the graph between task-name groups, so the graph chart of
     a closed session, live or post mortem, still draws them."""
     from rain.dashboard.charts import GraphChart
-    from rain.dashboard.model import RunModel
+    from rain.server.run_model import RunModel
     cluster = make_cluster([1])
     sid = run_small_pipeline(cluster)
     assert cluster.stop() == []
@@ -345,7 +398,7 @@ def test_closed_session_keeps_the_edges_between_its_groups(make_cluster):
 
 def test_model_folds_events_and_deltas_are_incremental():
     from rain.dashboard.charts import make_charts
-    from rain.dashboard.model import RunModel
+    from rain.server.run_model import RunModel
 
     model = RunModel()
     t0 = 1000.0
@@ -406,7 +459,7 @@ def test_live_model_is_built_on_first_look_from_the_log_then_follows_it(tmp_path
     import asyncio
     from types import SimpleNamespace
 
-    from rain.dashboard import live
+    from rain.server import live_model as live
     from rain.server.events import EventLog
 
     monkeypatch.setattr(live, "REPLAY_CHUNK", 7)
@@ -499,3 +552,100 @@ def test_dashboard_http_errors(cluster):
     assert r.status_code == 200 and len(r.content) > 100000
     r = requests.get(base + "/", timeout=10, allow_redirects=False)
     assert r.status_code in (301, 302) and r.headers["Location"] == "/dashboard/"
+
+
+def test_governor_monitor_measures_its_own_process_tree():
+    """A governor's sample covers its own processes (a busy child counts), not the
+    machine: a monitor of an idle process tree reads near zero meanwhile."""
+    from rain.governor.monitoring import Monitor
+    import psutil
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine, other = Monitor(cpus=1), Monitor(cpus=1, pid=idle.pid)
+        mine.sample(), other.sample()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            sample, idle_sample = mine.sample(), other.sample()
+            if sample["cpu_usage"] > 5:
+                break
+        assert sample["cpu_usage"] > 5, sample
+        assert sample["processes"] >= 3          # this process and its two children
+        assert idle_sample["cpu_usage"] < 1 and idle_sample["processes"] == 1
+        rss = sum(p.memory_info().rss for p in [psutil.Process()] +
+                  psutil.Process().children(recursive=True))
+        assert 0 < sample["mem_bytes"] <= 2 * rss
+        assert sample["mem_usage"] < 100.0 * 2 * rss / psutil.virtual_memory().total
+    finally:
+        for process in (busy, idle):
+            process.kill()
+            process.wait()
+
+
+def test_inspector_sorts_numbers_in_names_by_value():
+    from rain.server.run_model import RunModel
+    model = RunModel(live=False)
+    model.feed({"type": "SessionNew", "session": 1, "spec": {}})
+    names = {f"step{i}": 1 for i in (10, 2, 1, 0)}
+    names.update({"load/10": 1, "load/9": 1})
+    model.feed({"type": "ClientSubmit", "session": 1, "tasks": list(range(6)),
+                "task_names": names})
+    paths = [row["path"] for row in model.group_tree(model.sessions[1])]
+    assert paths == ["load", "load/9", "load/10", "step0", "step1", "step2", "step10"]
+
+
+def test_task_stream_colours_by_name_group():
+    from rain.dashboard.charts import group_color
+    assert group_color("load/3") == group_color("load/4") == group_color("load")
+    assert len({group_color(f"g{i}/x") for i in range(40)}) > 5
+
+
+def test_graph_labels_never_overlap_and_many_names_collapse():
+    from rain.dashboard.charts import (GRAPH_NODE_LIMIT, GRAPH_WIDTH_ESTIMATE, collapse_names,
+                                       graph_height, label_box, layered_layout, place_labels)
+    names = [f"pipeline/chain{c}/step{s}" for c in range(300) for s in range(3)]
+    nodes = collapse_names(names, GRAPH_NODE_LIMIT)
+    assert len(nodes) <= GRAPH_NODE_LIMIT
+    assert sorted(n for group in nodes.values() for n in group) == sorted(names)
+    keys = list(nodes)
+    edges = [(keys[i], keys[-1]) for i in range(len(keys) - 1)]
+    positions = layered_layout(keys, edges)
+    points = [positions[k] for k in keys]
+    texts = [f"{k} (100000/100000)" for k in keys]
+    height = graph_height(points)
+    shown = place_labels(points, texts, range(len(keys)), GRAPH_WIDTH_ESTIMATE, height)
+    assert len(shown) >= len(keys) // 2
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1, y0, y1 = min(xs) - 0.5, max(xs) + 1.5, min(ys) - 1, max(ys) + 1
+    scale = (GRAPH_WIDTH_ESTIMATE / (x1 - x0), (height - 40) / (y1 - y0))
+    boxes = [label_box(points[i], texts[i], scale, (x0, y0)) for i in shown]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_dashboard_of_a_stopped_cluster_says_disconnected_and_backs_off(make_cluster,
+                                                                          browser):
+    cluster = make_cluster([1])
+    base = f"http://127.0.0.1:{cluster.http_port}"
+    sign_in(browser, base, cluster.token)
+    page = browser.open(base + "/dashboard/governors")
+    wait_charts(page)
+    polls = []
+    page.on("request", lambda r: polls.append(r.url) if "/api/update" in r.url else None)
+    assert page.evaluate("document.body.dataset.connection || ''") != "lost"
+    assert cluster.stop() == []
+    page.wait_for_selector("body[data-connection='lost']", timeout=30000)
+    banner = page.locator(".rain-banner")
+    assert banner.is_visible() and "Disconnected" in banner.inner_text()
+    assert "grayscale" in page.evaluate("getComputedStyle(document.querySelector('main'))"
+                                        ".filter")
+    screenshot(page, "disconnected")
+    # Polling backs off (2 s, 4 s, 8 s, ...): a few polls in the next 8 s, not 8.
+    seen = len(polls)
+    time.sleep(8)
+    assert len(polls) - seen <= 3, polls

@@ -113,3 +113,53 @@ def test_bytes_fed_by_hand_join_what_the_socket_brings(split):
         return seen
 
     assert asyncio.run(run()) == [b"first", b"second"]
+
+
+def test_peer_that_stops_reading_is_disconnected_not_buffered_for():
+    """Frames for a peer that never reads pile up only to ``max_write_buffer``."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        closed = loop.create_future()
+        _transport, proto = await loop.connect_accepted_socket(
+            lambda: FrameProtocol(lambda _p, _f: None,
+                                  lambda _p, exc: closed.done() or closed.set_result(exc),
+                                  max_write_buffer=1 << 20), theirs)
+        try:
+            payload = b"x" * (1 << 16)
+            for _ in range(256):                  # 16 MiB, never read by ``ours``
+                proto.send(payload)
+                await asyncio.sleep(0)
+                if proto.closed:
+                    break
+            assert proto.closed
+            await asyncio.wait_for(closed, 5)
+            assert proto.transport.get_write_buffer_size() <= (1 << 20) + len(payload) + 4
+        finally:
+            ours.close()
+
+    asyncio.run(run())
+
+
+def test_frames_as_views_are_released_after_the_handler():
+    async def run():
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        kept, done = [], loop.create_future()
+
+        def on_frame(_p, frame):
+            assert isinstance(frame, memoryview)
+            kept.append((bytes(frame), frame))
+            if len(kept) == 2:
+                done.set_result(None)
+
+        await loop.connect_accepted_socket(
+            lambda: FrameProtocol(on_frame, views=True), theirs)
+        ours.sendall(frame_bytes(b"one") + frame_bytes(b"two"))
+        await asyncio.wait_for(done, 5)
+        ours.close()
+        assert [data for data, _ in kept] == [b"one", b"two"]
+        with pytest.raises(ValueError):
+            bytes(kept[0][1])                      # released: cannot be misused later
+
+    asyncio.run(run())

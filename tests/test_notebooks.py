@@ -1,5 +1,7 @@
 """The demo notebooks (``notebooks/*.ipynb``) run as they are, each in a real kernel under
-nbval (``--nbval-lax``: only cells tagged ``nbval-check-output`` are compared), one test
+nbval (``--nbval-lax``: the cells tagged ``nbval-check-output`` must print what the
+notebook shows, results, counts and "Hello world!", with times, ports and tokens
+sanitized by ``nbval_sanitize.cfg``; the other cells must not raise), one test
 per notebook so that pytest-xdist spreads them. Each runs from a copy in a temporary
 directory (nothing is written into the repository) and must leave no Rain process behind.
 
@@ -59,6 +61,7 @@ def run_notebook(path, tmp_path, env_extra=None, timeout=280):
     env.update(env_extra or {})
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist",
                "-q", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=180",
+               "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
                "--rootdir", str(work), "-c", os.devnull, str(copy)]
     started = time.monotonic()
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True,
@@ -81,6 +84,21 @@ def test_notebook_runs(path, tmp_path):
         proc.kill()
     assert not left, f"{path.name} left processes: {[p.cmdline() for p in left]}"
     print(f"{path.name}: {seconds:.1f} s")
+
+
+def test_results_are_compared():
+    """The outputs that matter are stored in the notebooks and compared when they run."""
+    checked = {}
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, 4)
+        checked[path.stem[:2]] = "".join(
+            output.get("text", "") for cell in nb.cells
+            if "nbval-check-output" in cell.metadata.get("tags", ())
+            for output in cell.outputs)
+    assert "Hello world!" in checked["01"] and "Hello again!" in checked["01"]
+    assert "100 lines, the first is 'line 000'" in checked["03"]
+    assert "50,251 tasks finished" in checked["04"] and "as expected: True" in checked["04"]
+    assert "{'wind': 7.0}" in checked["05"]
 
 
 def test_large_graph_notebook_builds_50k_tasks():

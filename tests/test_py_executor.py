@@ -124,30 +124,44 @@ def test_working_directory_is_cleaned_between_calls(tmp_path, monkeypatch):
     assert result["outputs"][0]["location"][1].decode() == f"|{tmp_path}"
 
 
-def test_unchanged_directory_is_not_scanned_and_litter_still_found(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    executor = PyExecutor(str(tmp_path))
-    long_ago = time.time_ns() - 10**9
-    os.utime(tmp_path, ns=(long_ago, long_ago))
-    config = {"args": args_bytes(1)}
-    assert executor.call(make_call(double, config=config))["success"]
-    scans = []
-    scandir = os.scandir
-    monkeypatch.setattr(os, "scandir", lambda path: scans.append(path) or scandir(path))
-    assert executor.call(make_call(double, config=config))["success"]
-    assert scans == []                     # one stat told that nothing changed
+def test_directory_is_empty_after_every_call_whatever_its_time(tmp_path, monkeypatch):
+    """No timestamp shortcut: litter made within one clock tick of the last clean-up,
+    dangling links and staged files are all gone right after each call."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    executor = PyExecutor(str(workdir))
+    (tmp_path / "target").write_text("t")
 
     def litter(ctx):
         with open("left-over", "w") as f:
             f.write("x")
+        os.symlink(str(tmp_path / "gone"), "dangling")
+        os.symlink(str(tmp_path / "target"), "link")
+        os.mkdir("d")
         return b""
 
-    def look(ctx):
-        return ",".join(sorted(os.listdir(".")))
+    def staged(ctx):
+        with open("f", "w") as f:
+            f.write("staged")
+        instance = ctx.stage_file("f")
+        assert os.listdir(".") == []        # moved out at once
+        with open("unused", "w") as f:
+            f.write("u")
+        ctx.stage_file("unused")             # staged but not returned
+        return instance
 
-    assert executor.call(make_call(litter))["success"]
-    assert scans == [str(tmp_path)]
-    assert executor.call(make_call(look))["outputs"][0]["location"][1] == b""
+    for _ in range(20):
+        stamp = os.stat(workdir).st_mtime_ns
+        assert executor.call(make_call(litter))["success"]
+        os.utime(workdir, ns=(stamp, stamp))   # as if nothing had changed
+        executor.tidy()
+        assert os.listdir(workdir) == []
+    result = executor.call(make_call(staged))
+    assert result["success"] and os.listdir(workdir) == []
+    path = result["outputs"][0]["location"][1]
+    assert open(path).read() == "staged"
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
 
 
 @pytest.fixture
@@ -206,7 +220,7 @@ def test_executor_process_protocol(executor_process):
     assert kind == "result" and result["success"]
     location = result["outputs"][0]["location"]
     # Handed over under a name of its own: a queued call may write out.txt again.
-    assert location[0] == "path" and location[1].startswith(str(workdir / ".rain-outputs"))
+    assert location[0] == "path" and location[1].startswith(str(workdir) + ".outputs/")
     assert result["outputs"][0]["content_type"] == "text"
     assert open(location[1]).read() == "hi"
     os.unlink(location[1])               # the governor moves staged files away

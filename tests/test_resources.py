@@ -25,6 +25,7 @@ def test_tasks_go_where_their_resources_are(make_cluster, tmp_path):
         gpu_tasks = [sleep_task({"gpus": 1}) for _ in range(2)]
         s.submit()
         s.wait(gpu_tasks)
+        s.update(gpu_tasks)
     assert {t.info.governor for t in gpu_tasks} == {gpu_governor}
     spans = sorted((datetime.datetime.fromisoformat(t.info.start_time).timestamp(),
                     t.info.duration) for t in gpu_tasks)

@@ -141,7 +141,7 @@ def test_wait_timeout_and_failed_session(api):
     r = api.post(f"/sessions/{sid}/wait?timeout=abc", {})
     assert r.status_code == 400
     sid2 = new_session(api, "failing")
-    bad = {"tasks": [{"id": 10, "type": "buildin/open", "config": {"path": "relative"},
+    bad = {"tasks": [{"id": 10, "type": "buildin/open", "config": {"path": "/nonexistent/rain"},
                       "outputs": [{"id": 11, "keep": True}], "name": "load"}]}
     assert api.post(f"/sessions/{sid2}/submit", bad).status_code == 200
     r = api.post(f"/sessions/{sid2}/wait", {})

@@ -268,25 +268,98 @@ def kill_the_only_governor(cluster, client):
         time.sleep(0.05)
 
 
-def test_lost_governor_with_only_copy_fails_session(make_cluster):
+def test_killed_governor_with_the_only_copy_is_recomputed_on_a_new_one(make_cluster):
     cluster = make_cluster([1])
     client = cluster.client()
     with client.new_session() as s:
         # Bigger than what the server holds itself (INLINE_DATA_MAX): the governor has
-        # the only copy.
-        first = tasks.Concat((blob("a" * (INLINE_DATA_MAX + 1)), blob("b")))
-        first.output.keep()
+        # the only copy, of the kept result and of the intermediate it was made from.
+        big = "a" * (INLINE_DATA_MAX + 1)
+        first = tasks.Concat((blob(big), blob("b")))
+        second = tasks.Concat((first, blob("c")))
+        second.output.keep()
         s.submit()
-        s.wait([first])
+        s.wait([second])
         kill_the_only_governor(cluster, client)
-        with pytest.raises(TaskException, match="lost"):
-            first.output.fetch()
-    cluster.add_governor(1)
+        cluster.add_governor(1)
+        assert second.output.fetch().get_bytes() == (big + "bc").encode()
+    assert recovery_events(cluster, "ObjectsRecomputed")
+
+
+def recovery_events(cluster, kind):
+    import requests
+    reply = requests.post(f"http://127.0.0.1:{cluster.http_port}/events",
+                          json={"event_types": [{"value": kind, "mode": "="}]},
+                          headers=cluster.http_headers, timeout=30)
+    reply.raise_for_status()
+    return [item["event"] for item in reply.json()]
+
+
+def data_between_governors(s, width=6):
+    """Python-free pipeline whose stages pass big objects from governor to governor."""
+    big = "x" * (INLINE_DATA_MAX + 10)
+    layer = [tasks.Concat((blob(big), blob(str(i)))) for i in range(width)]
+    layer = [tasks.Concat((a, b)) for a, b in zip(layer, layer[1:] + layer[:1])]
+    slow = [tasks.Sleep(obj, 0.3) for obj in layer]
+    final = tasks.Concat(slow)
+    final.output.keep()
+    expected = "".join(big + str(i) + big + str((i + 1) % width) for i in range(width))
+    return final, expected.encode()
+
+
+def test_sigkill_of_a_data_holding_governor_mid_run_ends_with_the_right_result(
+        make_cluster):
+    import os
+    import signal
+    cluster = make_cluster([1, 1, 1], server_args=["--heartbeat-timeout", "2"])
+    client = cluster.client()
     with client.new_session() as s:
-        t = tasks.Concat((blob("still "), blob("works")))
-        t.output.keep()
+        final, expected = data_between_governors(s)
         s.submit()
-        assert t.output.fetch().get_bytes() == b"still works"
+        time.sleep(0.5)
+        victim = cluster.governor_processes[1]
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert final.output.fetch().get_bytes() == expected
+    lost = recovery_events(cluster, "GovernorLost")
+    assert len(lost) == 1
+
+
+def test_frozen_governor_is_given_up_and_the_run_ends_with_the_right_result(
+        make_cluster):
+    import os
+    import signal
+    cluster = make_cluster([1, 1], server_args=["--heartbeat-timeout", "2"])
+    client = cluster.client()
+    victim = cluster.governor_processes[0]
+    try:
+        with client.new_session() as s:
+            final, expected = data_between_governors(s)
+            s.submit()
+            time.sleep(0.5)
+            os.kill(victim.pid, signal.SIGSTOP)
+            assert final.output.fetch().get_bytes() == expected
+        (lost,) = recovery_events(cluster, "GovernorLost")
+        assert "silent" in lost["reason"] and "heartbeat timeout 2 s" in lost["reason"]
+    finally:
+        os.kill(victim.pid, signal.SIGCONT)
+    # Thawed, it finds its connection gone and exits by itself.
+    assert victim.wait(timeout=30) == 1
+
+
+def test_governor_exits_when_its_server_falls_silent(make_cluster):
+    import os
+    import signal
+    cluster = make_cluster([1], server_args=["--heartbeat-timeout", "1"])
+    governor = cluster.governor_processes[0]
+    time.sleep(0.6)                  # it has heard a heartbeat and knows the timeout
+    os.kill(cluster.server_process.pid, signal.SIGSTOP)
+    try:
+        assert governor.wait(timeout=30) == 1
+    finally:
+        os.kill(cluster.server_process.pid, signal.SIGCONT)
+    assert "no word from the server" in open(
+        os.path.join(cluster.tmp, "governor-0-logs", "governor.log")).read()
 
 
 def test_small_kept_result_survives_the_loss_of_its_governor(make_cluster):
@@ -338,13 +411,15 @@ def test_client_cannot_connect_to_nothing():
         Client("127.0.0.1", free_port())
 
 
-def test_wait_brings_info(client):
+def test_wait_brings_state_and_update_brings_info(client):
     with client.new_session() as s:
         t = tasks.Concat((blob("a"), blob("b")))
         assert t.info is None
         s.submit()
         t.wait()
         assert t.state == TaskState.finished
+        assert t.info is None               # as in Rain: info is fetched, not pushed
+        t.update()
         assert t.info is not None and t.info.governor and t.info.duration >= 0
 
 
@@ -367,3 +442,30 @@ def test_requests_after_the_server_died_fail_clearly(make_cluster):
         with session.bind_only():
             tasks.Concat((blob("a"), blob("b")))
         session.submit()
+
+
+def test_task_whose_executor_died_runs_again(make_cluster, tmp_path):
+    import sys
+
+    import cloudpickle
+
+    from rain.client import remote
+
+    @remote
+    def die_once(ctx, marker):
+        import os
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)              # the executor dies under the task, once
+        return b"second run"
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cluster = make_cluster([1])
+    client = cluster.client()
+    with client.new_session() as s:
+        task = die_once(str(tmp_path / "died"))
+        task.output.keep()
+        s.submit()
+        assert task.output.fetch().get_bytes() == b"second run"
+    (retried,) = recovery_events(cluster, "TaskRetried")
+    assert retried["attempt"] == 2 and "executor" in retried["reason"]

@@ -684,7 +684,7 @@ def test_task_on_lost_governor_is_requeued_elsewhere():
     assert sim.session().unfinished_tasks == 0
 
 
-def test_session_fails_when_only_copy_of_needed_object_is_lost():
+def test_only_copy_of_needed_object_is_recomputed_on_a_survivor():
     sim = Sim([("g1", 1), ("g2", 1)])
     other = sim.new_session()
     sim.submit([T(20, [], [11]), T(21, [], [12]), T(22, [11, 12], [13])],
@@ -701,16 +701,297 @@ def test_session_fails_when_only_copy_of_needed_object_is_lost():
     sim.core.wait(sim.client, waiter, sim.sid, [22], [])
     sim.core.remove_governor(sim.gov.pop(lost), "connection lost")
     sim.check()
-    kind, exc = sim.comm.reply_to(waiter)
-    assert kind == "error"
-    for text in (lost, "lost", "11"):
-        assert text in str(exc)
-    assert sim.take_stops(survivor) == {21}
-    with pytest.raises(SessionFailed, match="lost"):
-        sim.core.wait_all(sim.client, 1, sim.sid)
-    assert sim.core.sessions[other].error is None
-    sim.submit([T(32, [], [33])], [O(33, keep=True)], sid=other)
-    assert sim.schedule() == {survivor: [32]}
+    assert sim.session().error is None and sim.core.sessions[other].error is None
+    assert sim.task(20).state == READY and sim.obj(11).state == UNFINISHED
+    assert sim.task(22).waiting == 2
+    (event,) = sim.comm.events_of("ObjectsRecomputed")
+    assert (event["session"], event["objects"], event["tasks"]) == (sim.sid, [11], [20])
+    assert lost in event["reason"]
+    assert sim.comm.events_of("GovernorLost")[0]["objects"] == 1
+    assert sim.take_stops(survivor) == set()      # 21 keeps running
+    sim.finish(21)
+    assert sim.schedule() == {survivor: [20]}
+    sim.finish(20)
+    assert sim.schedule() == {survivor: [22]}
+    sim.finish(22)
+    assert sim.comm.reply_to(waiter)[0] == "state"
+    assert sim.session().unfinished_tasks == 0
+
+
+def run_all(sim, limit=100_000):
+    """Schedule and finish until nothing is left to place; returns the ids run."""
+    ran = []
+    for _ in range(limit):
+        placed = sim.schedule()
+        if not placed:
+            return ran
+        for tids in placed.values():
+            for tid in tids:
+                sim.finish(tid)
+                ran.append(tid)
+    raise AssertionError("did not settle")
+
+
+def test_chain_longer_than_the_recursion_limit_is_recomputed_from_its_start():
+    length = 3000
+    sim = Sim([("g1", 1)])
+    sim.core.debug_mode = False             # checked once at the end: O(n) per step
+    sim.check = lambda: None
+    tasks = [T(100 + i, [10_000 + i] if i else [], [10_001 + i]) for i in range(length)]
+    objects = [O(10_001 + i, keep=(i == length - 1)) for i in range(length)]
+    sim.submit(tasks, objects)
+    assert len(run_all(sim)) == length
+    assert sim.obj(10_000 + length).state == OBJ_FINISHED
+    assert sim.obj(10_500).state == REMOVED           # intermediates were released
+    sim.gov["g2"] = sim.core.add_governor("g2", 1, None, CONNECTED)
+    sim.core.remove_governor(sim.gov.pop("g1"))
+    sim.check()
+    assert sim.session().error is None
+    (event,) = sim.comm.events_of("ObjectsRecomputed")
+    assert sorted(event["tasks"]) == [100 + i for i in range(length)]
+    assert sim.task(100).state == READY and sim.task(101).waiting == 1
+    assert run_all(sim) == [100 + i for i in range(length)]
+    assert sim.obj(10_000 + length).state == OBJ_FINISHED
+    assert [g.id for g in sim.obj(10_000 + length).locations] == ["g2"]
+    assert sim.obj(10_500).state == REMOVED and sim.session().unfinished_tasks == 0
+    check_consistency(sim.core)
+
+
+def diamond(sim):
+    """20 -> 11; 21(11) -> 12; 22(11) -> 13; 23(12, 13) -> 14 (kept). Everything on g1."""
+    sim.submit([T(20, [], [11]), T(21, [11], [12]), T(22, [11], [13]),
+                T(23, [12, 13], [14])],
+               [O(11), O(12), O(13), O(14, keep=True)])
+
+
+def test_diamond_reruns_its_shared_producer_once():
+    sim = Sim([("g1", 2)])
+    diamond(sim)
+    run_all(sim)
+    sim.gov["g2"] = sim.core.add_governor("g2", 2, None, CONNECTED)
+    sim.core.remove_governor(sim.gov.pop("g1"))
+    (event,) = sim.comm.events_of("ObjectsRecomputed")
+    assert sorted(event["tasks"]) == [20, 21, 22, 23]
+    assert sorted(event["objects"]) == [11, 12, 13, 14]
+    assert sim.task(23).waiting == 2 and sim.task(21).waiting == 1
+    ran = run_all(sim)
+    assert sorted(ran) == [20, 21, 22, 23] and ran[0] == 20
+    assert sim.obj(14).state == OBJ_FINISHED and sim.obj(11).state == REMOVED
+
+
+def test_diamond_with_one_branch_surviving_reruns_only_the_lost_branch():
+    sim = Sim([("g1", 2), ("g2", 2)])
+    diamond(sim)
+    session = sim.session()
+    placed = sim.schedule()
+    assert placed == {"g1": [20]} or placed == {"g2": [20]}
+    first = sim.where(20)
+    second = "g2" if first == "g1" else "g1"
+    sim.finish(20)
+    sim.schedule()
+    sim.finish(21)
+    # 22 ran on the other governor (its copy of 11 was fetched there).
+    task22 = sim.task(22)
+    sim.core._release(task22)
+    task22.governor = sim.gov[second]
+    sim.gov[second].tasks.add(task22)
+    sim.gov[second].free_cpus -= 1
+    sim.finish(22)
+    assert [g.id for g in sim.obj(13).locations] == [second]
+    assert sim.obj(12).locations[0].id == first and session.tasks[23].state == READY
+    sim.core.remove_governor(sim.gov.pop(first))
+    sim.check()
+    (event,) = sim.comm.events_of("ObjectsRecomputed")
+    # 12 was on `first` only and 23 still needs it: 21 runs again, and so does 20 for
+    # the input of 21 (released already); 22's output survived elsewhere.
+    assert sorted(event["tasks"]) == [20, 21] and sorted(event["objects"]) == [11, 12]
+    assert session.tasks[23].state == NOT_ASSIGNED and session.tasks[23].waiting == 1
+    assert sorted(run_all(sim)) == [20, 21, 23]
+    assert sim.obj(14).state == OBJ_FINISHED
+
+
+def test_consumer_queued_on_a_survivor_is_stopped_and_waits_for_the_recompute():
+    sim = Sim([("g1", 1), ("g2", 1)])
+    sim.submit([T(20, [], [11]), T(21, [], [12]), T(22, [11], [13]), T(23, [12], [14])],
+               [O(11), O(12), O(13, keep=True), O(14, keep=True)])
+    sim.schedule()
+    holder = sim.where(20)
+    other = "g2" if holder == "g1" else "g1"
+    sim.finish(20)
+    sim.finish(21)
+    # 22 queued on `other`, which must fetch 11 from `holder`.
+    task22 = sim.task(22)
+    sim.core._assign(task22, sim.gov[other])
+    sim.check()
+    sim.core.remove_governor(sim.gov.pop(holder))
+    sim.check()
+    assert 22 in sim.take_stops(other)
+    assert task22.state == NOT_ASSIGNED and task22.waiting == 1
+    assert sim.task(20).state == READY
+    run_all(sim)
+    assert sim.obj(13).state == OBJ_FINISHED and sim.session().unfinished_tasks == 0
+
+
+def test_released_constant_is_kept_for_recomputes(monkeypatch):
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [10], [11]), T(21, [11], [12])],
+               [O(10, b"constant"), O(11), O(12, keep=True)])
+    run_all(sim)
+    assert sim.obj(10).state == REMOVED and sim.obj(10).data == b"constant"
+    assert sim.core.retained_bytes == len(b"constant")
+    sim.gov["g2"] = sim.core.add_governor("g2", 1, None, CONNECTED)
+    sim.core.remove_governor(sim.gov.pop("g1"))
+    assert sim.session().error is None
+    assert sim.obj(10).state == OBJ_FINISHED and sim.task(20).state == READY
+    assert run_all(sim) == [20, 21]
+    sim.core.close_session(sim.client, sim.sid)
+    assert sim.core.retained_bytes == 0
+
+
+def test_recompute_needing_a_constant_beyond_the_budget_fails_saying_why(monkeypatch):
+    monkeypatch.setattr("rain.server.core.CONSTANTS_KEPT", 4)
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [10], [11])], [O(10, b"constant"), O(11, keep=True)])
+    run_all(sim)
+    assert sim.obj(10).data is None
+    sim.gov["g2"] = sim.core.add_governor("g2", 1, None, CONNECTED)
+    sim.core.remove_governor(sim.gov.pop("g1"), "heartbeat timeout")
+    error = sim.session().error
+    assert error is not None
+    for text in ("g1", "heartbeat timeout", "constant 10", "no longer keeps"):
+        assert text in error.message
+
+
+def test_objects_not_needed_any_more_are_not_recomputed():
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    run_all(sim)
+    sim.core.unkeep(sim.client, sim.sid, [11])
+    sim.gov["g2"] = sim.core.add_governor("g2", 1, None, CONNECTED)
+    sim.core.remove_governor(sim.gov.pop("g1"))
+    assert not sim.comm.events_of("ObjectsRecomputed")
+    assert sim.schedule() == {} and sim.session().error is None
+
+
+# ------------------------------------------------------------------------------------------
+# Impossible requests fail at submit
+
+@pytest.mark.parametrize("config,fragment", [
+    ({"seconds": "x"}, "seconds must be a number"),
+    ({"seconds": -1}, "seconds must be a number"),
+    ({}, "seconds must be a number"),
+    ("x", "seconds must be a number"),
+])
+def test_bad_sleep_config_is_rejected_at_submit(config, fragment):
+    sim = Sim()
+    task = (20, "buildin/sleep", cbor2.dumps(config), [(10, "")], [11], 1, None, "", b"")
+    rejected(sim, [task], [O(10, b"x"), O(11)], "Task 20", "Sleep", fragment)
+
+
+@pytest.mark.parametrize("task_type,config,fragment", [
+    ("buildin/nonsense", None, "unknown built-in task type"),
+    ("buildin/open", {"path": "relative/file"}, "is not absolute"),
+    ("buildin/run", {"args": []}, "'args' must be a non-empty list"),
+    ("buildin/sleep", b"\xff", None),
+])
+def test_bad_builtin_configs_are_rejected_at_submit(task_type, config, fragment):
+    sim = Sim()
+    raw = config if isinstance(config, bytes) else cbor2.dumps(config) if config else b""
+    inputs = [] if task_type == "buildin/open" else [(10, "")]
+    task = (20, task_type, raw, inputs, [11], 1, None, "", b"")
+    message = rejected(sim, [task], [O(10, b"x"), O(11)], "Task 20")
+    assert fragment is None or fragment in message
+
+
+def test_good_builtin_configs_pass():
+    sim = Sim()
+    sim.submit([(20, "buildin/sleep", cbor2.dumps({"seconds": 0.5}), [(10, "")], [11], 1,
+                 None, "", b""),
+                (21, "buildin/concat", b"", [(10, ""), (11, "")], [12], 1, None, "", b"")],
+               [O(10, b"x"), O(11), O(12)])
+    assert sim.schedule() == {"g1": [20]}
+
+
+def test_resources_no_governor_has_are_rejected_at_submit():
+    sim = Sim([("g1", 2), ("g2", 4)])
+    sim.core.add_governor("g3", 1, {"gpus": 1}, CONNECTED)
+    message = rejected(sim, [T(20, [], [11], resources={"gpus": 2})], [O(11)],
+                       "Task 20", "gpus=2", "no governor has", "g3")
+    assert "gpus=1" in message
+    rejected(sim, [T(20, [], [11], cpus=2, resources={"gpus": 1})], [O(11)], "gpus=1")
+    sim.submit([T(20, [], [11], resources={"gpus": 1})], [O(11)])
+    assert sim.core.scheduler.ready_count() == 1
+
+
+def test_resources_are_not_judged_before_any_governor_joined():
+    sim = Sim([])
+    sim.submit([T(20, [], [11], resources={"gpus": 1})], [O(11)])
+    assert sim.session().error is None
+
+
+# ------------------------------------------------------------------------------------------
+# Retries after system failures
+
+def crash(sim, tid, kind="executor"):
+    governor = sim.task(tid).governor
+    info = cbor2.dumps({"error": "executor died (signal 9)", "crashed": kind})
+    sim.core.on_task_updates(governor, [(sim.sid, tid, FAILED, info)])
+    sim.check()
+
+
+@pytest.mark.parametrize("kind,what", [("executor", "executor"),
+                                       ("input", "input transfer")])
+def test_a_task_crashing_its_executor_is_retried_then_fails_the_session(kind, what):
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    for attempt in range(3):
+        assert sim.schedule() == {"g1": [20]}
+        crash(sim, 20, kind)
+        assert sim.session().error is None and sim.task(20).state == READY
+    retried = sim.comm.events_of("TaskRetried")
+    assert [e["attempt"] for e in retried] == [2, 3, 4]
+    assert sim.schedule() == {"g1": [20]}
+    crash(sim, 20, kind)
+    error = sim.session().error
+    assert error is not None
+    assert f"Task 20 crashed its {what} 4 times" in error.message
+
+
+def test_an_error_of_the_task_itself_is_not_retried():
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    sim.schedule()
+    sim.fail(20, "ValueError: bad")
+    assert sim.session().error is not None
+    assert not sim.comm.events_of("TaskRetried")
+
+
+def test_a_task_running_on_lost_governors_fails_after_its_retries():
+    sim = Sim([("g1", 1)])
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    for attempt in range(4):
+        gid = f"h{attempt}"
+        sim.gov[gid] = sim.core.add_governor(gid, 1, None, CONNECTED)
+        if attempt == 0:
+            sim.core.remove_governor(sim.gov.pop("g1"))
+        assert sim.schedule() == {gid: [20]}
+        sim.start(20)
+        sim.core.remove_governor(sim.gov.pop(gid), "silent for 30 s")
+    error = sim.session().error
+    assert error is not None and "crashed its governor 4 times" in error.message
+    assert "silent for 30 s" in error.message
+
+
+def test_a_task_only_queued_on_a_lost_governor_is_not_counted_as_crashing():
+    sim = Sim([("g1", 1), ("g2", 1)])
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    sim.schedule()
+    for _ in range(5):
+        holder = sim.where(20)
+        sim.core.remove_governor(sim.gov.pop(holder))
+        sim.gov[holder] = sim.core.add_governor(holder, 1, None, CONNECTED)
+        sim.schedule()
+    assert sim.session().error is None and not sim.session().crashes
 
 
 def test_lost_governor_with_copies_elsewhere_keeps_session_alive():

@@ -2,7 +2,7 @@
 import json
 import os
 
-from rain.server.statefile import list_servers, servers_dir
+from rain.statefile import list_servers, servers_dir
 
 
 def test_server_state_file_lifecycle(make_cluster, tmp_path, monkeypatch):

@@ -94,6 +94,22 @@ export function listClusters(): Promise<IClusterList> {
   return requestAPI<IClusterList>('clusters');
 }
 
+/** The pids of the running servers only (cheap: polled often to notice new ones). */
+export function listServerPids(): Promise<{ pids: number[] }> {
+  return requestAPI<{ pids: number[] }>('clusters?brief=1');
+}
+
+/** Start a local cluster of `governors` governors with `cpus` CPUs each. */
+export function startCluster(
+  governors: number,
+  cpus: number
+): Promise<{ id: string; address: string; http_port: number }> {
+  return requestAPI('clusters', {
+    method: 'POST',
+    body: JSON.stringify({ governors, cpus })
+  });
+}
+
 export function stopCluster(pid: number): Promise<{ stopped: boolean }> {
   return requestAPI(`clusters/${pid}`, { method: 'DELETE' });
 }

@@ -38,9 +38,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     trackNotebooks(app);
 
     const sidebar = new RainSidebar({
-      clustersChanged: clusters => panes.closeAllBut(clusters.map(c => c.http_port)),
-      openChart: (cluster, chart) => {
-        panes.open(cluster, chart);
+      openChart: (cluster, chart, place) => {
+        panes.open(cluster, chart, place);
+      },
+      startFailed: error => {
+        void showErrorMessage('Cannot start a Rain cluster', error);
       },
       insertClient: cluster => {
         if (!insertCode(app, clientCode(cluster.address))) {

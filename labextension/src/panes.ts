@@ -31,14 +31,18 @@ export function paneId(cluster: ICluster, chart: IChart): string {
   return `rain-chart-${cluster.http_port}-${chart.id.replace(/[^\w-]/g, '_')}`;
 }
 
+/** Where a pane opens: as a tab beside the last pane, or splitting it. */
+export type PanePlace = 'tab' | 'split-right' | 'split-bottom';
+
 /** Opens panes docked beside the notebook: the first one splits the main area to the
- * right of the current notebook, later ones open as tabs next to the last pane. */
+ * right of the current notebook; later ones open as a tab next to the last pane, or tile
+ * it (split right or below), as asked. */
 export class PaneOpener {
   constructor(app: JupyterFrontEnd) {
     this._app = app;
   }
 
-  open(cluster: ICluster, chart: IChart): DashboardPane {
+  open(cluster: ICluster, chart: IChart, place: PanePlace = 'tab'): DashboardPane {
     const shell = this._app.shell;
     const id = paneId(cluster, chart);
     for (const widget of shell.widgets('main')) {
@@ -51,7 +55,7 @@ export class PaneOpener {
     const last = this._lastPane;
     let options: IDockOptions;
     if (last && !last.isDisposed && last.isAttached) {
-      options = { ref: last.id, mode: 'tab-after' };
+      options = { ref: last.id, mode: place === 'tab' ? 'tab-after' : place };
     } else {
       const notebook = currentNotebook(this._app);
       options = notebook
@@ -62,16 +66,6 @@ export class PaneOpener {
     shell.activateById(pane.id);
     this._lastPane = pane;
     return pane;
-  }
-
-  /** Close the panes of clusters other than those with these HTTP ports (a stopped
-   * cluster's pane would only show errors). */
-  closeAllBut(httpPorts: number[]): void {
-    for (const pane of this._panes()) {
-      if (!httpPorts.includes(Number(pane.node.dataset.rainHttpPort))) {
-        pane.dispose();
-      }
-    }
   }
 
   /** Close the panes of the cluster with this HTTP port. */

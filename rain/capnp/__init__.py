@@ -17,5 +17,3 @@ PROTOCOL_VERSION = rain_capnp.protocolVersion
 #: default of 64 MiB of words, and frames are already bounded by ``MAX_FRAME_SIZE``.
 TRAVERSAL_LIMIT = 2**62
 
-TASK_STATES = ["notAssigned", "ready", "assigned", "running", "finished", "failed"]
-OBJECT_STATES = ["unfinished", "finished", "removed"]

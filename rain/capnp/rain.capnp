@@ -245,6 +245,8 @@ struct ServerToGovernor {
     deleteObjects @2 :Data;   # Int32 pairs (session, id): move these objects to the
                               # delete list (deleted after the delay)
     infoRequest @3 :UInt64;   # answer with `info` carrying the same number
+    heartbeat @4 :Float32;    # the server is alive; answer with `heartbeat`. The value is
+                              # the timeout (s): a side silent that long is given up
   }
 }
 
@@ -268,6 +270,7 @@ struct GovernorToServer {
     info @1 :GovernorInfo;
     monitoring @2 :Data;      # CBOR map {cpu_usage, mem_usage, net_stat, ...}
     draining @3 :Void;        # give back queued tasks and send no new ones: leaving soon
+    heartbeat @4 :Void;       # answer to the server's heartbeat
   }
 }
 

@@ -28,7 +28,8 @@ from ..common.cbor import loads_or
 from ..common.errors import RainException
 from ..common.frame_reader import FrameReader
 from ..common.framing import FrameProtocol, encode_frame
-from ..governor.transfer import PeerPool, TransferError
+from ..transfer.peer import PeerPool, TransferError
+from ..transfer.sinks import FileSink, finish_directory
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -407,6 +408,22 @@ class ServerConnection:
             raise RainException(f"Fetching object {key} from governor {address} failed: "
                                 f"{exc}") from None
 
+    def fetch_to_path(self, address, key, path):
+        """Stream an object from the governor that holds it into ``path`` (a file, or a
+        directory for a directory object) as it arrives; nothing is left on failure."""
+        async def fetch():
+            sink = FileSink(path)
+            meta = await self.peers.fetch_into(address, key, sink)
+            if meta["data_type"] == 1:
+                await finish_directory(sink)
+            return meta
+
+        try:
+            return self._on_loop(fetch()).result()
+        except (TransferError, OSError) as exc:
+            raise RainException(f"Fetching object {key} from governor {address} into "
+                                f"{path!r} failed: {exc}") from None
+
     def close(self):
         if self.thread is None:
             return
@@ -423,4 +440,6 @@ class ServerConnection:
             if threading.current_thread() is not self.thread:
                 self.thread.join(timeout=5)
         self.closed = True
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()       # its selector and wake-up pipe are file descriptors
         self.thread = None

@@ -71,6 +71,11 @@ class DataObject:
         return spec
 
     @property
+    def _session(self):
+        """Rain 0.4's name of ``session``."""
+        return self.session
+
+    @property
     def info(self):
         return self._info
 
@@ -127,6 +132,12 @@ class DataObject:
     def fetch(self):
         """Wait until the object is finished and return its ``DataInstance``."""
         return self.session.fetch(self)
+
+    def fetch_to(self, path):
+        """Wait until the object is finished and stream it into ``path`` (a file, or a
+        directory for a directory object; it must not exist yet) without holding it in
+        memory. Returns a ``DataInstance`` backed by ``path``."""
+        return self.session.fetch_to(self, path)
 
     def update(self):
         self.session.update([self])

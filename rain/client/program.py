@@ -16,6 +16,8 @@ from .task import Task
 STDIN_PATH = "+in"
 STDOUT_PATH = "+out"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Execute's default name: its program's (a Program's tasks are named only when it is).
+_DERIVED = object()
 
 
 class _Builder:
@@ -26,13 +28,14 @@ class _Builder:
         self.in_paths = []     # {"path", "write"}
         self.outputs = []      # Output
         self.out_paths = []
-        self.used = set()
+        self.used = set()           # input file names
+        self.output_used = set()    # output file names (an input's name is allowed)
         self.counter = 0
 
     def _unique(self, base):
         base = _SAFE.sub("_", base or "input").strip("._") or "input"
         name = base
-        while name in self.used:
+        while name in self.used or name in self.output_used:
             self.counter += 1
             name = f"{base}_{self.counter}"
         self.used.add(name)
@@ -70,7 +73,9 @@ class _Builder:
         path = item.path or item.label
         if not path:
             raise RainException(f"{item!r} needs a label or a path")
-        self._claim(path)
+        if path in self.output_used:
+            raise RainException(f"Execute: the output file name {path!r} is used twice")
+        self.output_used.add(path)
         if item.label is None:
             item = type(item)(path, path=path) if isinstance(item, OutputDir) else \
                 Output(path, content_type=item.content_type, path=path)
@@ -127,7 +132,7 @@ def _build_execute(args, stdout, stdin, input_paths, output_paths, shell, name):
     if shell:
         texts = ["/bin/sh", "-c", " ".join(texts)]
     config = {"args": texts, "in_paths": builder.in_paths, "out_paths": builder.out_paths}
-    if name is None:
+    if name is _DERIVED:
         name = args[0] if isinstance(args[0], str) and not shell else "execute"
         name = name.split("/")[-1].split()[0] if name else "execute"
     return builder.inputs, builder.outputs, config, name
@@ -139,7 +144,7 @@ class Execute(Task):
     __slots__ = ()
 
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
-                 shell=False, *, cpus=1, name=None, session=None):
+                 shell=False, *, cpus=1, name=_DERIVED, session=None):
         inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,
                                                        output_paths, shell, name)
         super().__init__(inputs, outputs, config=config, session=session,
@@ -180,8 +185,42 @@ class Program:
     def input_labels(self):
         return [i.label for i in self._inputs()]
 
+    def _with_output(self, item, overrides):
+        """``item`` as overridden at instantiation (``prog(label=Output(...))``)."""
+        if isinstance(item, str) and item in overrides:
+            item = Output(item, path=item)
+        if not isinstance(item, Output) or item.label not in overrides:
+            return item
+        new = overrides.pop(item.label)
+        if isinstance(new, str):
+            new = Output(new)
+        if not isinstance(new, Output):
+            raise TypeError(f"Program output {item.label!r} can only be overridden by an "
+                            f"Output, not {new!r}")
+        kind = type(new)
+        if kind is OutputDir:
+            return OutputDir(item.label, size_hint=new.size_hint,
+                             path=new.path or item.path or item.label)
+        return kind(item.label, size_hint=new.size_hint, content_type=new.content_type,
+                    encode=new.encode, path=new.path or item.path or item.label)
+
+    def _output_labels(self):
+        labels = {a.label for a in self.args if isinstance(a, Output)}
+        labels.update(o.label if isinstance(o, Output) else o for o in self.output_paths)
+        if isinstance(self.stdout, Output):
+            labels.add(self.stdout.label)
+        elif self.stdout is True:
+            labels.add("stdout")
+        elif isinstance(self.stdout, str):
+            labels.add(self.stdout)
+        labels.discard(None)
+        return labels
+
     def __call__(self, *, session=None, name=None, cpus=None, **objects):
-        expected = set(self.input_labels)
+        inputs = set(self.input_labels)
+        overrides = {key: objects.pop(key) for key in list(objects)
+                     if key not in inputs and key in self._output_labels()}
+        expected = inputs
         unknown = set(objects) - expected
         if unknown:
             raise TypeError(f"Program got unexpected input(s): {', '.join(sorted(unknown))}")
@@ -199,9 +238,19 @@ class Program:
             stdin = objects[stdin]
         elif isinstance(stdin, Input):
             stdin = objects[stdin.label]
-        return Execute([bind(a) for a in self.args], stdout=self.stdout, stdin=stdin,
+        stdout = self.stdout
+        if overrides:
+            if stdout is True and "stdout" in overrides:
+                stdout = self._with_output(Output("stdout"), overrides)
+            elif isinstance(stdout, (str, Output)):
+                stdout = self._with_output(stdout if isinstance(stdout, Output)
+                                           else Output(stdout), overrides)
+        args = [self._with_output(bind(a), overrides) if isinstance(a, Output) else bind(a)
+                for a in self.args]
+        output_paths = [self._with_output(o, overrides) for o in self.output_paths]
+        return Execute(args, stdout=stdout, stdin=stdin,
                             input_paths=[bind(i) for i in self.input_paths],
-                            output_paths=self.output_paths, shell=self.shell,
+                            output_paths=output_paths, shell=self.shell,
                             cpus=self.cpus if cpus is None else cpus,
                             name=name or self.name, session=session)
 

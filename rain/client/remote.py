@@ -122,6 +122,19 @@ class _Discard:
         return len(data)
 
 
+class _Counter:
+    """A file that only counts what is written to it."""
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def write(self, data):
+        self.size += len(data)
+        return len(data)
+
+
 def _eval_annotation(annotation, globals_):
     """A string annotation (``from __future__ import annotations``) evaluated, or None."""
     try:
@@ -281,7 +294,11 @@ class Remote:
                 name = kwargs.pop("name", _MISSING)
         binder = self._binder
         if binder is not None:
-            arguments = binder(None, *args, **kwargs)     # TypeError on a wrong call
+            try:
+                arguments = binder(None, *args, **kwargs)
+            except TypeError:
+                self._bind_error(args, kwargs)
+                raise
         else:
             try:
                 arguments = self.signature.bind(None, *args, **kwargs).arguments
@@ -323,10 +340,7 @@ class Remote:
                 _ArgPickler(buffer, refs).dump((args, kwargs))
                 data = buffer.getvalue()
             if len(data) > ARGS_WARNING_SIZE:
-                warnings.warn(RainWarning(
-                    f"{self._task_name}(): the pickled arguments take {len(data)} bytes "
-                    f"(more than {ARGS_WARNING_SIZE}); pass big data as blob() objects"),
-                    stacklevel=2)
+                self._warn_size(arguments, len(data))
             config["args"] = data
             if any(refs.load):
                 config["load"] = refs.load
@@ -338,7 +352,7 @@ class Remote:
                 raise RainException("Give either 'output' or 'outputs', not both")
             out_items = _normalize_outputs([output], allow_objects=True)
         elif outputs is not _MISSING:
-            out_items = _normalize_outputs(outputs, allow_objects=True)
+            out_items = self._merge_outputs(outputs)
         else:
             out_items = None
         if out_items is None:
@@ -355,6 +369,66 @@ class Remote:
         return Task(refs.inputs, task_outputs, config=config, session=session,
                     task_type=self.task_type, cpus=self.cpus,
                     name=self._task_name if name is _MISSING else name)
+
+    def _merge_outputs(self, outputs):
+        """Outputs given at a call, merged position by position with the declared ones
+        when as many are given: ``None`` keeps the declared output, a label renames it,
+        an ``Output`` without a label takes the declared label."""
+        declared = self.outputs
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(declared):
+            return _normalize_outputs(outputs, allow_objects=True)
+        merged = []
+        for given, old in zip(outputs, declared):
+            if given is None:
+                merged.append(old)
+            elif isinstance(given, str):
+                merged.append(Output(given, size_hint=old.size_hint,
+                                     content_type=old.content_type, encode=old.encode,
+                                     path=old.path) if type(old) is Output
+                              else type(old)(given, size_hint=old.size_hint, path=old.path))
+            elif isinstance(given, Output) and given.label is None and \
+                    old.label is not None:
+                merged.append(OutputDir(old.label, size_hint=given.size_hint,
+                                        path=given.path)
+                              if isinstance(given, OutputDir) else
+                              Output(old.label, size_hint=given.size_hint,
+                                     content_type=given.content_type, encode=given.encode,
+                                     path=given.path))
+            else:
+                merged.extend(_normalize_outputs([given], allow_objects=True))
+        return merged
+
+    def _bind_error(self, args, kwargs):
+        """Raise the TypeError of ``Signature.bind`` for a missing argument: it names the
+        argument (``missing a required argument: 'a'``) whatever its kind."""
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            if "missing" in str(exc):       # else Python's own message says more
+                raise TypeError(f"{self._task_name}(): {exc}") from None
+
+    def _warn_size(self, arguments, total):
+        """A RainWarning for each argument whose pickle is over the limit."""
+        named = False
+        for pname, value in list(arguments.items())[1:]:
+            if value is _UNSET:
+                continue
+            counter = _Counter()
+            try:
+                _ArgPickler(counter, _Refs(None, _AS_INSTANCE)).dump(value)
+            except Exception:
+                continue
+            if counter.size > ARGS_WARNING_SIZE:
+                named = True
+                warnings.warn(RainWarning(
+                    f"Pickled object {pname} length {counter.size} > {ARGS_WARNING_SIZE} "
+                    f"in a call of {self._task_name}(); pass big data as blob() objects"),
+                    stacklevel=3)
+        if not named:
+            warnings.warn(RainWarning(
+                f"{self._task_name}(): the pickled arguments take {total} bytes "
+                f"(more than {ARGS_WARNING_SIZE}); pass big data as blob() objects"),
+                stacklevel=3)
 
     def _with_encodes(self, out_items):
         """(the ``encode`` list of the config or None, the task's outputs)."""

@@ -4,13 +4,15 @@ Tasks and data objects are created in the active session (the innermost ``with s
 or ``bind_only()``), else in the default session. A session collects what was created
 since its last ``submit()`` and sends it as one message.
 """
+import contextvars
 import logging
+import os
 import sys
 
 from ..common.attributes import ObjectInfo, TaskInfo
 from ..common.cbor import dumps_or_empty, loads_or
 from ..common.data_instance import DataInstance
-from ..common.errors import RainException, TaskException
+from ..common.errors import RainException, SessionException, TaskException
 from ..common.ids import DataType
 from .connection import ServerError
 from .submit_encoding import fill_submit
@@ -20,16 +22,32 @@ logger = logging.getLogger(__name__)
 
 FIRST_ID = 10
 
-_active_sessions = []
+#: The stack of active sessions (innermost last) of this thread or async context: a
+#: ``with session:`` in one thread does not change what another thread creates in.
+_active_sessions = contextvars.ContextVar("rain_active_sessions", default=())
 _default_session = None
 
 
 def get_active_session():
-    if _active_sessions:
-        return _active_sessions[-1]
+    stack = _active_sessions.get()
+    if stack:
+        return stack[-1]
     if _default_session is not None and not _default_session._closed:
         return _default_session
-    raise RainException("No active session")
+    raise SessionException("No active session")
+
+
+def _push_active(session):
+    _active_sessions.set(_active_sessions.get() + (session,))
+
+
+def _pop_active(session):
+    """Remove the innermost entry of ``session`` from the active stack."""
+    stack = _active_sessions.get()
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is session:
+            _active_sessions.set(stack[:i] + stack[i + 1:])
+            return
 
 
 def _set_default(session):
@@ -101,19 +119,17 @@ class Session:
     def __enter__(self):
         if self._closed:
             raise RainException("A closed session cannot be used again")
-        _active_sessions.append(self)
+        _push_active(self)
         self._entered += 1
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self._pop_active()
-        self.close()
-
-    def _pop_active(self):
-        for i in range(len(_active_sessions) - 1, -1, -1):
-            if _active_sessions[i] is self:
-                del _active_sessions[i]
-                break
+        """Restore the session that was active before; the outermost ``with`` of this
+        session closes it (an inner ``with s:`` only made it active again)."""
+        _pop_active(self)
+        self._entered -= 1
+        if self._entered <= 0:
+            self.close()
 
     def bind_only(self):
         """Make this the active session without closing it at the end of a ``with``."""
@@ -247,7 +263,8 @@ class Session:
         self._check_open()
         reply = self._request(lambda msg: self._fill_ids(msg.init("wait"), tasks, objects))
         if reply is not None:
-            self._apply_states(tasks, objects, reply)
+            # states only: info is brought by update() and fetch(), as in Rain
+            self._apply_states(tasks, objects, reply, info=False)
             return
         for task in tasks:
             task._state = TaskState.finished
@@ -255,14 +272,16 @@ class Session:
             if obj._state == DataObjectState.unfinished:
                 obj._state = DataObjectState.finished
 
-    def _apply_states(self, tasks, objects, reply):
+    def _apply_states(self, tasks, objects, reply, info=True):
         task_states, object_states = reply
-        for task, (_tid, state, info) in zip(tasks, task_states):
+        for task, (_tid, state, task_info) in zip(tasks, task_states):
             task._state = TaskState[state]
-            task._info = TaskInfo.from_json(loads_or(info, {}))
-        for obj, (_oid, state, info) in zip(objects, object_states):
+            if info:
+                task._info = TaskInfo.from_json(loads_or(task_info, {}))
+        for obj, (_oid, state, obj_info) in zip(objects, object_states):
             obj._state = DataObjectState[state]
-            obj._set_info(loads_or(info, {}))
+            if info:
+                obj._set_info(loads_or(obj_info, {}))
 
     def wait_some(self, items):
         """Block until at least one of ``items`` is finished; return the finished
@@ -295,8 +314,8 @@ class Session:
         for task in self._submitted_tasks.values():
             task._state = TaskState.finished
 
-    def fetch(self, dataobj):
-        """Wait for a kept data object and return its content as a ``DataInstance``."""
+    def _fetch_reply(self, dataobj):
+        """The server's answer to a fetch: the bytes, or the governor holding them."""
         from .data import DataObject
         if not isinstance(dataobj, DataObject):
             from .task import Task
@@ -315,7 +334,34 @@ class Session:
             f.session = self.session_id
             f.id = dataobj._id
 
-        reply = self._request(fill)
+        return dataobj, self._request(fill)
+
+    def fetch_to(self, dataobj, path):
+        """Wait for a kept data object and write it to ``path`` (which must not exist) as
+        it arrives, never holding it whole; returns a ``DataInstance`` backed by ``path``."""
+        path = os.path.abspath(os.fspath(path))
+        if os.path.lexists(path):
+            raise RainException(f"{path!r} already exists")
+        if not os.path.isdir(os.path.dirname(path)):
+            raise RainException(f"parent directory of {path!r} does not exist")
+        dataobj, reply = self._fetch_reply(dataobj)
+        data_type = DataType.DIRECTORY if reply["data_type"] == "directory" else DataType.BLOB
+        info = reply["info"]
+        if reply["data"] is not None:
+            DataInstance(data=reply["data"], data_type=data_type).write(path)
+        else:
+            meta = self.client._connection.fetch_to_path(
+                reply["location"], (self.session_id, dataobj.id[1]), path)
+            info = {**meta.get("info", {}), **info} if meta.get("info") else info
+        dataobj._set_info(info)
+        dataobj._state = DataObjectState.finished
+        return DataInstance(path=path, data_type=data_type,
+                            content_type=reply["content_type"] or dataobj.spec.content_type,
+                            spec=dataobj.spec, info=dataobj._info, object_id=dataobj.id)
+
+    def fetch(self, dataobj):
+        """Wait for a kept data object and return its content as a ``DataInstance``."""
+        dataobj, reply = self._fetch_reply(dataobj)
         data = reply["data"]
         info = reply["info"]
         if data is None:
@@ -349,7 +395,6 @@ class Session:
         """Close the session on the server: stop its tasks, free its objects."""
         if self._closed:
             return
-        self._pop_active()
         if _default_session is self:
             _set_default(None)
         self._closed = True
@@ -387,11 +432,11 @@ class _BoundSession:
     def __enter__(self):
         if self.session._closed:
             raise RainException("A closed session cannot be used again")
-        _active_sessions.append(self.session)
+        _push_active(self.session)
         return self.session
 
     def __exit__(self, exc_type, exc, tb):
-        self.session._pop_active()
+        _pop_active(self.session)
 
 
 def _as_list(items):

@@ -5,37 +5,30 @@ comprehensions and ``array``: the per-item cost stays far below that of filling 
 Cap'n Proto struct per task. Items whose ``spec`` was materialized are read from it,
 since it may have been changed by the user before the submit.
 """
-import sys
-from array import array
 from itertools import accumulate
 from operator import attrgetter
 
 import cbor2
 
 from ..common.cbor import ROWS_MAX
+from ..common.columns import pack, string_table
 from ..common.ids import DataType
 
-_SWAP = sys.byteorder != "little"
 _ID = attrgetter("_id")
 
 
 def int32s(values):
     """A packed little-endian Int32 column."""
-    packed = array("i", values)
-    if _SWAP:
-        packed.byteswap()
-    return packed.tobytes()
+    return pack("i", values)
 
 
 def fill_strings(builder, values):
     """A ``StringColumn``: distinct strings in a table plus an index per item (none at
     all when every value is empty)."""
-    table = {}
-    index = [table.setdefault(value or "", len(table)) for value in values]
-    if not table or (len(table) == 1 and "" in table):
-        return
-    builder.table = list(table)
-    builder.index = int32s(index)
+    packed = string_table(values)
+    if packed is not None:
+        builder.table = packed[0]
+        builder.index = pack("i", packed[1])
 
 
 def fill_sparse(builder, items):

@@ -23,12 +23,18 @@ class Task:
                  "_inputs", "_out", "_outputs", "_cpus", "_resources", "_name",
                  "_user", "_spec_cache", "_state", "_info", "_created_at", "__weakref__")
 
+    #: The task type of instances of a subclass that passes no ``task_type`` (how tasks
+    #: of one's own executors are declared: ``class Hello(Task): TASK_TYPE = "ex/hello"``).
+    TASK_TYPE = None
+
     def __init__(self, inputs=(), outputs=None, *, config=None, session=None, task_type=None,
                  cpus=1, name=None, user_spec=None, resources=None):
         if session is None:
             session = get_active_session()
         if task_type is None:
-            raise RainException("Task needs a task_type")
+            task_type = self.TASK_TYPE
+            if task_type is None:
+                raise RainException("Task needs a task_type (or a subclass with TASK_TYPE)")
         if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 0:
             raise RainException(f"cpus must be a non-negative integer, not {cpus!r}")
         self.session = session

@@ -8,55 +8,44 @@ The server side calls ``fill_objects`` / ``fill_tasks`` with one Python list per
 governor gets rows back from ``read_objects`` / ``read_tasks``, which check the columns
 for shape and raise ``AssignmentError`` when they do not fit together.
 """
-import sys
-from array import array
 from itertools import accumulate, chain, islice, repeat
 
 import cbor2
 
+from . import columns
 from .cbor import is_key
+from .columns import ColumnError, pack, sparse_indexes, string_table
 
-_SWAP = sys.byteorder != "little"
-
-
-class AssignmentError(ValueError):
+class AssignmentError(ColumnError):
     """The columns of an assignment do not fit together."""
 
 
 # ----------------------------------------------------------------------------------------
 # Packing (server)
 
-def _packed(typecode, values):
-    packed = array(typecode, values)
-    if _SWAP:
-        packed.byteswap()
-    return packed.tobytes()
-
-
 def pack_keys(keys):
     """(session, id) pairs as one column of Int32 pairs (task or object ids)."""
-    return _packed("i", chain.from_iterable(keys))
+    return pack("i", chain.from_iterable(keys))
 
 
 def _fill_strings(builder, name, values):
     """The ``StringColumn`` ``name``; left out when every value is empty (a small
     assignment then costs no struct to fill)."""
-    if not any(values):
+    packed = string_table(values)
+    if packed is None:
         return
-    table = {}
-    index = [table.setdefault(value or "", len(table)) for value in values]
     column = builder.init(name)
-    column.table = list(table)
-    column.index = _packed("i", index)
+    column.table = packed[0]
+    column.index = pack("i", packed[1])
 
 
 def _fill_sparse(builder, name, values):
     """The ``SparseData`` ``name``: bytes for the items whose value is not empty."""
     if not any(values):
         return
-    indexes = [i for i, value in enumerate(values) if value]
+    indexes = sparse_indexes(values)
     column = builder.init(name)
-    column.indexes = _packed("i", indexes)
+    column.indexes = pack("i", indexes)
     column.values = [values[i] for i in indexes]
 
 
@@ -70,16 +59,16 @@ def fill_objects(builder, keys, labels, content_types, directories, users, sizes
     _fill_strings(builder, "labels", labels)
     _fill_strings(builder, "contentTypes", content_types)
     if any(directories):
-        builder.directories = _packed("i", [i for i, d in enumerate(directories) if d])
+        builder.directories = pack("i", [i for i, d in enumerate(directories) if d])
     _fill_sparse(builder, "user", users)
-    builder.sizes = _packed("q", sizes)
+    builder.sizes = pack("q", sizes)
     if any(locations):
-        builder.locationCounts = _packed("i", map(len, locations))
+        builder.locationCounts = pack("i", map(len, locations))
         _fill_strings(builder, "locations", list(chain.from_iterable(locations)))
     constants = [i for i, value in enumerate(data) if value is not None]
     if constants:
         sparse = builder.init("data")
-        sparse.indexes = _packed("i", constants)
+        sparse.indexes = pack("i", constants)
         sparse.values = [data[i] for i in constants]
 
 
@@ -93,15 +82,15 @@ def fill_tasks(builder, keys, types, names, cpus, configs, input_ids, input_labe
     _fill_strings(builder, "types", types)
     _fill_strings(builder, "names", names)
     if any(cpu != 1 for cpu in cpus):
-        builder.cpus = _packed("i", cpus)
+        builder.cpus = pack("i", cpus)
     if any(configs):
         builder.configs = b"".join(configs)
-        builder.configEnds = _packed("i", accumulate(map(len, configs)))
-    builder.inputCounts = _packed("i", map(len, input_ids))
-    builder.inputIds = _packed("i", chain.from_iterable(input_ids))
+        builder.configEnds = pack("i", accumulate(map(len, configs)))
+    builder.inputCounts = pack("i", map(len, input_ids))
+    builder.inputIds = pack("i", chain.from_iterable(input_ids))
     _fill_strings(builder, "inputLabels", list(chain.from_iterable(input_labels)))
-    builder.outputCounts = _packed("i", map(len, output_ids))
-    builder.outputIds = _packed("i", chain.from_iterable(output_ids))
+    builder.outputCounts = pack("i", map(len, output_ids))
+    builder.outputIds = pack("i", chain.from_iterable(output_ids))
     _fill_sparse(builder, "resources", resources)
     _fill_sparse(builder, "user", users)
 
@@ -122,17 +111,7 @@ def fill_columns(assign, objects, tasks):
 # Reading (governor)
 
 def _ints(typecode, data, what, count=None):
-    values = array(typecode)
-    try:
-        values.frombytes(data)
-    except ValueError:
-        raise AssignmentError(f"column {what}: {len(data)} bytes is not a whole number of "
-                              "values") from None
-    if _SWAP:
-        values.byteswap()
-    if count is not None and len(values) != count:
-        raise AssignmentError(f"column {what} has {len(values)} values for {count} items")
-    return values.tolist()
+    return columns.unpack(typecode, data, what, count, AssignmentError).tolist()
 
 
 def read_keys(data, what):
@@ -153,22 +132,11 @@ def _strings(parent, name, what, count):
     index_data = column.index
     if not index_data:
         return [""] * count
-    table = list(column.table)
-    index = _ints("i", index_data, f"{what}.index", count)
-    if index and (min(index) < 0 or max(index) >= len(table)):
-        raise AssignmentError(f"column {what} points outside its table of {len(table)} "
-                              "strings")
-    return [table[i] for i in index]
+    return columns.strings(list(column.table), index_data, what, count, AssignmentError)
 
 
 def _index_set(data, what, count):
-    indexes = _ints("i", data, what)
-    if indexes:
-        if indexes[0] < 0 or indexes[-1] >= count:
-            raise AssignmentError(f"column {what} has an index outside 0..{count - 1}")
-        if len(indexes) > 1 and not all(map(int.__lt__, indexes, islice(indexes, 1, None))):
-            raise AssignmentError(f"column {what} is not ascending and unique")
-    return indexes
+    return columns.index_set(data, what, count, AssignmentError)
 
 
 def _sparse(parent, name, what, count, default):
@@ -179,13 +147,7 @@ def _sparse(parent, name, what, count, default):
     column = getattr(parent, name)
     indexes = _index_set(column.indexes, f"{what}.indexes", count)
     values = list(column.values) if indexes else ()
-    if len(indexes) != len(values):
-        raise AssignmentError(f"column {what} has {len(indexes)} indexes and {len(values)} "
-                              "values")
-    result = [default] * count
-    for index, value in zip(indexes, values):
-        result[index] = value
-    return result
+    return columns.sparse(indexes, values, what, count, default, AssignmentError)
 
 
 def _bounds(counts, total, what):

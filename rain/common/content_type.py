@@ -87,20 +87,51 @@ def _is_text(content_type):
     return content_type == "text" or content_type.startswith("text-")
 
 
+#: Schema metadata of an Arrow stream that carries a plain Python value, and how to
+#: turn the table back into it (Arrow tables and batches carry none: they load as tables).
+_ARROW_VALUE_KEY = b"rain.python_value"
+
+
 def _encode_arrow(value):
     import pyarrow as pa
 
+    kind = None
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         value = pa.table({"values": value})
-    elif isinstance(value, dict):
-        value = pa.table(value)
-    elif not isinstance(value, (pa.Table, pa.RecordBatch)):
-        raise RainException("cannot encode {} as 'arrow': expected a pyarrow Table, "
-                            "RecordBatch or Array".format(type(value).__name__))
+    elif isinstance(value, (pa.Table, pa.RecordBatch)):
+        pass
+    else:
+        try:
+            if isinstance(value, dict) and value and all(
+                    isinstance(k, str) and isinstance(v, (list, tuple))
+                    for k, v in value.items()):
+                value, kind = pa.table({k: list(v) for k, v in value.items()}), b"columns"
+            elif isinstance(value, (list, tuple)):
+                value, kind = pa.table({"values": pa.array(list(value))}), b"list"
+            else:
+                value, kind = pa.table({"value": pa.array([value])}), b"scalar"
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise RainException("cannot encode {} as 'arrow': {}".format(
+                type(value).__name__, exc)) from None
+        value = value.replace_schema_metadata({_ARROW_VALUE_KEY: kind})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, value.schema) as writer:
         writer.write(value)
     return sink.getvalue().to_pybytes()
+
+
+def _decode_arrow(data):
+    import pyarrow as pa
+
+    table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    kind = (table.schema.metadata or {}).get(_ARROW_VALUE_KEY)
+    if kind == b"columns":
+        return table.to_pydict()
+    if kind == b"list":
+        return table.column("values").to_pylist()
+    if kind == b"scalar":
+        return table.column("value").to_pylist()[0]
+    return table
 
 
 def encode_value(value, content_type):
@@ -159,9 +190,7 @@ def decode_value(data, content_type):
 
             return cbor2.loads(data)
         if content_type == "arrow":
-            import pyarrow as pa
-
-            return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+            return _decode_arrow(data)
         if _is_text(content_type):
             return bytes(data).decode(_text_encoding(content_type))
     except Exception as e:

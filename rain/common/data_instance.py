@@ -40,8 +40,10 @@ def _member_is_safe(member):
     return True
 
 
-def _open_tar(data):
+def _open_tar(data=None, file=None):
     try:
+        if file is not None:
+            return tarfile.open(file, mode="r:")
         return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
     except tarfile.TarError as e:
         raise RainException("directory data is not a valid tar archive: {}".format(e)) from e
@@ -49,8 +51,22 @@ def _open_tar(data):
 
 def extract_tar(data, path):
     """Extract tar bytes into the new directory ``path``, refusing unsafe members."""
-    with _open_tar(data) as tar:
-        members = tar.getmembers()
+    _extract(_open_tar(data), path)
+
+
+def extract_tar_file(tar_path, path):
+    """Extract the tar archive in file ``tar_path`` into the new directory ``path``
+    (read from the file as it goes: a big archive is never in memory)."""
+    _extract(_open_tar(file=tar_path), path)
+
+
+def _extract(tar, path):
+    with tar:
+        try:
+            members = tar.getmembers()
+        except tarfile.TarError as e:
+            raise RainException("directory data is not a valid tar archive: {}".format(
+                e)) from e
         for member in members:
             if not _member_is_safe(member):
                 raise RainException("unsafe member {!r} in directory archive".format(
@@ -66,14 +82,21 @@ def extract_tar(data, path):
 
 def make_tar(path):
     """Uncompressed tar of the contents of directory ``path`` (sorted, relative names)."""
+    buffer = io.BytesIO()
+    write_tar(path, buffer)
+    return buffer.getvalue()
+
+
+def write_tar(path, fileobj):
+    """Write the tar of directory ``path`` to ``fileobj`` as it goes (``write`` calls only:
+    a pipe, a socket writer or a chunk queue will do)."""
 
     def clean(info):
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info
 
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for root, dirs, files in os.walk(path):
             dirs.sort()
             rel_root = os.path.relpath(root, path)
@@ -83,7 +106,6 @@ def make_tar(path):
                 arcname = name if rel_root == "." else posixpath.join(
                     rel_root.replace(os.sep, "/"), name)
                 tar.add(full, arcname=arcname, recursive=False, filter=clean)
-    return buffer.getvalue()
 
 
 def _make_writable(path):
@@ -174,7 +196,13 @@ class DataInstance:
 
     @property
     def info(self):
-        return self._info
+        """The object's ``ObjectInfo``; in a task, ``info.user`` set on a returned
+        instance goes with the output."""
+        info = self._info
+        if info is None:
+            from .attributes import ObjectInfo
+            info = self._info = ObjectInfo()
+        return info
 
     @property
     def object_id(self):

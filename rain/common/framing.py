@@ -22,6 +22,11 @@ pycapnp's KJ loop and asyncio. Small messages are the hot path of a running grap
 A frame is a 4-byte little-endian unsigned length followed by that many bytes. Writes are
 queued and flushed together by one ``loop.call_soon`` callback, so many messages produced
 in the same turn of the loop leave in one system call, without a batching timer.
+
+Nothing here buffers without bound: a peer that stops reading while frames keep coming
+(a stalled dashboard subscribed to events, a client that never reads) is disconnected once
+the transport holds more than ``max_write_buffer`` bytes, and bulk senders (object
+transfers) wait on ``drain()``, which honours the transport's pause/resume.
 """
 import asyncio
 import logging
@@ -46,6 +51,8 @@ def encode_frame(payload):
 READ_SIZE = 1 << 16
 #: A receive buffer grown beyond this for a big frame is dropped once it is empty.
 KEEP_SIZE = 1 << 18
+#: Bytes a transport may hold for a peer that does not read before it is disconnected.
+MAX_WRITE_BUFFER = 1 << 28
 
 
 class FrameProtocol(asyncio.BufferedProtocol):
@@ -60,10 +67,16 @@ class FrameProtocol(asyncio.BufferedProtocol):
     do, maps and unmaps memory on every read, which costs more than the read itself.
     """
 
-    def __init__(self, on_frame, on_close=None, max_frame_size=MAX_FRAME_SIZE):
+    def __init__(self, on_frame, on_close=None, max_frame_size=MAX_FRAME_SIZE,
+                 keep_size=KEEP_SIZE, max_write_buffer=MAX_WRITE_BUFFER, views=False):
         self.on_frame = on_frame
+        # ``views``: frames are handed over as memoryviews of the receive buffer, valid
+        # during the call only (released after it): bulk data goes to a file uncopied.
+        self.views = views
         self.on_close = on_close
         self.max_frame_size = max_frame_size
+        self.keep_size = keep_size       # a receiver of big frames keeps a big buffer
+        self.max_write_buffer = max_write_buffer
         self.transport = None
         self.peer = None
         self.closed = False
@@ -130,6 +143,17 @@ class FrameProtocol(asyncio.BufferedProtocol):
                     if frame_end > end:
                         needed = HEADER_SIZE + length
                         break
+                    if self.views:
+                        frame = view[offset + HEADER_SIZE:frame_end]
+                        offset = frame_end
+                        if self.closed:
+                            frame.release()
+                            return
+                        try:
+                            self.on_frame(self, frame)
+                        finally:
+                            frame.release()
+                        continue
                     frame = bytes(view[offset + HEADER_SIZE:frame_end])
                     offset = frame_end
                     if self.closed:
@@ -146,7 +170,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._needed = needed
         if offset == end:
             self._start = self._end = 0
-            if len(buf) > KEEP_SIZE:     # grown for a big frame: do not keep it
+            if len(buf) > self.keep_size:     # grown for a big frame: do not keep it
                 self._buf = bytearray(2 * READ_SIZE)
         else:
             self._start = offset
@@ -193,13 +217,22 @@ class FrameProtocol(asyncio.BufferedProtocol):
             out.append(payload)
         if out and self.transport is not None:
             self._out = []
-            self.transport.writelines(out)
+            self._write(out)
 
     def flush(self):
         self._flush_scheduled = False
         if self._out and not self.closed and self.transport is not None:
             out, self._out = self._out, []
-            self.transport.writelines(out)
+            self._write(out)
+
+    def _write(self, out):
+        transport = self.transport
+        transport.writelines(out)
+        if transport.get_write_buffer_size() > self.max_write_buffer:
+            logger.warning("closing connection to %s: it stopped reading and %d bytes are "
+                           "waiting for it", self.peer, transport.get_write_buffer_size())
+            self.closed = True
+            transport.abort()
 
     async def drain(self):
         """Wait until the transport's buffer is below its high-water mark."""

@@ -34,6 +34,8 @@ class LabeledList:
             if labels is not None:
                 raise ValueError("labels given without items")
             return
+        if labels is None and isinstance(items, LabeledList):
+            labels = items.labels()         # the copy constructor
         items = list(items)
         if labels is None:
             self._items = items
@@ -52,6 +54,13 @@ class LabeledList:
         _check_label_type(label)
         if label is not None and label in self._label_set:
             raise KeyError("label {!r} already present".format(label))
+
+    def _check(self):
+        """Assert that the items, labels and label set agree (used by tests)."""
+        assert len(self._items) == len(self._labels)
+        labels = [label for label in self._labels if label is not None]
+        assert len(labels) == len(set(labels)), "duplicate labels"
+        assert set(labels) == self._label_set
 
     def _rebuild_label_set(self):
         self._label_set = {label for label in self._labels if label is not None}
@@ -177,7 +186,19 @@ class LabeledList:
                 self.append(value, key)
             return
         if isinstance(key, slice):
-            raise TypeError("slice assignment is not supported by LabeledList")
+            # as for a list; the new items carry their labels when a LabeledList is given
+            values = list(value)
+            labels = value.labels() if isinstance(value, LabeledList) else \
+                [None] * len(values)
+            items, old_labels = list(self._items), list(self._labels)
+            items[key] = values
+            old_labels[key] = labels
+            rest = [label for label in old_labels if label is not None]
+            if len(rest) != len(set(rest)):
+                raise KeyError("slice assignment would duplicate a label")
+            self._items, self._labels = items, old_labels
+            self._rebuild_label_set()
+            return
         self._items[self._position(key)] = value
 
     def __delitem__(self, key):

@@ -8,51 +8,26 @@ uint64 pairs (session, id), states as one byte each, sizes as int64, and the var
 CBOR bytes inside it): one ``cbor2.loads`` decodes a whole batch, where a byte string per
 task cost the server a decoder call per finished task.
 """
-import array
 import itertools
-import sys
 
 import cbor2
 
 from .cbor import is_key
+from .columns import ColumnError, pack, unpack  # noqa: F401 (ColumnError: this module's)
 
-_BIG_ENDIAN = sys.byteorder == "big"
 #: Finished blobs up to this size travel with their update, so that the server can answer
 #: a client's fetch of a kept result itself (no second trip to the governor).
 INLINE_DATA_MAX = 4096
 
 
-class ColumnError(ValueError):
-    """The columns of an update do not fit together."""
-
-
-def _pack(typecode, values):
-    packed = array.array(typecode, values)
-    if _BIG_ENDIAN:
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _unpack(typecode, data, what):
-    values = array.array(typecode)
-    try:
-        values.frombytes(data)
-    except ValueError:
-        raise ColumnError(f"{what}: {len(data)} bytes is not a whole number of items") \
-            from None
-    if _BIG_ENDIAN:
-        values.byteswap()
-    return values
-
-
 def pack_ids(keys):
     """``keys``: (session, id) pairs -> bytes."""
-    return _pack("Q", itertools.chain.from_iterable(keys))
+    return pack("Q", itertools.chain.from_iterable(keys))
 
 
 def unpack_ids(data, what="ids"):
     """bytes -> (sessions, ids), two sequences of equal length."""
-    values = _unpack("Q", data, what)
+    values = unpack("Q", data, what)
     if len(values) % 2:
         raise ColumnError(f"{what}: odd number of values")
     return values[0::2], values[1::2]
@@ -84,13 +59,13 @@ def encode_objects(entries):
     if any(value is not None for value in data):
         details.append(data)
     return (pack_ids(e[0] for e in entries), bytes(e[1] for e in entries),
-            _pack("q", (e[2] for e in entries)), cbor2.dumps(details))
+            pack("q", (e[2] for e in entries)), cbor2.dumps(details))
 
 
 def decode_objects(ids, states, sizes, details):
     """Columns -> [(session, id, state, size, content_type, info_bytes, data_or_None)]."""
     sessions, object_ids = unpack_ids(ids, "object ids")
-    sizes = _unpack("q", sizes, "object sizes")
+    sizes = unpack("q", sizes, "object sizes")
     details = _cbor_list(details, "object details")
     if len(details) not in (2, 3):
         raise ColumnError("object details must be [content types, infos(, data)]")

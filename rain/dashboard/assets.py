@@ -19,6 +19,14 @@ section.rain-panel h2 { font-size: 1em; margin: 2px 0 8px 0; color: #1f3a5f; }
 .rain-status-failed { color: #d62728; font-weight: bold; }
 .rain-error pre { white-space: pre-wrap; color: #b00; max-height: 12em; overflow: auto; }
 .rain-note { color: #666; font-size: 0.9em; }
+body.rain-fill { height: 100vh; overflow: hidden; background: white; }
+body.rain-fill main { height: 100%; padding: 4px; box-sizing: border-box; }
+body.rain-fill .rain-chart, body.rain-fill .rain-chart > div { width: 100%; height: 100%; }
+.rain-banner { display: none; }
+body[data-connection="lost"] .rain-banner { display: block; position: fixed; top: 0;
+  left: 0; right: 0; z-index: 10; padding: 6px 12px; background: #555; color: white;
+  font-weight: bold; }
+body[data-connection="lost"] main { filter: grayscale(1); opacity: 0.45; }
 """
 
 # One poll per page every INTERVAL ms at most, and never two at once: the server answers
@@ -28,13 +36,44 @@ SCRIPT = r"""
   "use strict";
   const BASE = document.body.dataset.base || "/dashboard";
   const INTERVAL = 1000;
-  const state = {charts: [], errors: [], polls: 0, updates: 0};
+  // While the server does not answer: poll less and less often, up to this.
+  const MAX_INTERVAL = 30000;
+  const state = {charts: [], errors: [], polls: 0, updates: 0, failures: 0};
+  let interval = INTERVAL;
   window.rainDashboard = state;
   window.addEventListener("error", (e) => state.errors.push(String(e.message)));
   window.addEventListener("unhandledrejection", (e) => state.errors.push(String(e.reason)));
 
   function query(chart) {
-    return chart.session != null ? "?session=" + encodeURIComponent(chart.session) : "";
+    const args = [];
+    if (chart.session != null) args.push("session=" + encodeURIComponent(chart.session));
+    if (chart.fill) args.push("fill=1");
+    return args.length ? "?" + args.join("&") : "";
+  }
+
+  // "disconnected": the page greys out and says so; polling backs off; one line in
+  // the console per loss, not one per failed poll.
+  function connection(ok, why) {
+    const lost = document.body.dataset.connection === "lost";
+    if (ok) {
+      interval = INTERVAL;
+      if (lost) {
+        document.body.dataset.connection = "live";
+        console.info("rain dashboard: the server answers again");
+      }
+      return;
+    }
+    state.failures += 1;
+    interval = Math.min(MAX_INTERVAL, interval * 2);
+    const banner = document.querySelector(".rain-banner");
+    if (banner) {
+      banner.textContent = "Disconnected: the Rain server does not answer (" + why +
+        "); it may have stopped. Trying again every " + Math.round(interval / 1000) + " s.";
+    }
+    if (!lost) {
+      document.body.dataset.connection = "lost";
+      console.warn("rain dashboard: disconnected from the server: " + why);
+    }
   }
 
   function countRows(chart) {
@@ -120,35 +159,45 @@ SCRIPT = r"""
   async function poll() {
     const began = performance.now();
     const live = state.charts.filter((c) => c.cursor != null && !c.busy);
-    try {
-      if (live.length) {
-        const response = await fetch(BASE + "/api/update", {
+    if (live.length) {
+      let response = null;
+      try {
+        response = await fetch(BASE + "/api/update", {
           method: "POST", headers: {"Content-Type": "application/json"},
           body: JSON.stringify({charts: live.map((c) => ({
             chart: c.chart, session: c.session, cursor: c.cursor}))}),
         });
-        if (response.ok) {
+      } catch (err) {
+        connection(false, "no connection");
+      }
+      if (response && !response.ok) connection(false, "HTTP " + response.status);
+      if (response && response.ok) {
+        connection(true);
+        try {
           const body = await response.json();
           state.polls += 1;
           document.body.dataset.polls = String(state.polls);
           for (let i = 0; i < live.length; i++) await apply(live[i], body.charts[i] || {});
           if (body.final) return;
+        } catch (err) {
+          state.errors.push(String(err));
+          console.error("rain dashboard: cannot apply an update", err);
         }
       }
-    } catch (err) {
-      console.warn("rain dashboard: update failed", err);
     }
     // At most one poll a second; slower when fetching and drawing take long, so a busy
     // machine spends at most a fifth of its time on this page.
     const spent = performance.now() - began;
-    setTimeout(poll, Math.max(INTERVAL, 4 * spent));
+    setTimeout(poll, Math.max(interval, 4 * spent));
   }
 
   async function start() {
     for (const el of document.querySelectorAll(".rain-chart")) {
       el.dataset.state = "loading";
-      const chart = {el, chart: el.dataset.chart,
-                     session: el.dataset.session ? Number(el.dataset.session) : null};
+      const session = el.dataset.session;
+      const chart = {el, chart: el.dataset.chart, fill: el.dataset.fill === "1",
+                     session: !session ? null : (session === "latest" ? session
+                                                                        : Number(session))};
       state.charts.push(chart);
     }
     await Promise.all(state.charts.map((c) => mount(c).catch((err) => {
@@ -174,7 +223,8 @@ PAGE = """<!DOCTYPE html>
 <style>{style}</style>
 {bokeh_scripts}
 </head>
-<body data-base="{base}">
+<body data-base="{base}" class="{body_class}">
+<div class="rain-banner" role="status"></div>
 {header}
 <main>
 {body}

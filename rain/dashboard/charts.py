@@ -25,7 +25,7 @@ from bokeh.layouts import column
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
 
-from .model import FINISHED, RUNNING, STATE_NAMES
+from ..server.run_model import FINISHED, RUNNING, STATE_NAMES, natural_key
 
 COLORS = {"waiting": "#bdbdbd", "running": "#ff9f1c", "finished": "#2ca02c",
           "failed": "#d62728", "partial": "#98df8a"}
@@ -33,13 +33,27 @@ STREAM_ROWS = 10000         # task-stream rows kept by a viewer
 ROWS_PER_UPDATE = 500       # new task-stream rows per delta at most (the latest ones)
 MONITOR_POINTS = 3600       # monitoring samples kept per governor by a viewer
 STATUS_COLORS = {"open": "#1f77b4", "closed": "#2ca02c", "failed": "#d62728"}
-GRAPH_TASK_LIMIT = 200      # above: one node per task-name group
+GRAPH_TASK_LIMIT = 200      # above: one node per task name
+GRAPH_NODE_LIMIT = 40       # above: one node per task name prefix
+GRAPH_MIN_HEIGHT = 320
+GRAPH_MAX_HEIGHT = 720
+GRAPH_WIDTH_ESTIMATE = 700  # px: the narrowest usual width of the graph, for its labels
+LABEL_FONT_PX = 11
+LABEL_CHAR_PX = 6.6         # mean width of a label character at that size
+LABEL_ROW_PX = 22
+LABEL_OFFSET = 10
+OTHER_NAMES = "(other names)"
 TABLE_ROWS = 2000
-WIDTH = 900
+
+
+def group_prefix(key):
+    """The task-name group of a task name: the part before the first ``/``."""
+    return str(key).split("/", 1)[0]
 
 
 def group_color(key):
-    return Category20_20[zlib.crc32(str(key).encode()) % 20]
+    """One colour per task-name group (``load/3`` and ``load/4`` alike)."""
+    return Category20_20[zlib.crc32(group_prefix(key).encode()) % 20]
 
 
 class Chart:
@@ -83,8 +97,8 @@ class Chart:
         columns = [TableColumn(field=field, title=title, width=width,
                                **({"formatter": rest[0]} if rest else {}))
                    for field, title, width, *rest in columns]
-        table = DataTable(source=source, columns=columns, width=WIDTH, height=height,
-                          index_position=None, name=name)
+        table = DataTable(source=source, columns=columns, height=height,
+                          sizing_mode="stretch_width", index_position=None, name=name)
         _apply({source_name: source}, self.data(model, session))
         return table
 
@@ -189,12 +203,14 @@ class MonitoringChart(Chart):
                 "value": list(values[start:n])}, n
 
     def build(self, model, session):
-        fig = figure(title=self.label, x_axis_type="datetime", width=WIDTH, height=260,
+        fig = figure(title=self.label, x_axis_type="datetime", height=260,
+                     sizing_mode="stretch_width",
                      y_range=Range1d(0, 105), tools="pan,xwheel_zoom,box_zoom,reset,save",
                      name=f"{self.id}-figure")
         fig.xaxis.formatter = DatetimeTickFormatter(
             milliseconds="%H:%M:%S.%3N", seconds="%H:%M:%S", minsec="%H:%M:%S",
             minutes="%H:%M", hourmin="%H:%M", hours="%H:%M", context=None)
+        fig.xaxis.ticker.desired_num_ticks = 4      # readable in a narrow pane too
         for i, gov in enumerate(model.governors.values()):
             data, _ = self._series(gov, 0)
             source = _source(f"{self.id}:{gov.id}", data)
@@ -237,14 +253,14 @@ class CpuChart(MonitoringChart):
     id = "cpu"
     title = "Governors: CPU usage"
     attr = "cpu"
-    label = "CPU usage per governor (%, mean over its CPUs)"
+    label = "CPU usage of each governor's processes (%, mean over its CPUs)"
 
 
 class MemoryChart(MonitoringChart):
     id = "memory"
     title = "Governors: memory usage"
     attr = "mem"
-    label = "Memory usage per governor (% of the machine)"
+    label = "Memory of each governor's processes (% of the machine)"
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,9 +305,9 @@ class SummaryChart(SessionChart):
                 "props": {"summary-text": {"text": text}}}
 
     def build(self, model, session):
-        text = Div(text="", name="summary-text", width=WIDTH)
+        text = Div(text="", name="summary-text", sizing_mode="stretch_width")
         source = _source("progress", {})
-        fig = figure(y_range=FactorRange("tasks"), height=120, width=WIDTH,
+        fig = figure(y_range=FactorRange("tasks"), height=120, sizing_mode="stretch_width",
                      toolbar_location=None, tools="",
                      name="progress-figure")
         states = ["finished", "running", "failed", "waiting"]
@@ -303,17 +319,19 @@ class SummaryChart(SessionChart):
         fig.yaxis.visible = False
         fig.x_range.start = 0
         _apply({"progress": source, "summary-text": text}, self.data(model, session))
-        return column(text, fig)
+        return column(text, fig, sizing_mode="stretch_width")
 
 
 class GraphChart(SessionChart):
     """Tasks as nodes coloured by state, edges from producers to consumers.
 
-    Up to ``GRAPH_TASK_LIMIT`` tasks each task is a node; above, one node per task-name
-    group (sized by its task count, coloured by the state of its tasks) so a 100k-task graph
-    stays a few dozen glyphs. Edges come from the live server's graph (``edges_provider``)
-    while the session is open; once closed, and post mortem, from its close event (the
-    edges between groups).
+    Up to ``GRAPH_TASK_LIMIT`` tasks each task is a node; above, one node per task name
+    (sized by its task count, coloured by the state of its tasks), and when there are more
+    than ``GRAPH_NODE_LIMIT`` names, one node per name prefix (``a/b`` for ``a/b/c``, ...),
+    so a 100k-task graph stays a few dozen glyphs. Labels are placed so that none covers
+    another at the chart's usual size (the hover shows every node's full name). Edges
+    come from the live server's graph (``edges_provider``) while the session is open;
+    once closed, and post mortem, from its close event (the edges between names).
     """
     id = "graph"
     title = "Task graph"
@@ -340,11 +358,16 @@ class GraphChart(SessionChart):
             nodes = provided["nodes"]         # [(task id, group)]
             edges = provided["edges"]         # [(task id, task id)]
             mode = "tasks"
+            members = None
         else:
-            keys = sorted(set(session.summary) | set(session.groups))
-            nodes = [(k, k) for k in keys]
+            names = sorted(set(session.summary) | set(session.groups), key=natural_key)
             # A closed session (or post mortem): the edges its close event recorded.
-            edges = provided["edges"] if provided is not None else session.group_edges
+            name_edges = provided["edges"] if provided is not None else session.group_edges
+            members = collapse_names(names, GRAPH_NODE_LIMIT)
+            node_of = {name: node for node, group in members.items() for name in group}
+            nodes = [(node, node) for node in members]
+            edges = sorted({(node_of[a], node_of[b]) for a, b in name_edges
+                            if a in node_of and b in node_of and node_of[a] != node_of[b]})
             mode = "groups"
         positions = layered_layout([n for n, _ in nodes], edges)
         xs, ys = [], []
@@ -353,8 +376,20 @@ class GraphChart(SessionChart):
             if pa is not None and pb is not None:
                 xs.append([pa[0], pb[0]])
                 ys.append([pa[1], pb[1]])
-        layout = {"mode": mode, "nodes": nodes, "positions": positions,
-                  "edges": {"xs": xs, "ys": ys}}
+        height = graph_height(positions.values())
+        if mode == "tasks":
+            texts = [short_name(group) for _, group in nodes]
+            priority = range(len(nodes))
+        else:
+            totals = [sum(session.summary.get(n, 0) for n in members[node])
+                      for node, _ in nodes]
+            texts = [f"{short_name(node)} ({total}/{total})"
+                     for (node, _), total in zip(nodes, totals)]
+            priority = sorted(range(len(nodes)), key=lambda i: -totals[i])
+        shown = place_labels([positions[n] for n, _ in nodes], texts, priority,
+                             GRAPH_WIDTH_ESTIMATE, height)
+        layout = {"mode": mode, "nodes": nodes, "positions": positions, "members": members,
+                  "edges": {"xs": xs, "ys": ys}, "shown": shown, "height": height}
         for old in [k for k in self._layouts if k[0] == session.id]:
             del self._layouts[old]
         self._layouts[key] = layout
@@ -362,12 +397,13 @@ class GraphChart(SessionChart):
 
     def data(self, model, session):
         layout = self._layout(model, session)
-        cols = {k: [] for k in ("x", "y", "key", "label", "state", "color", "size", "tasks",
-                                "finished", "running", "failed")}
+        cols = {k: [] for k in ("x", "y", "key", "label", "text", "state", "color", "size",
+                                "tasks", "finished", "running", "failed")}
         positions = layout["positions"]
+        shown = layout["shown"]
         if layout["mode"] == "tasks":
             tasks = session.tasks
-            for tid, group in layout["nodes"]:
+            for index, (tid, group) in enumerate(layout["nodes"]):
                 record = tasks.get(tid)
                 state = STATE_NAMES[record[0]] if record else "waiting"
                 x, y = positions[tid]
@@ -375,6 +411,7 @@ class GraphChart(SessionChart):
                 cols["y"].append(y)
                 cols["key"].append(str(tid))
                 cols["label"].append(f"{tid} {group}")
+                cols["text"].append(short_name(group) if index in shown else "")
                 cols["state"].append(state)
                 cols["color"].append(COLORS[state])
                 cols["size"].append(14)
@@ -383,13 +420,17 @@ class GraphChart(SessionChart):
                 cols["running"].append(int(state == "running"))
                 cols["failed"].append(int(state == "failed"))
         else:
-            for key, _ in layout["nodes"]:
-                total = session.summary.get(key, 0)
-                group = session.groups.get(key)
-                running = group.running if group else 0
-                finished = group.finished if group else 0
-                failed = group.failed if group else 0
-                total = max(total, group.seen if group else 0)
+            for index, (key, _) in enumerate(layout["nodes"]):
+                total = running = finished = failed = 0
+                for name in layout["members"][key]:
+                    count = session.summary.get(name, 0)
+                    group = session.groups.get(name)
+                    if group is not None:
+                        running += group.running
+                        finished += group.finished
+                        failed += group.failed
+                        count = max(count, group.seen)
+                    total += count
                 if failed:
                     state = "failed"
                 elif running:
@@ -405,6 +446,8 @@ class GraphChart(SessionChart):
                 cols["y"].append(y)
                 cols["key"].append(str(key))
                 cols["label"].append(f"{key} ({finished}/{total})")
+                cols["text"].append(f"{short_name(key)} ({finished}/{total})"
+                                    if index in shown else "")
                 cols["state"].append(state)
                 cols["color"].append(COLORS[state])
                 cols["size"].append(12 + 6 * math.log10(total + 1))
@@ -418,17 +461,15 @@ class GraphChart(SessionChart):
         layout = self._layout(model, session)
         nodes = _source("graph-nodes", {})
         edges = _source("graph-edges", layout["edges"])
-        width = WIDTH
         title = ("Task graph" if layout["mode"] == "tasks"
-                 else "Task graph (one node per task-name group)")
-        fig = figure(title=title, width=width, height=420, tools="pan,wheel_zoom,reset,save",
-                     name="graph-figure")
+                 else "Task graph (one node per task name or name prefix)")
+        fig = figure(title=title, height=layout["height"], sizing_mode="stretch_width",
+                     tools="pan,wheel_zoom,reset,save", name="graph-figure")
         fig.multi_line("xs", "ys", source=edges, color="#999999", alpha=0.6)
         renderer = fig.scatter("x", "y", source=nodes, size="size", color="color",
                                line_color="#333333")
-        if layout["mode"] == "groups" or len(layout["nodes"]) <= 60:
-            fig.text("x", "y", text="label", source=nodes, x_offset=10, y_offset=-6,
-                     text_font_size="9pt")
+        fig.text("x", "y", text="text", source=nodes, x_offset=LABEL_OFFSET,
+                 text_baseline="middle", text_font_size=f"{LABEL_FONT_PX}px")
         fig.add_tools(HoverTool(renderers=[renderer], tooltips=[
             ("node", "@label"), ("state", "@state"), ("tasks", "@tasks"),
             ("finished", "@finished"), ("running", "@running"), ("failed", "@failed")]))
@@ -437,6 +478,70 @@ class GraphChart(SessionChart):
         _pad_ranges(fig, layout["positions"].values())
         _apply({"graph-nodes": nodes}, self.data(model, session))
         return fig
+
+
+def short_name(name):
+    """The last part of a task name (the hover and the inspector show the whole)."""
+    return str(name).rsplit("/", 1)[-1] or str(name)
+
+
+def collapse_names(names, limit):
+    """Task names to at most ``limit`` graph nodes: ``{node: [names]}``. Names are kept
+    while there are few; else they merge into their longest common prefixes that keep
+    within the limit (``a/b/c``, ``a/b/d`` -> ``a/b``); the smallest rest of a still too
+    long list of first parts merges into one "(other names)" node."""
+    if len(names) <= limit:
+        return {name: [name] for name in names}
+    depth = max(len(str(n).split("/")) for n in names)
+    while True:
+        depth = max(1, depth - 1)
+        nodes = {}
+        for name in names:
+            nodes.setdefault("/".join(str(name).split("/")[:depth]), []).append(name)
+        if len(nodes) <= limit or depth == 1:
+            break
+    if len(nodes) <= limit:
+        return nodes
+    ranked = sorted(nodes, key=lambda k: -len(nodes[k]))
+    kept = {k: nodes[k] for k in sorted(ranked[:limit - 1], key=natural_key)}
+    kept[OTHER_NAMES] = [n for k in ranked[limit - 1:] for n in nodes[k]]
+    return kept
+
+
+def graph_height(positions):
+    """Room for the tallest layer (one label line per node), within bounds."""
+    ys = [p[1] for p in positions]
+    rows = (max(ys) - min(ys) + 1) if ys else 1
+    return int(max(GRAPH_MIN_HEIGHT, min(GRAPH_MAX_HEIGHT, 60 + LABEL_ROW_PX * rows)))
+
+
+def label_box(position, text, scale, origin):
+    """A label's box in pixels (left, bottom, right, top) at the given scale."""
+    x = (position[0] - origin[0]) * scale[0] + LABEL_OFFSET
+    y = (position[1] - origin[1]) * scale[1]
+    return (x, y - LABEL_FONT_PX / 2.0 - 1, x + LABEL_CHAR_PX * len(text),
+            y + LABEL_FONT_PX / 2.0 + 1)
+
+
+def place_labels(positions, texts, priority, width, height):
+    """Indices of the labels to draw: in ``priority`` order, each that overlaps no label
+    already placed, at the pixel scale of a ``width`` x ``height`` chart."""
+    if not positions:
+        return set()
+    xs = [p[0] for p in positions]
+    ys = [p[1] for p in positions]
+    x0, x1 = min(xs) - 0.5, max(xs) + 1.5
+    y0, y1 = min(ys) - 1, max(ys) + 1
+    scale = (width / (x1 - x0), (height - 40) / (y1 - y0))
+    placed, shown = [], set()
+    for i in priority:
+        box = label_box(positions[i], texts[i], scale, (x0, y0))
+        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+               for b in placed):
+            continue
+        placed.append(box)
+        shown.add(i)
+    return shown
 
 
 def _pad_ranges(fig, positions):
@@ -571,7 +676,7 @@ class StreamChart(SessionChart):
         source = _source("stream", data)
         fig = figure(title="Task stream (finished tasks per governor CPU; seconds since the "
                            "session started)", y_range=FactorRange(*reversed(lanes)),
-                     width=WIDTH, height=max(160, 40 + 26 * len(lanes)),
+                     height=max(160, 40 + 26 * len(lanes)), sizing_mode="stretch_width",
                      tools="xpan,xwheel_zoom,box_zoom,reset,save", name="stream-figure")
         renderer = fig.hbar(y="lane", left="start", right="end", height=0.8, color="color",
                             source=source)

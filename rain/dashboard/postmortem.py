@@ -14,7 +14,7 @@ from ..auth import cluster_token, with_token
 from ..common.address import DEFAULT_HTTP_PORT, parse_listen_address
 from ..server.http import NotFoundHandler, TokenGuardedApplication, listen_http
 from .charts import make_charts
-from .model import RunModel
+from ..server.run_model import RunModel
 from .web import dashboard_handlers, events_path, post_mortem_dashboard
 
 logger = logging.getLogger(__name__)

@@ -27,17 +27,20 @@ import time
 
 import tornado.web
 from bokeh.embed import json_item
+from bokeh.models import Div
 from bokeh.util.paths import bokehjs_path
 
-from ..server.http import JsonHandler
+from ..server.http import PAGE_POLICY, JsonHandler
 from . import assets
 from .charts import make_charts
-from .live import ReadyModel, live_edges_provider, live_model
-from .model import RunModel
+from ..server.live_model import ReadyModel, live_edges_provider, live_model
+from ..server.run_model import RunModel
 
 logger = logging.getLogger(__name__)
 
 BASE = "/dashboard"
+#: The session argument of a chart that follows the newest session.
+LATEST = "latest"
 BOKEH_FILES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 PAGES = {
     "sessions": ("Sessions", ["sessions", "governors"]),
@@ -76,6 +79,8 @@ class Dashboard:
         model.last_id = model.feed_stored(rows, model.last_id)
 
     def chart_and_session(self, model, chart_id, session_arg):
+        """The chart and the session (None for a global chart) a request names.
+        ``session=latest`` is the newest session, None while there is none."""
         chart = self.charts.get(chart_id)
         if chart is None:
             raise tornado.web.HTTPError(404, f"no such chart {chart_id!r}; charts: "
@@ -83,7 +88,11 @@ class Dashboard:
         session = None
         if chart.scope == "session":
             if session_arg is None or session_arg == "":
-                raise tornado.web.HTTPError(400, f"chart {chart_id!r} needs ?session=N")
+                raise tornado.web.HTTPError(400, f"chart {chart_id!r} needs ?session=N "
+                                                 "or ?session=latest")
+            if session_arg == LATEST:
+                return chart, (model.sessions[max(model.sessions)]
+                               if model.sessions else None)
             try:
                 sid = int(session_arg)
             except (TypeError, ValueError):
@@ -100,6 +109,12 @@ class Dashboard:
             if chart.scope == "global":
                 entries.append({"id": chart.id, "title": chart.title, "chart": chart.id,
                                 "session": None, "url": f"{BASE}/chart/{chart.id}"})
+        for chart in self.charts.values():
+            if chart.scope == "session":
+                entries.append({"id": f"{chart.id}-latest",
+                                "title": f"{chart.title} (latest session)",
+                                "chart": chart.id, "session": LATEST,
+                                "url": f"{BASE}/chart/{chart.id}?session={LATEST}"})
         for sid in sorted(model.sessions):
             name = model.sessions[sid].name
             for chart in self.charts.values():
@@ -111,25 +126,46 @@ class Dashboard:
         return entries
 
 
-def render_page(title, charts_html, note="", base=BASE):
+def render_page(title, charts_html, note="", base=BASE, fill=False):
+    """A dashboard page; ``fill``: one chart filling the whole window (no header), for
+    a frame such as a docked JupyterLab pane."""
     scripts = "\n".join(f'<script src="{base}/static/bokeh/{name}"></script>'
                         for name in BOKEH_FILES)
+    header = "" if fill else assets.HEADER.format(base=base, note=html.escape(note))
     return assets.PAGE.format(
         title=html.escape(title), style=assets.STYLE, bokeh_scripts=scripts, base=base,
-        header=assets.HEADER.format(base=base, note=html.escape(note)), body=charts_html)
+        header=header, body=charts_html, body_class="rain-fill" if fill else "")
 
 
-def chart_div(index, chart, session=None, heading=True):
+def chart_div(index, chart, session=None, heading=True, fill=False):
     attrs = f'data-chart="{chart.id}"'
     if session is not None:
         attrs += f' data-session="{session}"'
+    if fill:
+        attrs += ' data-fill="1"'
     inner = f'<div class="rain-chart" id="rain-chart-{index}" {attrs}></div>'
     if not heading:
         return inner
     return f'<section class="rain-panel"><h2>{html.escape(chart.title)}</h2>{inner}</section>'
 
 
+def fill(root):
+    """Make a chart's root fill its container both ways (a figure or table alone), or
+    fill the width and give the last child the height left (a column)."""
+    children = getattr(root, "children", None)
+    if children:
+        root.sizing_mode = "stretch_both"
+        for child in children[:-1]:
+            child.sizing_mode = "stretch_width"
+        children[-1].sizing_mode = "stretch_both"
+    else:
+        root.sizing_mode = "stretch_both"
+    return root
+
+
 class BaseHandler(JsonHandler):
+    content_security_policy = PAGE_POLICY
+
     def initialize(self, dashboard):
         self.dashboard = dashboard
 
@@ -166,11 +202,13 @@ class ChartPageHandler(BaseHandler):
     """One chart alone on a page (what ``/charts.json`` points to; embeddable)."""
 
     def get(self, chart_id):
-        chart, session = self.dashboard.chart_and_session(
-            self.model, chart_id, self.get_query_argument("session", None))
-        body = chart_div(0, chart, session.id if session else None, heading=False)
+        session_arg = self.get_query_argument("session", None)
+        chart, session = self.dashboard.chart_and_session(self.model, chart_id, session_arg)
+        shown = LATEST if session_arg == LATEST else (session.id if session else None)
+        body = chart_div(0, chart, shown, heading=False, fill=True)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(render_page(f"Rain: {chart.title}", body, self.dashboard.note))
+        self.finish(render_page(f"Rain: {chart.title}", body, self.dashboard.note,
+                                fill=True))
 
 
 class ItemHandler(BaseHandler):
@@ -181,8 +219,17 @@ class ItemHandler(BaseHandler):
         model = self.model
         chart, session = self.dashboard.chart_and_session(
             model, chart_id, self.get_query_argument("session", None))
-        cursor = chart.initial_cursor(model, session)
-        root = chart.build(model, session)
+        if chart.scope == "session" and session is None:
+            cursor = {}
+            root = Div(text="No session has started on this server yet.",
+                       name="no-session")
+        else:
+            cursor = chart.initial_cursor(model, session)
+            root = chart.build(model, session)
+        if chart.scope == "session":
+            cursor["sid"] = session.id if session is not None else None
+        if self.get_query_argument("fill", None):
+            fill(root)
         sources = sorted({m.name for m in root.references()
                           if m.name and type(m).__name__ == "ColumnDataSource"})
         self.send_json({"item": json_item(root), "cursor": cursor, "sources": sources})
@@ -208,7 +255,19 @@ class UpdateHandler(BaseHandler):
             except tornado.web.HTTPError as exc:
                 replies.append({"error": exc.log_message})
                 continue
-            reply, cursor = chart.update(model, session, entry.get("cursor"))
+            cursor = entry.get("cursor")
+            if chart.scope == "session":
+                # A chart of the latest session starts over when a newer one begins.
+                sid = session.id if session is not None else None
+                if not isinstance(cursor, dict) or cursor.get("sid") != sid:
+                    replies.append({"reload": True})
+                    continue
+                if session is None:
+                    replies.append({"cursor": cursor})
+                    continue
+            reply, cursor = chart.update(model, session, cursor)
+            if chart.scope == "session" and isinstance(cursor, dict):
+                cursor = dict(cursor, sid=session.id)
             if not reply.get("reload"):
                 reply["cursor"] = cursor
             replies.append(reply)

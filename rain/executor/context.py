@@ -24,10 +24,11 @@ class Context:
       ``stage_directory(...)``.
     """
 
-    __slots__ = ("function", "_task", "_call", "_config", "_spec", "_info")
+    __slots__ = ("function", "_task", "_call", "_config", "_spec", "_info", "_executor")
 
-    def __init__(self, call, function, config):
+    def __init__(self, call, function, config, executor=None):
         self.function = function
+        self._executor = executor
         self._call = call
         self._task = call["task"]
         self._config = config
@@ -103,13 +104,15 @@ class Context:
     def stage_file(self, path, content_type=None):
         """A ``DataInstance`` of the file at ``path``, to return as an output.
 
-        The file is *moved* into the governor's store when the task ends: do not use it
-        afterwards.
+        The file is *moved* out of the working directory at once (and into the governor's
+        store when the task ends): do not use it afterwards.
         """
         check_content_type(content_type)
         path = os.path.abspath(os.fspath(path))
         if not os.path.isfile(path):
             raise RainException(f"stage_file(): {path!r} is not a file")
+        if self._executor is not None:
+            path = self._executor.stage(path)
         return DataInstance(path=path, data_type=DataType.BLOB, content_type=content_type)
 
     def stage_directory(self, path):
@@ -118,6 +121,8 @@ class Context:
         path = os.path.abspath(os.fspath(path))
         if not os.path.isdir(path):
             raise RainException(f"stage_directory(): {path!r} is not a directory")
+        if self._executor is not None:
+            path = self._executor.stage(path)
         return DataInstance(path=path, data_type=DataType.DIRECTORY, content_type="dir")
 
     def __repr__(self):

@@ -26,7 +26,6 @@ import io
 import os
 import pickle
 import shutil
-import time
 import traceback
 
 import cbor2
@@ -40,15 +39,16 @@ from .context import Context
 #: How many deserialized functions are kept by content (oldest dropped first).
 FUNCTION_CACHE_SIZE = 256
 
-#: Where outputs are handed over with pipelined calls (see ``PyExecutor.pipeline``).
-OUTPUTS_DIR = ".rain-outputs"
+#: Beside the working directory (``<workdir>`` + this): where staged files and, with
+#: pipelined calls, outputs wait for the governor (see ``PyExecutor.pipeline``).
+OUTPUTS_SUFFIX = ".outputs"
 #: Handed-over outputs still there this many calls later were refused by the governor.
 STALE_OUTPUTS_AFTER = 1000
-#: Age after which a directory's modification time proves nothing changed since (far
-#: above the kernel's timestamp granularity, a scheduler tick).
-MTIME_SETTLED_NS = 100_000_000
 
 _BYTES = (bytes, bytearray, memoryview)
+#: Declared content types a returned Python value is encoded into.
+_ENCODABLE = frozenset(["pickle", "cloudpickle", "json", "cbor", "arrow"])
+_PLAIN_OUTPUTS = (DataInstance, str) + _BYTES
 _EMPTY = ((), {})
 
 
@@ -74,15 +74,15 @@ class PyExecutor:
         self.workdir = os.path.abspath(workdir or os.getcwd())
         self.functions = {}     # digest of the pickled function -> function
         self.by_id = {}         # object id (session, id) -> function (inputs we keep)
-        self._dirty = False
-        self._device = None
         # With pipelined calls the next call runs before the governor has moved the
         # previous call's output files: those are handed over under unique names in
-        # OUTPUTS_DIR, which cleaning between calls leaves alone.
+        # the outputs directory beside the working directory, which stays empty.
         self.pipeline = pipeline
+        self.outputs_dir = self.workdir.rstrip(os.sep) + OUTPUTS_SUFFIX
         self._calls = 0
+        self._staged = []           # files staged by the running call
+        self._taken = set()         # ... of those, the ones returned as outputs
         self._workdir_stat = None   # (device, inode) of the working directory
-        self._clean_mtime = None    # its modification time when last seen empty
 
     # -- messages ---------------------------------------------------------------------
     def drop_cached(self, body):
@@ -104,8 +104,6 @@ class PyExecutor:
         newly_cached = []
         ctx = None
         try:
-            if self._dirty:
-                self._clean_workdir()
             task = body["task"]
             inputs = body["inputs"]
             function = self._function(inputs, newly_cached)
@@ -113,7 +111,7 @@ class PyExecutor:
             config = cbor2.loads(config) if config else {}
             if not isinstance(config, dict):
                 raise TaskError("invalid Python task config (expected a CBOR map)")
-            ctx = Context(body, function, config)
+            ctx = Context(body, function, config, self)
             args, kwargs = self._arguments(config, inputs)
             try:
                 value = function(ctx, *args, **kwargs)
@@ -238,6 +236,9 @@ class PyExecutor:
     def _output(self, value, spec, encode, index, inputs, task):
         declared = spec.get("content_type")
         is_dir = spec.get("data_type") == "dir"
+        if encode is None and declared in _ENCODABLE and not isinstance(
+                value, _PLAIN_OUTPUTS):
+            encode = declared           # a value for an output declared e.g. "pickle"
         if isinstance(value, DataInstance):
             content_type = value.content_type
             if (value.data_type == DataType.DIRECTORY) != is_dir:
@@ -249,12 +250,17 @@ class PyExecutor:
             if object_id is not None and _is_input(object_id, inputs):
                 location = ["other", [object_id[0], object_id[1]]]
             elif value.path is not None:
-                location = ["path", self._hand_over(self._movable(value.path, index),
-                                                    index)]
+                path = value.path
+                if os.path.dirname(path) != self.outputs_dir:
+                    path = self.stage(path)
+                self._taken.add(path)
+                location = ["path", path]
             elif is_dir:
-                path = os.path.join(self.workdir, f"out-dir-{index}")
+                path = os.path.join(self._outputs_dir(), f"{self._calls}-dir-{index}")
                 extract_tar(value.data, path)
-                location = ["path", self._hand_over(path, index)]
+                self._staged.append(path)
+                self._taken.add(path)
+                location = ["path", path]
             else:
                 location = ["memory", value.data]
         elif is_dir:
@@ -290,27 +296,28 @@ class PyExecutor:
             raise TaskError(f"{_output_name(task, spec, index)}: content type "
                             f"{content_type!r} is not a sub-type of the declared "
                             f"{declared!r}")
-        return {"location": location, "content_type": content_type or None}
+        result = {"location": location, "content_type": content_type or None}
+        if isinstance(value, DataInstance) and value._info is not None and \
+                value._info.user:
+            result["info"] = {"user": value._info.user}
+        return result
 
-    def _movable(self, path, index):
-        """``path`` itself, or a new path in the working directory when ``path`` is on
-        another file system (the governor takes outputs by renaming them)."""
-        if self._device is None:
-            self._device = os.stat(self.workdir).st_dev
-        if os.stat(path).st_dev == self._device:
-            return path
-        target = os.path.join(self.workdir, f"out-{index}-{os.path.basename(path)}")
-        shutil.move(path, target)
-        return target
+    def _outputs_dir(self):
+        directory = self.outputs_dir
+        if not os.path.isdir(directory):
+            os.makedirs(directory, exist_ok=True)
+        return directory
 
-    def _hand_over(self, path, index):
-        """The path under which the governor takes an output file or directory."""
-        if not self.pipeline:
-            return path
-        directory = os.path.join(self.workdir, OUTPUTS_DIR)
-        os.makedirs(directory, exist_ok=True)
-        target = os.path.join(directory, f"{self._calls}-{index}-{os.path.basename(path)}")
-        os.rename(path, target)
+    def stage(self, path):
+        """Move the file or directory at ``path`` out of the working directory at once
+        (``ctx.stage_file``); returns where it waits for the governor."""
+        target = os.path.join(self._outputs_dir(),
+                              f"{self._calls}-s{len(self._staged)}-{os.path.basename(path)}")
+        try:
+            os.rename(path, target)
+        except OSError:         # another file system
+            shutil.move(path, target)
+        self._staged.append(target)
         return target
 
     def _failure(self, message, ctx, newly_cached):
@@ -322,25 +329,26 @@ class PyExecutor:
         return result
 
     def tidy(self):
-        """After a call: the function may have changed directory or left files; files are
-        cleaned before the next call (staged outputs stay until the governor moved them)."""
+        """After a call: back to the working directory, and empty it (every entry the
+        function left, links and all); staged files it did not return are removed.
+        Staged outputs stay until the governor moved them."""
         try:
             here = os.stat(".")
         except OSError:
             here = None
         if here is None or (here.st_dev, here.st_ino) != self._workdir_id():
             os.chdir(self.workdir)
-            here = os.stat(".")
-        elif here.st_mtime_ns == self._clean_mtime:
-            self._dirty = False     # unchanged since it was seen empty (one stat, no scan)
-            return
-        with os.scandir(self.workdir) as entries:
-            self._dirty = any(entry.name != OUTPUTS_DIR for entry in entries)
-        # Directory times come from a coarse clock: an entry made in the same tick as
-        # the last change leaves the time as it was. So the time of an empty directory
-        # only vouches for it once it is older than any tick.
-        settled = time.time_ns() - here.st_mtime_ns > MTIME_SETTLED_NS
-        self._clean_mtime = here.st_mtime_ns if settled and not self._dirty else None
+        for name in os.listdir(self.workdir):
+            _remove(os.path.join(self.workdir, name))
+        if self._staged:
+            for path in self._staged:
+                if path not in self._taken:
+                    _remove(path)
+            self._staged = []
+        if self._taken:
+            self._taken = set()
+        if self._calls % STALE_OUTPUTS_AFTER == 0 and os.path.isdir(self.outputs_dir):
+            self._prune_outputs()
 
     def _workdir_id(self):
         if self._workdir_stat is None:
@@ -348,19 +356,10 @@ class PyExecutor:
             self._workdir_stat = (stat.st_dev, stat.st_ino)
         return self._workdir_stat
 
-    def _clean_workdir(self):
-        for name in os.listdir(self.workdir):
-            if name == OUTPUTS_DIR:
-                self._prune_outputs()
-                continue
-            _remove(os.path.join(self.workdir, name))
-        self._dirty = False
-
-
     def _prune_outputs(self):
         """Remove handed-over outputs the governor left (it refused them): those of
         calls long past, which it has surely dealt with."""
-        directory = os.path.join(self.workdir, OUTPUTS_DIR)
+        directory = self.outputs_dir
         for name in os.listdir(directory):
             number = name.partition("-")[0]
             if number.isdigit() and int(number) < self._calls - STALE_OUTPUTS_AFTER:

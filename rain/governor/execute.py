@@ -4,7 +4,9 @@ Config (CBOR map): ``args`` (list of str), ``in_paths`` (one ``{"path", "write"}
 task input; path ``"+in"`` feeds the input to stdin), ``out_paths`` (one path per output;
 ``"+out"`` captures stdout). Inputs appear as symlinks to the protected store files (or
 as private copies with ``write``, or where the store file could not be made immutable),
-so a program can never change a stored object. The program runs in its own process group
+so a program can never change a stored object. An output may have an input's path (it is
+what is there when the program ends) or lie inside an input directory (which is then
+given as a private copy). The program runs in its own process group
 and is killed with it when the task is stopped.
 """
 import asyncio
@@ -13,6 +15,7 @@ import shutil
 import signal
 import tempfile
 
+from ..common.lifetime import killed_with_parent
 from .store import DIRECTORY
 
 STDIN_PATH = "+in"
@@ -31,16 +34,21 @@ def _check_relpath(path, error):
     return os.path.join(*parts)
 
 
+def _copy_tree(source, target):
+    """A copy of a (read-only) stored directory that its owner may change."""
+    shutil.copytree(source, target, symlinks=True)
+    for root, dirs, files in os.walk(target):
+        os.chmod(root, 0o755)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o644)
+
+
 def _copy_private(store, obj, target):
     if obj.data_type == DIRECTORY:
         source = store.materialize(obj)
-        shutil.copytree(source, target, symlinks=True)
-        for root, dirs, files in os.walk(target):
-            os.chmod(root, 0o755)
-            for name in files:
-                full = os.path.join(root, name)
-                if not os.path.islink(full):
-                    os.chmod(full, 0o644)
+        _copy_tree(source, target)
     elif obj.data is not None:
         with open(target, "wb") as f:
             f.write(obj.data)
@@ -49,7 +57,9 @@ def _copy_private(store, obj, target):
 
 
 def _prepare(store, task_dir, entries):
-    """Place the inputs in the task directory (runs in a worker thread)."""
+    """Place the inputs in the task directory (runs in a worker thread); returns
+    ``{relpath: store path}`` of the inputs placed as links."""
+    links = {}
     for relpath, obj, write in entries:
         target = os.path.join(task_dir, relpath)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -58,6 +68,18 @@ def _prepare(store, task_dir, entries):
             _copy_private(store, obj, target)
         else:
             os.symlink(source, target)
+            links[relpath] = source
+    return links
+
+
+def _take_unchanged_input(full, source, target):
+    """An output at the path of an input link the program left as it was: the input's
+    data, copied (the stored input stays as it is)."""
+    if os.path.isdir(source):
+        _copy_tree(source, target)
+    else:
+        shutil.copyfile(source, target)
+    os.unlink(full)
 
 
 def _tail(path):
@@ -112,10 +134,16 @@ async def run_program(call, error):
             outputs.append(None)
             continue
         relpath = _check_relpath(path, error)
-        if relpath in seen:
-            raise error(f"Execute: output {relpath!r} has the name of an input")
+        if relpath in outputs:
+            raise error(f"Execute: output file name {relpath!r} is used twice")
         outputs.append(relpath)
-    await loop.run_in_executor(None, _prepare, call.store, task_dir, entries)
+    # An output at an input's path is what is there when the program ends (the input
+    # itself if left alone); one inside an input directory needs a writable copy of it.
+    for i, (relpath, obj, write) in enumerate(entries):
+        if not write and obj.data_type == DIRECTORY and any(
+                out is not None and out.startswith(relpath + os.sep) for out in outputs):
+            entries[i] = (relpath, obj, True)
+    links = await loop.run_in_executor(None, _prepare, call.store, task_dir, entries)
     stdin_file = None
     if stdin_obj is not None:
         stdin_path = await loop.run_in_executor(None, call.store.materialize, stdin_obj)
@@ -124,7 +152,8 @@ async def run_program(call, error):
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True)
+                stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=killed_with_parent)
         except FileNotFoundError:
             raise error(f"Execute: program {args[0]!r} not found") from None
         except PermissionError:
@@ -158,6 +187,12 @@ async def run_program(call, error):
             results.append(("path", target))
             continue
         full = os.path.join(task_dir, relpath)
+        target = os.path.join(base, f"out-{len(results)}")
+        source = links.get(relpath)
+        if source is not None and os.path.islink(full) and os.readlink(full) == source:
+            await loop.run_in_executor(None, _take_unchanged_input, full, source, target)
+            results.append(("path", target))
+            continue
         if obj.data_type == DIRECTORY:
             if not os.path.isdir(full) or os.path.islink(full):
                 raise error(f"Execute: output directory {relpath!r} was not created "
@@ -165,7 +200,6 @@ async def run_program(call, error):
         elif not os.path.isfile(full) or os.path.islink(full):
             raise error(f"Execute: output file {relpath!r} was not created by "
                         f"{args[0]!r}")
-        target = os.path.join(base, f"out-{len(results)}")
         os.rename(full, target)
         results.append(("path", target))
     return results

@@ -1,6 +1,8 @@
 """Executor processes: spawned once, registered over a unix socket, reused task after task.
 
-The protocol (CBOR frames) is documented in ``docs/executor-protocol.md``. An executor runs
+The protocol (CBOR frames) is documented in ``docs/executor-protocol.md``; an executor that
+registers with Rain 0.4's protocol ``cbor-1`` is spoken to in its shapes (``cbor1``), while
+the governor sees the same call and result bodies for every executor. An executor runs
 one task at a time. One that announces ``pipeline`` may be sent further calls before its
 result is back (``Executor.calls`` lists them in order, the first is running); that saves
 the governor a round trip, a wake-up and a write per task when many small tasks wait.
@@ -22,7 +24,9 @@ import time
 import cbor2
 
 from ..common.framing import FrameProtocol, encode_frame
+from ..common.lifetime import killed_with_parent
 from ..runtime_dir import pid_alive
+from . import cbor1
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,17 @@ def remove_abandoned_socket_dirs(tmp):
             continue
         if info.st_uid == uid and stat.S_ISDIR(info.st_mode) and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _tail(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - OUTPUT_TAIL))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 class ExecutorError(Exception):
@@ -110,34 +125,42 @@ class Executor:
         self.registered = None     # future
         self.calls = collections.deque()   # PendingCall, in the order sent
         self.pipeline = False      # announced in register: may queue calls
+        self.protocol = None       # PROTOCOL or cbor1.PROTOCOL (Rain 0.4's), from register
         self.listed_idle = False
         self.fill_round = None     # the governor's pump round that last queued a call here
         self.workdir = None
-        self.output_path = None
+        self.output_path = None     # its stdout
+        self.error_path = None      # its stderr
         self.dead = False
 
     def tail(self):
-        try:
-            with open(self.output_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - OUTPUT_TAIL))
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        """The ends of the executor's stdout and stderr, each labelled (empty: none)."""
+        parts = []
+        for name, path in (("stdout", self.output_path), ("stderr", self.error_path)):
+            text = _tail(path).strip() if path else ""
+            if text:
+                parts.append(f"{name}:\n{text}")
+        return "\n".join(parts)
 
     def on_message(self, kind, body):
         if kind == "register":
             if not self.registered.done():
-                if body.get("protocol") != PROTOCOL:
+                protocol = body.get("protocol")
+                if protocol not in (PROTOCOL, cbor1.PROTOCOL):
                     self.registered.set_exception(ExecutorError(
-                        f"executor speaks protocol {body.get('protocol')!r}, "
-                        f"expected {PROTOCOL!r}"))
+                        f"executor speaks protocol {protocol!r}, expected {PROTOCOL!r} "
+                        f"or {cbor1.PROTOCOL!r}"))
                 else:
-                    self.pipeline = body.get("pipeline") is True
+                    self.protocol = protocol
+                    self.pipeline = protocol == PROTOCOL and body.get("pipeline") is True
                     self.registered.set_result(True)
         elif kind == "result":
             calls = self.calls
+            if self.protocol == cbor1.PROTOCOL:
+                try:
+                    body = cbor1.from_result(body)
+                except cbor1.ProtocolError as exc:
+                    raise ExecutorError(f"executor {self.id}: {exc}") from None
             if calls:
                 call = calls.popleft()
                 if calls:
@@ -167,7 +190,7 @@ class Executor:
         if code is not None:
             message += f" with exit code {code}"
         if tail:
-            message += f"; its last output:\n{tail}"
+            message += f"; the end of its output:\n{tail}"
         return message
 
     def send_call(self, body, task, on_result, on_error):
@@ -176,6 +199,8 @@ class Executor:
         instead if the executor is lost first. Raises CallReturned if it is already."""
         if self.dead:
             raise CallReturned()
+        if self.protocol == cbor1.PROTOCOL:
+            body = cbor1.to_call(body)
         first = not self.calls
         self.calls.append(PendingCall(task, on_result, on_error,
                                       time.time() if first else None))
@@ -328,8 +353,9 @@ class ExecutorPool:
         executor = Executor(executor_id, executor_type, self)
         executor.workdir = os.path.join(self.workdir, "executors", str(executor_id))
         os.makedirs(executor.workdir, exist_ok=True)
-        executor.output_path = os.path.join(self.logdir,
-                                            f"executor-{executor_type}-{executor_id}.out")
+        log_name = os.path.join(self.logdir, f"executor-{executor_type}-{executor_id}")
+        executor.output_path = log_name + ".out"
+        executor.error_path = log_name + ".err"
         loop = asyncio.get_running_loop()
         executor.registered = loop.create_future()
         self.all[executor_id] = executor
@@ -337,11 +363,12 @@ class ExecutorPool:
         env["RAIN_EXECUTOR_SOCKET"] = self.socket_path
         env["RAIN_EXECUTOR_ID"] = str(executor_id)
         env["RAIN_EXECUTOR_TYPE"] = executor_type
-        with open(executor.output_path, "wb") as out:
+        with open(executor.output_path, "wb") as out, open(executor.error_path, "wb") as err:
             try:
                 executor.process = await asyncio.create_subprocess_exec(
                     *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out, stderr=out, start_new_session=True)
+                    stdout=out, stderr=err, start_new_session=True,
+                    preexec_fn=killed_with_parent)
             except OSError as exc:
                 self.all.pop(executor_id, None)
                 raise ExecutorError(f"cannot start executor {executor_type!r} "
@@ -353,7 +380,8 @@ class ExecutorPool:
         except asyncio.TimeoutError:
             executor.kill()
             raise ExecutorError(f"executor {executor_type!r} did not register within "
-                                f"{REGISTER_TIMEOUT:.0f} s; its output:\n{executor.tail()}")
+                                f"{REGISTER_TIMEOUT:.0f} s; the end of its output:\n"
+                                f"{executor.tail()}")
         except ExecutorError:
             executor.kill()
             raise

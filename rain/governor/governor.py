@@ -1,11 +1,13 @@
-"""The governor: receives assignments, gathers inputs, runs tasks, reports in batches.
+"""The governor's asyncio shell: the server connection, executors, files and peer fetches.
 
-One asyncio loop. Tasks whose inputs are all here start as soon as enough CPUs are free;
-missing inputs are pulled straight from the peer governors that hold them. Updates to the
-server are collected during a loop turn and leave as one message.
+All state and decisions live in ``GovernorCore`` (``core.py``); this class decodes the
+server's messages into core events, performs the effects the core asks for (it is the
+core's comm, see ``comm.py``) and feeds the results back. Every core call runs on the loop
+thread: blocking file work runs in worker threads that return plain values, never touch
+objects or tasks, and the loop applies their results.
 """
 import asyncio
-import collections
+import errno
 import logging
 import os
 import shutil
@@ -16,105 +18,82 @@ import cbor2
 
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
-from ..common.update_columns import INLINE_DATA_MAX
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
+from ..common.keepalive import set_keepalive
 from ..common.framing import FrameProtocol
+from ..common.states import BLOB, DIRECTORY
 from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
+from .comm import GovernorComm
+from .core import GovernorCore
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .monitoring import Monitor
-from .store import BLOB, DIRECTORY, PENDING, READY, Store
-from ..common.timestamps import utc_isoformat
-from .transfer import DataServer, PeerPool, TransferError
+from .protect import remove_tree
+from .store import MEMORY_LIMIT, PENDING, READY, Store
+from .transfer import DataServer, PeerPool
+from ..transfer.sinks import SpoolSink, finish_directory
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
 
-RUNNING_STATE, FINISHED_STATE, FAILED_STATE = 3, 4, 5
-OBJ_FINISHED, OBJ_REMOVED = 1, 2
 MONITORING_INTERVAL = 2.0
-#: Update batching while the local queue is deep (see ``Governor._hold_updates``).
-HOLD_QUEUE = 4
-HOLD_BATCH = 16
-HOLD_MAX = 0.005
-#: How long news of started tasks alone may wait: most tasks finish sooner, and then one
-#: update says both (see ``Governor._hold_updates``).
-HOLD_STARTED = 0.002
 #: Calls an executor may hold at once (the running one included) while the local queue
-#: is deep, and the count at which it is topped up again (see ``Governor._queue_behind``).
+#: is deep, and the count at which it is topped up again (see ``Governor.queue_behind``).
 PIPELINE_DEPTH = 8
 PIPELINE_REFILL = 4
+#: Bytes from an executor or a peer up to this size stay in memory.
+MEMORY_OUTPUT_MAX = 1 << 24
 
 
-class GovTask:
-    __slots__ = ("key", "task_type", "config", "inputs", "labels", "outputs", "cpus",
-                 "resources", "name", "user", "state", "runner", "executor", "start",
-                 "duration", "holds_cpus", "ran_on")
-
-    def __init__(self, key, task_type, config, inputs, labels, outputs, cpus, resources,
-                 name, user):
-        self.key = key
-        self.task_type = task_type
-        self.config = config
-        self.inputs = inputs        # [key]
-        self.labels = labels
-        self.outputs = outputs      # [key]
-        self.cpus = cpus
-        self.resources = resources
-        self.name = name
-        self.user = user
-        self.state = "waiting"
-        self.runner = None
-        self.executor = None
-        self.start = None           # unix time; the executor's when it reports one
-        self.duration = None        # the executor's measure, when it reports one
-        self.holds_cpus = False     # False while queued behind another call (see _pump)
-        self.ran_on = None          # the executor of its call, until the run has ended
-
-
-class Governor:
+class Governor(GovernorComm):
     def __init__(self, *, cpus, resources=None, workdir, logdir, executors=None,
-                 delete_timeout=5.0, token=""):
-        self.cpus = cpus
-        self.free_cpus = cpus
-        self.resources = dict(resources or {})
-        self.free_resources = dict(self.resources)
+                 delete_timeout=5.0, token="", debug_mode=False, check_threads=False):
         self.workdir = workdir
         self.logdir = logdir
         self.tasks_dir = os.path.join(workdir, "tasks")
         os.makedirs(self.tasks_dir, exist_ok=True)
         self.store = Store(workdir)
+        self.core = GovernorCore(self, self.store, cpus=cpus, resources=resources,
+                                 delete_timeout=delete_timeout, debug_mode=debug_mode,
+                                 check_threads=check_threads)
         self.executors = ExecutorPool(workdir, logdir, executors)
         self.delete_timeout = delete_timeout
         self.token = token
         self.data_server = DataServer(self.store, token)
         self.peers = PeerPool(token)
-        self.tasks = {}
-        self.queue = collections.deque()
         self.server = None
-        self.governor_id = None
-        self._task_updates = []
-        self._object_updates = []
-        self._flush_scheduled = False
         self._hello = None
         self.closed = None
-        self._monitor = Monitor()
+        self._monitor = Monitor(cpus)
         self._background = set()
         self.draining = False
         self._expire_timer = None
-        self._hold_timer = None     # see _hold_updates
-        self._urgent = False
-        self._pump_round = 0        # counts _pump calls (see ExecutorPool.queue_behind)
-        self._closing = False
+        self._hold_timer = None     # see GovernorCore.hold_updates
+        self._pump_scheduled = False
+        self._server_heard = 0.0    # loop time of the server's last frame
+        self._server_timeout = None  # from its heartbeats: give it up after this silence
+        self._server_watched = 0.0  # loop time of the last check of that
         # The loop, kept: asyncio.get_running_loop() costs a system call (getpid) each.
         self._loop = None
+
+    @property
+    def cpus(self):
+        return self.core.cpus
+
+    @property
+    def governor_id(self):
+        return self.core.governor_id
+
+    @property
+    def tasks(self):
+        return self.core.tasks
 
     # ======================================================================================
     # Start-up
 
     async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._loop = self.store.loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await self.executors.start()
         data_host, data_port = await self.data_server.listen(listen_host, listen_port)
@@ -122,18 +101,19 @@ class Governor:
         transport, self.server = await loop.create_connection(
             lambda: FrameProtocol(self._on_server_frame, self._on_server_close),
             server_host, server_port)
+        set_keepalive(transport.get_extra_info("socket"), 30.0)
         if data_host in ("0.0.0.0", "::", ""):
             data_host = transport.get_extra_info("sockname")[0]
         address = f"{data_host}:{data_port}"
         hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,
                                     role="governor", dataAddress=address, cpus=self.cpus)
-        if self.resources:
-            hello.resources = dumps_or_empty(self.resources)
+        if self.core.resources:
+            hello.resources = dumps_or_empty(self.core.resources)
         self.server.send(hello.to_bytes())
         ok, error, governor_id = await self._hello
         if not ok:
             raise RainException(f"server refused the governor: {error}")
-        self.governor_id = governor_id
+        self.core.governor_id = governor_id
         self._schedule_monitoring()
         logger.info("registered at the server as %s with %d cpus", governor_id, self.cpus)
         return governor_id
@@ -145,6 +125,7 @@ class Governor:
             self.closed.set_result("server connection lost")
 
     def _on_server_frame(self, conn, frame):
+        self._server_heard = self._loop.time()
         if not self._hello.done():
             with R.HelloReply.from_bytes(frame) as reply:
                 self._hello.set_result((reply.ok, reply.error, reply.governorId))
@@ -157,13 +138,44 @@ class Governor:
             elif which == "stopTasks":
                 keys = self._read_keys(msg.stopTasks, "stopTasks")
                 if keys:
-                    self._on_stop(keys)
+                    self.core.stop(keys)
             elif which == "deleteObjects":
                 keys = self._read_keys(msg.deleteObjects, "deleteObjects")
                 if keys:
-                    self._on_delete(keys)
+                    self.core.delete(keys)
             elif which == "infoRequest":
                 self._send_info(msg.infoRequest)
+            elif which == "heartbeat":
+                self._on_heartbeat(msg.heartbeat)
+
+    def _on_heartbeat(self, timeout):
+        """Answer, and from the first one on watch for a server that falls silent for
+        ``timeout`` seconds (stopped, frozen, or its host gone): then exit rather than
+        keep running for nobody."""
+        reply = R.GovernorToServer.new_message()
+        reply.heartbeat = None
+        self.server.send(reply.to_bytes())
+        first = self._server_timeout is None
+        self._server_timeout = timeout if timeout > 0 else None
+        if first and self._server_timeout:
+            self._server_watched = self._loop.time()
+            set_keepalive(self.server.transport.get_extra_info("socket"), timeout)
+            self._loop.call_later(timeout / 4, self._watch_server)
+
+    def _watch_server(self):
+        if self.closed is None or self.closed.done() or not self._server_timeout:
+            return
+        now = self._loop.time()
+        late, self._server_watched = now - self._server_watched > self._server_timeout / 2, now
+        silent = now - self._server_heard
+        if silent > self._server_timeout and not late:   # (late: our frames wait unread)
+            logger.error("no word from the server for %.1f s: exiting", silent)
+            if self.server is not None and self.server.transport is not None:
+                self.server.closed = True
+                self.server.transport.abort()
+            self.closed.set_result(f"server silent for {silent:.1f} s")
+            return
+        self._loop.call_later(self._server_timeout / 4, self._watch_server)
 
     # ======================================================================================
     # Messages from the server
@@ -189,60 +201,7 @@ class Governor:
             logger.error("malformed assignment from the server, ignored: %s",
                          getattr(exc, "description", exc))
             return
-        store = self.store
-        arrived = store.add_assigned(objects)
-        if arrived:
-            self._object_updates.extend((obj.key, OBJ_FINISHED, obj.size,
-                                         obj.content_type or "", b"") for obj in arrived)
-            self._schedule_flush()
-        queue = self.queue
-        known = self.tasks
-        for row in tasks:
-            key = row[0]
-            if key in known:
-                continue
-            task = known[key] = GovTask(*row)
-            missing = []
-            for input_key in task.inputs:
-                obj = store.objects.get(input_key)
-                if obj is None:
-                    self._fail_task(task, f"Input object {input_key} was not sent to the "
-                                          "governor")
-                    break
-                if obj.state != READY:
-                    missing.append(obj)
-            else:
-                if missing:
-                    self._spawn(self._gather_inputs(task, missing))
-                else:
-                    task.state = "queued"
-                    queue.append(task)
-        self._pump()        # once for the whole assignment
-
-    def _on_stop(self, keys):
-        doomed = {}
-        for key in keys:
-            task = self.tasks.pop(key, None)
-            if task is None:
-                continue
-            if task.state == "running":
-                if task.executor is not None:
-                    doomed[task.executor.id] = task.executor
-                if task.runner is not None:
-                    task.runner.cancel()
-            task.state = "stopped"
-        for executor in doomed.values():
-            # Calls of other tasks in its queue (even the running one) go back to ours.
-            executor.kill(return_all=True)
-        self._pump()
-
-    def _on_delete(self, keys):
-        self.store.schedule_deletes(keys, self.delete_timeout)
-        for executor in list(self.executors.all.values()):
-            executor.drop_cached(keys)
-        if self.store.to_delete and self._expire_timer is None:
-            self._expire_timer = asyncio.get_running_loop().call_later(
-                self.delete_timeout + 0.05, self._expire)
+        self.core.assign(objects, tasks)
 
     def _expire(self):
         """One timer for the whole delete list (not one per delete message): delete what
@@ -251,7 +210,7 @@ class Governor:
         self.store.expire()
         deadline = self.store.next_expiry()
         if deadline is not None:
-            loop = asyncio.get_running_loop()
+            loop = self._loop
             self._expire_timer = loop.call_at(
                 loop.time() + max(0.0, deadline - time.monotonic()) + 0.05, self._expire)
 
@@ -259,11 +218,8 @@ class Governor:
         msg = R.GovernorToServer.new_message()
         info = msg.init("info")
         info.requestId = request_id
-        task_keys = [key for key, task in self.tasks.items() if task.state != "stopped"]
-        ready = [key for key, obj in self.store.objects.items() if obj.state == READY]
-        deleting = list(self.store.to_delete)
-        for name, keys in (("tasks", task_keys), ("objects", ready),
-                           ("objectsToDelete", deleting)):
+        for name, keys in zip(("tasks", "objects", "objectsToDelete"),
+                              self.core.info_lists()):
             ids = info.init(name, len(keys))
             for i, key in enumerate(keys):
                 ids[i].session = key[0]
@@ -271,111 +227,16 @@ class Governor:
         self.server.send(msg.to_bytes())
 
     # ======================================================================================
-    # Inputs
+    # Effects the core asks for (GovernorComm)
 
-    def _spawn(self, coroutine):
-        task = self._loop.create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+    def fetch(self, obj):
+        self._spawn(self._fetch(obj))
 
-    async def _gather_inputs(self, task, missing):
-        try:
-            for obj in missing:
-                if obj.state == READY:
-                    continue
-                if obj.fetching is None and obj.locations:
-                    obj.fetching = self._spawn(self._fetch(obj))
-                await self.store.wait_ready(obj)
-        except Exception as exc:
-            if self.tasks.get(task.key) is task:
-                self._fail_task(task, f"Cannot obtain input {obj.key}: {exc}")
-            return
-        if self.tasks.get(task.key) is task and task.state == "waiting":
-            self._enqueue(task)
-
-    async def _fetch(self, obj):
-        errors = []
-        for address in obj.locations:
-            try:
-                meta, data = await self.peers.fetch(address, obj.key)
-            except (TransferError, OSError) as exc:
-                errors.append(f"{address}: {exc}")
-                continue
-            if obj.state != PENDING:
-                return
-            if meta["content_type"]:
-                obj.content_type = meta["content_type"]
-            if meta["data_type"] == DIRECTORY:
-                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
-                from ..common.data_instance import extract_tar
-                await asyncio.get_running_loop().run_in_executor(None, extract_tar, data, path)
-                self.store.set_file(obj, path)
-            elif len(data) > (1 << 20):
-                path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
-                await asyncio.get_running_loop().run_in_executor(None, _write_file, path, data)
-                self.store.set_file(obj, path, len(data))
-            else:
-                self.store.set_bytes(obj, data)
-            self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
-                                         obj.content_type or "", b""))
-            self._schedule_flush()
-            return
-        if obj.state == PENDING:
-            self.store.fail(obj, TransferError("; ".join(errors) or "no location known"))
-
-    # ======================================================================================
-    # Running
-
-    def _enqueue(self, task):
-        task.state = "queued"
-        self.queue.append(task)
-        self._pump()
-
-    def _fits(self, task):
-        if task.cpus > self.free_cpus:
-            return False
-        if task.resources:
-            for name, amount in task.resources.items():
-                if self.free_resources.get(name, 0) < amount:
-                    return False
-        return True
-
-    def _pump(self):
-        if not self.queue or self._closing:
-            return
-        skipped = []
-        queue = self.queue
-        self._pump_round += 1
-        deep = len(queue) > max(HOLD_QUEUE, 2 * self.cpus)
-        while queue:
-            task = queue.popleft()
-            if task.state != "queued":
-                continue
-            if self._fits(task):
-                self._start(task)
-            elif deep and self._queue_behind(task):
-                pass
-            else:
-                skipped.append(task)
-                if self.free_cpus <= 0:
-                    break
-        if skipped:
-            queue.extendleft(reversed(skipped))
-
-    def _start(self, task):
-        task.state = "running"
-        task.holds_cpus = True
-        self.free_cpus -= task.cpus
-        if task.resources:
-            for name, amount in task.resources.items():
-                self.free_resources[name] = self.free_resources.get(name, 0) - amount
-        task.start = time.time()
+    def start_task(self, task):
         builtin_now = BUILTINS_NOW.get(task.task_type)
         if builtin_now is not None and self._run_builtin_now(task, builtin_now):
             return      # its "finished" entry says when it started
-        self._task_updates.append((task.key, RUNNING_STATE, None))
-        self._note_started()
+        self.core.started(task)
         if task.task_type not in BUILTINS:
             executor_type, _, method = task.task_type.partition("/")
             executor = self.executors.take_idle(executor_type) if method else None
@@ -385,33 +246,150 @@ class Governor:
                 self.executors.release(executor)
         task.runner = self._spawn(self._run(task))
 
-    def _queue_behind(self, task):
-        """Send ``task`` to an executor busy with tasks like it, behind them.
-
-        Only while many tasks wait here: the executor then goes from one call to the
-        next without waiting for us, and calls and results travel several to a write.
-        A task queued this way holds no CPUs; it takes over those of the call ahead of it
-        when that one is done (``_end``), so the queue occupies one task's CPUs.
-        """
-        if task.resources or task.task_type in BUILTINS:
+    def queue_behind(self, task):
+        if task.task_type in BUILTINS:
             return False
         executor_type, _, method = task.task_type.partition("/")
         if not method:
             return False
         executor = self.executors.queue_behind(executor_type, task, PIPELINE_DEPTH,
-                                               PIPELINE_REFILL, self._pump_round)
+                                               PIPELINE_REFILL, self.core.pump_round)
         if executor is None:
             return False
-        task.state = "running"
-        task.holds_cpus = False
-        if not self._call_now(task, executor, method):
-            task.state = "queued"
-            return False
-        return True
+        return self._call_now(task, executor, method)
+
+    def stop_running(self, tasks):
+        doomed = {}
+        for task in tasks:
+            if task.executor is not None:
+                doomed[task.executor.id] = task.executor
+            if task.runner is not None:
+                task.runner.cancel()
+        for executor in doomed.values():
+            # Calls of other tasks in its queue (even the running one) go back to ours.
+            executor.kill(return_all=True)
+
+    def objects_deleted(self, keys):
+        for executor in list(self.executors.all.values()):
+            executor.drop_cached(keys)
+        if self.store.to_delete and self._expire_timer is None:
+            self._expire_timer = self._loop.call_later(self.delete_timeout + 0.05,
+                                                       self._expire)
+
+    def pump_soon(self):
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_now)
+
+    def _pump_now(self):
+        self._pump_scheduled = False
+        self.core.pump()
+
+    def flush_soon(self):
+        self._loop.call_soon(self.core.flush)
+
+    def hold(self, delay):
+        self._hold_timer = self._loop.call_later(delay, self._hold_expired)
+
+    def _hold_expired(self):
+        self._hold_timer = None
+        self.core.hold_expired()
+
+    def cancel_hold(self):
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
+    def calls_behind(self):
+        waiting = 0
+        for executor in self.executors.all.values():
+            if len(executor.calls) > 1:
+                waiting += len(executor.calls) - 1
+        return waiting
+
+    def connected(self):
+        return self.server is not None
+
+    def send_update(self, objects, tasks):
+        msg = R.GovernorToServer.new_message()
+        update = msg.init("update")
+        if len(objects) + len(tasks) <= ROWS_MAX:
+            update.rows = update_columns.pack_rows(objects, tasks)
+        else:
+            if objects:
+                (update.objectIds, update.objectStates, update.objectSizes,
+                 update.objectDetails) = update_columns.encode_objects(objects)
+            if tasks:
+                update.taskIds, update.taskStates, update.taskInfos = \
+                    update_columns.encode_tasks(tasks)
+        send_now(self.server, msg.to_bytes())
+
+    # ======================================================================================
+    # Inputs from peers
+
+    def _spawn(self, coroutine):
+        task = self._loop.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _fetch(self, obj):
+        """Pull ``obj`` from the first peer that has it, streamed: a small blob into
+        memory, anything else chunk by chunk into a file (a directory's archive extracted
+        off the loop). Any failure (peer gone, bad archive, full disk) goes to the core
+        with its reason, and no partial file stays behind."""
+        errors = []
+        loop = self._loop
+        path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
+        for address in obj.locations:
+            sink = SpoolSink(path, MEMORY_LIMIT)
+            try:
+                meta = await self.peers.fetch_into(address, obj.key, sink)
+                if self._still_pending(obj) and meta["data_type"] == DIRECTORY:
+                    await finish_directory(sink.file)
+            except asyncio.CancelledError:
+                sink.abort()
+                raise
+            except Exception as exc:        # TransferError, OSError, a garbled reply...
+                sink.abort()
+                errors.append(f"{address}: {_describe(exc)}")
+                continue
+            if not self._still_pending(obj):
+                sink.abort()
+                return
+            try:
+                if meta["content_type"]:
+                    obj.content_type = meta["content_type"]
+                if sink.in_memory:
+                    self.store.set_bytes(obj, sink.memory.take())
+                else:
+                    size = sink.received if meta["data_type"] != DIRECTORY else None
+                    placed = await loop.run_in_executor(
+                        None, self.store.place_file, obj.key, path, size)
+                    if not self._still_pending(obj):
+                        self._spawn_cleanup(placed[0])
+                        return
+                    self.store.file_placed(obj, *placed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                sink.abort()
+                errors.append(f"{address}: storing it here failed: {_describe(exc)}")
+                break       # the same bytes from another peer would fail the same way
+            self.core.fetched(obj)
+            return
+        if self._still_pending(obj):
+            self.core.fetch_failed(obj, "; ".join(errors) or "no location known")
+
+    def _still_pending(self, obj):
+        return obj.state == PENDING and self.store.objects.get(obj.key) is obj
+
+    # ======================================================================================
+    # Running
 
     def _run_builtin_now(self, task, builtin_now):
         """Run a built-in to its end in this turn if it needs no file work; False: it
-        would (nothing was done). Called from ``_pump``, which goes on with the freed
+        would (nothing was done). Called from ``core.pump``, which goes on with the freed
         CPUs, so this does not pump itself. A task that finishes here is reported by its
         "finished" entry alone (it has the start time): no "running" entry before it."""
         store_objects = self.store.objects
@@ -432,9 +410,9 @@ class Governor:
             if len(results) != len(outputs):
                 raise TaskError(f"{task.task_type}: produced {len(results)} outputs, "
                                 f"the task has {len(outputs)}")
-            self._task_done(task, outputs, None)
+            self.core.task_done(task, outputs, None)
         except Exception as exc:
-            self._task_updates.append((task.key, RUNNING_STATE, None))
+            self.core.started(task)
             self._task_error(task, exc)
         self._end(task, (), call.temp_dirs, pump=False)
         return True
@@ -472,7 +450,7 @@ class Governor:
                                                             results, info))
                 return
             self.executors.release(executor)
-            self._task_done(task, outputs, info, flush_now=True)
+            self.core.task_done(task, outputs, info, flush_now=True)
         except Exception as exc:
             self._call_failed(executor, exc)
             self._task_error(task, exc)
@@ -488,7 +466,7 @@ class Governor:
         try:
             await self._store_results(outputs, results)
             self.executors.release(executor)
-            self._task_done(task, outputs, info)
+            self.core.task_done(task, outputs, info)
         except asyncio.CancelledError:
             self.executors.release(executor)     # its call was over
         except Exception as exc:
@@ -503,12 +481,6 @@ class Governor:
         elif isinstance(exc, ExecutorError):
             executor.kill(return_all=True)  # calls behind the bad result are not to blame
 
-    def _finish_resources(self, task):
-        self.free_cpus += task.cpus
-        if task.resources:
-            for name, amount in task.resources.items():
-                self.free_resources[name] = self.free_resources.get(name, 0) + amount
-
     async def _run(self, task):
         """Run a task that needs to wait on the way: a built-in, an executor to spawn,
         inputs to write to files."""
@@ -521,7 +493,7 @@ class Governor:
                 obj.refs += 1
             held = inputs
             extra_info = await self._execute(task, inputs, outputs, temp_dirs)
-            self._task_done(task, outputs, extra_info)
+            self.core.task_done(task, outputs, extra_info)
         except asyncio.CancelledError:
             pass
         except Exception as exc:
@@ -529,98 +501,39 @@ class Governor:
         finally:
             self._end(task, held, temp_dirs)
 
-    def _task_done(self, task, outputs, extra_info, flush_now=False):
-        """Report a finished task; ``flush_now``: in this turn, not at its end (saves a
-        turn where results come one per read anyway; deep queues still batch)."""
-        if self.tasks.get(task.key) is not task:
-            return
-        info = self._base_info(task)
-        if extra_info:
-            info.update(extra_info)
-        for obj in outputs:
-            data = obj.data
-            self._object_updates.append((obj.key, OBJ_FINISHED, obj.size,
-                                         obj.content_type or "",
-                                         dumps_or_empty(obj.info),
-                                         data if data is not None and obj.data_type == BLOB
-                                         and len(data) <= INLINE_DATA_MAX else None))
-        self._task_updates.append((task.key, FINISHED_STATE, info))
-        self.tasks.pop(task.key, None)
-        if flush_now:
-            self._flush()
-        else:
-            self._schedule_flush()
-
     def _task_error(self, task, exc):
         """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""
-        if self.tasks.get(task.key) is not task or self._closing:
-            return      # (closing: the server learns from the lost connection)
+        core = self.core
         if isinstance(exc, CallReturned):
-            if task.state == "running":
-                task.state = "queued"
-                task.start = None
-                self.queue.appendleft(task)
+            core.task_returned(task)
         elif isinstance(exc, (TaskError, ExecutorError, TaskFailure)):
             extra = exc.info if isinstance(exc, TaskFailure) else None
-            self._fail_task(task, str(exc), extra)
+            if isinstance(exc, ExecutorError) and getattr(task.ran_on, "dead", False):
+                extra = {"crashed": "executor"}     # died under it: the server may retry
+            core.task_failed(task, str(exc), extra)
+        elif isinstance(exc, OSError):
+            # File work of the governor (a full disk, say): the task's fault as far as
+            # its author can tell, and the governor goes on.
+            core.task_failed(task, f"Governor {core.governor_id}: storing the task's "
+                                   f"results failed: {_describe(exc)}")
         else:
-            logger.error("task %s failed inside the governor", task.key, exc_info=exc)
-            self._fail_task(task, f"Governor error while running the task: {exc!r}")
+            if core.tasks.get(task.key) is task and not core.closing:
+                logger.error("task %s failed inside the governor", task.key, exc_info=exc)
+            core.task_failed(task, f"Governor error while running the task: {exc!r}")
 
     def _end(self, task, inputs, temp_dirs, pump=True):
-        """After every run, however it ended: unpin the inputs, pass on the CPUs."""
-        for obj in inputs:
-            obj.refs -= 1
-        if task.state == "running":
-            task.state = "done"
-        executor, task.ran_on, task.executor = task.ran_on, None, None
-        if task.holds_cpus:
-            task.holds_cpus = False
-            self._pass_cpus(task, executor)
+        """After every run, however it ended: clean up, then the core passes on the
+        CPUs (to the call now running in the same executor, if any)."""
+        executor = task.ran_on
+        successor = None
+        if executor is not None and not executor.dead and executor.calls:
+            successor = executor.calls[0].task
         for path in temp_dirs:
             self._spawn_cleanup(path)
-        if pump:
-            self._pump()
-
-    def _pass_cpus(self, task, executor):
-        """``task`` is over: its CPUs go to the next call queued in its executor (now
-        running there), else back to the free pool."""
-        calls = executor.calls if executor is not None and not executor.dead else None
-        if calls:
-            successor = calls[0].task
-            if not successor.holds_cpus and successor.state == "running":
-                successor.holds_cpus = True
-                self._task_updates.append((successor.key, RUNNING_STATE, None))
-                self._schedule_flush()
-                return
-        self._finish_resources(task)
-
-    def _base_info(self, task):
-        duration = task.duration
-        return {
-            "start_time": utc_isoformat(task.start),
-            "duration": duration if duration is not None else time.time() - task.start,
-            "governor": self.governor_id,
-        }
-
-    def _fail_task(self, task, message, extra=None):
-        info = self._base_info(task) if task.start else {"governor": self.governor_id}
-        if extra:
-            info.update(extra)
-        info["error"] = message
-        self.tasks.pop(task.key, None)
-        task.state = "failed"
-        for key in task.outputs:
-            obj = self.store.objects.get(key)
-            if obj is not None and obj.state == PENDING:
-                self.store.delete_now(key)
-        self._task_updates.append((task.key, FAILED_STATE, info))
-        self._urgent = True
-        self._schedule_flush()
+        self.core.task_ended(task, inputs, successor, pump)
 
     def _spawn_cleanup(self, path):
-        from .protect import remove_tree
-        asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
+        self._loop.run_in_executor(None, remove_tree, path)
 
     async def _execute(self, task, inputs, outputs, temp_dirs):
         task_type = task.task_type
@@ -800,20 +713,23 @@ class Governor:
         return True
 
     async def _store_results(self, outputs, results):
-        loop = asyncio.get_running_loop()
+        """Store outputs that need file work. A failure (a full disk, say) leaves no
+        partial file behind and no output half-stored."""
+        loop = self._loop
+        store = self.store
         for obj, (kind, value) in zip(outputs, results):
-            if obj.state == READY:
+            if obj.state != PENDING:
                 continue
             if kind == "bytes":
                 if obj.data_type == DIRECTORY:
                     raise TaskError(f"Output {obj.label!r} must be a directory")
-                if len(value) > (1 << 24):
+                if len(value) > MEMORY_OUTPUT_MAX:
                     path = os.path.join(self.tasks_dir, f"out-{obj.key[0]}-{obj.key[1]}")
-                    await loop.run_in_executor(None, _write_file, path, value)
-                    await loop.run_in_executor(None, self.store.set_file, obj, path,
-                                               len(value))
+                    placed = await loop.run_in_executor(None, _write_to_store, store,
+                                                        obj.key, path, value)
+                    self._place(obj, placed)
                 else:
-                    self.store.set_bytes(obj, value)
+                    store.set_bytes(obj, value)
             elif kind == "path":
                 is_dir = os.path.isdir(value)
                 if not os.path.lexists(value):
@@ -825,105 +741,35 @@ class Governor:
                     with open(value, "rb") as f:
                         data = f.read()
                     os.unlink(value)
-                    self.store.set_bytes(obj, data)
+                    store.set_bytes(obj, data)
                 else:
-                    await loop.run_in_executor(None, self.store.set_file, obj, value)
+                    placed = await loop.run_in_executor(None, store.place_file, obj.key,
+                                                        value)
+                    self._place(obj, placed)
             elif kind == "same":
                 if value.data is not None:
                     obj.content_type = obj.content_type or value.content_type
-                    self.store.set_bytes(obj, value.data)
+                    store.set_bytes(obj, value.data)
                 else:
                     path = os.path.join(self.tasks_dir, f"copy-{obj.key[0]}-{obj.key[1]}")
-                    await loop.run_in_executor(None, _copy_any, value.path, path)
+                    placed = await loop.run_in_executor(None, _copy_to_store, store,
+                                                        obj.key, value.path, path)
                     obj.content_type = obj.content_type or value.content_type
-                    await loop.run_in_executor(None, self.store.set_file, obj, path)
+                    self._place(obj, placed)
+
+    def _place(self, obj, placed):
+        """A worker thread put an output's file in the store: the object takes it, unless
+        it went away meanwhile (its task was stopped)."""
+        if self.store.objects.get(obj.key) is obj and obj.state == PENDING:
+            self.store.file_placed(obj, *placed)
+        else:
+            self._spawn_cleanup(placed[0])
 
     # ======================================================================================
     # Reporting
 
-    def _note_started(self):
-        """A "running" update was added: if it is the only news, arm the timer that sends
-        it unless the task's end comes first, without a loop turn for ``_flush``."""
-        if self._flush_scheduled or self._hold_timer is not None or self._urgent or \
-                self._object_updates or self.server is None or \
-                any(u[1] != RUNNING_STATE for u in self._task_updates):
-            self._schedule_flush()
-            return
-        self._hold_timer = self._loop.call_later(
-            HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
-
-    def _schedule_flush(self):
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _hold_updates(self):
-        """Whether this turn's updates may wait for the next ones.
-
-        With many tiny tasks the server keeps a deep prefetch queue here, and one update
-        message per finished task (one send, one wake-up of the server, one scheduling
-        round and assignment back) cost more than the tasks. While at least
-        ``HOLD_QUEUE`` tasks wait here for a CPU, the server has nothing urgent to do
-        with our news, so updates are sent per ``HOLD_BATCH`` (or after ``HOLD_MAX``
-        seconds at most). News that tasks started, alone, waits up to ``HOLD_STARTED``
-        for their end. Anything else (a short queue: chains, the end of a graph, long
-        tasks; a failure) leaves at the end of this loop turn as before.
-        """
-        if self._urgent:
-            return False
-        updates = self._task_updates
-        if len(updates) < HOLD_BATCH and \
-                self._waiting_for_cpu() >= max(HOLD_QUEUE, 2 * self.cpus):
-            return True
-        # Only "started" news (a chain's next link, say): it may wait a moment for the
-        # task's end, so that one message instead of two wakes the server.
-        return not self._object_updates and all(u[1] == RUNNING_STATE for u in updates)
-
-    def _waiting_for_cpu(self):
-        """Tasks here that wait for a CPU: in the queue, or sent to an executor behind
-        the call it is running."""
-        waiting = len(self.queue)
-        for executor in self.executors.all.values():
-            if len(executor.calls) > 1:
-                waiting += len(executor.calls) - 1
-        return waiting
-
-    def _flush_held(self):
-        self._hold_timer = None
-        self._urgent = True
-        self._flush()
-
-    def _flush(self):
-        self._flush_scheduled = False
-        if not (self._task_updates or self._object_updates) or self.server is None:
-            return
-        if self._hold_updates():
-            if self._hold_timer is None:
-                self._hold_timer = self._loop.call_later(
-                    HOLD_MAX if self.queue else HOLD_STARTED, self._flush_held)
-            return
-        self._urgent = False
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
-        msg = R.GovernorToServer.new_message()
-        update = msg.init("update")
-        objects, self._object_updates = self._object_updates, []
-        tasks = _merge_task_updates(self._task_updates)
-        self._task_updates = []
-        if len(objects) + len(tasks) <= ROWS_MAX:
-            update.rows = update_columns.pack_rows(objects, tasks)
-        else:
-            if objects:
-                (update.objectIds, update.objectStates, update.objectSizes,
-                 update.objectDetails) = update_columns.encode_objects(objects)
-            if tasks:
-                update.taskIds, update.taskStates, update.taskInfos = \
-                    update_columns.encode_tasks(tasks)
-        send_now(self.server, msg.to_bytes())
-
     def _schedule_monitoring(self):
-        loop = asyncio.get_running_loop()
+        loop = self._loop
 
         def tick():
             if self.server is None or self.server.closed:
@@ -951,20 +797,18 @@ class Governor:
     def _check_drained(self):
         if not self.draining:
             return
-        if any(t.state == "running" for t in self.tasks.values()):
-            asyncio.get_running_loop().call_later(0.05, self._check_drained)
+        if self.core.running_count():
+            self._loop.call_later(0.05, self._check_drained)
         elif self.closed is not None and not self.closed.done():
             self.closed.set_result("drained")
 
     async def close(self):
-        self._closing = True
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
+        self.core.closing = True
+        self.cancel_hold()
         if self._expire_timer is not None:
             self._expire_timer.cancel()
             self._expire_timer = None
-        for task in list(self.tasks.values()):
+        for task in list(self.core.tasks.values()):
             if task.runner is not None:
                 task.runner.cancel()
         await self.executors.close()
@@ -992,25 +836,32 @@ def _settle(future, value, error=False):
             future.set_result(value)
 
 
-def _merge_task_updates(updates):
-    """Drop the "running" entry of a task that also finished in this batch: the server
-    records the start from the finished entry (whose info has the start time)."""
-    finished = set()
-    for key, state, _ in updates:
-        if state == FINISHED_STATE:
-            finished.add(key)
-    if not finished:
-        return updates
-    return [u for u in updates if u[1] != RUNNING_STATE or u[0] not in finished]
+def _describe(exc):
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"no space left on device ({exc.filename or 'the work directory'})"
+    return str(exc) or repr(exc)
 
 
-def _write_file(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
+# Worker-thread jobs: plain file work that returns ``Store.place_file``'s result and
+# leaves no partial file when it fails. They never touch objects or tasks.
+
+def _write_to_store(store, key, path, data):
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+        return store.place_file(key, path, len(data))
+    except BaseException:
+        remove_tree(path)
+        raise
 
 
-def _copy_any(source, target):
-    if os.path.isdir(source):
-        shutil.copytree(source, target, symlinks=True)
-    else:
-        shutil.copyfile(source, target)
+def _copy_to_store(store, key, source, path):
+    try:
+        if os.path.isdir(source):
+            shutil.copytree(source, path, symlinks=True)
+        else:
+            shutil.copyfile(source, path)
+        return store.place_file(key, path)
+    except BaseException:
+        remove_tree(path)
+        raise

@@ -2,17 +2,22 @@
 import asyncio
 import logging
 import os
-import shutil
 import signal
+import socket
+import sys
 import tempfile
 import tomllib
 
 from ..auth import TokenFileError, read_token_file, token_for_server
 from ..common.gc_tuning import tune_gc
-from ..common.address import parse_listen_address, parse_server_address
+from ..common.address import is_loopback, parse_listen_range, parse_server_address
 from ..common.logs import setup_logging
+from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
+from ..common.env import env_flag
 from .governor import Governor
+from .protect import remove_tree
+from .workdir import claim_workdir, release_workdir, temp_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,21 @@ def parse_cpus(text):
     if value < 0:
         return max(1, detected + value)
     return value
+
+
+def free_listen_port(text, default_host="0.0.0.0"):
+    """The data listener's address; of a port range, the first port free now."""
+    host, ports = parse_listen_range(text, default_host)
+    if len(ports) == 1:
+        return host, ports[0]
+    for port in ports:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return host, port
+    raise ConfigError(f"--listen {text}: no free port in {ports[0]}-{ports[-1]}")
 
 
 def load_config(path):
@@ -79,15 +99,21 @@ def governor_token(token_file, server_host, server_port):
 
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
-    listen_host, listen_port = parse_listen_address(args.listen or "0", 0)
+    # Peers reach a governor of a server on loopback on loopback only: listen there.
+    listen_host, listen_port = free_listen_port(
+        args.listen or "0", "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
     own_workdir = args.workdir is None
-    workdir = args.workdir or tempfile.mkdtemp(prefix="rain-governor-")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = args.workdir or temp_workdir()
+    claim_workdir(workdir)
+    if args.logdir:
+        private_dir(args.logdir)
     governor = Governor(cpus=cpus, resources=resources, workdir=workdir,
                         logdir=args.logdir or workdir, executors=executors,
                         delete_timeout=delete_timeout_from_env(),
+                        debug_mode=env_flag("RAIN_DEBUG_MODE"),
+                        check_threads=env_flag("RAIN_CHECK_THREADS"),
                         token=governor_token(getattr(args, "token_file", None),
                                              server_host, server_port))
     loop = asyncio.get_running_loop()
@@ -100,7 +126,8 @@ async def run_governor(args):
         await governor.start(server_host, server_port, listen_host, listen_port)
         tune_gc()
         if args.ready_file:
-            write_ready_file(args.ready_file)
+            write_ready_file(args.ready_file, host=socket.gethostname(), pid=os.getpid(),
+                             logdir=governor.logdir, cpus=cpus)
         done, _ = await asyncio.wait([stop, governor.closed],
                                      return_when=asyncio.FIRST_COMPLETED)
         reason = next(iter(done)).result()
@@ -109,13 +136,19 @@ async def run_governor(args):
     finally:
         await governor.close()
         if own_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove_tree(workdir)
+        else:
+            release_workdir(workdir)
 
 
 def main(args):
     if args.logdir is None:
         args.logdir = tempfile.mkdtemp(prefix="rain-governor-logs-")
-    setup_logging(args.logdir, "governor")
+    try:
+        setup_logging(args.logdir, "governor")
+    except OSError as exc:
+        print(f"rain governor: cannot use the log directory: {exc}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(run_governor(args))
     except ConfigError as exc:

@@ -1,15 +1,63 @@
-"""Periodic resource samples of the governor's machine (CPU, memory, network)."""
+"""Periodic resource samples of one governor: its own process tree, not the machine.
+
+Several governors may share a machine (``--local-governors=[2,2]``); the machine's totals
+would be drawn once per governor and say nothing about which one is busy. A sample covers
+the governor process and every process below it (executors, the programs of tasks).
+
+CPU is measured from the tree's CPU times, which include the times of children that ended
+and were reaped by a process of the tree (``children_user``/``children_system``), so a
+program that ran for less than a sampling interval still counts.
+"""
+import os
+import time
+
 import psutil
 
 
+def _cpu_seconds(process):
+    t = process.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Monitor:
-    def __init__(self):
-        psutil.cpu_percent(percpu=True)   # the first call only sets the baseline
+    def __init__(self, cpus=None, pid=None):
+        self.cpus = max(1, int(cpus or psutil.cpu_count() or 1))
+        self._root = psutil.Process(pid or os.getpid())
+        self._total_memory = psutil.virtual_memory().total
+        self._last = None       # (wall time, cpu seconds of the tree)
+
+    def tree(self):
+        """The governor and every live process below it."""
+        try:
+            return [self._root] + self._root.children(recursive=True)
+        except psutil.Error:
+            return [self._root]
 
     def sample(self):
+        cpu_seconds = 0.0
+        rss = 0
+        processes = 0
+        for process in self.tree():
+            try:
+                with process.oneshot():
+                    cpu_seconds += _cpu_seconds(process)
+                    rss += process.memory_info().rss
+                processes += 1
+            except psutil.Error:
+                continue        # ended between the listing and the look
+        now = time.monotonic()
+        usage = 0.0
+        if self._last is not None and now > self._last[0]:
+            used = max(0.0, cpu_seconds - self._last[1])
+            usage = min(100.0, 100.0 * used / (now - self._last[0]) / self.cpus)
+        self._last = (now, cpu_seconds)
         net = psutil.net_io_counters()
         return {
-            "cpu_usage": psutil.cpu_percent(percpu=True),
-            "mem_usage": psutil.virtual_memory().percent,
+            # mean usage of the governor's CPUs by its processes, %
+            "cpu_usage": round(usage, 2),
+            # memory of its processes (resident), % of the machine's, and bytes
+            "mem_usage": round(100.0 * rss / self._total_memory, 3),
+            "mem_bytes": rss,
+            "processes": processes,
             "net_stat": {"sent": net.bytes_sent, "recv": net.bytes_recv} if net else {},
         }

@@ -27,7 +27,7 @@ BLOB, DIRECTORY = 0, 1
 class StoredObject:
     __slots__ = ("key", "label", "content_type", "data_type", "user", "size", "data", "path",
                  "state", "waiters", "info", "delete_at", "safe_link", "locations",
-                 "fetching", "declared_content_type", "refs")
+                 "fetching", "declared_content_type", "refs", "error")
 
     def __init__(self, key, label, content_type, data_type, user, size):
         self.key = key
@@ -47,6 +47,7 @@ class StoredObject:
         self.locations = ()
         self.fetching = None
         self.refs = 0            # running tasks using it right now
+        self.error = None        # why it failed (FAILED): later waiters get it too
 
     def __repr__(self):
         return f"<StoredObject {self.key} state={self.state} size={self.size}>"
@@ -62,6 +63,13 @@ class Store:
         self._delete_sorted = True   # to_delete is in deadline order (see expire)
         self._last_delete_at = 0.0
         self._materialize_lock = threading.Lock()
+        self._materialized = {}  # key -> (path, safe_link) written, not yet on the object
+        #: The loop whose thread owns the objects (set by the governor); worker threads
+        #: hand their results to it.
+        self.loop = None
+        #: The governor core's hooks: a pending object with waiters became ready / failed.
+        self.on_ready = None
+        self.on_failed = None
 
     def path_for(self, key):
         return os.path.join(self.data_dir, f"{key[0]}-{key[1]}")
@@ -98,6 +106,12 @@ class Store:
                 self.set_bytes(obj, data)
                 arrived.append(obj)
             elif locations:
+                if obj.state == FAILED or (obj.locations and
+                                           list(obj.locations) != list(locations)):
+                    # Its last fetch failed, or hangs on a governor the server has
+                    # since given up: fetch again from where it is now.
+                    obj.state = PENDING
+                    obj.fetching = None     # the next waiting task fetches it anew
                 obj.locations = locations
         return arrived
 
@@ -107,8 +121,15 @@ class Store:
         self._ready(obj)
 
     def set_file(self, obj, path, size=None):
-        """Take ownership of ``path`` (renamed into the store, then protected)."""
-        target = self.path_for(obj.key)
+        """Take ownership of ``path`` (renamed into the store, then protected). Blocking
+        file work: worker threads run ``place_file`` and give its result to
+        ``file_placed`` on the loop thread instead."""
+        self.file_placed(obj, *self.place_file(obj.key, path, size))
+
+    def place_file(self, key, path, size=None):
+        """Move ``path`` to the store's place for ``key`` and protect it; touches no
+        object (safe in a worker thread). Returns ``(target, size, safe_link)``."""
+        target = self.path_for(key)
         if os.path.lexists(target):
             remove_tree(target)
         try:
@@ -117,57 +138,70 @@ class Store:
             if exc.errno != errno.EXDEV:
                 raise
             shutil.move(path, target)      # produced on another file system
+        return target, size if size is not None else path_size(target), protect(target)
+
+    def file_placed(self, obj, target, size, safe_link):
+        """``place_file`` is done: the object is ready (loop thread)."""
         obj.path = target
-        obj.size = size if size is not None else path_size(target)
-        obj.safe_link = protect(target)
+        obj.size = size
+        obj.safe_link = safe_link
         self._ready(obj)
 
     def _ready(self, obj):
         obj.state = READY
-        waiters, obj.waiters = obj.waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_result(obj)
+        if obj.waiters is not None:
+            self.on_ready(obj)
 
     def fail(self, obj, exc):
         obj.state = FAILED
-        waiters, obj.waiters = obj.waiters, None
-        for waiter in waiters or ():
-            if not waiter.done():
-                waiter.set_exception(exc)
-
-    async def wait_ready(self, obj):
-        if obj.state == READY:
-            return obj
-        if obj.waiters is None:
-            obj.waiters = []
-        future = asyncio.get_running_loop().create_future()
-        obj.waiters.append(future)
-        return await future
+        if obj.waiters is not None:
+            self.on_failed(obj, str(exc))
 
     # -- files -----------------------------------------------------------------------------
     def materialize(self, obj):
         """Return a file path holding the object (writing memory data out once).
 
-        Runs in worker threads; the lock makes concurrent first uses write it once."""
+        Runs in worker threads: the lock makes concurrent first uses write it once, and
+        the object learns its path on the loop thread (``_set_materialized``)."""
         if obj.path is not None:
             return obj.path
         with self._materialize_lock:
+            done = self._materialized.get(obj.key)
+            if done is not None:
+                return done[0]
             if obj.path is not None:
                 return obj.path
-            return self._materialize(obj)
+            target, safe_link = self._materialize(obj)
+            self._materialized[obj.key] = (target, safe_link)
+        loop = self.loop
+        if loop is None or _on_thread_of(loop):
+            self._set_materialized(obj)
+        else:
+            loop.call_soon_threadsafe(self._set_materialized, obj)
+        return target
+
+    def _set_materialized(self, obj):
+        with self._materialize_lock:
+            target, safe_link = self._materialized.pop(obj.key)
+        if self.objects.get(obj.key) is not obj:
+            remove_tree(target)         # deleted meanwhile
+        elif obj.path is None:
+            obj.path = target
+            obj.safe_link = safe_link
 
     def _materialize(self, obj):
         target = self.path_for(obj.key)
-        if obj.data_type == DIRECTORY:
-            from ..common.data_instance import extract_tar
-            extract_tar(obj.data, target)
-        else:
-            with open(target, "wb") as f:
-                f.write(obj.data)
-        obj.path = target
-        obj.safe_link = protect(target)
-        return target
+        try:
+            if obj.data_type == DIRECTORY:
+                from ..common.data_instance import extract_tar
+                extract_tar(obj.data, target)
+            else:
+                with open(target, "wb") as f:
+                    f.write(obj.data)
+        except BaseException:
+            remove_tree(target)         # no partial file left (a full disk, say)
+            raise
+        return target, protect(target)
 
     def read_bytes(self, obj):
         """The object's bytes (a directory as a tar archive)."""
@@ -253,6 +287,13 @@ class Store:
 
 class ObjectDeleted(Exception):
     pass
+
+
+def _on_thread_of(loop):
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def path_size(path):

@@ -15,8 +15,10 @@ from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
+from ..common.keepalive import set_keepalive
 from .core import RequestError, ServerCore, SessionFailed
-from .graph import ASSIGNED, OBJ_FINISHED, REMOVED, TASK_STATE_NAMES, Task
+from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
+                    TASK_STATE_NAMES, Task)
 from .submit_batch import read_rows, read_submit
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,29 @@ R = rain_capnp
 #: Largest frame accepted before a successful Hello: an unknown peer must not make the
 #: server buffer gigabytes. Raised to ``MAX_FRAME_SIZE`` once the peer is accepted.
 HELLO_MAX_SIZE = 2**20
+#: Seconds a governor may stay silent before it is given up (``rain server
+#: --heartbeat-timeout``); the governors give up a server silent as long.
+HEARTBEAT_TIMEOUT = 30.0
+#: A peer that has not said a valid Hello after this many seconds is disconnected, and at
+#: most this many peers may be waiting to be accepted at once: beyond that the one that
+#: waited longest goes (a stranger opening connections by the thousand cannot make the
+#: server hold their buffers, nor keep out a real peer, whose Hello comes at once).
+HELLO_TIMEOUT = 10.0
+MAX_UNACCEPTED = 64
+
+
+class _RpcConnection(FrameProtocol):
+    """A connection to the RPC port, which the server watches until its Hello."""
+
+    def __init__(self, server):
+        super().__init__(server._on_frame, server._on_close, max_frame_size=HELLO_MAX_SIZE)
+        self._server = server
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._server._on_connect(self)
+
+
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
 
 
@@ -127,23 +152,66 @@ class ServerComm:
 
 
 class RainServer:
-    def __init__(self, events, *, token="", test_mode=False, debug_mode=False):
+    def __init__(self, events, *, token="", test_mode=False, debug_mode=False,
+                 heartbeat_timeout=HEARTBEAT_TIMEOUT):
         self.events = events
         self.token = token
+        self.heartbeat_timeout = heartbeat_timeout
+        self._last_tick = None
         self.comm = ServerComm(self)
         self.core = ServerCore(self.comm, test_mode=test_mode, debug_mode=debug_mode)
         self._info_requests = {}
         self._next_info_request = 1
         self.rpc_server = None
         self.event_subscribers = {}   # Client -> filter session (-1: all)
+        self.unaccepted = {}          # connections before their Hello, oldest first
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
         self.comm.loop = loop
-        self.rpc_server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame, self._on_close,
-                                  max_frame_size=HELLO_MAX_SIZE), host, port)
+        self.rpc_server = await loop.create_server(lambda: _RpcConnection(self), host, port)
+        if self.heartbeat_timeout:
+            loop.call_later(self.heartbeat_timeout / 4, self._heartbeat)
         return self.rpc_server.sockets[0].getsockname()[:2]
+
+    def _heartbeat(self):
+        """Every quarter of the timeout: give up governors that sent nothing for longer
+        than the timeout (dead host, frozen process), and show the others that the server
+        is alive. Any frame of a governor counts (``Governor.heard``), so a busy one is
+        never dropped, and the check costs nothing per frame beyond setting a flag."""
+        loop = self.comm.loop
+        timeout = self.heartbeat_timeout
+        now = loop.time()
+        # A late tick means the server itself was busy (a huge submit): the governors'
+        # frames wait unread, so this round judges no one.
+        late = self._last_tick is not None and now - self._last_tick > timeout / 2
+        self._last_tick = now
+        frame = None
+        for governor in list(self.core.governors.values()):
+            conn = governor.conn
+            if conn is None or type(conn) is LocalConnection:
+                continue
+            if governor.heard or governor.heard_at is None or late:
+                governor.heard = False
+                governor.heard_at = now
+            elif now - governor.heard_at > timeout:
+                self._drop_silent(governor, now - governor.heard_at)
+                continue
+            if frame is None:
+                msg = R.ServerToGovernor.new_message()
+                msg.heartbeat = timeout
+                frame = msg.to_bytes()
+            conn.send(frame)
+        loop.call_later(timeout / 4, self._heartbeat)
+
+    def _drop_silent(self, governor, silent):
+        conn = governor.conn
+        logger.warning("governor %s silent for %.1f s: giving it up", governor.id, silent)
+        self._on_close(conn, None, reason=f"silent for {silent:.1f} s (heartbeat timeout "
+                                          f"{self.heartbeat_timeout:g} s)")
+        if conn.transport is not None:
+            conn.closed = True
+            conn.transport.abort()       # a frozen peer would never take a flush
 
     def run_schedule(self):
         try:
@@ -152,6 +220,22 @@ class RainServer:
             logger.exception("scheduling failed")
 
     # -- connection dispatch ----------------------------------------------------------------
+    def _on_connect(self, conn):
+        if len(self.unaccepted) >= MAX_UNACCEPTED:
+            oldest = next(iter(self.unaccepted))
+            logger.warning("closing the connection from %s: %d peers wait to say hello",
+                           oldest.peer, len(self.unaccepted))
+            del self.unaccepted[oldest]
+            oldest.close()
+        self.unaccepted[conn] = None
+        self.comm.loop.call_later(HELLO_TIMEOUT, self._hello_expired, conn)
+
+    def _hello_expired(self, conn):
+        if self.unaccepted.pop(conn, False) is None:
+            logger.info("closing the connection from %s: no hello within %.0f s",
+                        conn.peer, HELLO_TIMEOUT)
+            conn.close()
+
     def _on_frame(self, conn, frame):
         state = conn.state
         if state is None:
@@ -163,7 +247,8 @@ class RainServer:
         else:
             raise ProtocolError("unexpected frame")
 
-    def _on_close(self, conn, exc):
+    def _on_close(self, conn, exc, reason="connection lost"):
+        self.unaccepted.pop(conn, None)
         state = conn.state
         conn.state = ("closed", None)
         if state is None or state[0] == "closed":
@@ -174,8 +259,9 @@ class RainServer:
                     self._listen_for_subscribers()
                 self.core.remove_client(state[1])
             elif state[0] == "governor":
-                logger.warning("governor %s disconnected", state[1].id)
-                self.core.remove_governor(state[1])
+                if exc is not None or reason == "connection lost":
+                    logger.warning("governor %s disconnected", state[1].id)
+                self.core.remove_governor(state[1], reason)
                 for pending in list(self._info_requests.values()):
                     pending[1].discard(state[1].id)
                     self._maybe_finish_info(pending)
@@ -188,6 +274,7 @@ class RainServer:
         conn.send(msg.to_bytes())
 
     def _on_hello(self, conn, frame):
+        self.unaccepted.pop(conn, None)
         try:
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 version = hello.protocolVersion
@@ -212,6 +299,9 @@ class RainServer:
             conn.close()
             return
         conn.max_frame_size = MAX_FRAME_SIZE
+        if conn.transport is not None:
+            set_keepalive(conn.transport.get_extra_info("socket"),
+                          self.heartbeat_timeout or HEARTBEAT_TIMEOUT)
         if role == "client":
             client = self.core.add_client(conn)
             conn.state = ("client", client)
@@ -380,6 +470,7 @@ class RainServer:
 
     # -- governors ----------------------------------------------------------------------------
     def _on_governor_frame(self, conn, governor, frame):
+        governor.heard = True
         with R.GovernorToServer.from_bytes(frame,
                                            traversal_limit_in_words=TRAVERSAL_LIMIT) as msg:
             which = msg.which()
@@ -399,6 +490,8 @@ class RainServer:
                         [[i.session, i.id] for i in info.objectsToDelete])
                     pending[1].discard(governor.id)
                     self._maybe_finish_info(pending)
+            elif which == "heartbeat":
+                pass                     # ``heard`` is all it is for
             elif which == "draining":
                 self.core.drain_governor(governor)
             elif which == "monitoring":
@@ -455,11 +548,11 @@ def encode_response(request_id, kind, payload):
         tl = state.init("tasks", len(tasks))
         for i, tid in enumerate(tasks):
             tl[i].id = tid
-            tl[i].state = "finished"
+            tl[i].state = TASK_STATE_NAMES[FINISHED]
         ol = state.init("objects", len(objects))
         for i, oid in enumerate(objects):
             ol[i].id = oid
-            ol[i].state = "finished"
+            ol[i].state = OBJECT_STATE_NAMES[OBJ_FINISHED]
     elif kind == "state":
         tasks = [i for i in payload if isinstance(i, Task)]
         objects = [i for i in payload if not isinstance(i, Task)]
@@ -474,7 +567,7 @@ def encode_response(request_id, kind, payload):
         for i, obj in enumerate(objects):
             entry = ol[i]
             entry.id = obj.id
-            entry.state = ("unfinished", "finished", "removed")[obj.state]
+            entry.state = OBJECT_STATE_NAMES[obj.state]
             info = loads_or(obj.info, {}) or {}
             if obj.size >= 0:
                 info["size"] = obj.size

@@ -14,16 +14,18 @@ from collections import Counter
 from itertools import repeat
 
 from ..common.cbor import loads_or
-from .graph import (ASSIGNED, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
+from .graph import (ASSIGNED, DEFAULT_RETRIES, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter, group_edges)
-from .errors import RequestError
+from .errors import RequestError, SessionNotOpen, UnknownItem
+from .builtin_configs import PREFIX as BUILTIN_PREFIX, check_builtin
 from .scheduler import Scheduler, update_prefetch
 from .submit_batch import SubmitBatch, offsets, task_positions
 
 logger = logging.getLogger(__name__)
 
 FIRST_ID = 10
+LAST_ID = 2**31 - 1         # ids travel as Int32 (rain.capnp)
 #: A paused-GC submit at least this big (tasks + objects) ends with one full collection.
 GC_COLLECT_ITEMS = 100_000
 #: Key in ``Session.waiters`` of the ``wait_all`` requests: they wait on the session's
@@ -35,6 +37,15 @@ ALL_TASKS = "all tasks"
 #: the bytes with its assignment instead of fetching them from a peer. Beyond this
 #: budget, objects stay on their governors only, as bigger ones do.
 INLINE_BUDGET = 64 << 20
+#: Bytes of client constants (``blob()``, ``directory()``) the server keeps after their
+#: last consumer finished, until their session closes, so that what a lost governor held
+#: can be recomputed from them. Constants still needed are held anyway (they travel with
+#: the assignments). A recompute that needs a constant released beyond this budget fails
+#: its session, saying so.
+CONSTANTS_KEPT = 256 << 20
+#: ``info["crashed"]`` of a failed task (set by the governor) -> what failed under it.
+#: These failures are retried; errors of the task itself are not.
+SYSTEM_FAILURES = {"executor": "executor", "input": "input transfer"}
 
 
 class ServerCore:
@@ -51,6 +62,7 @@ class ServerCore:
         self._schedule_needed = False
         self._graph_items = 0        # tasks + objects of open sessions (GC heuristic)
         self.inline_bytes = 0        # see INLINE_BUDGET
+        self.retained_bytes = 0      # see CONSTANTS_KEPT
 
     # ======================================================================================
     # Clients and sessions
@@ -80,7 +92,7 @@ class ServerCore:
     def _session(self, client, session_id, allow_failed=False):
         session = self.sessions.get(session_id)
         if session is None or session.client is not client:
-            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+            raise SessionNotOpen(f"Session {session_id} is not open (closed or unknown)")
         if session.error is not None and not allow_failed:
             raise _session_failed(session)
         return session
@@ -88,7 +100,7 @@ class ServerCore:
     def close_session(self, client, session_id):
         session = self.sessions.get(session_id)
         if session is None or session.client is not client:
-            raise RequestError(f"Session {session_id} is not open (closed or unknown)")
+            raise SessionNotOpen(f"Session {session_id} is not open (closed or unknown)")
         self._close_session(session, "ClientClose", "")
 
     def _close_session(self, session, reason, message):
@@ -125,8 +137,8 @@ class ServerCore:
             if task.state in (NOT_ASSIGNED, READY, ASSIGNED, RUNNING):
                 task.state = FAILED   # also takes it out of the scheduler's ready queue
         for obj in session.objects.values():
-            if obj.state != REMOVED:
-                self._remove_object(obj)
+            if obj.state != REMOVED or obj.data is not None:
+                self._remove_object(obj, retain=False)
 
     # ======================================================================================
     # Submit
@@ -179,6 +191,17 @@ class ServerCore:
         if not all(task_types):
             raise RequestError(f"Task {task_ids[task_types.index('')]}: empty task type")
         cpus = batch.cpus
+        if cpus and batch.resources and self.governors:
+            for index, wanted in batch.resources.items():
+                if not any(_can_ever_run(g, cpus[index], wanted)
+                           for g in self.governors.values() if not g.closing):
+                    asked = ", ".join(f"{name}={amount}" for name, amount in wanted.items())
+                    raise RequestError(
+                        f"Task {task_ids[index]} asks for {asked} (and {cpus[index]} cpus),"
+                        " which no governor has; governors: " + "; ".join(
+                            f"{g.id} ({g.cpus} cpus"
+                            + "".join(f", {k}={v}" for k, v in g.resources.items()) + ")"
+                            for g in list(self.governors.values())[:5]))
         if cpus:
             lowest = min(cpus)
             if lowest < 0:
@@ -234,6 +257,15 @@ class ServerCore:
                 if get(input_id, -1) >= task:
                     _check_acyclic(task_ids, input_ids, input_offsets, producer_of)
                     break
+
+        if any(task_type.startswith(BUILTIN_PREFIX) for task_type in set(task_types)):
+            for index, task_type in enumerate(task_types):
+                if task_type.startswith(BUILTIN_PREFIX):
+                    error = check_builtin(task_type, batch.configs[index],
+                                          batch.input_counts[index],
+                                          batch.output_counts[index])
+                    if error:
+                        raise RequestError(f"Task {task_ids[index]}: {error}")
 
         # -- apply ----------------------------------------------------------------------
         submitted_objects = list(map(
@@ -345,14 +377,14 @@ class ServerCore:
         for tid in task_ids:
             task = session.tasks.get(tid)
             if task is None:
-                raise RequestError(f"Unknown task {tid} in session {session.id} "
-                                   "(not submitted?)")
+                raise UnknownItem(f"Unknown task {tid} in session {session.id} "
+                                  "(not submitted?)")
             items.append(task)
         for oid in object_ids:
             obj = session.objects.get(oid)
             if obj is None:
-                raise RequestError(f"Unknown object {oid} in session {session.id} "
-                                   "(not submitted?)")
+                raise UnknownItem(f"Unknown object {oid} in session {session.id} "
+                                  "(not submitted?)")
             items.append(obj)
         return items
 
@@ -391,8 +423,8 @@ class ServerCore:
         session = self._session(client, session_id)
         obj = session.objects.get(object_id)
         if obj is None:
-            raise RequestError(f"Unknown object {object_id} in session {session_id} "
-                               "(not submitted?)")
+            raise UnknownItem(f"Unknown object {object_id} in session {session_id} "
+                              "(not submitted?)")
         if not obj.keep:
             raise RequestError(f"Object {object_id} is not kept; call keep() before submit "
                                "to fetch it")
@@ -462,40 +494,203 @@ class ServerCore:
         self._request_schedule()
 
     def remove_governor(self, governor, reason="connection lost"):
-        """A governor is gone: re-run what can be re-run, fail what lost its data."""
+        """A governor is gone (its connection closed, or it fell silent): what ran or
+        waited there runs elsewhere, and every still-needed object whose last copy it
+        held is recomputed from its producers (see ``_recompute``). A session fails only
+        when that is impossible, saying why."""
         if governor.id not in self.governors:
             return
         del self.governors[governor.id]
         self.scheduler.remove_governor(governor)
         governor.conn = None
-        affected = {}
-        for task in list(governor.tasks):
-            affected.setdefault(task.session, []).append(task)
+        orphans = list(governor.tasks)
         governor.tasks.clear()
+        governor.free_cpus = governor.cpus
+        lost = {}                              # session -> [DataObject]
         for session in list(self.sessions.values()):
-            lost = []
             for obj in session.objects.values():
-                if governor in obj.locations:
-                    obj.locations.remove(governor)
-                    if not obj.locations and obj.data is None and obj.state == OBJ_FINISHED \
-                            and (obj.keep or obj.consumers > 0):
-                        lost.append(obj)
-                if governor in obj.known_by:
+                locations = obj.locations
+                if locations and governor in locations:
+                    locations.remove(governor)
+                    if not locations and obj.data is None and obj.state == OBJ_FINISHED:
+                        lost.setdefault(session, []).append(obj)
+                if obj.known_by and governor in obj.known_by:
                     obj.known_by.remove(governor)
                 if obj.testing and governor in obj.testing:
                     obj.testing.remove(governor)
-            if lost:
-                names = ", ".join(str(o.id) for o in lost[:5])
-                self._fail_session(session, SessionError(
-                    f"Governor {governor.id} was lost ({reason}) and with it the only copy "
-                    f"of object(s) {names}"))
-                continue
-            for task in affected.get(session, ()):
-                task.governor = None
-                self.scheduler.add_ready(task)
         self.comm.event({"type": "GovernorRemoved", "governor": governor.id,
                          "reason": reason})
+        self.comm.event({"type": "GovernorLost", "governor": governor.id, "reason": reason,
+                         "tasks": len(orphans),
+                         "objects": sum(len(objs) for objs in lost.values())})
+        crashed = set()
+        for task in orphans:
+            if task.state == RUNNING:
+                crashed.add(task)
+            task.governor = None
+            task.state = NOT_ASSIGNED
+        for session, objects in lost.items():
+            if session.error is None:
+                self._recompute(session, objects, f"governor {governor.id} was lost "
+                                                  f"({reason})")
+        for task in orphans:
+            if task.session.error is not None:
+                continue
+            if task in crashed and not self._count_crash(
+                    task, "governor", f"governor {governor.id}: {reason}"):
+                continue
+            if task.state == NOT_ASSIGNED and not task.waiting:
+                self._requeue(task)        # (else it waits for a lost input again)
         self._request_schedule()
+        self._debug_check()
+
+    def _count_crash(self, task, what, detail):
+        """A system failure under ``task``: True if it may run again, else its session
+        has failed."""
+        session = task.session
+        if session.crashes is None:
+            session.crashes = {}        # (a dict of the few, not a field of every task)
+        crashes = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
+        if crashes > DEFAULT_RETRIES:
+            self._fail_session(session, SessionError(
+                f"Task {task.id} crashed its {what} {crashes} times (last: {detail})",
+                task.id, ""))
+            return False
+        self.comm.event({"type": "TaskRetried", "session": session.id,
+                         "task": task.id, "name": task.name, "attempt": crashes + 1,
+                         "reason": f"{what}: {detail}"})
+        return True
+
+    def _forget_everywhere(self, obj):
+        """Governors told about ``obj`` drop what they have of it (a failed or hanging
+        fetch from where it was); whoever needs it later is told anew where it is."""
+        key = obj.key
+        for governor in obj.known_by:
+            governor.out_delete.append(key)
+            self.comm.governor_dirty(governor)
+        obj.known_by = ()
+
+    def _unassign(self, task, governor, inputs=()):
+        """``task`` left ``governor`` unfinished: the governor drops its outputs (and
+        these inputs) unless it holds them finished, and forgets having been told."""
+        for obj in (*task.outputs, *inputs):
+            known_by = obj.known_by
+            if governor in known_by and governor not in obj.locations:
+                known_by.remove(governor)
+                governor.out_delete.append(obj.key)
+        self.comm.governor_dirty(governor)
+
+    def _requeue(self, task):
+        """A task that is NOT_ASSIGNED again (its governor went away or stopped it): ready
+        when its inputs are there, else waiting for them."""
+        waiting = 0
+        for obj in task.inputs:
+            if obj.state != OBJ_FINISHED:
+                waiting += 1
+                if obj.dependents is None:
+                    obj.dependents = [task]
+                elif task not in obj.dependents:
+                    obj.dependents.append(task)
+        task.waiting = waiting
+        if not waiting:
+            self.scheduler.add_ready(task)
+
+    def _recompute(self, session, lost, why):
+        """Make the ``lost`` objects (finished, no copy left) exist again: their producers
+        run again, and so, recursively, do the producers of those producers' inputs that
+        are gone too (released after use, or lost as well). Tasks that were about to use
+        a lost object wait for it again. Iterative, so a chain of any length is fine."""
+        lost_set = set()
+        revive = []
+        for obj in lost:
+            if not obj.keep and obj.consumers <= 0:
+                self._remove_object(obj)        # nobody needs it: nothing to recompute
+                continue
+            obj.state = UNFINISHED
+            obj.locations = ()
+            self._forget_everywhere(obj)
+            lost_set.add(obj)
+            if obj.producer is None:
+                self._fail_session(session, SessionError(
+                    f"{why}; it held the only copy of object {obj.id}, which has no "
+                    "producer to compute it again"))
+                return
+            revive.append(obj.producer)
+        if not lost_set:
+            return
+        # Unfinished tasks that counted on a lost object wait for it again.
+        users = session.tasks.values() if any(o.consumers for o in lost_set) else ()
+        for task in users:
+            state = task.state
+            if state == FINISHED or state == FAILED or state == RUNNING:
+                continue
+            missing = [obj for obj in task.inputs if obj in lost_set]
+            if not missing:
+                continue
+            if state == ASSIGNED:
+                governor = task.governor
+                self._release(task)
+                task.governor = None
+                governor.out_stop.append(task.key)
+                self._unassign(task, governor, missing)
+                task.state = NOT_ASSIGNED
+                task.waiting = 0
+            elif state == READY:
+                task.state = NOT_ASSIGNED       # the scheduler skips it in its queue
+                task.waiting = 0
+            for obj in missing:
+                task.waiting += 1
+                if obj.dependents is None:
+                    obj.dependents = [task]
+                else:
+                    obj.dependents.append(task)
+        rerun = []
+        recomputed = []
+        while revive:
+            task = revive.pop()
+            if task.state != FINISHED:
+                continue                         # already on its way again
+            task.state = NOT_ASSIGNED
+            task.governor = None
+            session.unfinished_tasks += 1
+            rerun.append(task.id)
+            waiting = 0
+            for obj in task.inputs:
+                obj.consumers += 1
+                state = obj.state
+                if state == OBJ_FINISHED:
+                    continue
+                if state == REMOVED:
+                    producer = obj.producer
+                    if producer is None:
+                        if obj.data is None:
+                            self._fail_session(session, SessionError(
+                                f"{why}; recomputing what it held needs the client "
+                                f"constant {obj.id}, which the server no longer keeps "
+                                f"(beyond its {CONSTANTS_KEPT >> 20} MiB of released "
+                                "constants kept for this)"))
+                            return
+                        session.retained_bytes -= len(obj.data)
+                        self.retained_bytes -= len(obj.data)
+                        obj.state = OBJ_FINISHED
+                        continue
+                    obj.state = UNFINISHED
+                    recomputed.append(obj.id)
+                    revive.append(producer)
+                waiting += 1
+                if obj.dependents is None:
+                    obj.dependents = [task]
+                else:
+                    obj.dependents.append(task)
+            for obj in task.outputs:
+                if obj.state == REMOVED:
+                    obj.state = UNFINISHED
+            task.waiting = waiting
+            if not waiting:
+                self.scheduler.add_ready(task)
+        self.comm.event({"type": "ObjectsRecomputed", "session": session.id,
+                         "reason": why, "objects": sorted(o.id for o in lost_set)
+                         + recomputed, "tasks": rerun})
 
     def on_task_updates(self, governor, updates):
         """``updates``: (session_id, task_id, state, info), ``info`` the TaskInfo map (or
@@ -595,15 +790,31 @@ class ServerCore:
             self._notify(session, task)
         if not session.unfinished_tasks and waiters and ALL_TASKS in waiters:
             self._notify(session, ALL_TASKS)
-        task.config = None   # not needed any more; keeps a big finished graph small
         self._request_schedule()
 
     def _task_failed(self, task):
         session = task.session
         self._release(task)
+        info = task.info
+        crashed = info.get("crashed")
+        if crashed in SYSTEM_FAILURES and session.error is None:
+            # Not the task's own fault: its executor died under it, or an input could
+            # not be transferred (its holder just went away). Run it again.
+            governor = task.governor
+            task.governor = None
+            task.state = NOT_ASSIGNED
+            if governor is not None:
+                # A failed fetch there is dropped, and so are the unfinished outputs;
+                # they are sent again (with current locations) to whoever needs them.
+                self._unassign(task, governor, task.inputs if crashed == "input" else ())
+            if self._count_crash(task, SYSTEM_FAILURES[crashed],
+                                 f"{info.get('error') or 'no message'} "
+                                 f"on {governor.id if governor else '?'}"):
+                self._requeue(task)
+                self._request_schedule()
+            return
         task.state = FAILED
         session.stats[2] += 1
-        info = task.info
         self.comm.event({"type": "TaskFailed", "session": session.id, "task": task.id,
                          "governor": task.governor.id if task.governor else None,
                          "name": task.name, "info": info})
@@ -634,10 +845,22 @@ class ServerCore:
             for name, amount in task.resources.items():
                 free[name] = free.get(name, 0) + amount
 
-    def _remove_object(self, obj):
-        if obj.data is not None and obj.producer is not None:
-            obj.session.inline_bytes -= len(obj.data)
-            self.inline_bytes -= len(obj.data)
+    def _remove_object(self, obj, retain=True):
+        data = obj.data
+        obj.data = None
+        if data is not None:
+            session = obj.session
+            if obj.producer is not None:
+                session.inline_bytes -= len(data)
+                self.inline_bytes -= len(data)
+            elif obj.state == REMOVED:            # a released constant kept until now
+                session.retained_bytes -= len(data)
+                self.retained_bytes -= len(data)
+            elif retain and self.retained_bytes + len(data) <= CONSTANTS_KEPT:
+                # Kept for recomputing what a lost governor held (see CONSTANTS_KEPT).
+                obj.data = data
+                session.retained_bytes += len(data)
+                self.retained_bytes += len(data)
         obj.state = REMOVED
         key = obj.key
         for governor in obj.known_by:
@@ -645,7 +868,6 @@ class ServerCore:
             self.comm.governor_dirty(governor)
         obj.known_by = ()
         obj.locations = ()
-        obj.data = None
 
     # ======================================================================================
     # Scheduling
@@ -679,13 +901,14 @@ class ServerCore:
                 known_by.append(governor)
                 out_objects.append(obj)
         for obj in task.outputs:
+            # Always sent: a task run again may find its outputs dropped by a governor
+            # that knew them (a failed run deletes what it did not finish).
             known_by = obj.known_by
             if not known_by:
                 obj.known_by = [governor]
-                out_objects.append(obj)
             elif governor not in known_by:
                 known_by.append(governor)
-                out_objects.append(obj)
+            out_objects.append(obj)
         governor.out_tasks.append(task)
         self.comm.governor_dirty(governor)
 
@@ -750,6 +973,14 @@ def _info_map(info):
     return {}
 
 
+def _can_ever_run(governor, cpus, resources):
+    """Whether the governor could run a task of these needs once it is idle."""
+    if cpus > governor.cpus:
+        return False
+    own = governor.resources
+    return all(own.get(name, 0) >= amount for name, amount in resources.items())
+
+
 def _session_failed(session):
     return SessionFailed(session)
 
@@ -792,6 +1023,10 @@ def _check_new_ids(session, ids, what, other_new):
         lowest = min(ids)
         if lowest < FIRST_ID:
             raise RequestError(f"Invalid {what} id {lowest} (ids start at {FIRST_ID})")
+        highest = max(ids)
+        if highest > LAST_ID:
+            raise RequestError(f"Invalid {what} id {highest} (ids end at {LAST_ID}: "
+                               f"they travel as 32-bit integers)")
     index = dict(zip(ids, range(len(ids))))
     taken = [other_new, session.objects, session.tasks]
     if len(index) != len(ids):

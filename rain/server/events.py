@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -183,6 +184,9 @@ class EventLog:
         self.batch_listeners = []
 
     def _open(self):
+        # User-only from the start: SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

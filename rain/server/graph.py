@@ -3,15 +3,13 @@
 A million-task graph lives in these, so they hold no dicts, futures or asyncio objects.
 """
 
-# Task states (same numbering as the wire enum ``TaskState``)
-NOT_ASSIGNED, READY, ASSIGNED, RUNNING, FINISHED, FAILED = range(6)
-TASK_STATE_NAMES = ("notAssigned", "ready", "assigned", "running", "finished", "failed")
+from ..common.states import (  # noqa: F401 (the server's modules take them from here)
+    ASSIGNED, BLOB, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED,
+    OBJECT_STATE_NAMES, READY, REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED)
 
-# Object states (wire enum ``ObjectState``)
-UNFINISHED, OBJ_FINISHED, REMOVED = range(3)
-OBJECT_STATE_NAMES = ("unfinished", "finished", "removed")
-
-BLOB, DIRECTORY = 0, 1
+#: Times a task is run again after its executor or governor died under it (or an input
+#: could not be transferred) before its session fails.
+DEFAULT_RETRIES = 3
 
 
 class Task:
@@ -82,7 +80,7 @@ class DataObject:
 class Governor:
     __slots__ = ("id", "cpus", "free_cpus", "resources", "free_resources", "tasks",
                  "running_count", "out_objects", "out_tasks", "out_stop", "out_delete", "conn",
-                 "index", "closing", "prefetch", "avg_duration")
+                 "index", "closing", "prefetch", "avg_duration", "heard", "heard_at")
 
     def __init__(self, governor_id, cpus, resources, conn=None):
         self.id = governor_id
@@ -101,6 +99,8 @@ class Governor:
         self.closing = False
         self.prefetch = cpus * 2         # queued tasks allowed beyond the CPUs (adaptive)
         self.avg_duration = None         # moving average of task run times (seconds)
+        self.heard = True                # a frame came since the last heartbeat check
+        self.heard_at = None             # when a check last found ``heard`` (I/O clock)
 
     def has_output(self):
         return bool(self.out_objects or self.out_tasks or self.out_stop or self.out_delete)
@@ -111,7 +111,8 @@ class Governor:
 
 class Session:
     __slots__ = ("id", "client", "name", "spec", "tasks", "objects", "error", "closed",
-                 "unfinished_tasks", "waiters", "stats", "inline_bytes")
+                 "unfinished_tasks", "waiters", "stats", "inline_bytes", "retained_bytes",
+                 "crashes")
 
     def __init__(self, session_id, client, name, spec):
         self.id = session_id
@@ -126,6 +127,8 @@ class Session:
         self.waiters = {}          # item (Task/DataObject) -> [Waiter]
         self.stats = [0, 0, 0]     # submitted, finished, failed tasks
         self.inline_bytes = 0      # results' bytes held here for fetches (see INLINE_BUDGET)
+        self.retained_bytes = 0    # released constants kept for recomputes (CONSTANTS_KEPT)
+        self.crashes = None        # {task id: system failures of its runs}, once one failed
 
 
 class SessionError:

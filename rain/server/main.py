@@ -3,38 +3,41 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import tempfile
 
 from ..auth import cluster_token, remove_token_file, write_token_file
 from ..common.address import DEFAULT_HTTP_PORT, DEFAULT_SERVER_PORT, parse_listen_address
 from ..common.gc_tuning import tune_gc
 from ..common.logs import setup_logging
+from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
-from .connections import RainServer
+from .connections import HEARTBEAT_TIMEOUT, RainServer
 from .events import EventLog
+from ..common.env import env_flag
 from .http import listen_http, make_app
-from .statefile import remove_state_file, write_state_file
+from ..statefile import remove_state_file, write_state_file
 
 logger = logging.getLogger(__name__)
 
 
-def env_flag(name):
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None):
-    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``."""
+async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None,
+                dashboard=None, heartbeat_timeout=HEARTBEAT_TIMEOUT):
+    """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``;
+    ``dashboard``: a function giving the dashboard's HTTP handlers for the server;
+    ``heartbeat_timeout``: seconds of silence after which a governor is given up."""
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
     if token is None:
         token = cluster_token()
-    os.makedirs(logdir, exist_ok=True)
+    private_dir(logdir)
     host, port = parse_listen_address(listen or DEFAULT_SERVER_PORT, DEFAULT_SERVER_PORT)
     http_host, http_port = parse_listen_address(http_listen or DEFAULT_HTTP_PORT,
                                                 DEFAULT_HTTP_PORT)
     events = EventLog(os.path.join(logdir, "events.db"))
     events.start()
     server = RainServer(events, token=token, test_mode=env_flag("RAIN_TEST_MODE"),
-                        debug_mode=env_flag("RAIN_DEBUG_MODE"))
+                        debug_mode=env_flag("RAIN_DEBUG_MODE"),
+                        heartbeat_timeout=heartbeat_timeout)
     dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
         "0", "off", "no", "false")
     bound = await server.listen(host, port)
@@ -50,12 +53,11 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
                                   token_path)
     if ready_file:
         write_ready_file(ready_file)
-    if dashboard_on:
+    if dashboard_on and dashboard is not None:
         # The pages need Bokeh (~0.4 s to import): mounted right after the server is
         # ready, so starting a cluster does not wait for it.
         await asyncio.sleep(0)
-        from ..dashboard.web import live_handlers
-        app.wildcard_router.add_rules(live_handlers(server))
+        app.wildcard_router.add_rules(dashboard(server))
     tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,10 +79,17 @@ def rest_handlers(server):
     return make(server)
 
 
-def main(args):
-    setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
+def main(args, dashboard=None):
     try:
-        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file))
+        setup_logging(args.logdir, "server", debug=getattr(args, "debug", False))
+    except OSError as exc:
+        print(f"rain server: cannot use the log directory: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(args.listen, args.http_listen, args.logdir, args.ready_file,
+                          dashboard=dashboard,
+                          heartbeat_timeout=getattr(args, "heartbeat_timeout",
+                                                    HEARTBEAT_TIMEOUT)))
     except OSError as exc:
         logger.error("cannot start the server: %s", exc)
         return 1

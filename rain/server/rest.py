@@ -22,10 +22,13 @@ import cbor2
 import tornado.web
 
 from ..common.cbor import dumps_or_empty, loads_or
-from ..governor.transfer import PeerPool, TransferError
+from ..transfer.peer import PeerPool, TransferError
+from ..transfer.sinks import Sink
 from .connections import LocalConnection
 from .core import FIRST_ID, RequestError, SessionFailed
+from .errors import SessionNotOpen, UnknownItem
 from .events import EventFilterError
+from ..common.states import PHASE_NAMES
 from .graph import OBJECT_STATE_NAMES, TASK_STATE_NAMES
 from .http import JsonHandler
 
@@ -83,12 +86,11 @@ def core_error(exc):
     """A core exception as the REST error it means."""
     if isinstance(exc, SessionFailed):
         return RestError(409, f"session failed: {exc}", task=exc.task_id, debug=exc.debug)
-    message = str(exc)
-    if "is not open" in message:
-        return RestError(409, message)
-    if message.startswith("Unknown "):
-        return RestError(404, message)
-    return RestError(400, message)
+    if isinstance(exc, SessionNotOpen):
+        return RestError(409, str(exc))
+    if isinstance(exc, UnknownItem):
+        return RestError(404, str(exc))
+    return RestError(400, str(exc))
 
 
 class RestHandler(JsonHandler):
@@ -321,7 +323,7 @@ class TasksHandler(RestHandler):
     def get(self, sid):
         session = self.model_session(sid)
         want = self.get_query_argument("state", None)
-        if want is not None and want not in ("waiting", "running", "finished", "failed"):
+        if want is not None and want not in PHASE_NAMES:
             raise RestError(400, "'state' must be waiting, running, finished or failed")
         name = self.get_query_argument("name", None)
         offset = self.int_arg("offset", 0, 0)
@@ -433,15 +435,25 @@ class ObjectDataHandler(RestHandler):
         if kind == "error":
             raise core_error(payload)
         obj, data, location = payload
-        content_type = obj.content_type or ""
-        if data is None:
-            try:
-                meta, data = await self.rest.peers.fetch(location, (session.id, oid))
-            except (TransferError, OSError) as exc:
+        self._set_type_headers(obj.data_type, obj.content_type or "")
+        if data is not None:
+            self.finish(bytes(data))
+            return
+        sink = _ResponseSink(self)
+        try:
+            await self.rest.peers.fetch_into(location, (session.id, oid), sink)
+        except (TransferError, OSError) as exc:
+            if not sink.started:
                 raise RestError(409, f"object {oid} could not be read from governor "
                                      f"{location}: {exc}") from None
-            content_type = meta.get("content_type") or content_type
-        if obj.data_type == 1:
+            logger.warning("object %s/%s: the transfer from %s broke off: %s", session.id,
+                           oid, location, exc)
+            self.request.connection.close()
+            return
+        self.finish()
+
+    def _set_type_headers(self, data_type, content_type):
+        if data_type == 1:
             mime = "application/x-tar"
         elif content_type == "json":
             mime = "application/json"
@@ -454,8 +466,38 @@ class ObjectDataHandler(RestHandler):
             mime = "application/octet-stream"
         self.set_header("Content-Type", mime)
         self.set_header("X-Rain-Content-Type", content_type)
-        self.set_header("X-Rain-Data-Type", "directory" if obj.data_type == 1 else "blob")
-        self.finish(bytes(data))
+        self.set_header("X-Rain-Data-Type", "directory" if data_type == 1 else "blob")
+
+
+class _ResponseSink(Sink):
+    """An object's chunks written to an HTTP response as they come from the governor;
+    reading from it waits while the HTTP client is behind (one chunk in flight)."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self.handler = handler
+        self.started = False
+        self.gone = None
+
+    def begin(self, meta):
+        super().begin(meta)
+        content_type = meta.get("content_type")
+        if content_type:
+            self.handler._set_type_headers(meta["data_type"], content_type)
+
+    def write(self, chunk):
+        if self.gone is not None:
+            raise self.gone
+        self.received += len(chunk)
+        self.started = True
+        self.handler.write(bytes(chunk))
+        return self._flushed(self.handler.flush())
+
+    async def _flushed(self, future):
+        try:
+            await future
+        except Exception as exc:  # the HTTP client went away
+            self.gone = TransferError(f"HTTP client gone: {exc}")
 
 
 class GraphHandler(RestHandler):
@@ -520,6 +562,8 @@ def _fail(where, message):
 def _int(value, where):
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(where, f"expected an integer, got {json.dumps(value)[:60]}")
+    if not -2**31 <= value < 2**31:
+        _fail(where, f"{value} is out of range (a 32-bit integer)")
     return value
 
 
@@ -665,7 +709,7 @@ ENDPOINTS = [
 
 def rest_handlers(server, models=None):
     if models is None:
-        from ..dashboard.live import live_model
+        from .live_model import live_model
         models = live_model(server)
     rest = getattr(server, "rest", None)
     if rest is None:

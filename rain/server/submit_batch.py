@@ -6,17 +6,20 @@ checks and builds a graph of a million tasks with bulk operations (sets, ``min``
 here (lengths, ranges, offsets); the graph itself (ids, references, cycles) is checked by
 the core. Any problem is a ``RequestError`` for the submitting client.
 """
-import sys
 from array import array
 from itertools import accumulate, islice
 from operator import le
 
+from ..common import columns
 from ..common.cbor import loads_or
 from .errors import RequestError
 
-_SWAP = sys.byteorder != "little"
 if array("i").itemsize != 4:      # pragma: no cover - every supported platform
     raise ImportError("array('i') is not 32 bits wide here")
+
+
+def _submit_error(message):
+    return RequestError(f"Submit: {message}")
 
 
 class SubmitBatch:
@@ -120,39 +123,17 @@ def check_resources(resources, tid):
 
 def int_column(data, what, count=None):
     """A packed little-endian Int32 column as a list; ``count`` values when given."""
-    if len(data) % 4:
-        raise RequestError(f"Submit: column {what} has {len(data)} bytes, not a whole "
-                           "number of 32-bit values")
-    values = array("i")
-    values.frombytes(data)
-    if _SWAP:
-        values.byteswap()
-    if count is not None and len(values) != count:
-        raise RequestError(f"Submit: column {what} has {len(values)} values for {count} "
-                           "items")
-    return values.tolist()
+    return columns.ints(data, what, count, _submit_error)
 
 
 def string_column(table, index_data, what, count):
     """``count`` strings from a table and an index column (empty index: all "")."""
-    if not index_data:
-        return [""] * count
-    index = int_column(index_data, f"{what}.index", count)
-    if index and (min(index) < 0 or max(index) >= len(table)):
-        raise RequestError(f"Submit: column {what} points outside its table of "
-                           f"{len(table)} strings")
-    return [table[i] for i in index]
+    return columns.strings(table, index_data, what, count, _submit_error)
 
 
 def index_set_column(data, what, count):
     """Ascending unique indexes below ``count`` (a sparse column's positions)."""
-    indexes = int_column(data, what)
-    if indexes:
-        if indexes[0] < 0 or indexes[-1] >= count:
-            raise RequestError(f"Submit: column {what} has an index outside 0..{count - 1}")
-        if len(indexes) > 1 and not all(map(int.__lt__, indexes, islice(indexes, 1, None))):
-            raise RequestError(f"Submit: column {what} is not ascending and unique")
-    return indexes
+    return columns.index_set(data, what, count, _submit_error)
 
 
 def sparse_column(index_data, values, what, count):

@@ -98,9 +98,20 @@ def test_arrow():
     assert result.column_names == ["values"]
     assert result.column("values").to_pylist() == [1.5, 2.5]
     with pytest.raises(RainException):
-        encode_value([1, 2], "arrow")
-    with pytest.raises(RainException):
         decode_value(b"garbage", "arrow")
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], ["a", None], {"x": [1, 2], "y": ["a", "b"]},
+                                   7, "text", {"k": 1}])
+def test_arrow_plain_python_values(value):
+    pytest.importorskip("pyarrow")
+    assert decode_value(encode_value(value, "arrow"), "arrow") == value
+
+
+def test_arrow_refuses_what_it_cannot_hold():
+    pytest.importorskip("pyarrow")
+    with pytest.raises(RainException, match="cannot encode"):
+        encode_value([1, "mixed"], "arrow")
 
 
 def test_mime_user_passthrough():

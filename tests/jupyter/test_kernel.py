@@ -38,7 +38,8 @@ print(json.dumps({"status": p.status, "total": p.total, "finished": p.finished,
                   "graph": [g.mode, g.nodes, g.finished_nodes],
                   "rows": list(p.source.data["group"]),
                   "flushes": rain_widget.flushes,
-                  "html": "121/121 finished" in rain_widget.snapshot_html()}))
+                  "html": "121/121 finished" in rain_widget.snapshot_html(),
+                  "final": rain_widget.final_bundle()}))
 """
 
 
@@ -115,11 +116,6 @@ def test_kernel_start_run_stop(kernel_name):
             assert main_thread
             assert len(procs) == 5, procs
             run_cells(client, nb, [3, 4])
-            shown = [o for o in nb.cells[3].outputs if o["output_type"] == "display_data"]
-            assert shown, nb.cells[3].outputs
-            data = shown[0]["data"]
-            assert "application/vnd.jupyter.widget-view+json" in data
-            assert "rain-progress" in data["text/html"] and "<svg" in data["text/html"]
             state = json.loads(stdout_of(nb.cells[4]).strip().splitlines()[-1])
             assert state["status"] == "finished"
             assert state["total"] == state["finished"] == 121
@@ -129,6 +125,19 @@ def test_kernel_start_run_stop(kernel_name):
                                      "stage0/part"]
             assert state["html"] is True
             run_cells(client, nb, [5, 6])
+            # The widget's output is the widget, after the BokehJS loader in the same output.
+            shown = [o for o in nb.cells[3].outputs if o["output_type"] == "display_data"]
+            assert len(shown) == 1, nb.cells[3].outputs
+            assert "application/vnd.jupyter.widget-view+json" in shown[0]["data"]
+            # The final picture replaces it (nbclient drops late display updates of a cell
+            # that finished, so the final bundle is checked as the kernel makes it): no
+            # widget (a reopened notebook has no model for it), a static picture, the Bokeh
+            # charts for a live page.
+            final = state["final"]
+            assert "application/vnd.jupyter.widget-view+json" not in final
+            html = final["text/html"]
+            assert "rain-progress" in html and "<svg" in html and "121/121 finished" in html
+            assert "rain-final-live" in html and "embed_items" in html
             assert "Stopped the Rain cluster" in stdout_of(nb.cells[5])
             assert "No Rain cluster" in stdout_of(nb.cells[6])
             left = wait_gone(procs)
@@ -174,3 +183,59 @@ def cluster_workdir(procs):
         if "server" in args and "--logdir" in args:
             return os.path.dirname(os.path.dirname(args[args.index("--logdir") + 1]))
     raise AssertionError(f"no server among {procs}")
+
+
+FAILING_FUNCTION = """from rain.client import remote, blob
+
+@remote
+def boom(ctx, x):
+    y = 1
+    return x.get_str() + y
+"""
+
+FAILING_CELL = """%%rain failing
+t = boom(blob("a"))
+"""
+
+BROKEN_CELL = """%%rain broken
+u = boom(blob("b"))
+raise ValueError("oops")
+"""
+
+
+def error_text(cell):
+    import re
+    parts = []
+    for output in cell.outputs:
+        if output["output_type"] == "error":
+            parts.extend(output["traceback"])
+        elif output["output_type"] == "display_data":
+            parts.append(output["data"].get("text/plain", ""))
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(parts))
+
+
+def test_errors_point_at_the_cells(kernel_name):
+    nb = notebook("%load_ext rain_jupyter\n%rain start", FAILING_FUNCTION, FAILING_CELL,
+                  "rain_session.wait_all()",
+                  "open_before = sum(not s.closed for s in rain_client._sessions)",
+                  BROKEN_CELL,
+                  "print(sum(not s.closed for s in rain_client._sessions) - open_before)",
+                  "%rain stop")
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120, allow_errors=True)
+    with client.setup_kernel(env=kernel_env()):
+        run_cells(client, nb, range(len(nb.cells)))
+    numbers = [cell.execution_count for cell in nb.cells]
+    # a remote function defined in a cell: its frame and source line, and where the task
+    # was made
+    text = error_text(nb.cells[3])
+    assert f"Cell In [{numbers[1]}], line 6, in boom" in text, text
+    assert "return x.get_str() + y" in text
+    assert "<dynamic-code>" not in text
+    assert f"created at In [{numbers[2]}], line 2" in text
+    # an exception while building a %%rain cell: the user's line, no magics internals, and
+    # no session left behind
+    text = error_text(nb.cells[5])
+    assert f"Cell In[{numbers[5]}], line 3" in text, text
+    assert 'raise ValueError("oops")' in text
+    assert "magics.py" not in text
+    assert stdout_of(nb.cells[6]).strip() == "0"

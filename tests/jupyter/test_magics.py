@@ -189,8 +189,8 @@ with rain_client.new_session("failing") as s:
     assert "created at" in text
     # the client-side frames are not dumped into the notebook
     assert "rain/client/session.py" not in text
-    from rain_jupyter.reprs import task_exception_html
-    html = task_exception_html(result.error_in_exec)
+    from rain_jupyter.reprs import task_exception_html, task_exception_parts
+    html = task_exception_html(*task_exception_parts(result.error_in_exec))
     assert "<pre" in html and "exited with code 3" in html
 
 

@@ -94,6 +94,54 @@ def test_list_clusters(jupyter_server, cluster):
     assert r.status_code == 404
 
 
+def test_one_chart_list_per_cluster_and_its_origin(jupyter_server, cluster):
+    """However many sessions ran, a cluster lists its own charts and the latest
+    session's; a script's cluster is labelled with the script's command."""
+    client = cluster.client()
+    for name in ("first", "second", "third"):
+        run_graph(client, name, 2)
+    [found] = clusters_of(jupyter_server)
+    ids = [c["id"] for c in found["charts"]]
+    assert ids == ["sessions", "governors", "cpu", "memory", "summary-latest",
+                   "graph-latest", "inspector-latest", "stream-latest"], ids
+    assert all("session=latest" in c["url"] for c in found["charts"][4:])
+    assert found["origin"].startswith("python") and \
+        found["origin"].endswith(f"(pid {os.getpid()})"), found["origin"]
+    r = requests.get(jupyter_server.api("rain/api/clusters?brief=1"),
+                     headers=jupyter_server.headers(), timeout=10)
+    assert r.json()["pids"] == [found["pid"]]
+
+
+@pytest.mark.parametrize("body", [{"governors": 0}, {"governors": 1, "cpus": 100000},
+                                  {"governors": "many"}, "not an object"])
+def test_start_refuses_bad_input(jupyter_server, body):
+    r = requests.post(jupyter_server.api("rain/api/clusters"), json=body,
+                      headers=jupyter_server.headers(), timeout=30)
+    assert r.status_code == 400, r.text
+    assert "governors" in r.json()["message"]
+    assert clusters_of(jupyter_server) == []
+
+
+def test_report_is_served_as_a_page(jupyter_server):
+    folder = os.path.join(jupyter_server.root_dir, "reports")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "run.html"), "w") as f:
+        f.write("<html><body><script>var charts = 1;</script>report</body></html>")
+    with open(os.path.join(folder, "notes.txt"), "w") as f:
+        f.write("not a page")
+    url = jupyter_server.api("rain/report/reports/run.html")
+    r = requests.get(url, headers=jupyter_server.headers(), timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert "<script>var charts = 1;</script>" in r.text
+    r = requests.get(url, timeout=10, allow_redirects=False)
+    assert r.status_code in (302, 403) and "charts" not in r.text
+    for path in ("reports/notes.txt", "reports/missing.html", "../../etc/passwd.html",
+                 "%2e%2e/%2e%2e/x.html"):
+        r = requests.get(jupyter_server.api(f"rain/report/{path}"),
+                         headers=jupyter_server.headers(), timeout=10)
+        assert r.status_code == 404, (path, r.status_code)
+
+
 def test_list_is_empty_without_clusters(jupyter_server):
     assert clusters_of(jupyter_server) == []
 

@@ -112,10 +112,42 @@ def run_cell(page, index, source=None):
     raise AssertionError(f"cell {index} did not run")
 
 
+#: The size of a chart's canvas in its frame, and of the frame's window.
+CANVAS_SIZE = """() => {
+  const canvases = [];
+  const walk = (node) => {
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.children || []) {
+      if (child.tagName === "CANVAS") canvases.push(child); else walk(child);
+    }
+  };
+  walk(document.body);
+  const boxes = canvases.map((c) => c.getBoundingClientRect()).filter((b) => b.width > 0);
+  const biggest = boxes.sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  return {width: biggest ? biggest.width : 0, height: biggest ? biggest.height : 0,
+          frameWidth: window.innerWidth, frameHeight: window.innerHeight};
+}"""
+
+
+def pane_frame(page, chart):
+    return page.locator(f".rain-DashboardPane[data-rain-chart='{chart}'] iframe") \
+        .element_handle().content_frame()
+
+
+def wait_canvas_fills(frame, timeout=TIMEOUT):
+    """Wait until the chart's canvas fills its frame (less a small margin) both ways;
+    returns the sizes."""
+    frame.wait_for_function(
+        f"(() => {{ const s = ({CANVAS_SIZE})(); return s.width >= s.frameWidth - 24"
+        " && s.height >= s.frameHeight - 24 && s.width > 100 })()", timeout=timeout)
+    return frame.evaluate(CANVAS_SIZE)
+
+
 def wait_output(cell, text, timeout=60_000):
     cell.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout)
 
 
+@pytest.mark.timeout(600)
 def test_sidebar_panes_and_stop(lab, artifacts):
     require_browser()
     from playwright.sync_api import sync_playwright
@@ -145,7 +177,7 @@ def test_sidebar_panes_and_stop(lab, artifacts):
             context.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED"
                        else problems.append(f"request failed: {r.method} {r.url}: "
                                             f"{r.failure}"))
-            page.goto(f"{lab.url}lab/tree/demo.ipynb?token={lab.token}")
+            page.goto(f"{lab.url}lab/tree/demo.ipynb?token={lab.token}", timeout=120_000)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
             page.locator(".jp-StatusBar-TextItem", has_text="| Idle").first.wait_for(
                 timeout=60_000)
@@ -183,10 +215,57 @@ def test_sidebar_panes_and_stop(lab, artifacts):
             pane_box = pane.bounding_box()
             assert pane_box["x"] >= notebook_box["x"] + notebook_box["width"] - 5, \
                 (notebook_box, pane_box)
-            frame = page.frame_locator(".rain-DashboardPane iframe")
+            frame = page.frame_locator(".rain-DashboardPane[data-rain-chart='sessions'] iframe")
             frame.locator("body[data-ready='1']").wait_for()
             frame.locator(".rain-chart[data-chart='sessions'][data-state='ready']").wait_for()
             screenshot(page, "dashboard-pane")
+
+            # The cluster is labelled with the notebook that started it, and its
+            # governors with their whole addresses (not clipped).
+            assert cluster.get_attribute("data-origin") == "notebook demo.ipynb"
+            assert "started by notebook demo.ipynb" in cluster.inner_text()
+            for governor_cell in cluster.locator(".rain-Governor td:first-child").all():
+                text = governor_cell.inner_text()
+                assert text.startswith("127.0.0.1:") and text.split(":")[1].isdigit(), text
+                assert governor_cell.evaluate("(e) => e.scrollWidth <= e.clientWidth")
+            # One chart list per cluster: its own charts and the latest session's.
+            options = cluster.locator(".rain-Cluster-chartSelect option").all_inner_texts()
+            assert "Task stream (latest session)" in options and len(options) == 8, options
+
+            # Tiled charts: the CPU chart below the sessions pane fills its pane; a chart
+            # split to its right halves it, and the CPU chart's canvas follows.
+            cluster.locator(".rain-Cluster-chartSelect").select_option("cpu")
+            cluster.locator(".rain-Cluster-openBelow").click()
+            cpu_pane = page.locator(".rain-DashboardPane[data-rain-chart='cpu']")
+            cpu_pane.wait_for()
+            sessions_box = page.locator(
+                ".rain-DashboardPane[data-rain-chart='sessions']").bounding_box()
+            cpu_box = cpu_pane.bounding_box()
+            assert cpu_box["y"] >= sessions_box["y"] + sessions_box["height"] - 5, \
+                (sessions_box, cpu_box)
+            assert page.locator(".rain-DashboardPane[data-rain-chart='sessions']").is_visible()
+            cpu_frame = pane_frame(page, "cpu")
+            cpu_frame.wait_for_selector("body[data-ready='1']")
+            assert cpu_frame.locator("header").count() == 0      # no navigation bar
+            wide = wait_canvas_fills(cpu_frame)
+            cluster.locator(".rain-Cluster-chartSelect").select_option("memory")
+            cluster.locator(".rain-Cluster-openRight").click()
+            page.locator(".rain-DashboardPane[data-rain-chart='memory']").wait_for()
+            cpu_frame.wait_for_function(
+                f"({CANVAS_SIZE})().width < {wide['width']} * 0.75")
+            narrow = wait_canvas_fills(cpu_frame)
+            assert narrow["frameWidth"] < wide["frameWidth"] * 0.75, (wide, narrow)
+            memory_box = page.locator(
+                ".rain-DashboardPane[data-rain-chart='memory']").bounding_box()
+            assert memory_box["x"] >= cpu_pane.bounding_box()["x"] + narrow["width"] - 5
+            wait_canvas_fills(pane_frame(page, "memory"))
+            screenshot(page, "tiled-panes")
+
+            # The chart list is the same element through refreshes (a list the user
+            # opened stays open): mark it, focus it, and let the sidebar refresh with
+            # changes while a graph runs.
+            chart_select = cluster.locator(".rain-Cluster-chartSelect")
+            chart_select.evaluate("(e) => { e.dataset.mark = 'kept'; }")
 
             # A graph: its progress in the sidebar while it runs, and in the pane.
             page.locator(".jp-NotebookPanel .jp-Notebook").first.click(
@@ -196,6 +275,13 @@ def test_sidebar_panes_and_stop(lab, artifacts):
             graph_cell = run_cell(page, 1, GRAPH)
             running = sidebar.locator(".rain-Session[data-status='open']")
             running.wait_for()
+            refreshes = int(sidebar.get_attribute("data-refreshes"))
+            chart_select.focus()
+            page.wait_for_function(
+                "Number(document.querySelector('#rain-sidebar').dataset.refreshes) >= "
+                f"{refreshes + 2}")
+            assert chart_select.evaluate(
+                "(e) => e.dataset.mark === 'kept' && document.activeElement === e")
             screenshot(page, "graph-running")
             wait_output(graph_cell, "graph done")
             done = sidebar.locator(".rain-Session[data-status='closed']",
@@ -209,7 +295,7 @@ def test_sidebar_panes_and_stop(lab, artifacts):
             # The cluster card's "Open in JupyterLab" opens the default panes.
             start_cell.locator("a.rain-open-in-lab").click()
             page.locator(".rain-DashboardPane[data-rain-chart='governors']").wait_for()
-            assert page.locator(".rain-DashboardPane").count() == 2
+            assert page.locator(".rain-DashboardPane").count() == 4
             assert len(context.pages) == 1, "the link opened a browser tab"
             page.frame_locator(".rain-DashboardPane[data-rain-chart='governors'] iframe") \
                 .locator(".rain-chart[data-chart='governors'][data-state='ready']").wait_for()
@@ -238,6 +324,33 @@ def test_sidebar_panes_and_stop(lab, artifacts):
             sidebar.locator(".rain-Sidebar-status", has_text="No Rain cluster").wait_for()
             assert wait_gone([server] + governors) == []
             screenshot(page, "stopped")
+
+            # No cluster runs: the sidebar offers to start one, and does.
+            starter = sidebar.locator(".rain-Starter")
+            starter.wait_for()
+            starter.locator("input[name='governors']").fill("2")
+            starter.locator("input[name='cpus']").fill("1")
+            screenshot(page, "start-form")
+            starter.locator(".rain-Starter-start").click()
+            started = sidebar.locator(".rain-Cluster")
+            started.wait_for(timeout=120_000)
+            started.locator(".rain-Governor").nth(1).wait_for()
+            # (labelled by its record, which rain start writes once everything runs)
+            page.wait_for_function("document.querySelector('#rain-sidebar .rain-Cluster')"
+                                   ".dataset.origin === 'JupyterLab'", timeout=60_000)
+            assert starter.is_hidden()
+            new_pid = int(started.get_attribute("data-pid"))
+            new_address = started.get_attribute("data-address")
+            new_processes = [psutil.Process(new_pid)] + [
+                c for c in psutil.process_iter(["cmdline"])
+                if "governor" in (c.info["cmdline"] or [])
+                and new_address in (c.info["cmdline"] or [])]
+            assert len(new_processes) == 3
+            screenshot(page, "started-from-sidebar")
+            started.locator(".rain-Cluster-stop").click()
+            page.locator(".jp-Dialog button.jp-mod-warn").click()
+            sidebar.locator(".rain-Cluster").wait_for(state="detached")
+            assert wait_gone(new_processes) == []
         except Exception:
             try:
                 screenshot(page, "failure")

@@ -1,17 +1,10 @@
-"""State enums of tasks and data objects, as the server reports them."""
+"""State enums of tasks and data objects, as the server reports them (names and order
+from ``rain.common.states``)."""
 import enum
 
+from ...common.states import OBJECT_STATE_NAMES, TASK_STATE_NAMES
 
-class TaskState(enum.Enum):
-    notAssigned = "notAssigned"
-    ready = "ready"
-    assigned = "assigned"
-    running = "running"
-    finished = "finished"
-    failed = "failed"
-
-
-class DataObjectState(enum.Enum):
-    unfinished = "unfinished"
-    finished = "finished"
-    removed = "removed"
+TaskState = enum.Enum("TaskState", [(name, name) for name in TASK_STATE_NAMES],
+                      module=__name__)
+DataObjectState = enum.Enum("DataObjectState", [(name, name) for name in OBJECT_STATE_NAMES],
+                            module=__name__)

@@ -17,14 +17,29 @@ only unnamed group of its submits.
 """
 import datetime
 import json
+import re
 import time
 
-WAITING, RUNNING, FINISHED, FAILED = range(4)
-STATE_NAMES = ("waiting", "running", "finished", "failed")
+from ..common.states import FAILED_PHASE as FAILED
+from ..common.states import FINISHED_PHASE as FINISHED
+from ..common.states import PHASE_NAMES as STATE_NAMES
+from ..common.states import RUNNING_PHASE as RUNNING
+from ..common.states import WAITING_PHASE as WAITING
 UNNAMED = "(unnamed)"
 #: Closed sessions that keep per-task details on a live server (older keep their counts
 #: and groups), so a long-running server's memory stays flat; a post-mortem model keeps all.
 DETAILED_CLOSED_SESSIONS = 5
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text):
+    """Sort key putting ``step2`` before ``step10``: digit runs compare as numbers, and a
+    name's ``/``-separated parts one by one (so ``a/b`` stays right below ``a``)."""
+    return [[(0, int(part), "") if part.isdigit() else (1, 0, part)
+             for part in _DIGITS.split(piece) if part]
+            for piece in str(text).split("/")]
 
 
 def parse_time(text):
@@ -59,7 +74,8 @@ class Session:
     __slots__ = ("id", "client", "name", "spec", "status", "reason", "message", "error_task",
                  "created", "ended", "submits", "summary", "n_tasks", "running", "finished",
                  "failed", "tasks", "groups", "pending_rows", "rows", "lanes_end", "version",
-                 "structure", "unnamed_keys", "first_start", "last_end", "group_edges")
+                 "structure", "unnamed_keys", "first_start", "last_end", "group_edges",
+                 "retried", "recomputed")
 
     def __init__(self, session_id, client=None, spec=None, created=None):
         self.id = session_id
@@ -89,6 +105,8 @@ class Session:
         self.unnamed_keys = None
         self.first_start = None
         self.last_end = None
+        self.retried = 0            # runs again after their executor/governor died
+        self.recomputed = 0         # runs again to remake what a lost governor held
 
     @property
     def waiting(self):
@@ -107,6 +125,7 @@ class Session:
             "error_task": self.error_task, "created": self.created, "ended": self.ended,
             "tasks": self.n_tasks, "waiting": self.waiting, "running": self.running,
             "finished": self.finished, "failed": self.failed,
+            "retried": self.retried, "recomputed": self.recomputed,
             "progress": (self.finished / self.n_tasks) if self.n_tasks else 0.0,
         }
 
@@ -172,6 +191,8 @@ class RunModel:
             "SessionFailed": self._session_failed,
             "GovernorNew": self._governor_new,
             "GovernorRemoved": self._governor_removed,
+            "TaskRetried": self._task_retried,
+            "ObjectsRecomputed": self._objects_recomputed,
             "ClientNew": self._client_new,
             "ClientRemoved": self._client_removed,
         }
@@ -224,7 +245,7 @@ class RunModel:
 
     @classmethod
     def from_file(cls, path):
-        from ..server.events import read_rows_file
+        from .events import read_rows_file
         model = cls(live=False)
         model.last_id = model.feed_stored(read_rows_file(path))
         return model
@@ -392,6 +413,16 @@ class RunModel:
     def _task_failed(self, event, when):
         self._task_ended(event, FAILED)
 
+    def _task_retried(self, event, when):
+        session = self._session(event["session"])
+        session.retried += 1
+        session.version += 1
+
+    def _objects_recomputed(self, event, when):
+        session = self._session(event["session"])
+        session.recomputed += len(event.get("tasks") or ())
+        session.version += 1
+
     def _governor_new(self, event, when):
         gid = event["governor"]
         self.governors[gid] = Governor(gid, event.get("cpus"), event.get("resources"), when)
@@ -491,7 +522,7 @@ class RunModel:
 
     def group_tree(self, session, limit=5000):
         """Hierarchical groups: every prefix ``a``, ``a/b`` of a name ``a/b/c`` gets the sums
-        of the names below it. Returns rows sorted by path."""
+        of the names below it. Returns rows sorted by path, numbers in names by value."""
         nodes = {}
         keys = set(session.summary) | set(session.groups)
         for key in keys:
@@ -516,7 +547,7 @@ class RunModel:
                 node[5] += counts[3]
                 node[6] += counts[4]
         rows = []
-        for path in sorted(nodes)[:limit]:
+        for path in sorted(nodes, key=natural_key)[:limit]:
             level, total, running, finished, failed, duration, timed, _leaf = nodes[path]
             rows.append({
                 "path": path, "level": level, "tasks": total,

@@ -1,4 +1,4 @@
-"""Per-server state files, so every Rain server of this user on this machine can be found.
+"""Per-server state files (machine-wide discovery), so every Rain server of this user on this machine can be found.
 
 Each running server writes ``<runtime dir>/servers/<pid>.json`` (address, ports, pid, start
 time, owner, log dir) once it listens, and removes it on exit. Readers ignore and delete
@@ -6,11 +6,14 @@ files whose process is gone (a server killed with SIGKILL cannot clean up after 
 """
 import getpass
 import json
+import logging
 import os
 import time
 
-from ..auth import remove_token_file
-from ..runtime_dir import pid_alive, read_records, runtime_dir
+from .runtime_dir import (pid_alive, read_records, record_problem, remove_file,
+                          remove_token_file, runtime_dir)
+
+logger = logging.getLogger(__name__)
 
 
 def servers_dir():
@@ -45,10 +48,12 @@ def write_state_file(host, port, http_host, http_port, logdir, token_path=None):
 
 
 def remove_state_file(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    remove_file(path)
+
+
+# What a server record must hold before anything reads it (rain.runtime_dir.read_records).
+SERVER_FIELDS = {"pid": int, "address": str, "host": str, "port": int,
+                 "http_host": str, "http_port": int, "token_path": (str, type(None))}
 
 
 def list_servers():
@@ -58,6 +63,10 @@ def list_servers():
         if not pid_alive(state.get("pid", -1)):
             remove_state_file(path)
             remove_token_file(state.get("token_path"))
+            continue
+        problem = record_problem(state, SERVER_FIELDS)
+        if problem:
+            logger.warning("ignoring the server record %s: %s", path, problem)
             continue
         result.append(state)
     return result

@@ -2,8 +2,8 @@
 import asyncio
 from itertools import islice
 
-from ..server.graph import group_edges
-from .model import RunModel
+from .graph import group_edges
+from .run_model import RunModel
 
 #: Rows read from the event log per step of a replay; the loop serves other work between.
 REPLAY_CHUNK = 20_000

@@ -1,0 +1,332 @@
+"""Scenario (h): moving big objects between two governors and to the client.
+
+    python benchmarks/transfer.py                      # 1 GiB and 4 GiB, Rain, Dask, Ray
+    python benchmarks/transfer.py --sizes 1 --systems rain
+    python benchmarks/transfer.py --smoke              # 64 MiB, Rain only
+
+For each size, in the same run:
+  raw     the same file copied over one loopback TCP connection (sendfile -> recv_into ->
+          file): the ceiling for any runtime on this machine
+  g2g     a task on governor A writes the file (a copy of the source), a task on
+          governor B takes it as input: time from submitting B's task to its end
+  g2c     the client streams the object into a file (``fetch_to``; ``fetch`` where the
+          code under test has no ``fetch_to``)
+and the peak RSS of server, sending governor, receiving governor and client during each
+transfer, minus their RSS just before it (sampled every 20 ms).
+
+Dask (``client.scatter`` to worker 0 + a task on worker 1) and Ray (``ray.put`` + a task)
+move the same bytes for comparison (1 GiB only: they hold objects in memory).
+
+Run it with ``PYTHONPATH=<other checkout>`` to measure another version of Rain's code.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+def make_source(path, size):
+    """A file of ``size`` bytes that do not compress (a random MiB repeated)."""
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, MiB)
+            f.write(block[:n])
+            left -= n
+
+
+class PeakRss:
+    """Samples the RSS of some processes in a thread; ``peaks()`` above the first sample."""
+
+    def __init__(self, procs):
+        self.procs = procs
+        self.base = {name: self._rss(p) for name, p in procs.items()}
+        self.peak = dict(self.base)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _rss(proc):
+        try:
+            return proc.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            for name, proc in self.procs.items():
+                self.peak[name] = max(self.peak[name], self._rss(proc))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return {name: (self.peak[name] - self.base[name]) / MiB for name in self.procs}
+
+
+def raw_copy(source, target):
+    """Seconds to copy ``source`` into ``target`` over a loopback TCP connection."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    size = os.path.getsize(source)
+    done = {}
+
+    def receive():
+        conn, _ = listener.accept()
+        buf = bytearray(4 * MiB)
+        view = memoryview(buf)
+        got = 0
+        with conn, open(target, "wb") as f:
+            while got < size:
+                n = conn.recv_into(view)
+                if not n:
+                    break
+                f.write(view[:n])
+                got += n
+        done["got"] = got
+
+    thread = threading.Thread(target=receive)
+    start = time.perf_counter()
+    thread.start()
+    with socket.create_connection(("127.0.0.1", port)) as sock, open(source, "rb") as f:
+        sock.sendfile(f)
+    thread.join()
+    elapsed = time.perf_counter() - start
+    listener.close()
+    assert done["got"] == size, done
+    os.unlink(target)
+    return elapsed
+
+
+# -- Rain ------------------------------------------------------------------------------------
+
+class RainCluster:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        port = _free_port()
+        self.address = f"127.0.0.1:{port}"
+        ready = os.path.join(tmp, "server.ready")
+        self.server = self._spawn(["server", "--listen", self.address, "--http-listen",
+                                   f"127.0.0.1:{_free_port()}", "--logdir",
+                                   os.path.join(tmp, "server-logs"), "--ready-file", ready])
+        _wait(ready)
+        self.governors = []
+        for name in ("a", "b"):
+            config = os.path.join(tmp, f"{name}.toml")
+            with open(config, "w") as f:
+                f.write(f"[resources]\n{name} = 1\n")
+            ready = os.path.join(tmp, f"{name}.ready")
+            self.governors.append(self._spawn(
+                ["governor", self.address, "--cpus", "1", "--config", config,
+                 "--workdir", os.path.join(tmp, f"gov-{name}"), "--logdir",
+                 os.path.join(tmp, f"gov-{name}-logs"), "--ready-file", ready]))
+            _wait(ready)
+
+    def _spawn(self, args):
+        proc = subprocess.Popen([sys.executable, "-m", "rain", *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self):
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+def _on(where, args, inputs=(), outputs=()):
+    from rain.client import Task
+    from rain.client.program import _build_execute
+    ins, outs, config, name = _build_execute(args, None, None, inputs, outputs, True, None)
+    return Task(ins, outs, config=config, task_type="buildin/run", resources={where: 1},
+                name=name)
+
+
+def rain_transfer(source, size, tmp):
+    from rain.client import Client
+    from rain.client.program import Input, Output
+    cluster = RainCluster(tmp)
+    result = {}
+    try:
+        client = Client(*cluster.address.split(":"))
+        me = psutil.Process()
+        procs = {"server": psutil.Process(cluster.server.pid),
+                 "sender": psutil.Process(cluster.governors[0].pid),
+                 "receiver": psutil.Process(cluster.governors[1].pid), "client": me}
+        with client.new_session() as s:
+            produce = _on("a", f"cp {source} big", outputs=[Output("big")])
+            produce.output.keep()
+            s.submit()
+            s.wait([produce])
+            consume = _on("b", "test -s big", inputs=[Input("big", dataobj=produce.output)])
+            rss = PeakRss(procs)
+            start = time.perf_counter()
+            s.submit()
+            try:
+                s.wait([consume])
+                result["g2g_s"] = time.perf_counter() - start
+            except Exception as exc:
+                result["g2g_error"] = str(exc)[:200]
+            result["g2g_rss"] = rss.stop()
+            target = os.path.join(tmp, "fetched")
+            rss = PeakRss(procs)
+            start = time.perf_counter()
+            try:
+                if hasattr(produce.output, "fetch_to"):
+                    produce.output.fetch_to(target)
+                else:
+                    produce.output.fetch().write(target)
+                result["g2c_s"] = time.perf_counter() - start
+                assert os.path.getsize(target) == size
+            except Exception as exc:
+                result["g2c_error"] = str(exc)[:200]
+            result["g2c_rss"] = rss.stop()
+            if os.path.exists(target):
+                os.unlink(target)
+        client.close()
+    finally:
+        cluster.stop()
+    return result
+
+
+# -- Dask and Ray ------------------------------------------------------------------------------
+
+def dask_transfer(size):
+    from dask.distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        workers = sorted(client.scheduler_info()["workers"])
+        data = make_bytes(size)
+        start = time.perf_counter()
+        future = client.scatter(data, workers=[workers[0]])
+        future.result()
+        scatter = time.perf_counter() - start
+        del data
+        start = time.perf_counter()
+        n = client.submit(len, future, workers=[workers[1]], pure=False).result()
+        move = time.perf_counter() - start
+        assert n == size
+        return {"scatter_s": scatter, "g2g_s": move}
+
+
+def ray_transfer(size):
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        @ray.remote
+        def length(data):
+            return len(data)
+
+        data = make_bytes(size)
+        start = time.perf_counter()
+        ref = ray.put(data)
+        put = time.perf_counter() - start
+        del data
+        start = time.perf_counter()
+        n = ray.get(length.remote(ref))
+        move = time.perf_counter() - start
+        assert n == size
+        return {"put_s": put, "g2g_s": move}
+    finally:
+        ray.shutdown()
+
+
+def make_bytes(size):
+    block = os.urandom(MiB)
+    return block * (size // MiB) + block[:size % MiB]
+
+
+def _in_subprocess(system, size):
+    """Run a peer system's measurement in a fresh process (its own cluster and memory)."""
+    out = subprocess.run([sys.executable, __file__, "--peer", system, "--peer-size",
+                          str(size)], capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        return {"error": (out.stderr or out.stdout).strip().splitlines()[-1:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,4", help="GiB, comma separated")
+    parser.add_argument("--systems", default="rain,dask,ray")
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--peer")
+    parser.add_argument("--peer-size", type=int)
+    args = parser.parse_args()
+    if args.peer:
+        result = (dask_transfer if args.peer == "dask" else ray_transfer)(args.peer_size)
+        print(json.dumps(result))
+        return
+    sizes = [64 * MiB] if args.smoke else [int(float(s) * GiB) for s in args.sizes.split(",")]
+    systems = ["rain"] if args.smoke else args.systems.split(",")
+    import rain
+    print(f"rain code: {os.path.dirname(rain.__file__)}; load average "
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    for size in sizes:
+        tmp = tempfile.mkdtemp(prefix="rain-h-")
+        try:
+            source = os.path.join(tmp, "source")
+            make_source(source, size)
+            raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
+            mb = size / 1e6
+            print(f"\n{size / GiB:g} GiB: raw loopback copy {raw:.2f} s = {mb / raw:.0f} MB/s")
+            if "rain" in systems:
+                r = rain_transfer(source, size, tmp)
+                for kind, label in (("g2g", "governor -> governor"),
+                                    ("g2c", "governor -> client  ")):
+                    rss = ", ".join(f"{k} +{v:.0f} MB" for k, v in r[f"{kind}_rss"].items())
+                    if f"{kind}_s" in r:
+                        t = r[f"{kind}_s"]
+                        print(f"  rain {label} {t:.2f} s = {mb / t:.0f} MB/s "
+                              f"({100 * raw / t:.0f}% of raw); peak RSS {rss}")
+                    else:
+                        print(f"  rain {label} FAILED: {r[f'{kind}_error']}; peak RSS {rss}")
+            if size <= GiB:
+                for system in ("dask", "ray"):
+                    if system in systems:
+                        r = _in_subprocess(system, size)
+                        if "g2g_s" in r:
+                            t = r["g2g_s"]
+                            print(f"  {system} worker -> worker {t:.2f} s = {mb / t:.0f} MB/s "
+                                  f"({100 * raw / t:.0f}% of raw); {r}")
+                        else:
+                            print(f"  {system}: {r}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""Programs written for Rain 0.4's Python client, in the style of its own test programs,
+run against a real cluster. Where a behaviour depends on file permissions, the cluster
+runs as a non-root user (``rain_user``)."""
+import gc
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import warnings
+
+import cloudpickle
+import pytest
+
+from rain.client import (Input, Output, Program, RainException,
+                         RainWarning, Task, TaskException, blob, remote, tasks)
+from rain.client.session import get_active_session
+from rain.common import LabeledList
+from rain.common.errors import SessionException
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER = "rain-compat-test"
+
+
+# ------------------------------------------------------------------------------------------
+# Running a program as a non-root user
+
+def _ensure_user():
+    """A plain user for permission-dependent behaviour; None when it cannot exist here."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name     # already not root
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        result = subprocess.run(["useradd", "--system", "--no-create-home",
+                                 "--shell", "/usr/sbin/nologin", USER],
+                                capture_output=True)
+        if result.returncode not in (0, 9):     # 9: made meanwhile by a parallel test
+            return None
+    return USER
+
+
+def _site_packages():
+    import site
+    return [p for p in site.getsitepackages() if os.path.isdir(p)]
+
+
+def _interpreter_for(user):
+    """This Python, or the system's of the same version where this one is not reachable
+    by ``user`` (a virtualenv inside root's home, say)."""
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for candidate in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        if not os.path.exists(candidate):
+            continue
+        if os.geteuid() != 0:
+            return candidate
+        probe = subprocess.run(["runuser", "-u", user, "--", candidate, "-c", "import sys"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture
+def as_plain_user():
+    """``run(code)``: run Python ``code`` as a non-root user with a local cluster of its
+    own (``cluster.client()`` in ``client``); returns its stdout."""
+    user = _ensure_user()
+    if user is None:
+        pytest.skip("cannot create a non-root user on this machine (useradd failed)")
+    interpreter = _interpreter_for(user)
+    if interpreter is None:
+        pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that user "
+                    f"{user!r} may run")
+    home = tempfile.mkdtemp(prefix="rain-compat-")
+    os.chmod(home, 0o777)
+
+    def run(code):
+        script = os.path.join(home, "program.py")
+        with open(script, "w") as f:
+            f.write("from rain.local_cluster import LocalCluster\n"
+                    "with LocalCluster(governors=[1], workdir=%r) as cluster:\n"
+                    "    client = cluster.client()\n" % os.path.join(home, "cluster"))
+            f.write(textwrap.indent(textwrap.dedent(code), "    "))
+        os.chmod(script, 0o644)
+        env = {"PATH": os.environ["PATH"], "HOME": home, "TMPDIR": home,
+               "PYTHONPATH": os.pathsep.join([ROOT] + _site_packages())}
+        command = [interpreter, script]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", user, "--"] + command
+        result = subprocess.run(command, env=env, cwd=home, capture_output=True,
+                                timeout=240)
+        assert result.returncode == 0, result.stderr.decode()[-4000:]
+        return result.stdout.decode()
+
+    yield run
+    shutil.rmtree(home, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Input and output at the same path
+
+def test_input_and_output_at_same_path(as_plain_user):
+    out = as_plain_user("""
+        from rain.client import tasks, blob, Input, Output, InputDir, OutputDir, Program
+        from rain.client import TaskException
+        with client.new_session() as s:
+            o = blob(b"abc")
+            same = tasks.Execute("true", input_paths=[Input("x", dataobj=o)],
+                                 output_paths=[Output("x")])
+            over = tasks.Execute(["/bin/sh", "-c", "rm -f x; echo new > x"],
+                                 input_paths=[Input("x", dataobj=o)],
+                                 output_paths=[Output("x")])
+            private = tasks.Execute(["/bin/sh", "-c", "echo xyz > x"],
+                                    input_paths=[Input("x", dataobj=o, write=True)],
+                                    output_paths=[Output("x")])
+            d = tasks.MakeDirectory({"a.txt": blob(b"A")})
+            dsame = tasks.Execute("true", input_paths=[InputDir("d", dataobj=d)],
+                                  output_paths=[OutputDir("d")])
+            prog = Program(["/bin/sh", "-c", "cat d > /dev/null"],
+                           input_paths=[Input("d")], output_paths=[Output("d")])
+            p = prog(d=o)
+            o.keep()
+            for t in (same, over, private, dsame, p):
+                t.keep_outputs()
+            s.submit()
+            s.wait_all()
+            print(same.output.fetch().get_bytes())
+            print(over.output.fetch().get_bytes())
+            print(private.output.fetch().get_bytes())
+            print(o.fetch().get_bytes())
+            print(sorted(dsame.output.fetch().get_tar_members()) if hasattr(
+                dsame.output.fetch(), "get_tar_members") else "dir ok")
+            print(p.output.fetch().get_bytes())
+        with client.new_session() as s:
+            t = tasks.Execute(["/bin/sh", "-c", "echo xyz > x"],
+                              input_paths=[Input("x", dataobj=blob(b"abc"))],
+                              output_paths=[Output("x")])
+            t.output.keep()
+            s.submit()
+            try:
+                s.wait_all()
+                print("readonly write passed")
+            except TaskException:
+                print("readonly write failed")
+    """)
+    lines = out.splitlines()
+    assert lines[0] == "b'abc'"
+    assert lines[1] == "b'new\\n'"
+    assert lines[2] == "b'xyz\\n'"
+    assert lines[3] == "b'abc'"
+    assert lines[5] == "b'abc'"
+    assert lines[6] == "readonly write failed"
+
+
+# ------------------------------------------------------------------------------------------
+# 2. Output paths inside an input directory
+
+def test_outputs_inside_input_directory(as_plain_user):
+    out = as_plain_user("""
+        from rain.client import tasks, blob, InputDir, Output, OutputDir
+        with client.new_session() as s:
+            d = tasks.MakeDirectory({"a/x.txt": blob(b"X"), "b.txt": blob(b"B")})
+            t = tasks.Execute(["/bin/sh", "-c", "find ./mydir | sort; echo hi > mydir/f.txt"],
+                              input_paths=[InputDir("mydir", dataobj=d)],
+                              output_paths=[Output("f", path="mydir/f.txt"),
+                                            OutputDir("a", path="mydir/a")],
+                              stdout=True)
+            t.keep_outputs()
+            d.output.keep()
+            s.submit()
+            s.wait_all()
+            print(t.outputs["f"].fetch().get_bytes())
+            print(t.outputs["stdout"].fetch().get_str().split())
+            print(d.output.fetch().data_type)
+    """)
+    lines = out.splitlines()
+    assert lines[0] == "b'hi\\n'"
+    assert "./mydir/a/x.txt" in lines[1] and "./mydir/b.txt" in lines[1]
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Custom task classes
+
+class Hello(Task):
+    TASK_TYPE = "buildin/concat"
+
+
+def test_custom_task_class(client):
+    with client.new_session() as s:
+        t = Hello(inputs=(blob("a"), blob("b")), outputs=1)
+        assert t.task_type == "buildin/concat"
+        t.output.keep()
+        s.submit()
+        assert t.output.fetch().get_bytes() == b"ab"
+        with pytest.raises(RainException):
+            Task(inputs=(), outputs=1)
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Task and object info is fetched, not pushed
+
+@remote()
+def with_info(ctx, a):
+    assert ctx.info.user is not None
+    ctx.info.user["first"] = 1
+    a.info.user["new"] = "value"
+    return a
+
+
+def test_info_is_fetched(client):
+    with client.new_session() as s:
+        t = with_info(blob(b"data"))
+        t.output.keep()
+        s.submit()
+        s.wait_all()
+        assert t.info is None
+        t.update()
+        assert t.info.governor
+        assert t.info.duration is not None and t.info.start_time
+        assert t.info.user == {"first": 1}
+        t.output.update()
+        assert t.output.info.user == {"new": "value"}
+        assert t.output.fetch().get_bytes() == b"data"
+
+
+# ------------------------------------------------------------------------------------------
+# 5. Active sessions
+
+def test_active_session_nesting(client):
+    with pytest.raises(SessionException):
+        get_active_session()
+    with client.new_session() as s:
+        assert get_active_session() is s
+        with client.new_session() as s2:
+            assert get_active_session() is s2
+            with s:
+                assert get_active_session() is s
+                with s:
+                    assert get_active_session() is s
+                assert get_active_session() is s
+            assert get_active_session() is s2
+            assert not s.closed
+        assert s2.closed
+        assert get_active_session() is s
+        t = tasks.Concat((blob("a"), blob("b")))     # s still works
+        t.output.keep()
+        s.submit()
+        assert t.output.fetch().get_bytes() == b"ab"
+    assert s.closed
+    with pytest.raises(SessionException):
+        get_active_session()
+
+
+def test_active_session_is_per_thread(client):
+    seen = []
+    with client.new_session() as s:
+        def other():
+            try:
+                seen.append(get_active_session())
+            except SessionException:
+                seen.append(None)
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen == [None]
+
+
+def test_closed_clients_leave_no_descriptors(cluster):
+    def count():
+        return len(os.listdir("/proc/self/fd"))
+
+    cluster.client().close()
+    gc.collect()
+    before = count()
+    threads = threading.active_count()
+    for _ in range(1000):
+        cluster.client().close()
+    cluster.clients.clear()
+    gc.collect()
+    assert count() <= before
+    assert threading.active_count() <= threads
+
+
+# ------------------------------------------------------------------------------------------
+# 6. Program and output specs
+
+@remote(outputs=("a", "b", "c", "d"))
+def four(ctx):
+    return b"1", b"2", {"x": 3}, b"4"
+
+
+@remote(outputs=Output(encode="pickle"))
+def gives_dict(ctx):
+    return {"x": [1, 2]}
+
+
+def test_program_and_output_specs(client):
+    with client.new_session() as s:
+        prog = Program(["cat", Input("i")], stdout=True)
+        t = prog(i=blob(b"hello"))
+        assert t.name is None
+        prog2 = Program(["cp", Input("i"), Output("output", path="out")])
+        t2 = prog2(i=blob(b"abc"), output=Output(content_type="pickle"))
+        assert t2.output.content_type == "pickle"
+        t3 = four(outputs=[None, None, Output(content_type="pickle"), "foo"])
+        assert [o.label for o in t3.outputs] == ["a", "b", "c", "foo"]
+        assert t3.outputs["c"].content_type == "pickle"
+        t4 = gives_dict()
+        for task in (t, t3, t4):
+            task.keep_outputs()
+        s.submit()
+        assert t.output.fetch().get_bytes() == b"hello"
+        assert t4.output.fetch().load() == {"x": [1, 2]}
+
+
+# ------------------------------------------------------------------------------------------
+# 9. Argument checking at call time
+
+@remote()
+def needs_a(ctx, a, *, b):
+    return b""
+
+
+def test_argument_checking(client):
+    with client.new_session():
+        with pytest.raises(TypeError, match="required argument: 'a'"):
+            needs_a(b=1)
+        with pytest.raises(TypeError, match="required argument: 'b'"):
+            needs_a(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            needs_a(b"a" * 1024, b=1)
+        with pytest.warns(RainWarning, match="Pickled object a length"):
+            needs_a(b"a" * 1024 * 1024, b=1)
+
+
+# ------------------------------------------------------------------------------------------
+# 11. Small internals
+
+def test_labeled_list_internals():
+    ll = LabeledList(pairs=[("a", 1), ("b", 2), (None, 3)])
+    ll._check()
+    copy = LabeledList(ll)
+    assert copy == ll and copy is not ll
+    ll.set(0, 10, label="x")
+    assert ll.get_label(0) == "x" and ll["x"] == 10
+    ll.set_label(1, "y")
+    assert ll["y"] == 2
+    ll[1:3] = [20, 30]
+    assert list(ll) == [10, 20, 30]
+    assert ll.get_label(1) is None
+    ll._check()
+    assert LabeledList([1, 2]) == LabeledList([1, 2])
+    assert LabeledList([1, 2], labels=["a", None]) != LabeledList([1, 2])
+
+
+def test_dataobject_internals(client):
+    with client.new_session() as s:
+        o = blob(b"abc")
+        assert o._session is s
+        assert o._data == b"abc"
+
+
+# ------------------------------------------------------------------------------------------
+# 12. An executor that never registers
+
+def test_executor_that_never_registers(make_cluster, tmp_path):
+    config = tmp_path / "governor.toml"
+    config.write_text("[executors.ls]\ncommand = \"/bin/sh -c 'echo to-stdout; echo to-stderr >&2'\"\n")
+    cluster = make_cluster([1], governor_config=str(config))
+    client = cluster.client()
+
+    class Ls(Task):
+        TASK_TYPE = "ls/run"
+
+    with client.new_session() as s:
+        t = Ls(inputs=(), outputs=1)
+        t.output.keep()
+        s.submit()
+        with pytest.raises(TaskException) as info:
+            s.wait_all()
+    message = str(info.value)
+    assert "stdout" in message and "to-stdout" in message
+    assert "stderr" in message and "to-stderr" in message
+
+
+# ------------------------------------------------------------------------------------------
+# 7. Input specs for *args and **kwargs
+
+@remote(inputs={"args": Input(content_type="text", load=False), "kwargs": Input(load=True)},
+        outputs=Output(encode="pickle"))
+def extras_declared(ctx, *args, **kwargs):
+    return [type(a).__name__ for a in args], [a.get_str() for a in args], kwargs
+
+
+@remote(outputs=Output(encode="pickle"))
+def extras_annotated(ctx, *args: Input(content_type="text", load=False),
+                     **kwargs: Input(load=True)):
+    return [type(a).__name__ for a in args], [a.get_str() for a in args], kwargs
+
+
+@remote()
+def dynamic(ctx):
+    return ctx.pickled({"made": "at run time"})     # no declared content type
+
+
+def test_inputs_of_var_arguments(client):
+    with client.new_session() as s:
+        tasks_ = []
+        for factory in (extras_declared, extras_annotated):
+            t = factory(blob("a"), blob("b"), x=blob([1, 2], encode="json"), y=dynamic())
+            t.output.keep()
+            tasks_.append(t)
+        s.submit()
+        for t in tasks_:
+            assert t.output.fetch().load() == (
+                ["DataInstance", "DataInstance"], ["a", "b"],
+                {"x": [1, 2], "y": {"made": "at run time"}})
+
+
+# ------------------------------------------------------------------------------------------
+# 8. Content type arrow for plain Python values
+
+@remote(outputs=Output(encode="arrow"))
+def arrow_value(ctx, v: Input(load=True)):
+    return {"a": v["a"] + [3], "b": v["b"] + ["z"]}
+
+
+def test_arrow_plain_values(client):
+    pytest.importorskip("pyarrow")
+    with client.new_session() as s:
+        t = arrow_value(blob({"a": [1, 2], "b": ["x", "y"]}, encode="arrow"))
+        t.output.keep()
+        s.submit()
+        assert t.output.fetch().load() == {"a": [1, 2, 3], "b": ["x", "y", "z"]}
