@@ -130,7 +130,7 @@ def token_of(record):
     ``token_path``; "" when it names none or the file cannot be used (then the server
     refuses, and says why)."""
     path = record.get("token_path")
-    if not path:
+    if not path or not isinstance(path, str):
         return ""
     try:
         return read_token_file(path)
@@ -183,7 +183,7 @@ def token_command(args):
             print(f"rain token: name the server (running here: {found})", file=sys.stderr)
             return 1
         state = servers[0]
-    if not state.get("token_path"):
+    if not state.get("token_path") or not isinstance(state["token_path"], str):
         print(f"rain token: the server at {state.get('address')} asks for no token "
               f"(started with RAIN_AUTH=none)", file=sys.stderr)
         return 1

@@ -53,7 +53,7 @@ def remove_state_file(path):
 
 # What a server record must hold before anything reads it (rain.runtime_dir.read_records).
 SERVER_FIELDS = {"pid": int, "address": str, "host": str, "port": int,
-                 "http_host": str, "http_port": int, "token_path": (str, type(None))}
+                 "http_host": str, "http_port": int}
 
 
 def list_servers():

@@ -267,7 +267,7 @@ def test_dashboard_shows_a_failed_session(make_cluster, browser):
     base = f"http://127.0.0.1:{cluster.http_port}"
     sign_in(browser, base, cluster.token)
     with client.new_session("failing") as session:
-        bad = tasks.Load("relative/path", name="load/bad")
+        bad = tasks.Load("/nonexistent/rain/path", name="load/bad")
         session.submit()
         with pytest.raises(Exception):
             session.wait_all()

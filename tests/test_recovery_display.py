@@ -1,6 +1,6 @@
 """Recovery events (a task run again, objects recomputed, a governor lost) as the live
 widgets and the dashboard's model show them."""
-from rain.dashboard.model import RunModel
+from rain.server.run_model import RunModel
 from rain_jupyter.progress import FINISHED, RUNNING, WAITING, ProgressModel
 from rain_jupyter.rendering import progress_header_html
 
