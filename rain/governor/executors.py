@@ -16,7 +16,6 @@ import os
 import shlex
 import shutil
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -25,8 +24,8 @@ import cbor2
 
 from ..common.framing import FrameProtocol, encode_frame
 from ..common.lifetime import killed_with_parent
-from ..runtime_dir import pid_alive
 from . import cbor1
+from .workdir import remove_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +44,8 @@ def fallback_socket_dir():
     (``rain-exec-<pid>-XXXXXXXX``): a governor killed before it could remove its own is
     cleaned up by the next one that starts."""
     tmp = tempfile.gettempdir()
-    remove_abandoned_socket_dirs(tmp)
+    remove_abandoned(tmp, SOCKET_DIR_PREFIX)
     return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=tmp)
-
-
-def remove_abandoned_socket_dirs(tmp):
-    """Remove this user's ``rain-exec-<pid>-*`` directories in ``tmp`` whose process is
-    gone."""
-    try:
-        names = os.listdir(tmp)
-    except OSError:
-        return
-    uid = os.getuid()
-    for name in names:
-        pid, dash, _ = name[len(SOCKET_DIR_PREFIX):].partition("-")
-        if not name.startswith(SOCKET_DIR_PREFIX) or not dash or not pid.isdigit():
-            continue
-        path = os.path.join(tmp, name)
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if info.st_uid == uid and stat.S_ISDIR(info.st_mode) and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _tail(path):
