@@ -80,7 +80,9 @@ def test_downed_link_drops_the_governor_and_it_exits(hosts):
             for pid in node2.pids():     # what a failure left: not for the next tests
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if b"rain" in f.read():
+                        # Rain's processes only: the host's sshd, munged and slurmd
+                        # have "rain" in their configuration paths.
+                        if b"-m\0rain" in f.read():
                             os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
