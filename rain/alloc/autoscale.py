@@ -119,15 +119,9 @@ class SlurmJobs:
                 "--job-name=rain-governor"] + self.args + [script_path]
 
     def submit(self, server, workdir, env):
-        script = os.path.join(workdir, "governor.sbatch")
-        with open(script, "w") as f:
-            f.write(governor_script(server, '"${SLURM_CPUS_ON_NODE:-1}"'))
-        argv = self.submit_command(script)
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
-                             check=False)
-        if out.returncode != 0:
-            raise AllocError(f"sbatch failed: {out.stderr.strip()}")
-        return out.stdout.strip().split(";")[0]
+        script = _write_script(workdir, "governor.sbatch", server,
+                               '"${SLURM_CPUS_ON_NODE:-1}"')
+        return _submit(self.submit_command(script), env).split(";")[0]
 
     def states(self, ids):
         """{id: (state, node)} of the jobs still known to Slurm."""
@@ -151,6 +145,23 @@ class SlurmJobs:
             _run(["scancel"] + list(jobs))
 
 
+def _write_script(workdir, name, server, cpus):
+    """The batch script of one governor job (``cpus``: a shell expression)."""
+    script = os.path.join(workdir, name)
+    with open(script, "w") as f:
+        f.write(governor_script(server, cpus))
+    return script
+
+
+def _submit(argv, env):
+    """Run a scheduler's submit command; its output (the job id), or AllocError."""
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
+                         check=False)
+    if out.returncode != 0:
+        raise AllocError(f"{argv[0]} failed: {out.stderr.strip()}")
+    return out.stdout.strip()
+
+
 class PbsJobs:
     name = "pbs"
 
@@ -163,15 +174,8 @@ class PbsJobs:
                 "-l", "nodes=1", "-l", f"walltime={self.walltime}"] + self.args + [script_path]
 
     def submit(self, server, workdir, env):
-        script = os.path.join(workdir, "governor.pbs")
-        with open(script, "w") as f:
-            f.write(governor_script(server, '"$(wc -l < "$PBS_NODEFILE")"'))
-        argv = self.submit_command(script)
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env,
-                             check=False)
-        if out.returncode != 0:
-            raise AllocError(f"qsub failed: {out.stderr.strip()}")
-        return out.stdout.strip()
+        script = _write_script(workdir, "governor.pbs", server, '"$(wc -l < "$PBS_NODEFILE")"')
+        return _submit(self.submit_command(script), env)
 
     def states(self, ids):
         result = {}
