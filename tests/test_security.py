@@ -1,6 +1,7 @@
 """What another local user, a stranger on the network and a careless client cannot do:
 plant runtime records, read stored objects, make the server read a body before it checked
 the token, break the server with odd JSON, or run stored HTML on the dashboard's origin."""
+import contextlib
 import json
 import os
 import shutil
@@ -395,20 +396,32 @@ def test_temporary_work_directory_of_a_killed_governor_is_removed(make_cluster, 
     assert not os.path.exists(os.path.join(short_tmp, left[0]))
 
 
-def test_rain_stop_clears_what_its_killed_governors_left(tmp_path, monkeypatch):
-    from rain.client import Client
+@contextlib.contextmanager
+def started(tmp_path, monkeypatch, governors, listen, http_listen):
+    """``rain start --local-governors=GOVERNORS`` in a runtime directory of its own; yields
+    the environment of its processes (marked), stops and reaps them afterwards."""
     from rain_cluster import reap_leftovers
     runtime = str(tmp_path / "runtime")
     monkeypatch.setenv("RAIN_RUNTIME_DIR", runtime)
     marker = os.urandom(8).hex()
     env = clean_env(RAIN_RUNTIME_DIR=runtime, RAIN_TEST_CLUSTER=marker)
-    port, http_port = free_port(), free_port()
-    workdir = str(tmp_path / "cluster")
     try:
-        result = rain("start", "--local-governors=[1]", "-l", f"127.0.0.1:{port}",
-                      "--http-listen", f"127.0.0.1:{http_port}", "--workdir", workdir,
+        result = rain("start", f"--local-governors={governors}", "-l", listen,
+                      "--http-listen", http_listen, "--workdir", str(tmp_path / "cluster"),
                       env=env)
         assert result.returncode == 0, result.stderr
+        yield env
+    finally:
+        rain("stop", "--all", env=env)
+        assert reap_leftovers(marker, 10) == []
+
+
+def test_rain_stop_clears_what_its_killed_governors_left(tmp_path, monkeypatch):
+    from rain.client import Client
+    port = free_port()
+    workdir = str(tmp_path / "cluster")
+    with started(tmp_path, monkeypatch, "[1]", f"127.0.0.1:{port}",
+                 f"127.0.0.1:{free_port()}") as env:
         with Client("127.0.0.1", port).new_session() as session:
             task = tasks.Execute(["head", "-c", "100000", "/dev/zero"], stdout=True)
             task.output.keep()
@@ -424,32 +437,19 @@ def test_rain_stop_clears_what_its_killed_governors_left(tmp_path, monkeypatch):
         assert result.returncode == 0, result.stderr
         assert not os.path.exists(os.path.join(governor_dir, "data"))
         shutil.rmtree(workdir)              # nothing protected is left
-    finally:
-        rain("stop", "--all", env=env)
-        assert reap_leftovers(marker, 10) == []
 
 
 def test_a_cluster_of_this_machine_listens_on_loopback_only(tmp_path, monkeypatch):
-    from rain_cluster import processes_of, reap_leftovers
-    runtime = str(tmp_path / "runtime")
-    monkeypatch.setenv("RAIN_RUNTIME_DIR", runtime)
-    marker = os.urandom(8).hex()
-    env = clean_env(RAIN_RUNTIME_DIR=runtime, RAIN_TEST_CLUSTER=marker)
+    from rain_cluster import processes_of
     port, http_port = free_port(), free_port()
-    try:
-        result = rain("start", "--local-governors=[1,1]", "-l", str(port),
-                      "--http-listen", str(http_port), "--workdir", str(tmp_path / "c"),
-                      env=env)
-        assert result.returncode == 0, result.stderr
+    with started(tmp_path, monkeypatch, "[1,1]", str(port), str(http_port)) as env:
+        marker = env["RAIN_TEST_CLUSTER"]
         listening = [conn.laddr for proc in processes_of(marker)
                      for conn in proc.net_connections(kind="inet")
                      if conn.status == psutil.CONN_LISTEN]
         ports = {address.port for address in listening}
         assert {port, http_port} <= ports and len(ports) >= 4   # + two data listeners
         assert {address.ip for address in listening} == {"127.0.0.1"}
-    finally:
-        rain("stop", "--all", env=env)
-        assert reap_leftovers(marker, 10) == []
 
 
 # -- the RPC port before authentication ------------------------------------------------------
