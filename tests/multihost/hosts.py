@@ -368,14 +368,26 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         self.daemons.append(host.popen(["slurmd", "-D", "-f", self.slurm_conf],
                                        f"slurmd-{host.name}.out"))
 
+    def _slurm_states(self):
+        out = self.head.run(["sinfo", "-h", "-N", "-o", "%N %t"], check=False).stdout
+        return dict(line.split() for line in out.splitlines() if line.strip())
+
     def _wait_slurm(self, timeout=60):
         def idle():
-            out = self.head.run(["sinfo", "-h", "-N", "-o", "%N %t"], check=False).stdout
-            states = dict(line.split() for line in out.splitlines() if line.strip())
+            states = self._slurm_states()
             return len(states) == len(self.hosts) and all(
                 s == "idle" for s in states.values())
         _wait_for(idle, "slurmd on every host to register at slurmctld", timeout,
                   lambda: self.log_tail("slurmctld.log") + self.log_tail("slurmd-head.log"))
+
+    def slurm_ready(self, timeout=90):
+        """Every node idle again, as after start: a node that an earlier test cut off was
+        marked down by slurmctld and would keep the next job pending."""
+        for name, state in self._slurm_states().items():
+            if state.rstrip("*~#") in ("down", "drain", "drng", "fail"):
+                self.head.run(["scontrol", "update", f"NodeName={name}", "State=RESUME"],
+                              check=False)
+        self._wait_slurm(timeout)
 
     def log_tail(self, name, size=3000):
         try:

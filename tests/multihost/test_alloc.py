@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from helpers import RAIN, rain_processes, run_pipeline
 
 
@@ -16,7 +18,9 @@ def _wait(predicate, timeout, what, detail=lambda: ""):
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(400)
 def test_alloc_slurm_adds_governors_while_tasks_wait_and_lets_them_go(hosts):
+    hosts.slurm_ready()
     head = hosts.head
     server = head.popen(RAIN + ["server", "-l", "7210", "--http-listen", "7222",
                                 "--logdir", f"{hosts.shared}/alloc-server"],

@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from helpers import PIPELINE, rain_processes, write_shared
 
 BATCH = """#!/bin/sh
@@ -21,7 +23,9 @@ echo "$SLURM_JOB_CPUS_PER_NODE" > cpus.txt
 """
 
 
+@pytest.mark.timeout(400)
 def test_autoconf_slurm_starts_governors_as_a_job_step(hosts):
+    hosts.slurm_ready()
     head = hosts.head
     shared = os.path.join(hosts.shared, "slurm-job")
     os.makedirs(shared)
