@@ -450,6 +450,10 @@ class ObjectDataHandler(RestHandler):
                            oid, location, exc)
             self.request.connection.close()
             return
+        await sink.drained()
+        if sink.gone is not None:
+            self.request.connection.close()
+            return
         self.finish()
 
     def _set_type_headers(self, data_type, content_type):
@@ -471,13 +475,19 @@ class ObjectDataHandler(RestHandler):
 
 class _ResponseSink(Sink):
     """An object's chunks written to an HTTP response as they come from the governor;
-    reading from it waits while the HTTP client is behind (one chunk in flight)."""
+    reading from it waits while the HTTP client is behind.
+
+    One flush at a time: tornado resolves only the newest of overlapping ``flush()``
+    futures, so a second flush issued before the first completed would leave the first
+    unresolved and the governor connection paused for good."""
 
     def __init__(self, handler):
         super().__init__()
         self.handler = handler
         self.started = False
         self.gone = None
+        self._flushing = None     # the task flushing what was written so far
+        self._unflushed = False
 
     def begin(self, meta):
         super().begin(meta)
@@ -491,13 +501,25 @@ class _ResponseSink(Sink):
         self.received += len(chunk)
         self.started = True
         self.handler.write(bytes(chunk))
-        return self._flushed(self.handler.flush())
+        self._unflushed = True
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+        return self._flushing
 
-    async def _flushed(self, future):
+    async def _flush(self):
         try:
-            await future
+            while self._unflushed and self.gone is None:
+                self._unflushed = False
+                await self.handler.flush()
         except Exception as exc:  # the HTTP client went away
             self.gone = TransferError(f"HTTP client gone: {exc}")
+        finally:
+            self._flushing = None
+
+    async def drained(self):
+        """Wait until every chunk written so far has left (before ``finish``)."""
+        while self._flushing is not None:
+            await self._flushing
 
 
 class GraphHandler(RestHandler):
