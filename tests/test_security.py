@@ -484,3 +484,88 @@ def test_silent_strangers_cannot_hold_the_rpc_port(cluster):
     finally:
         for s in strangers:
             s.close()
+
+
+# -- frame sizes once authenticated -----------------------------------------------------------
+def _rss(process):
+    return psutil.Process(process.pid).memory_info().rss
+
+
+def _accepted_client(cluster):
+    from test_bad_input import Raw, frame, hello
+    raw = Raw(("127.0.0.1", cluster.port))
+    raw.send(frame(hello(cluster)))
+    ok, error, _ = raw.hello_reply()
+    assert ok, error
+    return raw
+
+
+def test_a_frame_beyond_the_limit_is_refused_with_a_reason(cluster):
+    from rain.capnp import rain_capnp as R
+    before = _rss(cluster.server_process)
+    raw = _accepted_client(cluster)
+    try:
+        raw.send((2**31).to_bytes(4, "little") + b"x" * 65536)
+        with R.ServerToClient.from_bytes(raw.recv_frame()) as msg:
+            message = msg.response.error.message
+            assert msg.response.requestId == 0
+        assert "2147483648 bytes exceeds the server's limit of 1073741824 bytes" in message
+        assert "--max-submit-size" in message
+        raw.sock.settimeout(30)
+        assert raw.closed_by_peer()
+    finally:
+        raw.close()
+    assert _rss(cluster.server_process) - before < 64 * 2**20
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"still "), blob(b"here")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"still here"
+
+
+def test_an_announced_frame_costs_only_the_bytes_that_came(cluster):
+    """A frame within the limit that never arrives in full holds no more memory than its
+    bytes that did (the buffer is not sized by the header's word)."""
+    before = _rss(cluster.server_process)
+    raws = [_accepted_client(cluster) for _ in range(4)]
+    try:
+        for raw in raws:
+            raw.send((2**30 - 1).to_bytes(4, "little") + b"x" * 2**20)
+        client = cluster.client()            # served after all those frames were read
+        with client.new_session() as session:
+            task = tasks.Concat((blob(b"a"), blob(b"b")))
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"ab"
+        assert _rss(cluster.server_process) - before < 256 * 2**20
+    finally:
+        for raw in raws:
+            raw.close()
+
+
+def test_a_submit_beyond_the_servers_limit_fails_clearly(make_cluster):
+    from rain.client import RainException
+    cluster = make_cluster([1], server_args=["--max-submit-size", "1M"])
+    client = cluster.client()
+    with pytest.raises(RainException, match=r"exceeds the server's limit of 1048576 bytes"):
+        with client.new_session() as session:
+            tasks.Concat((blob(b"x" * 2**21), blob(b"y")))
+            session.submit()
+            session.wait_all()
+    other = cluster.client()
+    with other.new_session() as session:
+        task = tasks.Concat((blob(b"x" * 2**19), blob(b"y")))
+        task.output.keep()
+        session.submit()
+        assert len(task.output.fetch().get_bytes()) == 2**19 + 1
+
+
+def test_byte_sizes_of_the_command_line():
+    import argparse
+    from rain.cli import byte_size
+    assert byte_size("64M") == 64 * 2**20 and byte_size("2g") == 2**31
+    assert byte_size("1000") == 1000
+    for bad in ("", "0", "-1K", "1.5M", "64Mi", "M"):
+        with pytest.raises(argparse.ArgumentTypeError, match="invalid size"):
+            byte_size(bad)

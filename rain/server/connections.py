@@ -14,7 +14,7 @@ from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
-from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
+from ..common.framing import FrameProtocol
 from ..common.keepalive import set_keepalive
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
@@ -24,9 +24,15 @@ from .submit_batch import read_rows, read_submit
 logger = logging.getLogger(__name__)
 
 R = rain_capnp
-#: Largest frame accepted before a successful Hello: an unknown peer must not make the
-#: server buffer gigabytes. Raised to ``MAX_FRAME_SIZE`` once the peer is accepted.
-HELLO_MAX_SIZE = 2**20
+#: Largest frame accepted before a successful Hello (a Hello is a token and a few small
+#: fields): an unknown peer must not make the server buffer anything big.
+HELLO_MAX_SIZE = 2**16
+#: Largest frame accepted from a client or governor once it is accepted (``rain server
+#: --max-submit-size``). A client's requests are small but for a submit, which carries the
+#: graph and its constants; a governor's updates carry what tasks reported (their info and
+#: results of at most ``update_columns.INLINE_DATA_MAX`` bytes). Object data of any size
+#: travels between governors and clients over the data ports, in chunks.
+MAX_SUBMIT_SIZE = 2**30
 #: Seconds a governor may stay silent before it is given up (``rain server
 #: --heartbeat-timeout``); the governors give up a server silent as long.
 HEARTBEAT_TIMEOUT = 30.0
@@ -48,6 +54,9 @@ class _RpcConnection(FrameProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self._server._on_connect(self)
+
+    def frame_too_large(self, error):
+        self._server._on_frame_too_large(self, error)
 
 
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
@@ -153,9 +162,10 @@ class ServerComm:
 
 class RainServer:
     def __init__(self, events, *, token="", test_mode=False, debug_mode=False,
-                 heartbeat_timeout=HEARTBEAT_TIMEOUT):
+                 heartbeat_timeout=HEARTBEAT_TIMEOUT, max_submit_size=MAX_SUBMIT_SIZE):
         self.events = events
         self.token = token
+        self.max_submit_size = max_submit_size
         self.heartbeat_timeout = heartbeat_timeout
         self._last_tick = None
         self.comm = ServerComm(self)
@@ -236,6 +246,21 @@ class RainServer:
                         conn.peer, HELLO_TIMEOUT)
             conn.close()
 
+    def _on_frame_too_large(self, conn, error):
+        """A peer announced a frame longer than its connection takes: tell a client why
+        its connection is closed (a request id 0 error fails all its requests)."""
+        state = conn.state
+        if state is None:
+            return                       # a stranger is told nothing
+        if state[0] == "client":
+            logger.warning("closing the connection of client %s: %s", state[1].id, error)
+            self.comm.reply(state[1], 0, "error", RequestError(
+                f"A request of {error.length} bytes exceeds the server's limit of "
+                f"{error.limit} bytes (rain server --max-submit-size); the server closed "
+                "the connection"))
+        elif state[0] == "governor":
+            logger.warning("closing the connection of governor %s: %s", state[1].id, error)
+
     def _on_frame(self, conn, frame):
         state = conn.state
         if state is None:
@@ -298,7 +323,7 @@ class RainServer:
             self._reply_hello(conn, False, "Authentication failed: wrong or missing token")
             conn.close()
             return
-        conn.max_frame_size = MAX_FRAME_SIZE
+        conn.max_frame_size = self.max_submit_size
         if conn.transport is not None:
             set_keepalive(conn.transport.get_extra_info("socket"),
                           self.heartbeat_timeout or HEARTBEAT_TIMEOUT)
