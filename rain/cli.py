@@ -94,6 +94,10 @@ def build_parser():
                    help="data and task directory (default: a fresh temporary dir)")
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="governor and executor logs (default: a fresh temporary dir)")
+    p.add_argument("--executor-log-max", metavar="SIZE", type=byte_size, default=64 * 2**20,
+                   help="bytes kept per output file of an executor or a program, e.g. 16M: "
+                        "beyond it the file moves to FILE.1 and a new one begins, so the "
+                        "last SIZE to 2*SIZE bytes are kept (default 64M)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
                    help="create FILE once registered at the server ('-': a line on standard "
                         "output)")

@@ -569,3 +569,71 @@ def test_byte_sizes_of_the_command_line():
     for bad in ("", "0", "-1K", "1.5M", "64Mi", "M"):
         with pytest.raises(argparse.ArgumentTypeError, match="invalid size"):
             byte_size(bad)
+
+
+# -- executor and program output ---------------------------------------------------------------
+def _log_sizes(directory):
+    return {name: os.path.getsize(os.path.join(directory, name))
+            for name in os.listdir(directory) if name.startswith("executor-")}
+
+
+def test_executor_logs_are_capped_and_keep_their_end(make_cluster):
+    from rain.client import RainException, remote
+    cluster = make_cluster([])
+    cluster.add_governor(1, ["--executor-log-max", "64K"])
+
+    @remote()
+    def chatty(ctx):
+        import os
+        import sys
+        line = "x" * 1023 + "\n"
+        for _ in range(5000):                # 5 MB on each stream
+            sys.stdout.write(line)
+            sys.stderr.write(line)
+        sys.stdout.flush()
+        sys.stderr.write("THE END\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    client = cluster.client()
+    with pytest.raises(RainException, match="THE END"):
+        with client.new_session() as session:
+            chatty()
+            session.submit()
+            session.wait_all()
+    sizes = _log_sizes(os.path.join(cluster.tmp, "governor-0-logs"))
+    assert any(name.endswith(".err.1") for name in sizes), sizes     # it did rotate
+    assert sizes and all(size <= 64 * 1024 for size in sizes.values()), sizes
+    # a healthy executor is still spawned and works
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"after "), blob(b"that")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"after that"
+
+
+def test_program_output_is_capped_and_keeps_its_end(make_cluster):
+    from rain.client import RainException
+    cluster = make_cluster([])
+    cluster.add_governor(1, ["--executor-log-max", "64K"])
+    # 5 MB to stderr and to stdout (not an output), then what is on disk of them
+    script = ("head -c 5000000 /dev/zero | tr '\\0' x >&2; "
+              "head -c 5000000 /dev/zero | tr '\\0' y; sleep 1; "
+              "echo >&2; wc -c ../stderr* ../stdout* | sed 's/^/SIZE /' >&2; exit 1")
+    client = cluster.client()
+    with pytest.raises(RainException, match="exited with code 1") as failure:
+        with client.new_session() as session:
+            tasks.Execute(["sh", "-c", script])
+            session.submit()
+            session.wait_all()
+    sizes = [line.split() for line in str(failure.value).splitlines()
+             if line.startswith("SIZE ") and "total" not in line]
+    assert {os.path.basename(path) for _, _, path in sizes} >= {"stderr", "stdout",
+                                                                 "stderr.1", "stdout.1"}
+    assert all(int(size) <= 64 * 1024 for _, size, _ in sizes), sizes
+    # stdout asked as an output is data, kept whole
+    with client.new_session() as session:
+        task = tasks.Execute(["head", "-c", "300000", "/dev/zero"], stdout=True)
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == bytes(300000)
