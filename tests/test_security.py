@@ -637,3 +637,126 @@ def test_program_output_is_capped_and_keeps_its_end(make_cluster):
         task.output.keep()
         session.submit()
         assert task.output.fetch().get_bytes() == bytes(300000)
+
+
+# -- what cannot be encoded for one peer ---------------------------------------------------------
+class _RecordingConn:
+    """A connection of the server's comm that keeps what would be written to its peer."""
+
+    transport = None
+    peer = None
+
+    def __init__(self):
+        self.frames = []
+        self.closed = False
+
+    def send_now(self, frames):
+        self.frames.extend(frames)
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class _Events:
+    def __init__(self):
+        self.listeners = []
+        self.added = []
+
+    def add(self, event):
+        self.added.append(event)
+
+
+def _graph(session_name):
+    from rain.server.rest import parse_graph
+    return parse_graph({"objects": [{"id": 10, "data": "x"}],
+                        "tasks": [{"id": 12, "type": "buildin/concat", "inputs": [10],
+                                   "outputs": [{"id": 11, "keep": True}],
+                                   "name": session_name}]})
+
+
+def _assigned_tasks(frames):
+    from rain.capnp import rain_capnp as R
+    from rain.common.assign_columns import read_rows
+    keys = []
+    for frame in frames:
+        with R.ServerToGovernor.from_bytes(frame) as msg:
+            if msg.which() == "assign":
+                keys += [row[0] for row in read_rows(msg.assign.rows)[1]]
+    return keys
+
+
+def _error_replies(frames):
+    from rain.capnp import rain_capnp as R
+    errors = {}
+    for frame in frames:
+        with R.ServerToClient.from_bytes(frame) as msg:
+            if msg.which() == "response" and msg.response.which() == "error":
+                errors[msg.response.requestId] = msg.response.error.message
+    return errors
+
+
+def test_work_that_cannot_be_encoded_fails_only_its_own_session():
+    """A task whose name cannot be encoded (half a surrogate pair, which JSON can carry)
+    fails its session with the reason, while the same governor gets every other task."""
+    import asyncio
+
+    from rain.server.connections import RainServer
+
+    async def scenario():
+        server = RainServer(_Events())
+        server.comm.loop = asyncio.get_running_loop()
+        core = server.core
+        governor = core.add_governor("127.0.0.1:1", 4, {}, _RecordingConn())
+        careless, other = core.add_client(_RecordingConn()), core.add_client(_RecordingConn())
+        bad = core.new_session(careless, {})
+        good = core.new_session(other, {})
+        core.submit(careless, bad, *_graph("\ud800"))
+        core.wait_all(careless, 7, bad)
+        core.submit(other, good, *_graph("fine"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return core, governor.conn, careless.conn, bad, good
+
+    core, governor_conn, careless_conn, bad, good = asyncio.run(scenario())
+    assert _assigned_tasks(governor_conn.frames) == [(good, 12)]
+    assert not governor_conn.closed
+    message = _error_replies(careless_conn.frames)[7]
+    assert "Task 12 could not be sent to a governor: UnicodeEncodeError" in message
+    assert core.sessions[bad].error is not None and core.sessions[good].error is None
+
+
+def test_a_reply_that_cannot_be_encoded_is_an_error_for_that_request():
+    from rain.server.connections import RainServer
+    server = RainServer(_Events())
+    client = server.core.add_client(_RecordingConn())
+    server.comm.reply(client, 5, "serverInfo", {"governors": ["\udc00"]})
+    server.comm.reply(client, 6, "session", 3)
+    errors = _error_replies(client.conn.frames)
+    assert "the reply could not be encoded" in errors[5] and 6 not in errors
+    assert len(client.conn.frames) == 2 and not client.conn.closed
+
+
+def test_half_a_surrogate_pair_is_a_400_at_rest(cluster):
+    base = f"http://127.0.0.1:{cluster.http_port}/api"
+    headers = cluster.http_headers
+    sid = requests.post(f"{base}/sessions", json={"name": "odd text"}, headers=headers,
+                        timeout=30).json()["session"]
+    for name in ('"\\ud800"', '"a\\udfff"'):
+        body = ('{"objects": [{"id": 10, "data": "x"}], "tasks": [{"id": 12, "type": '
+                '"buildin/concat", "inputs": [10], "outputs": [{"id": 11}], "name": %s}]}' % name)
+        response = requests.post(f"{base}/sessions/{sid}/submit", data=body,
+                                 headers=headers, timeout=30)
+        assert response.status_code == 400, response.text
+        assert "surrogate" in response.json()["error"]
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"still "), blob(b"fine")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"still fine"

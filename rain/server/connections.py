@@ -3,6 +3,11 @@
 One asyncio loop. Each connection starts with a ``Hello``; a bad hello, a garbage frame or
 an unknown message closes that connection only (after an error reply where one is
 possible). Replies and governor work leave once per loop turn.
+
+Encoding for one peer never fails anyone else: a reply that cannot be encoded becomes an
+error for that request (or closes that client's connection), tasks and objects that
+cannot be encoded for a governor fail their own sessions while the rest of its work
+leaves, and events that cannot be encoded are left out of a subscriber's batch.
 """
 import asyncio
 import logging
@@ -101,9 +106,29 @@ class ServerComm:
         if type(conn) is LocalConnection:
             conn.on_reply(request_id, kind, payload)
             return
+        try:
+            frame = encode_response(request_id, kind, payload)
+        except Exception as exc:
+            frame = self._unencodable_reply(client, request_id, kind, exc)
+            if frame is None:
+                return
         # At once, not at the end of the turn: a client has one or two requests waiting
         # at most, and the write saves the loop callback that would flush it.
-        conn.send_now((encode_response(request_id, kind, payload),))
+        conn.send_now((frame,))
+
+    @staticmethod
+    def _unencodable_reply(client, request_id, kind, exc):
+        """An error reply in place of one that could not be encoded; None when even that
+        cannot be, and then the client's connection is closed."""
+        logger.error("cannot encode the %s reply to request %s of client %s: %r",
+                     kind, request_id, client.id, exc)
+        try:
+            return encode_response(request_id, "error", RequestError(
+                f"Internal server error: the reply could not be encoded ({exc!r})"))
+        except Exception:
+            logger.exception("closing the connection of client %s", client.id)
+            client.conn.close()
+            return None
 
     def governor_dirty(self, governor):
         self._dirty.add(governor)
@@ -157,7 +182,34 @@ class ServerComm:
                 governor.out_stop.clear()
                 governor.out_delete.clear()
                 continue
-            conn.send_now(encode_governor_work(governor))
+            try:
+                frames = encode_governor_work(governor)
+            except Exception as exc:
+                frames = self._work_without_culprits(governor, exc)
+            conn.send_now(frames)
+
+    def _work_without_culprits(self, governor, exc):
+        """``encode_governor_work`` failed: the tasks and objects that cannot be encoded
+        fail their sessions (``ServerCore.undeliverable``), and the rest is encoded again.
+        Should that fail too, the governor is given up with the reason logged: its tasks go
+        elsewhere, and no other governor or client waits on it."""
+        logger.warning("cannot encode the work of governor %s (%r): looking for the tasks "
+                       "and objects at fault", governor.id, exc)
+        culprits = [o for o in governor.out_objects
+                    if not _encodes(_assigned_object_rows([o]), [])]
+        culprits += [t for t in governor.out_tasks
+                     if not _encodes([], _assigned_task_rows(governor, [t]))]
+        self.server.core.undeliverable(culprits, repr(exc))
+        try:
+            return encode_governor_work(governor)
+        except Exception as again:
+            logger.exception("giving up governor %s: its work cannot be encoded", governor.id)
+            governor.out_objects.clear()
+            governor.out_tasks.clear()
+            governor.out_stop.clear()
+            governor.out_delete.clear()
+            self.server.drop_governor(governor, f"its work could not be encoded: {again!r}")
+            return ()
 
 
 class RainServer:
@@ -215,10 +267,14 @@ class RainServer:
         loop.call_later(timeout / 4, self._heartbeat)
 
     def _drop_silent(self, governor, silent):
-        conn = governor.conn
         logger.warning("governor %s silent for %.1f s: giving it up", governor.id, silent)
-        self._on_close(conn, None, reason=f"silent for {silent:.1f} s (heartbeat timeout "
-                                          f"{self.heartbeat_timeout:g} s)")
+        self.drop_governor(governor, f"silent for {silent:.1f} s (heartbeat timeout "
+                                     f"{self.heartbeat_timeout:g} s)")
+
+    def drop_governor(self, governor, reason):
+        """Give a governor up and cut its connection at once (its tasks go elsewhere)."""
+        conn = governor.conn
+        self._on_close(conn, None, reason=reason)
         if conn.transport is not None:
             conn.closed = True
             conn.transport.abort()       # a frozen peer would never take a flush
@@ -457,7 +513,12 @@ class RainServer:
         queue, client.subscriptions = client.subscriptions, None
         if queue and client.conn is not None and not client.conn.closed:
             msg = R.ServerToClient.new_message()
-            msg.events = dumps_or_empty(queue)
+            try:
+                msg.events = dumps_or_empty(queue)
+            except Exception as exc:
+                logger.error("events for client %s left out: cannot encode them (%r)",
+                             client.id, exc)
+                msg.events = dumps_or_empty([e for e in queue if _encodes_cbor(e)])
             client.conn.send(msg.to_bytes())
 
     # -- server info --------------------------------------------------------------------------
@@ -651,6 +712,28 @@ def _assigned_object_rows(objects):
              o.size, list(map(_ID, o.locations)) if o.data is None
              and o.state == OBJ_FINISHED and o.locations else [], o.data)
             for o in objects if o.state != REMOVED]
+
+
+def _encodes(object_rows, task_rows):
+    """Whether these assignment rows encode, as rows and as columns."""
+    try:
+        msg = R.ServerToGovernor.new_message()
+        msg.init("assign").rows = assign_columns.pack_rows(object_rows, task_rows)
+        msg.to_bytes()
+        msg = R.ServerToGovernor.new_message()
+        assign_columns.fill_columns(msg.init("assign"), object_rows, task_rows)
+        msg.to_bytes()
+    except Exception:
+        return False
+    return True
+
+
+def _encodes_cbor(value):
+    try:
+        dumps_or_empty(value)
+    except Exception:
+        return False
+    return True
 
 
 def _assigned_task_rows(governor, tasks):
