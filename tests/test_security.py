@@ -463,20 +463,28 @@ def _closed_by_peer(sock, timeout):
         return True
 
 
-def test_silent_strangers_cannot_hold_the_rpc_port(cluster):
+@pytest.mark.parametrize("port", ["rpc", "data"])
+def test_silent_strangers_cannot_hold_a_port(cluster, port):
     from rain.server.connections import HELLO_TIMEOUT, MAX_UNACCEPTED
-    strangers = [socket.create_connection(("127.0.0.1", cluster.port), timeout=30)
+    from test_bad_input import data_addresses
+    if port == "rpc":
+        address = ("127.0.0.1", cluster.port)
+    else:
+        host, data_port = data_addresses(cluster)[0].rsplit(":", 1)
+        address = (host, int(data_port))
+    strangers = [socket.create_connection(address, timeout=30)
                  for _ in range(MAX_UNACCEPTED + 20)]
     try:
         # the oldest are let go to make room ...
         assert all(_closed_by_peer(s, 30) for s in strangers[:20])
-        # ... and a real peer still gets in at once
+        # ... and a real peer still gets in at once (the result is too big to be held by
+        # the server: it comes from the governor's data port)
         client = cluster.client()
         with client.new_session() as session:
-            task = tasks.Concat((blob(b"let "), blob(b"in")))
+            task = tasks.Concat((blob(b"let " * 5000), blob(b"in")))
             task.output.keep()
             session.submit()
-            assert task.output.fetch().get_bytes() == b"let in"
+            assert task.output.fetch().get_bytes() == b"let " * 5000 + b"in"
         # the rest go when their time to say hello is over
         deadline = time.monotonic() + HELLO_TIMEOUT + 60
         for s in strangers[20:]:
