@@ -465,7 +465,7 @@ def _closed_by_peer(sock, timeout):
 
 @pytest.mark.parametrize("port", ["rpc", "data"])
 def test_silent_strangers_cannot_hold_a_port(cluster, port):
-    from rain.server.connections import HELLO_TIMEOUT, MAX_UNACCEPTED
+    from rain.common.waiting_room import HELLO_TIMEOUT, MAX_WAITING
     from test_bad_input import data_addresses
     if port == "rpc":
         address = ("127.0.0.1", cluster.port)
@@ -473,7 +473,7 @@ def test_silent_strangers_cannot_hold_a_port(cluster, port):
         host, data_port = data_addresses(cluster)[0].rsplit(":", 1)
         address = (host, int(data_port))
     strangers = [socket.create_connection(address, timeout=30)
-                 for _ in range(MAX_UNACCEPTED + 20)]
+                 for _ in range(MAX_WAITING + 20)]
     try:
         # the oldest are let go to make room ...
         assert all(_closed_by_peer(s, 30) for s in strangers[:20])

@@ -5,6 +5,7 @@ buffers, nor keep out a real peer, whose hello comes at once: a connection that 
 been accepted after ``timeout`` seconds is closed, and when ``limit`` wait at once the
 one that waited longest goes.
 """
+import asyncio
 import logging
 
 logger = logging.getLogger(__name__)
@@ -16,8 +17,7 @@ MAX_WAITING = 64
 
 
 class WaitingRoom:
-    def __init__(self, loop, timeout=HELLO_TIMEOUT, limit=MAX_WAITING):
-        self.loop = loop
+    def __init__(self, timeout=HELLO_TIMEOUT, limit=MAX_WAITING):
         self.timeout = timeout
         self.limit = limit
         self.waiting = {}        # connection -> None, oldest first
@@ -31,7 +31,7 @@ class WaitingRoom:
             del self.waiting[oldest]
             oldest.close()
         self.waiting[conn] = None
-        self.loop.call_later(self.timeout, self._expired, conn)
+        asyncio.get_running_loop().call_later(self.timeout, self._expired, conn)
 
     def leave(self, conn):
         """The connection said its hello (good or bad) or is gone."""

@@ -43,11 +43,10 @@ class DataServer:
         self.store = store
         self.token = token
         self.server = None
-        self.waiting = None          # connections before their hello
+        self.waiting = WaitingRoom()     # connections before their hello
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
-        self.waiting = WaitingRoom(loop)
         self.server = await loop.create_server(self._connection, host, port)
         return self.server.sockets[0].getsockname()[:2]
 

@@ -21,6 +21,7 @@ from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import FrameProtocol
 from ..common.keepalive import set_keepalive
+from ..common.waiting_room import WaitingRoom
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
                     TASK_STATE_NAMES, Task)
@@ -41,12 +42,6 @@ MAX_SUBMIT_SIZE = 2**30
 #: Seconds a governor may stay silent before it is given up (``rain server
 #: --heartbeat-timeout``); the governors give up a server silent as long.
 HEARTBEAT_TIMEOUT = 30.0
-#: A peer that has not said a valid Hello after this many seconds is disconnected, and at
-#: most this many peers may be waiting to be accepted at once: beyond that the one that
-#: waited longest goes (a stranger opening connections by the thousand cannot make the
-#: server hold their buffers, nor keep out a real peer, whose Hello comes at once).
-HELLO_TIMEOUT = 10.0
-MAX_UNACCEPTED = 64
 
 
 class _RpcConnection(FrameProtocol):
@@ -226,7 +221,7 @@ class RainServer:
         self._next_info_request = 1
         self.rpc_server = None
         self.event_subscribers = {}   # Client -> filter session (-1: all)
-        self.unaccepted = {}          # connections before their Hello, oldest first
+        self.unaccepted = WaitingRoom()   # connections before their Hello
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
@@ -287,20 +282,7 @@ class RainServer:
 
     # -- connection dispatch ----------------------------------------------------------------
     def _on_connect(self, conn):
-        if len(self.unaccepted) >= MAX_UNACCEPTED:
-            oldest = next(iter(self.unaccepted))
-            logger.warning("closing the connection from %s: %d peers wait to say hello",
-                           oldest.peer, len(self.unaccepted))
-            del self.unaccepted[oldest]
-            oldest.close()
-        self.unaccepted[conn] = None
-        self.comm.loop.call_later(HELLO_TIMEOUT, self._hello_expired, conn)
-
-    def _hello_expired(self, conn):
-        if self.unaccepted.pop(conn, False) is None:
-            logger.info("closing the connection from %s: no hello within %.0f s",
-                        conn.peer, HELLO_TIMEOUT)
-            conn.close()
+        self.unaccepted.enter(conn)
 
     def _on_frame_too_large(self, conn, error):
         """A peer announced a frame longer than its connection takes: tell a client why
@@ -329,7 +311,7 @@ class RainServer:
             raise ProtocolError("unexpected frame")
 
     def _on_close(self, conn, exc, reason="connection lost"):
-        self.unaccepted.pop(conn, None)
+        self.unaccepted.leave(conn)
         state = conn.state
         conn.state = ("closed", None)
         if state is None or state[0] == "closed":
@@ -355,7 +337,7 @@ class RainServer:
         conn.send(msg.to_bytes())
 
     def _on_hello(self, conn, frame):
-        self.unaccepted.pop(conn, None)
+        self.unaccepted.leave(conn)
         try:
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 version = hello.protocolVersion
