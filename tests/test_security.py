@@ -466,12 +466,7 @@ def _closed_by_peer(sock, timeout):
 @pytest.mark.parametrize("port", ["rpc", "data"])
 def test_silent_strangers_cannot_hold_a_port(cluster, port):
     from rain.common.waiting_room import HELLO_TIMEOUT, MAX_WAITING
-    from test_bad_input import data_addresses
-    if port == "rpc":
-        address = ("127.0.0.1", cluster.port)
-    else:
-        host, data_port = data_addresses(cluster)[0].rsplit(":", 1)
-        address = (host, int(data_port))
+    address, _owner = _port_and_owner(cluster, port)
     strangers = [socket.create_connection(address, timeout=30)
                  for _ in range(MAX_WAITING + 20)]
     try:
@@ -492,6 +487,33 @@ def test_silent_strangers_cannot_hold_a_port(cluster, port):
     finally:
         for s in strangers:
             s.close()
+
+
+def _port_and_owner(cluster, port):
+    from test_bad_input import data_addresses
+    if port == "rpc":
+        return ("127.0.0.1", cluster.port), cluster.server_process
+    host, data_port = data_addresses(cluster)[0].rsplit(":", 1)
+    return (host, int(data_port)), cluster.governor_processes[0]
+
+
+@pytest.mark.parametrize("port", ["rpc", "data"])
+def test_strangers_sent_away_leave_no_buffers_behind(cluster, port):
+    """A thousand strangers, each sending a byte and sent away to make room, cost the
+    listener no memory once gone (their receive buffers go with their connections)."""
+    address, owner = _port_and_owner(cluster, port)
+    before = _rss(owner)
+    strangers = []
+    try:
+        for _ in range(1000):
+            stranger = socket.create_connection(address, timeout=30)
+            stranger.sendall(b"\x00")
+            strangers.append(stranger)
+        time.sleep(2)
+        assert _rss(owner) - before < 48 * 2**20
+    finally:
+        for stranger in strangers:
+            stranger.close()
 
 
 # -- frame sizes once authenticated -----------------------------------------------------------

@@ -93,7 +93,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport = None
         self.peer = None
         self.closed = False
-        self._buf = bytearray(2 * READ_SIZE)
+        # Made at the first read and dropped when the connection is lost: a peer that
+        # sends nothing, or is gone but still referred to (a timer), holds no buffer.
+        self._buf = bytearray()
         self._start = 0             # unread bytes are self._buf[_start:_end]
         self._end = 0
         self._needed = HEADER_SIZE  # bytes from _start that make the next frame whole
@@ -138,7 +140,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             return
         unread = end - start
         if unread + want > len(buf):
-            new = bytearray(max(unread + want, 2 * len(buf)))
+            new = bytearray(max(unread + want, 2 * len(buf), 2 * READ_SIZE))
             new[:unread] = memoryview(buf)[start:end]
             self._buf = new
         else:
@@ -201,6 +203,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        self._buf = bytearray()
+        self._start = self._end = 0
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)
