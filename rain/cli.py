@@ -32,6 +32,23 @@ def positive_seconds(text):
     return value
 
 
+def byte_size(text):
+    """argparse type of a size in bytes, with an optional K, M or G suffix (powers of
+    1024): ``64M``."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    number, unit = text.strip(), 1
+    if number[-1:].upper() in units:
+        number, unit = number[:-1], units[number[-1].upper()]
+    try:
+        value = int(number) * unit
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: bytes above 0, with an "
+                                         "optional K, M or G suffix (e.g. 64M)")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rain",
@@ -55,6 +72,10 @@ def build_parser():
                    default=30.0,
                    help="give up a governor silent for this long (it exits when it hears "
                         "nothing from the server as long); default 30")
+    p.add_argument("--max-submit-size", metavar="SIZE", type=byte_size, default=2**30,
+                   help="largest message a client (a submit with its constants) or a "
+                        "governor may send, e.g. 512M; a bigger one is refused and its "
+                        "connection closed (default 1G)")
     p.add_argument("--debug", action="store_true", help="verbose logging")
 
     p = commands.add_parser("governor", help="run a governor",
@@ -73,6 +94,10 @@ def build_parser():
                    help="data and task directory (default: a fresh temporary dir)")
     p.add_argument("--logdir", metavar="DIR", default=None,
                    help="governor and executor logs (default: a fresh temporary dir)")
+    p.add_argument("--executor-log-max", metavar="SIZE", type=byte_size, default=64 * 2**20,
+                   help="bytes kept per output file of an executor or a program, e.g. 16M: "
+                        "beyond it the file moves to FILE.1 and a new one begins, so the "
+                        "last SIZE to 2*SIZE bytes are kept (default 64M)")
     p.add_argument("--ready-file", metavar="FILE", default=None,
                    help="create FILE once registered at the server ('-': a line on standard "
                         "output)")

@@ -1,5 +1,6 @@
 """Random and mutated input on every port a stranger or a careless client can reach: the
-server's RPC port (before and after a Hello), the governors' data ports and the REST API.
+server's RPC port (before and after a Hello), the governors' data ports and the REST API;
+and on a governor's executor socket, from an executor that registers and then misbehaves.
 After each batch the cluster still runs a normal pipeline and holds no more connections
 than before.
 
@@ -7,6 +8,8 @@ Examples are few by default, so that this runs in seconds; ``HYPOTHESIS_PROFILE=
 runs many more."""
 import json
 import os
+import shutil
+import sys
 
 import cbor2
 
@@ -17,7 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rain.capnp import rain_capnp as R
-from test_bad_input import Raw, assert_cluster_works, data_addresses, frame, hello
+from rain.client import RainException, Task
+from rain_cluster import TestCluster
+from test_bad_input import (Raw, assert_cluster_works, data_addresses, frame, hello,
+                            processes_alive)
 
 settings.register_profile(
     "default", max_examples=int(os.environ.get("RAIN_FUZZ_EXAMPLES", "25")), deadline=None,
@@ -167,3 +173,106 @@ def test_rest_random_ids(cluster, unchanged, rest, sid, oid, what):
     base, session, _ = rest
     response = session.get(f"{base}/api/sessions/{sid}{what.format(oid=oid)}", timeout=60)
     assert response.status_code < 500, response.text
+
+
+# -- the executor socket ---------------------------------------------------------------------
+#: An executor that registers properly, then answers its call with the bytes the task's
+#: config names (anything at all), and exits once the governor closes or after a while.
+MISBEHAVING_EXECUTOR = r"""
+import os, socket, sys, cbor2
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(os.environ["RAIN_EXECUTOR_SOCKET"])
+def send(payload):
+    sock.sendall(len(payload).to_bytes(4, "little") + payload)
+def recv(size):
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            sys.exit(0)
+        data += chunk
+    return data
+send(cbor2.dumps(["register", {"protocol": "rain-executor/1",
+                               "executor_id": int(os.environ["RAIN_EXECUTOR_ID"]),
+                               "executor_type": os.environ["RAIN_EXECUTOR_TYPE"]}]))
+kind, body = cbor2.loads(recv(int.from_bytes(recv(4), "little")))
+sock.sendall(cbor2.loads(body["task"]["config"])["raw"])
+sock.settimeout(2)
+try:
+    while sock.recv(65536):
+        pass
+except OSError:
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def executor_cluster(tmp_path_factory):
+    """A cluster whose governor runs tasks ``fuzz/...`` on ``MISBEHAVING_EXECUTOR``."""
+    tmp = str(tmp_path_factory.mktemp("fuzz-executor"))
+    script = os.path.join(tmp, "misbehaving.py")
+    with open(script, "w") as f:
+        f.write(MISBEHAVING_EXECUTOR)
+    config = os.path.join(tmp, "governor.toml")
+    with open(config, "w") as f:
+        f.write(f'[executors.fuzz]\ncommand = "{sys.executable} {script}"\n')
+    cluster = TestCluster(tmp, [1], governor_config=config)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        left = cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert not left, f"processes left behind: {left}"
+
+
+def _valid_result(kind):
+    if kind == "success":
+        return cbor2.dumps(["result", {"success": True, "outputs": [{"data": b"ok"}]}])
+    if kind == "failure":
+        return cbor2.dumps(["result", {"success": False, "info": {"error": "no"}}])
+    return cbor2.dumps(["register", {"protocol": "rain-executor/1", "executor_id": 1}])
+
+
+def _run_misbehaving(cluster, raw):
+    """Run one ``fuzz/run`` task whose executor answers ``raw``: it finishes or fails
+    with a message about it, and the governor stays up."""
+    client = cluster.client()
+    try:
+        with client.new_session() as session:
+            task = Task([], 1, task_type="fuzz/run", config={"raw": raw})
+            task.output.keep()
+            session.submit()
+            try:
+                session.wait_all()
+            except RainException as exc:
+                message = str(exc)
+                assert message and "Internal server error" not in message, message
+    finally:
+        client.close()
+        cluster.clients.remove(client)
+    processes_alive(cluster)
+
+
+executor_examples = settings(max_examples=max(1, settings.default.max_examples // 4))
+
+
+@executor_examples
+@given(payload=frames, framed=st.booleans())
+def test_executor_socket_random_frames(executor_cluster, payload, framed):
+    _run_misbehaving(executor_cluster, frame(payload) if framed else payload)
+
+
+@executor_examples
+@given(kind=st.sampled_from(["success", "failure", "register"]),
+       flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1,
+                      max_size=8))
+def test_executor_socket_mutated_messages(executor_cluster, kind, flips):
+    _run_misbehaving(executor_cluster, frame(mutate(_valid_result(kind), flips)))
+
+
+def test_executor_socket_huge_frame_header(executor_cluster):
+    """A registered executor announcing 2 GiB and sending a little: its task fails, the
+    governor neither waits for the rest forever nor allocates it."""
+    _run_misbehaving(executor_cluster, (2**31 - 1).to_bytes(4, "little") + b"x" * 1000)
+    assert_cluster_works(executor_cluster)

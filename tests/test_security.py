@@ -463,20 +463,23 @@ def _closed_by_peer(sock, timeout):
         return True
 
 
-def test_silent_strangers_cannot_hold_the_rpc_port(cluster):
-    from rain.server.connections import HELLO_TIMEOUT, MAX_UNACCEPTED
-    strangers = [socket.create_connection(("127.0.0.1", cluster.port), timeout=30)
-                 for _ in range(MAX_UNACCEPTED + 20)]
+@pytest.mark.parametrize("port", ["rpc", "data"])
+def test_silent_strangers_cannot_hold_a_port(cluster, port):
+    from rain.common.waiting_room import HELLO_TIMEOUT, MAX_WAITING
+    address, _owner = _port_and_owner(cluster, port)
+    strangers = [socket.create_connection(address, timeout=30)
+                 for _ in range(MAX_WAITING + 20)]
     try:
         # the oldest are let go to make room ...
         assert all(_closed_by_peer(s, 30) for s in strangers[:20])
-        # ... and a real peer still gets in at once
+        # ... and a real peer still gets in at once (the result is too big to be held by
+        # the server: it comes from the governor's data port)
         client = cluster.client()
         with client.new_session() as session:
-            task = tasks.Concat((blob(b"let "), blob(b"in")))
+            task = tasks.Concat((blob(b"let " * 5000), blob(b"in")))
             task.output.keep()
             session.submit()
-            assert task.output.fetch().get_bytes() == b"let in"
+            assert task.output.fetch().get_bytes() == b"let " * 5000 + b"in"
         # the rest go when their time to say hello is over
         deadline = time.monotonic() + HELLO_TIMEOUT + 60
         for s in strangers[20:]:
@@ -484,3 +487,306 @@ def test_silent_strangers_cannot_hold_the_rpc_port(cluster):
     finally:
         for s in strangers:
             s.close()
+
+
+def _port_and_owner(cluster, port):
+    from test_bad_input import data_addresses
+    if port == "rpc":
+        return ("127.0.0.1", cluster.port), cluster.server_process
+    host, data_port = data_addresses(cluster)[0].rsplit(":", 1)
+    return (host, int(data_port)), cluster.governor_processes[0]
+
+
+@pytest.mark.parametrize("port", ["rpc", "data"])
+def test_strangers_sent_away_leave_no_buffers_behind(cluster, port):
+    """A thousand strangers, each sending a byte and sent away to make room, cost the
+    listener no memory once gone (their receive buffers go with their connections)."""
+    address, owner = _port_and_owner(cluster, port)
+    before = _rss(owner)
+    strangers = []
+    try:
+        for _ in range(1000):
+            stranger = socket.create_connection(address, timeout=30)
+            stranger.sendall(b"\x00")
+            strangers.append(stranger)
+        time.sleep(2)
+        assert _rss(owner) - before < 48 * 2**20
+    finally:
+        for stranger in strangers:
+            stranger.close()
+
+
+# -- frame sizes once authenticated -----------------------------------------------------------
+def _rss(process):
+    return psutil.Process(process.pid).memory_info().rss
+
+
+def _accepted_client(cluster):
+    from test_bad_input import Raw, frame, hello
+    raw = Raw(("127.0.0.1", cluster.port))
+    raw.send(frame(hello(cluster)))
+    ok, error, _ = raw.hello_reply()
+    assert ok, error
+    return raw
+
+
+def test_a_frame_beyond_the_limit_is_refused_with_a_reason(cluster):
+    from rain.capnp import rain_capnp as R
+    before = _rss(cluster.server_process)
+    raw = _accepted_client(cluster)
+    try:
+        raw.send((2**31).to_bytes(4, "little") + b"x" * 65536)
+        with R.ServerToClient.from_bytes(raw.recv_frame()) as msg:
+            message = msg.response.error.message
+            assert msg.response.requestId == 0
+        assert "2147483648 bytes exceeds the server's limit of 1073741824 bytes" in message
+        assert "--max-submit-size" in message
+        raw.sock.settimeout(30)
+        assert raw.closed_by_peer()
+    finally:
+        raw.close()
+    assert _rss(cluster.server_process) - before < 64 * 2**20
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"still "), blob(b"here")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"still here"
+
+
+def test_an_announced_frame_costs_only_the_bytes_that_came(cluster):
+    """A frame within the limit that never arrives in full holds no more memory than its
+    bytes that did (the buffer is not sized by the header's word)."""
+    before = _rss(cluster.server_process)
+    raws = [_accepted_client(cluster) for _ in range(4)]
+    try:
+        for raw in raws:
+            raw.send((2**30 - 1).to_bytes(4, "little") + b"x" * 2**20)
+        client = cluster.client()            # served after all those frames were read
+        with client.new_session() as session:
+            task = tasks.Concat((blob(b"a"), blob(b"b")))
+            task.output.keep()
+            session.submit()
+            assert task.output.fetch().get_bytes() == b"ab"
+        assert _rss(cluster.server_process) - before < 256 * 2**20
+    finally:
+        for raw in raws:
+            raw.close()
+
+
+def test_a_submit_beyond_the_servers_limit_fails_clearly(make_cluster):
+    from rain.client import RainException
+    cluster = make_cluster([1], server_args=["--max-submit-size", "1M"])
+    client = cluster.client()
+    with pytest.raises(RainException, match=r"exceeds the server's limit of 1048576 bytes"):
+        with client.new_session() as session:
+            tasks.Concat((blob(b"x" * 2**21), blob(b"y")))
+            session.submit()
+            session.wait_all()
+    other = cluster.client()
+    with other.new_session() as session:
+        task = tasks.Concat((blob(b"x" * 2**19), blob(b"y")))
+        task.output.keep()
+        session.submit()
+        assert len(task.output.fetch().get_bytes()) == 2**19 + 1
+
+
+def test_byte_sizes_of_the_command_line():
+    import argparse
+    from rain.cli import byte_size
+    assert byte_size("64M") == 64 * 2**20 and byte_size("2g") == 2**31
+    assert byte_size("1000") == 1000
+    for bad in ("", "0", "-1K", "1.5M", "64Mi", "M"):
+        with pytest.raises(argparse.ArgumentTypeError, match="invalid size"):
+            byte_size(bad)
+
+
+# -- executor and program output ---------------------------------------------------------------
+def _log_sizes(directory):
+    return {name: os.path.getsize(os.path.join(directory, name))
+            for name in os.listdir(directory) if name.startswith("executor-")}
+
+
+def test_executor_logs_are_capped_and_keep_their_end(make_cluster):
+    from rain.client import RainException, remote
+    cluster = make_cluster([])
+    cluster.add_governor(1, ["--executor-log-max", "64K"])
+
+    @remote()
+    def chatty(ctx):
+        import os
+        import sys
+        line = "x" * 1023 + "\n"
+        for _ in range(5000):                # 5 MB on each stream
+            sys.stdout.write(line)
+            sys.stderr.write(line)
+        sys.stdout.flush()
+        sys.stderr.write("THE END\n")
+        sys.stderr.flush()
+        os._exit(3)
+
+    client = cluster.client()
+    with pytest.raises(RainException, match="THE END"):
+        with client.new_session() as session:
+            chatty()
+            session.submit()
+            session.wait_all()
+    sizes = _log_sizes(os.path.join(cluster.tmp, "governor-0-logs"))
+    assert any(name.endswith(".err.1") for name in sizes), sizes     # it did rotate
+    assert sizes and all(size <= 64 * 1024 for size in sizes.values()), sizes
+    # a healthy executor is still spawned and works
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"after "), blob(b"that")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"after that"
+
+
+def test_program_output_is_capped_and_keeps_its_end(make_cluster):
+    from rain.client import RainException
+    cluster = make_cluster([])
+    cluster.add_governor(1, ["--executor-log-max", "64K"])
+    # 5 MB to stderr and to stdout (not an output), then what is on disk of them
+    script = ("head -c 5000000 /dev/zero | tr '\\0' x >&2; "
+              "head -c 5000000 /dev/zero | tr '\\0' y; sleep 1; "
+              "echo >&2; wc -c ../stderr* ../stdout* | sed 's/^/SIZE /' >&2; exit 1")
+    client = cluster.client()
+    with pytest.raises(RainException, match="exited with code 1") as failure:
+        with client.new_session() as session:
+            tasks.Execute(["sh", "-c", script])
+            session.submit()
+            session.wait_all()
+    sizes = [line.split() for line in str(failure.value).splitlines()
+             if line.startswith("SIZE ") and "total" not in line]
+    assert {os.path.basename(path) for _, _, path in sizes} >= {"stderr", "stdout",
+                                                                 "stderr.1", "stdout.1"}
+    assert all(int(size) <= 64 * 1024 for _, size, _ in sizes), sizes
+    # stdout asked as an output is data, kept whole
+    with client.new_session() as session:
+        task = tasks.Execute(["head", "-c", "300000", "/dev/zero"], stdout=True)
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == bytes(300000)
+
+
+# -- what cannot be encoded for one peer ---------------------------------------------------------
+class _RecordingConn:
+    """A connection of the server's comm that keeps what would be written to its peer."""
+
+    transport = None
+    peer = None
+
+    def __init__(self):
+        self.frames = []
+        self.closed = False
+
+    def send_now(self, frames):
+        self.frames.extend(frames)
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class _Events:
+    def __init__(self):
+        self.listeners = []
+        self.added = []
+
+    def add(self, event):
+        self.added.append(event)
+
+
+def _graph(session_name):
+    from rain.server.rest import parse_graph
+    return parse_graph({"objects": [{"id": 10, "data": "x"}],
+                        "tasks": [{"id": 12, "type": "buildin/concat", "inputs": [10],
+                                   "outputs": [{"id": 11, "keep": True}],
+                                   "name": session_name}]})
+
+
+def _assigned_tasks(frames):
+    from rain.capnp import rain_capnp as R
+    from rain.common.assign_columns import read_rows
+    keys = []
+    for frame in frames:
+        with R.ServerToGovernor.from_bytes(frame) as msg:
+            if msg.which() == "assign":
+                keys += [row[0] for row in read_rows(msg.assign.rows)[1]]
+    return keys
+
+
+def _error_replies(frames):
+    from rain.capnp import rain_capnp as R
+    errors = {}
+    for frame in frames:
+        with R.ServerToClient.from_bytes(frame) as msg:
+            if msg.which() == "response" and msg.response.which() == "error":
+                errors[msg.response.requestId] = msg.response.error.message
+    return errors
+
+
+def test_work_that_cannot_be_encoded_fails_only_its_own_session():
+    """A task whose name cannot be encoded (half a surrogate pair, which JSON can carry)
+    fails its session with the reason, while the same governor gets every other task."""
+    import asyncio
+
+    from rain.server.connections import RainServer
+
+    async def scenario():
+        server = RainServer(_Events())
+        server.comm.loop = asyncio.get_running_loop()
+        core = server.core
+        governor = core.add_governor("127.0.0.1:1", 4, {}, _RecordingConn())
+        careless, other = core.add_client(_RecordingConn()), core.add_client(_RecordingConn())
+        bad = core.new_session(careless, {})
+        good = core.new_session(other, {})
+        core.submit(careless, bad, *_graph("\ud800"))
+        core.wait_all(careless, 7, bad)
+        core.submit(other, good, *_graph("fine"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return core, governor.conn, careless.conn, bad, good
+
+    core, governor_conn, careless_conn, bad, good = asyncio.run(scenario())
+    assert _assigned_tasks(governor_conn.frames) == [(good, 12)]
+    assert not governor_conn.closed
+    message = _error_replies(careless_conn.frames)[7]
+    assert "Task 12 could not be sent to a governor: UnicodeEncodeError" in message
+    assert core.sessions[bad].error is not None and core.sessions[good].error is None
+
+
+def test_a_reply_that_cannot_be_encoded_is_an_error_for_that_request():
+    from rain.server.connections import RainServer
+    server = RainServer(_Events())
+    client = server.core.add_client(_RecordingConn())
+    server.comm.reply(client, 5, "serverInfo", {"governors": ["\udc00"]})
+    server.comm.reply(client, 6, "session", 3)
+    errors = _error_replies(client.conn.frames)
+    assert "the reply could not be encoded" in errors[5] and 6 not in errors
+    assert len(client.conn.frames) == 2 and not client.conn.closed
+
+
+def test_half_a_surrogate_pair_is_a_400_at_rest(cluster):
+    base = f"http://127.0.0.1:{cluster.http_port}/api"
+    headers = cluster.http_headers
+    sid = requests.post(f"{base}/sessions", json={"name": "odd text"}, headers=headers,
+                        timeout=30).json()["session"]
+    for name in ('"\\ud800"', '"a\\udfff"'):
+        body = ('{"objects": [{"id": 10, "data": "x"}], "tasks": [{"id": 12, "type": '
+                '"buildin/concat", "inputs": [10], "outputs": [{"id": 11}], "name": %s}]}' % name)
+        response = requests.post(f"{base}/sessions/{sid}/submit", data=body,
+                                 headers=headers, timeout=30)
+        assert response.status_code == 400, response.text
+        assert "surrogate" in response.json()["error"]
+    client = cluster.client()
+    with client.new_session() as session:
+        task = tasks.Concat((blob(b"still "), blob(b"fine")))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"still fine"

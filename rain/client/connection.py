@@ -146,6 +146,7 @@ class ServerConnection:
         self._frames = FrameReader(self._recv_direct)
         self.conn = None
         self.closed = False
+        self._last_words = ""    # the server's error for the whole connection, if any
         self.event_listeners = []
         self.peers = None
         self._started = threading.Event()
@@ -215,6 +216,7 @@ class ServerConnection:
         if future is None:
             if isinstance(value, ServerError) and request_id == 0:
                 logger.error("server error: %s", value)
+                self._last_words = str(value)
             return
         if isinstance(value, ServerError):
             future.set_exception(value)
@@ -232,7 +234,9 @@ class ServerConnection:
             pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(ConnectionLost("Connection to the server was lost"))
+                future.set_exception(ConnectionLost(
+                    f"Connection to the server was lost: {self._last_words}"
+                    if self._last_words else "Connection to the server was lost"))
 
     # -- caller side ----------------------------------------------------------------------------
     def _send_request(self, fill):

@@ -35,7 +35,8 @@ class FrameReader:
                     frame = bytes(buffer[self.offset + HEADER:end])
                     self.offset = end
                     return frame
-                want = max(self.chunk, end - len(buffer))
+                # Read towards a big frame as it comes, not all its header announced.
+                want = max(self.chunk, min(end - len(buffer), len(buffer)))
             else:
                 want = self.chunk
             if self.offset:

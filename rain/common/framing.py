@@ -26,7 +26,11 @@ in the same turn of the loop leave in one system call, without a batching timer.
 Nothing here buffers without bound: a peer that stops reading while frames keep coming
 (a stalled dashboard subscribed to events, a client that never reads) is disconnected once
 the transport holds more than ``max_write_buffer`` bytes, and bulk senders (object
-transfers) wait on ``drain()``, which honours the transport's pause/resume.
+transfers) wait on ``drain()``, which honours the transport's pause/resume. Nor does a
+frame's header alone make us allocate: a frame longer than the connection's
+``max_frame_size`` (set by its owner for the messages expected there) closes it, and the
+receive buffer grows with the bytes that actually came, at most doubling per read, so a
+peer announcing a gigabyte it never sends costs nothing.
 """
 import asyncio
 import logging
@@ -40,6 +44,15 @@ MAX_FRAME_SIZE = 2**31 - 1
 
 class FrameError(Exception):
     """The peer sent something that is not a valid frame."""
+
+
+class FrameTooLarge(FrameError):
+    """A frame header announcing more than the connection accepts."""
+
+    def __init__(self, length, limit):
+        super().__init__(f"frame of {length} bytes exceeds the limit of {limit} bytes")
+        self.length = length
+        self.limit = limit
 
 
 def encode_frame(payload):
@@ -80,7 +93,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.transport = None
         self.peer = None
         self.closed = False
-        self._buf = bytearray(2 * READ_SIZE)
+        # Made at the first read and dropped when the connection is lost: a peer that
+        # sends nothing, or is gone but still referred to (a timer), holds no buffer.
+        self._buf = bytearray()
         self._start = 0             # unread bytes are self._buf[_start:_end]
         self._end = 0
         self._needed = HEADER_SIZE  # bytes from _start that make the next frame whole
@@ -98,7 +113,11 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.peer = transport.get_extra_info("peername")
 
     def get_buffer(self, sizehint):
-        self._reserve(max(READ_SIZE, self._needed - (self._end - self._start)))
+        want = self._needed - (self._end - self._start)
+        if want > READ_SIZE:
+            # Towards a big frame by doubling, as its bytes come (see the module's doc).
+            want = min(want, len(self._buf))
+        self._reserve(max(READ_SIZE, want))
         return memoryview(self._buf)[self._end:]
 
     def buffer_updated(self, nbytes):
@@ -121,7 +140,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
             return
         unread = end - start
         if unread + want > len(buf):
-            new = bytearray(max(unread + want, 2 * len(buf)))
+            new = bytearray(max(unread + want, 2 * len(buf), 2 * READ_SIZE))
             new[:unread] = memoryview(buf)[start:end]
             self._buf = new
         else:
@@ -138,7 +157,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 while end - offset >= HEADER_SIZE:
                     length = int.from_bytes(view[offset:offset + HEADER_SIZE], "little")
                     if length > self.max_frame_size:
-                        raise FrameError(f"frame of {length} bytes exceeds the limit")
+                        raise FrameTooLarge(length, self.max_frame_size)
                     frame_end = offset + HEADER_SIZE + length
                     if frame_end > end:
                         needed = HEADER_SIZE + length
@@ -165,6 +184,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
             else:
                 logger.info("closing connection from %s: %s", self.peer, exc)
             self._start = offset
+            if isinstance(exc, FrameTooLarge):
+                self._start = self._end = 0
+                self.frame_too_large(exc)
             self.close()
             return
         self._needed = needed
@@ -175,8 +197,14 @@ class FrameProtocol(asyncio.BufferedProtocol):
         else:
             self._start = offset
 
+    def frame_too_large(self, error):
+        """Called with the ``FrameTooLarge`` before the connection is closed: an owner
+        that can tell its peer why overrides this and sends its last message."""
+
     def connection_lost(self, exc):
         self.closed = True
+        self._buf = bytearray()
+        self._start = self._end = 0
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)

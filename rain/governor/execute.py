@@ -7,7 +7,8 @@ as private copies with ``write``, or where the store file could not be made immu
 so a program can never change a stored object. An output may have an input's path (it is
 what is there when the program ends) or lie inside an input directory (which is then
 given as a private copy). The program runs in its own process group
-and is killed with it when the task is stopped.
+and is killed with it when the task is stopped. Its stderr, and its stdout unless that is
+an output, are kept as capped logs (``logcap``): a chatty program cannot fill the disk.
 """
 import asyncio
 import os
@@ -16,11 +17,14 @@ import signal
 import tempfile
 
 from ..common.lifetime import killed_with_parent
+from .logcap import LOG_MAX, capped_pipe, tail
 from .store import DIRECTORY
 
 STDIN_PATH = "+in"
 STDOUT_PATH = "+out"
 STDERR_TAIL = 4000
+#: Seconds to wait, after a program ended, for the rest of its output from its pipes.
+LOG_DRAIN_TIMEOUT = 5.0
 
 
 def _check_relpath(path, error):
@@ -82,17 +86,6 @@ def _take_unchanged_input(full, source, target):
     os.unlink(full)
 
 
-def _tail(path):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - STDERR_TAIL))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 async def run_program(call, error):
     config = call.config
     if not isinstance(config, dict):
@@ -148,7 +141,22 @@ async def run_program(call, error):
     if stdin_obj is not None:
         stdin_path = await loop.run_in_executor(None, call.store.materialize, stdin_obj)
         stdin_file = open(stdin_path, "rb")
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+    # stderr, and stdout unless it is an output (data, kept whole), are capped logs.
+    log_max = getattr(call.governor, "log_max", LOG_MAX)
+    logs = []
+    child_fds = []                   # ours to close once the child has its copies
+    try:
+        fd, log = await capped_pipe(stderr_path, log_max)
+        child_fds.append(fd)
+        logs.append(log)
+        if None in outputs:
+            child_fds.append(os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                     0o600))
+        else:
+            fd, log = await capped_pipe(stdout_path, log_max)
+            child_fds.append(fd)
+            logs.append(log)
+        err, out = child_fds
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
@@ -163,6 +171,9 @@ async def run_program(call, error):
         finally:
             if stdin_file is not None:
                 stdin_file.close()
+            stdin_file = None
+            while child_fds:
+                os.close(child_fds.pop())
         try:
             code = await process.wait()
         except asyncio.CancelledError:
@@ -171,8 +182,17 @@ async def run_program(call, error):
         finally:
             # Children the program left behind in its group die with it.
             _kill_group(process)
+        # What it wrote last is read before its stderr is.
+        await asyncio.wait([log.done for log in logs], timeout=LOG_DRAIN_TIMEOUT)
+    finally:
+        if stdin_file is not None:
+            stdin_file.close()
+        for fd in child_fds:
+            os.close(fd)
+        for log in logs:
+            log.close()
     if code != 0:
-        stderr = _tail(stderr_path).strip()
+        stderr = tail(stderr_path, STDERR_TAIL).strip()
         message = f"Program {args[0]!r} exited with code {code}"
         if code < 0:
             message = f"Program {args[0]!r} was killed by signal {-code}"

@@ -22,9 +22,10 @@ import time
 
 import cbor2
 
-from ..common.framing import FrameProtocol, encode_frame
+from ..common.framing import MAX_FRAME_SIZE, FrameProtocol, encode_frame
 from ..common.lifetime import killed_with_parent
 from . import cbor1
+from .logcap import LOG_MAX, capped_pipe, tail
 from .workdir import remove_abandoned
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ SOCKET_DIR_MAX = 107 - len("/rain-exec-12345678/") - len(SOCKET_NAME)
 SOCKET_DIR_PREFIX = "rain-exec-"
 REGISTER_TIMEOUT = 60.0
 OUTPUT_TAIL = 2000
+#: Largest frame taken on the executors' socket before a register (which is small).
+REGISTER_MAX_SIZE = 2**16
+#: Seconds the output of a lost executor is still read (what it wrote last, after its
+#: socket closed) before its pipes are closed.
+LOG_LINGER = 10.0
 
 
 def fallback_socket_dir():
@@ -46,17 +52,6 @@ def fallback_socket_dir():
     tmp = tempfile.gettempdir()
     remove_abandoned(tmp, SOCKET_DIR_PREFIX)
     return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=tmp)
-
-
-def _tail(path):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - OUTPUT_TAIL))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class ExecutorError(Exception):
@@ -109,13 +104,14 @@ class Executor:
         self.workdir = None
         self.output_path = None     # its stdout
         self.error_path = None      # its stderr
+        self.logs = ()              # the CappedLogs writing those
         self.dead = False
 
     def tail(self):
         """The ends of the executor's stdout and stderr, each labelled (empty: none)."""
         parts = []
         for name, path in (("stdout", self.output_path), ("stderr", self.error_path)):
-            text = _tail(path).strip() if path else ""
+            text = tail(path, OUTPUT_TAIL).strip() if path else ""
             if text:
                 parts.append(f"{name}:\n{text}")
         return "\n".join(parts)
@@ -154,6 +150,8 @@ class Executor:
             return
         self.dead = True
         self.pool.forget(self)
+        for log in self.logs:
+            asyncio.get_running_loop().call_later(LOG_LINGER, log.close)
         error = ExecutorError(self._death_message())
         if self.registered is not None and not self.registered.done():
             self.registered.set_exception(error)
@@ -231,9 +229,10 @@ class Executor:
 class ExecutorPool:
     """Executors by type; idle ones are reused before new ones are spawned."""
 
-    def __init__(self, workdir, logdir, commands=None):
+    def __init__(self, workdir, logdir, commands=None, log_max=LOG_MAX):
         self.workdir = workdir
         self.logdir = logdir
+        self.log_max = log_max      # bytes per executor log file (see ``logcap``)
         self.commands = {"py": [sys.executable, "-m", "rain.executor"]}
         for name, command in (commands or {}).items():
             self.commands[name] = shlex.split(command) if isinstance(command, str) \
@@ -255,7 +254,8 @@ class ExecutorPool:
             self._socket_dir = fallback_socket_dir()
         self.socket_path = os.path.join(self._socket_dir, SOCKET_NAME)
         self.server = await asyncio.get_running_loop().create_unix_server(
-            lambda: FrameProtocol(self._on_frame, self._on_close), self.socket_path)
+            lambda: FrameProtocol(self._on_frame, self._on_close,
+                                  max_frame_size=REGISTER_MAX_SIZE), self.socket_path)
 
     def knows(self, executor_type):
         return executor_type in self.commands
@@ -276,6 +276,7 @@ class ExecutorPool:
                 raise ExecutorError(f"unknown executor id {body.get('executor_id')!r}")
             conn.state = executor
             executor.conn = conn
+            conn.max_frame_size = MAX_FRAME_SIZE
         executor.on_message(kind, body)
 
     def _on_close(self, conn, exc):
@@ -341,16 +342,28 @@ class ExecutorPool:
         env["RAIN_EXECUTOR_SOCKET"] = self.socket_path
         env["RAIN_EXECUTOR_ID"] = str(executor_id)
         env["RAIN_EXECUTOR_TYPE"] = executor_type
-        with open(executor.output_path, "wb") as out, open(executor.error_path, "wb") as err:
-            try:
-                executor.process = await asyncio.create_subprocess_exec(
-                    *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=out, stderr=err, start_new_session=True,
-                    preexec_fn=killed_with_parent)
-            except OSError as exc:
-                self.all.pop(executor_id, None)
-                raise ExecutorError(f"cannot start executor {executor_type!r} "
-                                    f"({shlex.join(command)}): {exc}") from None
+        out, out_log = await capped_pipe(executor.output_path, self.log_max)
+        try:
+            err, err_log = await capped_pipe(executor.error_path, self.log_max)
+        except BaseException:
+            os.close(out)
+            out_log.close()
+            raise
+        executor.logs = (out_log, err_log)
+        try:
+            executor.process = await asyncio.create_subprocess_exec(
+                *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True,
+                preexec_fn=killed_with_parent)
+        except OSError as exc:
+            self.all.pop(executor_id, None)
+            for log in executor.logs:
+                log.close()
+            raise ExecutorError(f"cannot start executor {executor_type!r} "
+                                f"({shlex.join(command)}): {exc}") from None
+        finally:
+            os.close(out)
+            os.close(err)
         watcher = loop.create_task(executor.process.wait())
         watcher.add_done_callback(lambda _: loop.call_later(0.05, executor.on_lost))
         try:
@@ -368,6 +381,8 @@ class ExecutorPool:
     async def close(self):
         for executor in list(self.all.values()):
             executor.kill()
+            for log in executor.logs:
+                log.close()
         if self.server is not None:
             self.server.close()
         if self._socket_dir:

@@ -28,6 +28,7 @@ from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .comm import GovernorComm
 from .core import GovernorCore
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
+from .logcap import LOG_MAX
 from .monitoring import Monitor
 from .protect import remove_tree
 from .store import MEMORY_LIMIT, PENDING, READY, Store
@@ -48,7 +49,8 @@ MEMORY_OUTPUT_MAX = 1 << 24
 
 class Governor(GovernorComm):
     def __init__(self, *, cpus, resources=None, workdir, logdir, executors=None,
-                 delete_timeout=5.0, token="", debug_mode=False, check_threads=False):
+                 delete_timeout=5.0, token="", debug_mode=False, check_threads=False,
+                 log_max=LOG_MAX):
         self.workdir = workdir
         self.logdir = logdir
         self.tasks_dir = os.path.join(workdir, "tasks")
@@ -57,7 +59,8 @@ class Governor(GovernorComm):
         self.core = GovernorCore(self, self.store, cpus=cpus, resources=resources,
                                  delete_timeout=delete_timeout, debug_mode=debug_mode,
                                  check_threads=check_threads)
-        self.executors = ExecutorPool(workdir, logdir, executors)
+        self.executors = ExecutorPool(workdir, logdir, executors, log_max)
+        self.log_max = log_max       # bytes per output file of an executor or program
         self.delete_timeout = delete_timeout
         self.token = token
         self.data_server = DataServer(self.store, token)

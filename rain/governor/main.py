@@ -16,6 +16,7 @@ from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from ..common.env import env_flag
 from .governor import Governor
+from .logcap import LOG_MAX
 from .protect import remove_tree
 from .workdir import claim_workdir, release_workdir, temp_workdir
 
@@ -114,6 +115,7 @@ async def run_governor(args):
                         delete_timeout=delete_timeout_from_env(),
                         debug_mode=env_flag("RAIN_DEBUG_MODE"),
                         check_threads=env_flag("RAIN_CHECK_THREADS"),
+                        log_max=getattr(args, "executor_log_max", None) or LOG_MAX,
                         token=governor_token(getattr(args, "token_file", None),
                                              server_host, server_port))
     loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import dumps_or_empty
 from ..common.framing import FrameProtocol
+from ..common.waiting_room import WaitingRoom
 from ..transfer.peer import PeerPool, TransferError
 from ..transfer.stream import send_bytes, send_directory, send_file
 from .store import DIRECTORY, READY
@@ -20,9 +21,19 @@ from .store import DIRECTORY, READY
 logger = logging.getLogger(__name__)
 R = rain_capnp
 #: Peers only send a Hello and small DataRequests to the data port.
-REQUEST_MAX_SIZE = 2**20
+REQUEST_MAX_SIZE = 2**16
 
 __all__ = ["DataServer", "PeerPool", "TransferError"]
+
+
+class _DataConnection(FrameProtocol):
+    """A connection to the data port, which waits in the room until its hello."""
+
+    room = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.room.enter(self)
 
 
 class DataServer:
@@ -32,16 +43,25 @@ class DataServer:
         self.store = store
         self.token = token
         self.server = None
+        self.waiting = WaitingRoom()     # connections before their hello
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame, max_frame_size=REQUEST_MAX_SIZE),
-            host, port)
+        self.server = await loop.create_server(self._connection, host, port)
         return self.server.sockets[0].getsockname()[:2]
+
+    def _connection(self):
+        conn = _DataConnection(self._on_frame, self._on_close,
+                               max_frame_size=REQUEST_MAX_SIZE)
+        conn.room = self.waiting
+        return conn
+
+    def _on_close(self, conn, exc):
+        self.waiting.leave(conn)
 
     def _on_frame(self, conn, frame):
         if conn.state is None:
+            self.waiting.leave(conn)
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 ok = hello.protocolVersion == PROTOCOL_VERSION and str(hello.role) == "data"
                 token_ok = token_matches(self.token, hello.token)

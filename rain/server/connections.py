@@ -3,6 +3,11 @@
 One asyncio loop. Each connection starts with a ``Hello``; a bad hello, a garbage frame or
 an unknown message closes that connection only (after an error reply where one is
 possible). Replies and governor work leave once per loop turn.
+
+Encoding for one peer never fails anyone else: a reply that cannot be encoded becomes an
+error for that request (or closes that client's connection), tasks and objects that
+cannot be encoded for a governor fail their own sessions while the rest of its work
+leaves, and events that cannot be encoded are left out of a subscriber's batch.
 """
 import asyncio
 import logging
@@ -14,8 +19,9 @@ from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common import assign_columns, update_columns
 from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
-from ..common.framing import MAX_FRAME_SIZE, FrameProtocol
+from ..common.framing import FrameProtocol
 from ..common.keepalive import set_keepalive
+from ..common.waiting_room import WaitingRoom
 from .core import RequestError, ServerCore, SessionFailed
 from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
                     TASK_STATE_NAMES, Task)
@@ -24,18 +30,18 @@ from .submit_batch import read_rows, read_submit
 logger = logging.getLogger(__name__)
 
 R = rain_capnp
-#: Largest frame accepted before a successful Hello: an unknown peer must not make the
-#: server buffer gigabytes. Raised to ``MAX_FRAME_SIZE`` once the peer is accepted.
-HELLO_MAX_SIZE = 2**20
+#: Largest frame accepted before a successful Hello (a Hello is a token and a few small
+#: fields): an unknown peer must not make the server buffer anything big.
+HELLO_MAX_SIZE = 2**16
+#: Largest frame accepted from a client or governor once it is accepted (``rain server
+#: --max-submit-size``). A client's requests are small but for a submit, which carries the
+#: graph and its constants; a governor's updates carry what tasks reported (their info and
+#: results of at most ``update_columns.INLINE_DATA_MAX`` bytes). Object data of any size
+#: travels between governors and clients over the data ports, in chunks.
+MAX_SUBMIT_SIZE = 2**30
 #: Seconds a governor may stay silent before it is given up (``rain server
 #: --heartbeat-timeout``); the governors give up a server silent as long.
 HEARTBEAT_TIMEOUT = 30.0
-#: A peer that has not said a valid Hello after this many seconds is disconnected, and at
-#: most this many peers may be waiting to be accepted at once: beyond that the one that
-#: waited longest goes (a stranger opening connections by the thousand cannot make the
-#: server hold their buffers, nor keep out a real peer, whose Hello comes at once).
-HELLO_TIMEOUT = 10.0
-MAX_UNACCEPTED = 64
 
 
 class _RpcConnection(FrameProtocol):
@@ -48,6 +54,9 @@ class _RpcConnection(FrameProtocol):
     def connection_made(self, transport):
         super().connection_made(transport)
         self._server._on_connect(self)
+
+    def frame_too_large(self, error):
+        self._server._on_frame_too_large(self, error)
 
 
 TASK_STATE_ENUM = {name: i for i, name in enumerate(TASK_STATE_NAMES)}
@@ -92,9 +101,29 @@ class ServerComm:
         if type(conn) is LocalConnection:
             conn.on_reply(request_id, kind, payload)
             return
+        try:
+            frame = encode_response(request_id, kind, payload)
+        except Exception as exc:
+            frame = self._unencodable_reply(client, request_id, kind, exc)
+            if frame is None:
+                return
         # At once, not at the end of the turn: a client has one or two requests waiting
         # at most, and the write saves the loop callback that would flush it.
-        conn.send_now((encode_response(request_id, kind, payload),))
+        conn.send_now((frame,))
+
+    @staticmethod
+    def _unencodable_reply(client, request_id, kind, exc):
+        """An error reply in place of one that could not be encoded; None when even that
+        cannot be, and then the client's connection is closed."""
+        logger.error("cannot encode the %s reply to request %s of client %s: %r",
+                     kind, request_id, client.id, exc)
+        try:
+            return encode_response(request_id, "error", RequestError(
+                f"Internal server error: the reply could not be encoded ({exc!r})"))
+        except Exception:
+            logger.exception("closing the connection of client %s", client.id)
+            client.conn.close()
+            return None
 
     def governor_dirty(self, governor):
         self._dirty.add(governor)
@@ -148,14 +177,42 @@ class ServerComm:
                 governor.out_stop.clear()
                 governor.out_delete.clear()
                 continue
-            conn.send_now(encode_governor_work(governor))
+            try:
+                frames = encode_governor_work(governor)
+            except Exception as exc:
+                frames = self._work_without_culprits(governor, exc)
+            conn.send_now(frames)
+
+    def _work_without_culprits(self, governor, exc):
+        """``encode_governor_work`` failed: the tasks and objects that cannot be encoded
+        fail their sessions (``ServerCore.undeliverable``), and the rest is encoded again.
+        Should that fail too, the governor is given up with the reason logged: its tasks go
+        elsewhere, and no other governor or client waits on it."""
+        logger.warning("cannot encode the work of governor %s (%r): looking for the tasks "
+                       "and objects at fault", governor.id, exc)
+        culprits = [o for o in governor.out_objects
+                    if not _encodes(_assigned_object_rows([o]), [])]
+        culprits += [t for t in governor.out_tasks
+                     if not _encodes([], _assigned_task_rows(governor, [t]))]
+        self.server.core.undeliverable(culprits, repr(exc))
+        try:
+            return encode_governor_work(governor)
+        except Exception as again:
+            logger.exception("giving up governor %s: its work cannot be encoded", governor.id)
+            governor.out_objects.clear()
+            governor.out_tasks.clear()
+            governor.out_stop.clear()
+            governor.out_delete.clear()
+            self.server.drop_governor(governor, f"its work could not be encoded: {again!r}")
+            return ()
 
 
 class RainServer:
     def __init__(self, events, *, token="", test_mode=False, debug_mode=False,
-                 heartbeat_timeout=HEARTBEAT_TIMEOUT):
+                 heartbeat_timeout=HEARTBEAT_TIMEOUT, max_submit_size=MAX_SUBMIT_SIZE):
         self.events = events
         self.token = token
+        self.max_submit_size = max_submit_size
         self.heartbeat_timeout = heartbeat_timeout
         self._last_tick = None
         self.comm = ServerComm(self)
@@ -164,7 +221,7 @@ class RainServer:
         self._next_info_request = 1
         self.rpc_server = None
         self.event_subscribers = {}   # Client -> filter session (-1: all)
-        self.unaccepted = {}          # connections before their Hello, oldest first
+        self.unaccepted = WaitingRoom()   # connections before their Hello
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
@@ -205,10 +262,14 @@ class RainServer:
         loop.call_later(timeout / 4, self._heartbeat)
 
     def _drop_silent(self, governor, silent):
-        conn = governor.conn
         logger.warning("governor %s silent for %.1f s: giving it up", governor.id, silent)
-        self._on_close(conn, None, reason=f"silent for {silent:.1f} s (heartbeat timeout "
-                                          f"{self.heartbeat_timeout:g} s)")
+        self.drop_governor(governor, f"silent for {silent:.1f} s (heartbeat timeout "
+                                     f"{self.heartbeat_timeout:g} s)")
+
+    def drop_governor(self, governor, reason):
+        """Give a governor up and cut its connection at once (its tasks go elsewhere)."""
+        conn = governor.conn
+        self._on_close(conn, None, reason=reason)
         if conn.transport is not None:
             conn.closed = True
             conn.transport.abort()       # a frozen peer would never take a flush
@@ -221,20 +282,22 @@ class RainServer:
 
     # -- connection dispatch ----------------------------------------------------------------
     def _on_connect(self, conn):
-        if len(self.unaccepted) >= MAX_UNACCEPTED:
-            oldest = next(iter(self.unaccepted))
-            logger.warning("closing the connection from %s: %d peers wait to say hello",
-                           oldest.peer, len(self.unaccepted))
-            del self.unaccepted[oldest]
-            oldest.close()
-        self.unaccepted[conn] = None
-        self.comm.loop.call_later(HELLO_TIMEOUT, self._hello_expired, conn)
+        self.unaccepted.enter(conn)
 
-    def _hello_expired(self, conn):
-        if self.unaccepted.pop(conn, False) is None:
-            logger.info("closing the connection from %s: no hello within %.0f s",
-                        conn.peer, HELLO_TIMEOUT)
-            conn.close()
+    def _on_frame_too_large(self, conn, error):
+        """A peer announced a frame longer than its connection takes: tell a client why
+        its connection is closed (a request id 0 error fails all its requests)."""
+        state = conn.state
+        if state is None:
+            return                       # a stranger is told nothing
+        if state[0] == "client":
+            logger.warning("closing the connection of client %s: %s", state[1].id, error)
+            self.comm.reply(state[1], 0, "error", RequestError(
+                f"A request of {error.length} bytes exceeds the server's limit of "
+                f"{error.limit} bytes (rain server --max-submit-size); the server closed "
+                "the connection"))
+        elif state[0] == "governor":
+            logger.warning("closing the connection of governor %s: %s", state[1].id, error)
 
     def _on_frame(self, conn, frame):
         state = conn.state
@@ -248,7 +311,7 @@ class RainServer:
             raise ProtocolError("unexpected frame")
 
     def _on_close(self, conn, exc, reason="connection lost"):
-        self.unaccepted.pop(conn, None)
+        self.unaccepted.leave(conn)
         state = conn.state
         conn.state = ("closed", None)
         if state is None or state[0] == "closed":
@@ -274,7 +337,7 @@ class RainServer:
         conn.send(msg.to_bytes())
 
     def _on_hello(self, conn, frame):
-        self.unaccepted.pop(conn, None)
+        self.unaccepted.leave(conn)
         try:
             with R.Hello.from_bytes(frame, traversal_limit_in_words=2**20) as hello:
                 version = hello.protocolVersion
@@ -298,7 +361,7 @@ class RainServer:
             self._reply_hello(conn, False, "Authentication failed: wrong or missing token")
             conn.close()
             return
-        conn.max_frame_size = MAX_FRAME_SIZE
+        conn.max_frame_size = self.max_submit_size
         if conn.transport is not None:
             set_keepalive(conn.transport.get_extra_info("socket"),
                           self.heartbeat_timeout or HEARTBEAT_TIMEOUT)
@@ -432,7 +495,12 @@ class RainServer:
         queue, client.subscriptions = client.subscriptions, None
         if queue and client.conn is not None and not client.conn.closed:
             msg = R.ServerToClient.new_message()
-            msg.events = dumps_or_empty(queue)
+            try:
+                msg.events = dumps_or_empty(queue)
+            except Exception as exc:
+                logger.error("events for client %s left out: cannot encode them (%r)",
+                             client.id, exc)
+                msg.events = dumps_or_empty([e for e in queue if _encodes_cbor(e)])
             client.conn.send(msg.to_bytes())
 
     # -- server info --------------------------------------------------------------------------
@@ -626,6 +694,28 @@ def _assigned_object_rows(objects):
              o.size, list(map(_ID, o.locations)) if o.data is None
              and o.state == OBJ_FINISHED and o.locations else [], o.data)
             for o in objects if o.state != REMOVED]
+
+
+def _encodes(object_rows, task_rows):
+    """Whether these assignment rows encode, as rows and as columns."""
+    try:
+        msg = R.ServerToGovernor.new_message()
+        msg.init("assign").rows = assign_columns.pack_rows(object_rows, task_rows)
+        msg.to_bytes()
+        msg = R.ServerToGovernor.new_message()
+        assign_columns.fill_columns(msg.init("assign"), object_rows, task_rows)
+        msg.to_bytes()
+    except Exception:
+        return False
+    return True
+
+
+def _encodes_cbor(value):
+    try:
+        dumps_or_empty(value)
+    except Exception:
+        return False
+    return True
 
 
 def _assigned_task_rows(governor, tasks):

@@ -821,6 +821,25 @@ class ServerCore:
         message = info.get("error") or "task failed"
         self._fail_session(session, SessionError(message, task.id, info.get("debug", "")))
 
+    def undeliverable(self, items, reason):
+        """Tasks and objects that could not be encoded for a governor: their sessions fail
+        with ``reason``. Their own data is at fault (a client put it there), so the
+        governor and every other session go on."""
+        for item in items:
+            session = item.session
+            if session.closed or session.error is not None:
+                continue
+            if isinstance(item, Task):
+                where, task_id = f"Task {item.id}", item.id
+            else:
+                producer = item.producer
+                where = f"Object {item.id}"
+                task_id = producer.id if producer is not None else -1
+            logger.warning("session %s fails: %s could not be sent to a governor: %s",
+                           session.id, where, reason)
+            self._fail_session(session, SessionError(
+                f"{where} could not be sent to a governor: {reason}", task_id))
+
     def _fail_session(self, session, error):
         if session.error is not None:
             return

@@ -72,9 +72,20 @@ def parse_json(body):
         raise tornado.web.HTTPError(
             400, f"invalid JSON: nested deeper than {JSON_MAX_DEPTH} levels") from None
     try:
-        return json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise tornado.web.HTTPError(400, f"invalid JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        # Half a surrogate pair is no character: it could be neither stored nor sent on.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise tornado.web.HTTPError(400, "invalid JSON: a \\u escape is half of a "
+                                             "surrogate pair, not a character") from None
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
