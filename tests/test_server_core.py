@@ -966,6 +966,84 @@ def test_an_error_of_the_task_itself_is_not_retried():
     assert not sim.comm.events_of("TaskRetried")
 
 
+def R(task, retries, on_error=False):
+    """A task tuple with a retry policy, as a client submits it."""
+    return task + (retries, on_error)
+
+
+def test_retries_zero_fails_at_the_first_crash():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 0)], [O(11, keep=True)])
+    sim.schedule()
+    crash(sim, 20)
+    error = sim.session().error
+    assert error is not None and "Task 20 crashed its executor 1 time " in error.message
+    assert not sim.comm.events_of("TaskRetried")
+
+
+def test_per_task_retries_override_the_default():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 5), T(21, [], [12])], [O(11, keep=True), O(12)])
+    for attempt in range(5):
+        sim.schedule()
+        crash(sim, 20)
+        assert sim.session().error is None
+    sim.schedule()
+    crash(sim, 20)
+    assert "crashed its executor 6 times" in sim.session().error.message
+
+
+def test_retry_on_error_runs_a_failing_task_again_then_it_succeeds():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 2, True), T(21, [11], [12])],
+               [O(11), O(12, keep=True)])
+    for attempt in range(2):
+        assert sim.schedule() == {"g1": [20]}
+        sim.start(20)
+        sim.fail(20, "ValueError: flaky")
+        assert sim.session().error is None and sim.task(20).state == READY
+        assert 11 in sim.take_deletes("g1")       # the unfinished output is dropped
+    retried = sim.comm.events_of("TaskRetried")
+    assert [(e["attempt"], e["reason"]) for e in retried] == [
+        (2, "error: ValueError: flaky"), (3, "error: ValueError: flaky")]
+    assert sim.schedule() == {"g1": [20]}
+    sim.finish(20)
+    assert sim.schedule() == {"g1": [21]}
+    sim.finish(21)
+    assert sim.session().error is None and sim.task(21).state == FINISHED
+
+
+def test_retry_on_error_gives_up_after_its_retries_with_the_tasks_error():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 1, True)], [O(11, keep=True)])
+    for attempt in range(2):
+        sim.schedule()
+        sim.fail(20, "ValueError: bad")
+    error = sim.session().error
+    assert error.message == "ValueError: bad\n(it failed in each of its 2 runs)"
+    assert error.task_id == 20
+
+
+def test_retry_on_error_without_a_count_uses_the_default():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), None, True)], [O(11, keep=True)])
+    for attempt in range(3):
+        sim.schedule()
+        sim.fail(20, "bad")
+        assert sim.session().error is None
+    sim.schedule()
+    sim.fail(20, "bad")
+    assert sim.session().error is not None
+
+
+@pytest.mark.parametrize("policy,fragment", [((-1, False), "retries"),
+                                             (("3", False), "retries"),
+                                             ((1, "yes"), "retry on error")])
+def test_bad_retry_policies_are_rejected(policy, fragment):
+    sim = Sim([("g1", 1)])
+    rejected(sim, [T(20, [], [11]) + policy], [O(11)], "Task 20", fragment)
+
+
 def test_a_task_running_on_lost_governors_fails_after_its_retries():
     sim = Sim([("g1", 1)])
     sim.submit([T(20, [], [11])], [O(11, keep=True)])

@@ -44,7 +44,7 @@ INLINE_BUDGET = 64 << 20
 #: its session, saying so.
 CONSTANTS_KEPT = 256 << 20
 #: ``info["crashed"]`` of a failed task (set by the governor) -> what failed under it.
-#: These failures are retried; errors of the task itself are not.
+#: These failures are retried; errors of the task itself only with ``retry_on_error``.
 SYSTEM_FAILURES = {"executor": "executor", "input": "input transfer"}
 
 
@@ -332,6 +332,11 @@ class ServerCore:
             else:
                 ready.append(task)
         session.tasks.update(zip(task_ids, submitted_tasks))
+        if batch.retries:
+            if session.retries is None:
+                session.retries = {}
+            session.retries.update((task_ids[index], policy)
+                                   for index, policy in batch.retries.items())
         session.unfinished_tasks += len(submitted_tasks)
         session.stats[0] += len(submitted_tasks)
         for task in ready:
@@ -547,19 +552,36 @@ class ServerCore:
     def _count_crash(self, task, what, detail):
         """A system failure under ``task``: True if it may run again, else its session
         has failed."""
+        if self._may_retry(task, f"{what}: {detail}"):
+            return True
+        crashes = task.session.crashes[task.id]
+        self._fail_session(task.session, SessionError(
+            f"Task {task.id} crashed its {what} {crashes} time{'s' if crashes > 1 else ''}"
+            f" (last: {detail})", task.id, ""))
+        return False
+
+    def _may_retry(self, task, reason):
+        """Count one failed run of ``task``: True (and a ``TaskRetried`` event) if its
+        retry budget (its ``retries``, else ``DEFAULT_RETRIES``) allows another."""
         session = task.session
         if session.crashes is None:
             session.crashes = {}        # (a dict of the few, not a field of every task)
-        crashes = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
-        if crashes > DEFAULT_RETRIES:
-            self._fail_session(session, SessionError(
-                f"Task {task.id} crashed its {what} {crashes} times (last: {detail})",
-                task.id, ""))
+        failures = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
+        if failures > self._retries_of(task)[0]:
             return False
         self.comm.event({"type": "TaskRetried", "session": session.id,
-                         "task": task.id, "name": task.name, "attempt": crashes + 1,
-                         "reason": f"{what}: {detail}"})
+                         "task": task.id, "name": task.name, "attempt": failures + 1,
+                         "reason": reason})
         return True
+
+    def _retries_of(self, task):
+        """(retries, retry on error) of ``task``."""
+        policies = task.session.retries
+        policy = policies.get(task.id) if policies else None
+        if policy is None:
+            return DEFAULT_RETRIES, False
+        retries, on_error = policy
+        return (DEFAULT_RETRIES if retries is None else retries), on_error
 
     def _forget_everywhere(self, obj):
         """Governors told about ``obj`` drop what they have of it (a failed or hanging
@@ -813,12 +835,26 @@ class ServerCore:
                 self._requeue(task)
                 self._request_schedule()
             return
+        message = info.get("error") or "task failed"
+        if session.error is None and session.retries and task.id in session.retries \
+                and self._retries_of(task)[1]:
+            # The task's own error, and it asked for those to be retried too.
+            governor = task.governor
+            if self._may_retry(task, f"error: {message}"):
+                task.governor = None
+                task.state = NOT_ASSIGNED
+                if governor is not None:
+                    self._unassign(task, governor)
+                self._requeue(task)
+                self._request_schedule()
+                return
+            message = (f"{message.rstrip()}\n(it failed in each of its "
+                       f"{session.crashes[task.id]} runs)")
         task.state = FAILED
         session.stats[2] += 1
         self.comm.event({"type": "TaskFailed", "session": session.id, "task": task.id,
                          "governor": task.governor.id if task.governor else None,
                          "name": task.name, "info": info})
-        message = info.get("error") or "task failed"
         self._fail_session(session, SessionError(message, task.id, info.get("debug", "")))
 
     def _fail_session(self, session, error):
