@@ -9,6 +9,7 @@ whole server by calling these methods with a recording ``comm``.
 """
 import gc
 import logging
+import time
 from bisect import bisect_right
 from collections import Counter
 from itertools import repeat
@@ -46,11 +47,25 @@ CONSTANTS_KEPT = 256 << 20
 #: ``info["crashed"]`` of a failed task (set by the governor) -> what failed under it.
 #: These failures are retried; errors of the task itself only with ``retry_on_error``.
 SYSTEM_FAILURES = {"executor": "executor", "input": "input transfer"}
+#: Seconds that tasks no connected governor can run (none is connected, or the ones that
+#: could run them left) wait for one that can, before their session fails (``rain server
+#: --unschedulable-timeout``; 0 waits forever, e.g. while ``rain alloc`` brings governors
+#: through a batch queue). A minute lets a governor started by hand, or restarted, join;
+#: a session does not hang unnoticed for longer.
+UNSCHEDULABLE_TIMEOUT = 60.0
+#: Task ids listed in one ``TasksUnschedulable`` event (the count says how many in all).
+UNSCHEDULABLE_LISTED = 20
 
 
 class ServerCore:
-    def __init__(self, comm, *, test_mode=False, debug_mode=False):
+    def __init__(self, comm, *, test_mode=False, debug_mode=False,
+                 unschedulable_timeout=UNSCHEDULABLE_TIMEOUT, clock=time.monotonic):
         self.comm = comm
+        self.unschedulable_timeout = unschedulable_timeout or None
+        self.clock = clock
+        #: Session -> [[deadline, [Task], reason]]: tasks no connected governor can run,
+        #: in groups by when they were found so (see ``check_unschedulable``).
+        self.unschedulable = {}
         self.test_mode = test_mode
         self.debug_mode = debug_mode
         self.scheduler = Scheduler()
@@ -109,6 +124,7 @@ class ServerCore:
         self._stop_session_work(session)
         session.closed = True
         self.sessions.pop(session.id, None)
+        self.unschedulable.pop(session, None)
         session.client.sessions.discard(session)
         error = RequestError(f"Session {session.id} was closed")
         for waiters in list(session.waiters.values()):
@@ -349,6 +365,8 @@ class ServerCore:
         self.comm.event({"type": "ClientSubmit", "session": session.id,
                          "tasks": list(task_ids), "dataobjs": list(object_ids),
                          "task_names": _names_summary(batch.names, task_types)})
+        if submitted_tasks and not self._usable_governors():
+            self._warn_unschedulable(session, submitted_tasks, "no governor is connected")
         self._request_schedule()
         self._debug_check()
 
@@ -481,6 +499,8 @@ class ServerCore:
         self.scheduler.add_governor(governor)
         self.comm.event({"type": "GovernorNew", "governor": governor_id, "cpus": cpus,
                          "resources": resources or {}})
+        if self.unschedulable:
+            self._recheck_unschedulable()
         self._request_schedule()
         return governor
 
@@ -496,6 +516,7 @@ class ServerCore:
                 self.scheduler.add_ready(task)
         self.comm.governor_dirty(governor)
         self.comm.event({"type": "GovernorDraining", "governor": governor.id})
+        self._find_unschedulable(f"governor {governor.id} is leaving")
         self._request_schedule()
 
     def remove_governor(self, governor, reason="connection lost"):
@@ -546,8 +567,110 @@ class ServerCore:
                 continue
             if task.state == NOT_ASSIGNED and not task.waiting:
                 self._requeue(task)        # (else it waits for a lost input again)
+        self._find_unschedulable(f"governor {governor.id} was lost")
         self._request_schedule()
         self._debug_check()
+
+    # ======================================================================================
+    # Tasks no connected governor can run
+
+    def _usable_governors(self):
+        return [g for g in self.governors.values() if not g.closing]
+
+    def _unrunnable(self, tasks):
+        """The tasks of ``tasks`` still to be placed that no usable governor could run."""
+        governors = self._usable_governors()
+        pending = [t for t in tasks if t.state == NOT_ASSIGNED or t.state == READY]
+        if not governors or not pending:
+            return pending
+        fits = {}
+        found = []
+        for task in pending:
+            key = (task.cpus, tuple(sorted(task.resources.items())) if task.resources
+                   else ())
+            ok = fits.get(key)
+            if ok is None:
+                ok = fits[key] = any(_can_ever_run(g, task.cpus, task.resources or {})
+                                     for g in governors)
+            if not ok:
+                found.append(task)
+        return found
+
+    def _warn_unschedulable(self, session, tasks, reason):
+        """Warn (an event) that ``tasks`` cannot run now, and fail them after the timeout
+        unless a governor that can joins first."""
+        timeout = self.unschedulable_timeout
+        deadline = None if timeout is None else self.clock() + timeout
+        self.unschedulable.setdefault(session, []).append([deadline, tasks, reason])
+        self.comm.event({"type": "TasksUnschedulable", "session": session.id,
+                         "tasks": [t.id for t in tasks[:UNSCHEDULABLE_LISTED]],
+                         "count": len(tasks), "reason": reason, "timeout": timeout})
+        logger.warning("session %s: %d task(s) cannot run: %s; %s", session.id,
+                       len(tasks), reason,
+                       "waiting for a governor that can" if timeout is None else
+                       f"they fail unless a governor that can run them joins within "
+                       f"{timeout:g} s")
+
+    def _find_unschedulable(self, why):
+        """After a governor left: warn about the unfinished tasks no remaining governor
+        can run (all of them when none is left)."""
+        governors = self._usable_governors()
+        for session in list(self.sessions.values()):
+            if not session.unfinished_tasks or session.error is not None:
+                continue
+            known = {t for group in self.unschedulable.get(session, ()) for t in group[1]}
+            tasks = [t for t in self._unrunnable(session.tasks.values()) if t not in known]
+            if tasks:
+                self._warn_unschedulable(
+                    session, tasks, f"{why}, and no governor is connected" if not governors
+                    else f"{why}, and no connected governor has what they ask for")
+
+    def _recheck_unschedulable(self):
+        """A governor joined: tasks it (or any) can run are schedulable again."""
+        for session, groups in list(self.unschedulable.items()):
+            left = []
+            for group in groups:
+                group[1] = self._unrunnable(group[1])
+                if group[1]:
+                    left.append(group)
+            if left:
+                self.unschedulable[session] = left
+            else:
+                del self.unschedulable[session]
+                if not session.closed and session.error is None:
+                    self.comm.event({"type": "TasksSchedulable", "session": session.id})
+
+    def check_unschedulable(self, now=None):
+        """Fail the sessions whose unrunnable tasks waited past the timeout (the I/O layer
+        calls this every few seconds)."""
+        if not self.unschedulable:
+            return
+        now = self.clock() if now is None else now
+        for session, groups in list(self.unschedulable.items()):
+            if session.closed or session.error is not None:
+                del self.unschedulable[session]
+                continue
+            for deadline, tasks, reason in groups:
+                if deadline is None or deadline > now:
+                    continue
+                tasks = self._unrunnable(tasks)
+                if tasks:
+                    task = tasks[0]
+                    wants = ", ".join(f"{k}={v}" for k, v in (task.resources or {}).items())
+                    self._fail_session(session, SessionError(
+                        f"Task {task.id}{f' ({task.name})' if task.name else ''} could not "
+                        f"run: {reason} (it asks for {task.cpus} cpus"
+                        f"{', ' + wants if wants else ''}), and none that could joined "
+                        f"within {self.unschedulable_timeout:g} s (rain server "
+                        "--unschedulable-timeout)", task.id))
+                    break
+            if session in self.unschedulable:
+                if session.error is not None:
+                    del self.unschedulable[session]
+                else:
+                    groups[:] = [g for g in groups if g[0] is None or g[0] > now]
+                    if not groups:
+                        del self.unschedulable[session]
 
     def _count_crash(self, task, what, detail):
         """A system failure under ``task``: True if it may run again, else its session
