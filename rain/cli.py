@@ -20,6 +20,11 @@ def listen_range_arg(text):
     return text
 
 
+def seconds_or_zero(text):
+    """argparse type of a duration in seconds (>= 0; 0 means none)."""
+    return 0.0 if text.strip() in ("0", "0.0") else positive_seconds(text)
+
+
 def positive_seconds(text):
     """argparse type of a duration in seconds (> 0)."""
     try:
@@ -76,6 +81,11 @@ def build_parser():
                    help="largest message a client (a submit with its constants) or a "
                         "governor may send, e.g. 512M; a bigger one is refused and its "
                         "connection closed (default 1G)")
+    p.add_argument("--unschedulable-timeout", metavar="SECONDS", type=seconds_or_zero,
+                   default=60.0,
+                   help="fail tasks that no connected governor can run (none is "
+                        "connected, or none has the resources they ask for) after this "
+                        "long unless one that can joins; 0: wait forever; default 60")
     p.add_argument("--debug", action="store_true", help="verbose logging")
 
     p = commands.add_parser("governor", help="run a governor",

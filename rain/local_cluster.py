@@ -35,8 +35,10 @@ class LocalCluster:
     """
 
     def __init__(self, governors=(None,), *, port=None, http_port=None, workdir=None,
-                 env=None, host="127.0.0.1", logdir=None, governor_config=None):
+                 env=None, host="127.0.0.1", logdir=None, governor_config=None,
+                 server_args=()):
         self.governor_cpus = list(governors)
+        self.server_args = list(server_args)     # more ``rain server`` options
         self.host = host
         self.port = port
         self.http_port = http_port
@@ -99,8 +101,8 @@ class LocalCluster:
             process = self._cluster.spawn("server", self._command() + [
                 "server", "--listen", f"{self.host}:{port}",
                 "--http-listen", f"{self.host}:{http_port}",
-                "--logdir", os.path.join(self.logdir, "server"), "--ready-file", ready],
-                ready, os.path.join(self.logdir, "server.out"))
+                "--logdir", os.path.join(self.logdir, "server"), "--ready-file", ready,
+                *self.server_args], ready, os.path.join(self.logdir, "server.out"))
             try:
                 self._cluster.wait_ready(timeout)
             except StartError:

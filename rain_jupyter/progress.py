@@ -62,6 +62,7 @@ class ProgressModel:
         self.closed = False
         self.failure = None       # {"message", "task"} once the session failed
         self.recovery = {"retried": 0, "recomputed": 0, "governors_lost": 0}
+        self.warning = None       # tasks no connected governor can run, while they wait
         self.task_info = {}       # task id -> (governor, duration, error)
         self.observers = []       # callables(task_id, old_state, new_state) of known tasks
         self.version = 0          # bumped on every visible change
@@ -209,6 +210,14 @@ class ProgressModel:
                 self.recovery["recomputed"] += len(event.get("tasks") or ())
             elif kind == "GovernorLost":
                 self.recovery["governors_lost"] += 1
+            elif kind == "TasksUnschedulable":
+                timeout = event.get("timeout")
+                self.warning = (f"{event.get('count')} task(s) cannot run now: "
+                                f"{event.get('reason')}; " + (
+                                    "waiting for a governor that can" if timeout is None
+                                    else f"they fail unless one joins within {timeout:g} s"))
+            elif kind == "TasksSchedulable":
+                self.warning = None
             elif kind == "SessionFailed":
                 self.failure = {"message": event.get("message", ""),
                                 "task": event.get("task")}
@@ -317,4 +326,5 @@ class ProgressModel:
         return {"session": self.session_id, "name": self.name, "status": self.status,
                 "totals": totals, "rows": rows, "depth": chosen, "max_depth": self.max_depth,
                 "groups": len(self._paths), "failure": self.failure, "elapsed": elapsed,
-                "closed": self.closed, "recovery": dict(self.recovery)}
+                "closed": self.closed, "recovery": dict(self.recovery),
+                "warning": self.warning}

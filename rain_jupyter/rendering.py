@@ -76,6 +76,9 @@ def progress_header_html(snapshot):
     if failure:
         html += (f"<div style='color:{COLORS['failed']}; white-space:pre-wrap; "
                  f"margin-top:3px;'>{escape(_first_lines(failure.get('message', '')))}</div>")
+    elif snapshot.get("warning"):
+        html += (f"<div class='rain-warning' style='color:#a65f00; margin-top:3px;'>"
+                 f"&#9888; {escape(snapshot['warning'])}</div>")
     return html
 
 

@@ -166,7 +166,10 @@ def check_rendered(page):
     page.bring_to_front()       # background tabs get no animation frames: no drawing
     for chart in page.query_selector_all(".rain-chart"):
         kind = chart.get_attribute("data-chart")
-        if kind in ("sessions", "governors", "inspector"):
+        if kind == "recoveries":       # empty in a run without failures
+            page.wait_for_function("(el) => el.querySelector('.bk-DataTable') != null",
+                                   arg=chart, timeout=10000)
+        elif kind in ("sessions", "governors", "inspector"):
             page.wait_for_function(
                 "(el) => { const t = el.querySelector('.bk-DataTable');"
                 " return t && (t.shadowRoot || t).querySelectorAll('.slick-row').length > 0 }",
@@ -278,6 +281,48 @@ def test_dashboard_shows_a_failed_session(make_cluster, browser):
         text = chart_text(page, "summary")
         assert f"task {bad.id[1]}" in text
         screenshot(page, "failed-session")
+    assert browser.errors == []
+
+
+@needs_chromium
+@pytest.mark.timeout(300)
+def test_dashboard_lists_failures_and_recoveries_over_time(make_cluster, browser, tmp_path):
+    import signal
+    cluster = make_cluster([1, 1])
+    client = cluster.client()
+    base = f"http://127.0.0.1:{cluster.http_port}"
+    sign_in(browser, base, cluster.token)
+    page = browser.open(f"{base}/dashboard/")
+    wait_charts(page)           # (no session yet: the sessions table is empty)
+    assert "task retried" not in chart_text(page, "recoveries")
+    import cloudpickle
+
+    from rain.client import remote
+
+    @remote(name="fragile")
+    def die_once(ctx, marker):
+        import os
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)              # the executor dies under the task, once
+        return b"ok"
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with client.new_session("recovering") as session:
+        task = die_once(str(tmp_path / "died"))
+        task.output.keep()
+        session.submit()
+        assert task.output.fetch().get_bytes() == b"ok"
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    victim = cluster.governor_processes[1]
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    wait_text(page, "recoveries", "task retried", timeout=30000)
+    wait_text(page, "recoveries", "governor lost", timeout=30000)
+    text = chart_text(page, "recoveries")
+    assert "fragile" in text and "executor" in text
+    check_rendered(page)
+    screenshot(page, "recoveries")
     assert browser.errors == []
 
 

@@ -930,6 +930,99 @@ def test_resources_are_not_judged_before_any_governor_joined():
 
 
 # ------------------------------------------------------------------------------------------
+# Tasks no connected governor can run
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def clocked(governors=(), timeout=60.0):
+    sim = Sim(governors)
+    sim.core.clock = clock = Clock()
+    sim.core.unschedulable_timeout = timeout
+    return sim, clock
+
+
+def test_tasks_submitted_with_no_governor_warn_then_fail_after_the_timeout():
+    sim, clock = clocked()
+    sim.submit([T(20, [], [11], name="work"), T(21, [11], [12])], [O(11), O(12, keep=True)])
+    (warning,) = sim.comm.events_of("TasksUnschedulable")
+    assert warning["tasks"] == [20, 21] and warning["count"] == 2
+    assert warning["reason"] == "no governor is connected" and warning["timeout"] == 60
+    clock.now += 59
+    sim.core.check_unschedulable()
+    assert sim.session().error is None
+    clock.now += 2
+    sim.core.check_unschedulable()
+    error = sim.session().error
+    assert error is not None and error.task_id == 20
+    assert "Task 20 (work) could not run: no governor is connected" in error.message
+    assert "--unschedulable-timeout" in error.message and "60 s" in error.message
+    sim.check()
+
+
+def test_a_governor_joining_in_time_clears_the_warning():
+    sim, clock = clocked()
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    clock.now += 30
+    sim.gov["g1"] = sim.core.add_governor("g1", 1, None, CONNECTED)
+    assert sim.comm.events_of("TasksSchedulable") == [{"type": "TasksSchedulable",
+                                                        "session": sim.sid}]
+    clock.now += 100
+    sim.core.check_unschedulable()
+    assert sim.session().error is None and not sim.core.unschedulable
+    assert sim.schedule() == {"g1": [20]}
+
+
+def test_a_governor_without_the_resources_does_not_clear_the_warning():
+    sim, clock = clocked()
+    sim.submit([T(20, [], [11], resources={"gpus": 1})], [O(11, keep=True)])
+    sim.gov["g1"] = sim.core.add_governor("g1", 4, None, CONNECTED)
+    assert not sim.comm.events_of("TasksSchedulable")
+    clock.now += 61
+    sim.core.check_unschedulable()
+    assert "gpus=1" in sim.session().error.message
+
+
+def test_tasks_left_without_a_suitable_governor_warn_then_fail():
+    sim, clock = clocked()
+    sim.gov["cpu"] = sim.core.add_governor("cpu", 2, None, CONNECTED)
+    sim.gov["gpu"] = sim.core.add_governor("gpu", 2, {"gpus": 1}, CONNECTED)
+    sim.submit([T(20, [], [11]), T(21, [11], [12], resources={"gpus": 1})],
+               [O(11), O(12, keep=True)])
+    assert not sim.comm.events_of("TasksUnschedulable")
+    sim.core.remove_governor(sim.gov.pop("gpu"))
+    (warning,) = sim.comm.events_of("TasksUnschedulable")
+    assert warning["tasks"] == [21]
+    assert warning["reason"] == ("governor gpu was lost, and no connected governor has "
+                                 "what they ask for")
+    clock.now += 61
+    sim.core.check_unschedulable()
+    assert "Task 21 could not run" in sim.session().error.message
+
+
+def test_timeout_zero_warns_but_waits_forever():
+    sim, clock = clocked(timeout=None)
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    (warning,) = sim.comm.events_of("TasksUnschedulable")
+    assert warning["timeout"] is None
+    clock.now += 10**6
+    sim.core.check_unschedulable()
+    assert sim.session().error is None
+
+
+def test_a_closed_session_forgets_its_unschedulable_tasks():
+    sim, clock = clocked()
+    sim.submit([T(20, [], [11])], [O(11, keep=True)])
+    sim.core.close_session(sim.client, sim.sid)
+    assert not sim.core.unschedulable
+
+
+# ------------------------------------------------------------------------------------------
 # Retries after system failures
 
 def crash(sim, tid, kind="executor"):
@@ -964,6 +1057,84 @@ def test_an_error_of_the_task_itself_is_not_retried():
     sim.fail(20, "ValueError: bad")
     assert sim.session().error is not None
     assert not sim.comm.events_of("TaskRetried")
+
+
+def R(task, retries, on_error=False):
+    """A task tuple with a retry policy, as a client submits it."""
+    return task + (retries, on_error)
+
+
+def test_retries_zero_fails_at_the_first_crash():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 0)], [O(11, keep=True)])
+    sim.schedule()
+    crash(sim, 20)
+    error = sim.session().error
+    assert error is not None and "Task 20 crashed its executor 1 time " in error.message
+    assert not sim.comm.events_of("TaskRetried")
+
+
+def test_per_task_retries_override_the_default():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 5), T(21, [], [12])], [O(11, keep=True), O(12)])
+    for attempt in range(5):
+        sim.schedule()
+        crash(sim, 20)
+        assert sim.session().error is None
+    sim.schedule()
+    crash(sim, 20)
+    assert "crashed its executor 6 times" in sim.session().error.message
+
+
+def test_retry_on_error_runs_a_failing_task_again_then_it_succeeds():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 2, True), T(21, [11], [12])],
+               [O(11), O(12, keep=True)])
+    for attempt in range(2):
+        assert sim.schedule() == {"g1": [20]}
+        sim.start(20)
+        sim.fail(20, "ValueError: flaky")
+        assert sim.session().error is None and sim.task(20).state == READY
+        assert 11 in sim.take_deletes("g1")       # the unfinished output is dropped
+    retried = sim.comm.events_of("TaskRetried")
+    assert [(e["attempt"], e["reason"]) for e in retried] == [
+        (2, "error: ValueError: flaky"), (3, "error: ValueError: flaky")]
+    assert sim.schedule() == {"g1": [20]}
+    sim.finish(20)
+    assert sim.schedule() == {"g1": [21]}
+    sim.finish(21)
+    assert sim.session().error is None and sim.task(21).state == FINISHED
+
+
+def test_retry_on_error_gives_up_after_its_retries_with_the_tasks_error():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), 1, True)], [O(11, keep=True)])
+    for attempt in range(2):
+        sim.schedule()
+        sim.fail(20, "ValueError: bad")
+    error = sim.session().error
+    assert error.message == "ValueError: bad\n(it failed in each of its 2 runs)"
+    assert error.task_id == 20
+
+
+def test_retry_on_error_without_a_count_uses_the_default():
+    sim = Sim([("g1", 1)])
+    sim.submit([R(T(20, [], [11]), None, True)], [O(11, keep=True)])
+    for attempt in range(3):
+        sim.schedule()
+        sim.fail(20, "bad")
+        assert sim.session().error is None
+    sim.schedule()
+    sim.fail(20, "bad")
+    assert sim.session().error is not None
+
+
+@pytest.mark.parametrize("policy,fragment", [((-1, False), "retries"),
+                                             (("3", False), "retries"),
+                                             ((1, "yes"), "retry on error")])
+def test_bad_retry_policies_are_rejected(policy, fragment):
+    sim = Sim([("g1", 1)])
+    rejected(sim, [T(20, [], [11]) + policy], [O(11)], "Task 20", fragment)
 
 
 def test_a_task_running_on_lost_governors_fails_after_its_retries():

@@ -37,9 +37,9 @@ def graph(tmp_path):
         out = DataObject(label="out", content_type="json")
         t1 = Task([("first", c1), c1, ("second", d)], [out], config={"k": [1, 2]},
                   task_type="test/a", cpus=2, name="alpha", user_spec={"u": 1},
-                  resources={"gpu": 1.5})
+                  resources={"gpu": 1.5}, retries=2, retry_on_error=True)
         t2 = tasks.Concat((out, c1))
-        plain = tasks.Concat((c1,))
+        plain = tasks.Concat((c1,), retries=0)
     return session, c1, d, out, t1, t2, plain
 
 
@@ -57,6 +57,7 @@ def test_every_field_survives_the_round_trip(graph, rows):
     assert batch.configs == [cbor2.dumps({"k": [1, 2]}), b"", b""]
     assert batch.users == [cbor2.dumps({"u": 1}), b"", b""]
     assert batch.resources == {0: {"gpu": 1.5}}
+    assert batch.retries == {0: (2, True), 2: (0, False)}
     assert batch.input_counts == [3, 2, 1]
     ids = {"c1": c1.id.id, "d": d.id.id, "out": out.id.id}
     assert batch.input_ids == [ids["c1"], ids["c1"], ids["d"], ids["out"], ids["c1"],
@@ -107,6 +108,10 @@ def test_rows_and_columns_decode_alike(graph):
     (cbor2.dumps([[[1, "t", None, [], [2], True, None, None, None]], []]), "cpus"),
     (cbor2.dumps([[[1, "t", None, [], [2], 1, [1], None, None]], []]), "resources"),
     (cbor2.dumps([[[1, "t", None, [], [2], 1, {"gpu": -1}, None, None]], []]), "resource"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, None, None, None, -1, False]], []]),
+     "retries"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, None, None, None, 1, 1]], []]), "retries"),
+    (cbor2.dumps([[[1, "t", None, [], [2], 1, None, None, None, 1]], []]), "9 fields"),
     (cbor2.dumps([[], [[1, None, None, 2, None, False, None]]]), "wrong kind"),
     (cbor2.dumps([[], [[1, None, None, 0, None, 1, None]]]), "wrong kind"),
     (cbor2.dumps([[], [[1, None, None, 0, None, False, "text"]]]), "wrong kind"),

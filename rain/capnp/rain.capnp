@@ -94,6 +94,9 @@ struct TaskColumns {
   outputIds @10 :Data;        # Int32 per output, like inputIds
   resources @11 :SparseData;  # CBOR map of resources besides cpus
   user @12 :SparseData;       # CBOR map
+  retries @13 :Data;          # Int32 per task: runs again after failures, -1 the server's
+                              # default; empty: every task has the default
+  retryOnError @14 :Data;     # Int32 indexes of the tasks whose own errors are retried too
 }
 
 struct ObjectColumns {

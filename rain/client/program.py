@@ -11,7 +11,7 @@ from ..common.ids import DataType
 from .data import DataObject
 from .input import Input, InputDir
 from .output import Output, OutputDir
-from .task import Task
+from .task import Task, retry_policy
 
 STDIN_PATH = "+in"
 STDOUT_PATH = "+out"
@@ -144,18 +144,23 @@ class Execute(Task):
     __slots__ = ()
 
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
-                 shell=False, *, cpus=1, name=_DERIVED, session=None):
+                 shell=False, *, cpus=1, name=_DERIVED, session=None, retries=None,
+                 retry_on_error=False):
         inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,
                                                        output_paths, shell, name)
         super().__init__(inputs, outputs, config=config, session=session,
-                         task_type="buildin/run", cpus=cpus, name=name)
+                         task_type="buildin/run", cpus=cpus, name=name, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 class Program:
     """A reusable external-program template; ``prog(label=obj, ...)`` makes a task."""
 
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
-                 shell=False, name=None, cpus=1):
+                 shell=False, name=None, cpus=1, retries=None, retry_on_error=False):
+        retry_policy(retries, retry_on_error)      # (checked here, used per task)
+        self.retries = retries
+        self.retry_on_error = retry_on_error
         self.args = [args] if isinstance(args, str) and shell else (
             shlex.split(args) if isinstance(args, str) else list(args))
         self.stdout = stdout
@@ -216,7 +221,8 @@ class Program:
         labels.discard(None)
         return labels
 
-    def __call__(self, *, session=None, name=None, cpus=None, **objects):
+    def __call__(self, *, session=None, name=None, cpus=None, retries=_DERIVED,
+                 retry_on_error=None, **objects):
         inputs = set(self.input_labels)
         overrides = {key: objects.pop(key) for key in list(objects)
                      if key not in inputs and key in self._output_labels()}
@@ -252,7 +258,10 @@ class Program:
                             input_paths=[bind(i) for i in self.input_paths],
                             output_paths=output_paths, shell=self.shell,
                             cpus=self.cpus if cpus is None else cpus,
-                            name=name or self.name, session=session)
+                            name=name or self.name, session=session,
+                            retries=self.retries if retries is _DERIVED else retries,
+                            retry_on_error=self.retry_on_error if retry_on_error is None
+                            else retry_on_error)
 
     def __repr__(self):
         return f"<Program {self.args!r}>"

@@ -22,14 +22,14 @@ from .data import DataObject
 from .input import Input, InputDir
 from .output import Output, OutputDir
 from .session import get_active_session
-from .task import Task
+from .task import Task, retry_policy
 
 #: Pickled arguments larger than this trigger a RainWarning (send big data as blobs).
 ARGS_WARNING_SIZE = 256 * 1024
 
 #: Keyword arguments of a call that configure the task instead of reaching the function
 #: (unless the function itself has a parameter of that name).
-RESERVED_KEYWORDS = ("outputs", "output", "name")
+RESERVED_KEYWORDS = ("outputs", "output", "name", "retries", "retry_on_error")
 
 _MISSING = object()
 _DATA = (DataObject, Task)
@@ -214,9 +214,10 @@ class Remote:
     """A Python function ``f(ctx, ...)`` made into a task factory (see ``remote``)."""
 
     def __init__(self, fn, *, inputs=(), outputs=None, auto_load=None, auto_encode=None,
-                 name=None, cpus=1):
+                 name=None, cpus=1, retries=None, retry_on_error=False):
         if not callable(fn):
             raise RainException(f"remote needs a function, not {fn!r}")
+        self.retry = retry_policy(retries, retry_on_error)     # None: the defaults
         functools.update_wrapper(self, fn, updated=())
         self.fn = fn
         self.name = name
@@ -285,6 +286,7 @@ class Remote:
     # -- calling --------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         outputs = output = name = _MISSING
+        retry = self.retry
         if kwargs and self._reserved:
             if "outputs" in self._reserved:
                 outputs = kwargs.pop("outputs", _MISSING)
@@ -292,6 +294,8 @@ class Remote:
                 output = kwargs.pop("output", _MISSING)
             if "name" in self._reserved:
                 name = kwargs.pop("name", _MISSING)
+            if "retries" in kwargs or "retry_on_error" in kwargs:
+                retry = self._call_retry(kwargs, retry)
         binder = self._binder
         if binder is not None:
             try:
@@ -366,9 +370,22 @@ class Remote:
             encodes, task_outputs = self._with_encodes(out_items)
         if encodes is not None:
             config["encode"] = encodes
-        return Task(refs.inputs, task_outputs, config=config, session=session,
+        task = Task(refs.inputs, task_outputs, config=config, session=session,
                     task_type=self.task_type, cpus=self.cpus,
                     name=self._task_name if name is _MISSING else name)
+        if retry is not None:
+            task._retries = retry
+        return task
+
+    def _call_retry(self, kwargs, retry):
+        """The retry policy of one call: its ``retries=``/``retry_on_error=`` (those the
+        function has no parameter of) over the decorator's."""
+        retries, on_error = retry or (None, False)
+        if "retries" in self._reserved:
+            retries = kwargs.pop("retries", retries)
+        if "retry_on_error" in self._reserved:
+            on_error = kwargs.pop("retry_on_error", on_error)
+        return retry_policy(retries, on_error)
 
     def _merge_outputs(self, outputs):
         """Outputs given at a call, merged position by position with the declared ones
@@ -464,7 +481,8 @@ class Remote:
         return f"<Remote {self.task_type}>"
 
 
-def remote(outputs=None, inputs=(), auto_load=None, auto_encode=None, name=None, cpus=1):
+def remote(outputs=None, inputs=(), auto_load=None, auto_encode=None, name=None, cpus=1,
+           retries=None, retry_on_error=False):
     """Make ``def f(ctx, ...)`` a task factory; usable bare (``@remote``) or with options
     (``@remote(outputs=("a", "b"), auto_encode="pickle")``).
 
@@ -474,18 +492,21 @@ def remote(outputs=None, inputs=(), auto_load=None, auto_encode=None, name=None,
       the parameters after ``ctx`` (parameter annotations with ``Input(...)`` work too);
     - ``auto_load``: give inputs that have a content type as loaded values instead of
       ``DataInstance``\\ s; ``auto_encode``: the default ``encode`` of outputs;
-    - ``name``: the task type ``py/<name>`` and default task name; ``cpus``: CPUs per task.
+    - ``name``: the task type ``py/<name>`` and default task name; ``cpus``: CPUs per task;
+    - ``retries``, ``retry_on_error``: see ``Task`` (None, False: the server's default).
 
-    A call ``f(*args, outputs=..., output=..., name=..., **kwargs)`` creates the task; the
-    three keywords configure the task (unless the function has such a parameter).
+    A call ``f(*args, outputs=..., output=..., name=..., retries=..., retry_on_error=...,
+    **kwargs)`` creates the task; these keywords configure the task (unless the function
+    has such a parameter).
     """
     if callable(outputs) and not isinstance(outputs, (Output, DataObject)):
         return Remote(outputs, inputs=inputs, auto_load=auto_load, auto_encode=auto_encode,
-                      name=name, cpus=cpus)
+                      name=name, cpus=cpus, retries=retries, retry_on_error=retry_on_error)
 
     def decorate(fn):
         return Remote(fn, inputs=inputs, outputs=outputs, auto_load=auto_load,
-                      auto_encode=auto_encode, name=name, cpus=cpus)
+                      auto_encode=auto_encode, name=name, cpus=cpus, retries=retries,
+                      retry_on_error=retry_on_error)
 
     return decorate
 

@@ -42,9 +42,9 @@ class TaskRow:
     """One task's submitted fields, read from its materialized ``spec``."""
 
     __slots__ = ("_id", "_task_type", "_config", "_input_objs", "_input_labels",
-                 "_output_ids", "_cpus", "_resources", "_name", "_user")
+                 "_output_ids", "_cpus", "_resources", "_name", "_user", "_retries")
 
-    def __init__(self, spec):
+    def __init__(self, spec, retries=None):
         self._id = spec.id[1]
         self._task_type = spec.task_type
         self._config = spec.config
@@ -57,6 +57,7 @@ class TaskRow:
         self._resources = resources or None
         self._name = spec.name
         self._user = spec.user or None
+        self._retries = retries
 
 
 def flatten_ids(items):
@@ -85,7 +86,7 @@ def _rows(tasks):
             input_ids.append(list(map(_ID, task._input_objs)))
             output_ids.append(list(map(_ID, task._output_objs)))
         else:
-            row = TaskRow(spec)
+            row = TaskRow(spec, task._retries)
             rows.append(row)
             input_ids.append(row._input_objs)
             output_ids.append(row._output_ids)
@@ -132,6 +133,14 @@ def fill_tasks(builder, tasks):
     fill_sparse(builder.init("user"),
                 [(index, cbor2.dumps(task._user)) for index, task in enumerate(tasks)
                  if task._user])
+    policies = [task._retries for task in tasks]
+    if policies.count(None) != len(policies):
+        builder.retries = int32s([-1 if policy is None or policy[0] is None else policy[0]
+                                  for policy in policies])
+        on_error = [index for index, policy in enumerate(policies)
+                    if policy is not None and policy[1]]
+        if on_error:
+            builder.retryOnError = int32s(on_error)
 
 
 def fill_objects(builder, objects):
@@ -170,7 +179,8 @@ def submit_rows(tasks, objects):
     """A small submit as one CBOR array ``[task rows, object rows]``, in the tuple form of
     ``SubmitBatch.from_tuples`` on the server. Task row: [id, type, config CBOR or null,
     [[input id, label or null], ...], [output id, ...], cpus, resources map or null,
-    name or null, user CBOR or null]; object row: [id, label or null, content type or
+    name or null, user CBOR or null], followed by [retries or null, retry on error] when
+    the task has a retry policy; object row: [id, label or null, content type or
     null, 0 blob / 1 directory, user CBOR or null, keep, constant bytes or null]."""
     dumps = cbor2.dumps
     task_rows = []
@@ -178,10 +188,13 @@ def submit_rows(tasks, objects):
     for row, input_ids, output_ids in zip(rows, input_lists, output_lists):
         labels = row._input_labels or (None,) * len(input_ids)
         config, resources, user = row._config, row._resources, row._user
-        task_rows.append([
+        task_row = [
             row._id, row._task_type, None if config is None else dumps(config),
             list(zip(input_ids, labels)), output_ids,      # pairs go as CBOR arrays
-            row._cpus, resources or None, row._name, dumps(user) if user else None])
+            row._cpus, resources or None, row._name, dumps(user) if user else None]
+        if row._retries is not None:
+            task_row.extend(row._retries)
+        task_rows.append(task_row)
     blob = DataType.BLOB
     object_rows = []
     for obj in objects:

@@ -8,6 +8,24 @@ from .output import Output
 from .session import client_location, get_active_session
 
 
+def retry_policy(retries, retry_on_error):
+    """The ``(retries, retry_on_error)`` of a task, or None for the defaults.
+
+    ``retries``: how many times the task runs again after a failure (None: the server's
+    default for system failures, 3); ``retry_on_error``: errors raised by the task's own
+    code count as failures to retry too (else only a crash of its executor or governor,
+    or a lost input transfer, does)."""
+    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool)
+                                or not 0 <= retries < 2**31):
+        raise RainException(f"retries must be a non-negative integer or None, not "
+                            f"{retries!r}")
+    if not isinstance(retry_on_error, bool):
+        raise RainException(f"retry_on_error must be True or False, not {retry_on_error!r}")
+    if retries is None and not retry_on_error:
+        return None
+    return (retries, retry_on_error)
+
+
 class Task:
     """A node of the graph that runs: built-in, external program, or Python function.
 
@@ -21,14 +39,16 @@ class Task:
     # is built).
     __slots__ = ("session", "_id", "_task_type", "_config", "_in", "_input_labels",
                  "_inputs", "_out", "_outputs", "_cpus", "_resources", "_name",
-                 "_user", "_spec_cache", "_state", "_info", "_created_at", "__weakref__")
+                 "_user", "_spec_cache", "_state", "_info", "_created_at", "_retries",
+                 "__weakref__")
 
     #: The task type of instances of a subclass that passes no ``task_type`` (how tasks
     #: of one's own executors are declared: ``class Hello(Task): TASK_TYPE = "ex/hello"``).
     TASK_TYPE = None
 
     def __init__(self, inputs=(), outputs=None, *, config=None, session=None, task_type=None,
-                 cpus=1, name=None, user_spec=None, resources=None):
+                 cpus=1, name=None, user_spec=None, resources=None, retries=None,
+                 retry_on_error=False):
         if session is None:
             session = get_active_session()
         if task_type is None:
@@ -109,6 +129,7 @@ class Task:
         self._resources = resources
         self._name = name
         self._user = dict(user_spec) if user_spec else None
+        self._retries = retry_policy(retries, retry_on_error)
         self._spec_cache = None
         self._state = None
         self._info = None
@@ -169,6 +190,13 @@ class Task:
     def cpus(self):
         spec = self._spec_cache
         return self._cpus if spec is None else spec.resources.get("cpus", 1)
+
+    @property
+    def retries(self):
+        """``(retries, retry_on_error)`` as given; ``retries`` None: the server's default
+        (3 runs again after system failures)."""
+        policy = self._retries
+        return (None, False) if policy is None else policy
 
     @property
     def inputs(self):

@@ -1,4 +1,6 @@
-"""Built-in tasks, run inside the governor (task types ``buildin/*``)."""
+"""Built-in tasks, run inside the governor (task types ``buildin/*``).
+
+Every one takes ``retries=`` and ``retry_on_error=`` as ``Task`` does."""
 import os
 
 from ..common.errors import RainException
@@ -27,9 +29,11 @@ class Concat(Task):
 
     __slots__ = ()
 
-    def __init__(self, inputs, *, name=None, session=None):
+    def __init__(self, inputs, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         super().__init__(list(inputs), 1, task_type="buildin/concat", name=name,
-                         session=session)
+                         session=session, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 class Sleep(Task):
@@ -37,7 +41,8 @@ class Sleep(Task):
 
     __slots__ = ()
 
-    def __init__(self, input, seconds, *, cpus=1, name=None, session=None):
+    def __init__(self, input, seconds, *, cpus=1, name=None, session=None, retries=None,
+                 retry_on_error=False):
         try:
             seconds = float(seconds)
         except (TypeError, ValueError):
@@ -47,7 +52,8 @@ class Sleep(Task):
         super().__init__([obj], [Output(content_type=content_type)
                                  if content_type else Output()],
                          config={"seconds": seconds}, task_type="buildin/sleep", cpus=cpus,
-                         name=name, session=session)
+                         name=name, session=session, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 class Load(Task):
@@ -55,10 +61,12 @@ class Load(Task):
 
     __slots__ = ()
 
-    def __init__(self, path, output=None, *, name=None, session=None):
+    def __init__(self, path, output=None, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         super().__init__((), [_output(output, os.path.basename(str(path)) or "data")],
                          config={"path": str(path)}, task_type="buildin/open", name=name,
-                         session=session)
+                         session=session, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 class LoadDir(Task):
@@ -66,11 +74,13 @@ class LoadDir(Task):
 
     __slots__ = ()
 
-    def __init__(self, path, output=None, *, name=None, session=None):
+    def __init__(self, path, output=None, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         super().__init__((), [_output(output, os.path.basename(str(path).rstrip("/"))
                                       or "dir", directory=True)],
                          config={"path": str(path)}, task_type="buildin/open_dir", name=name,
-                         session=session)
+                         session=session, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 class Store(Task):
@@ -78,9 +88,11 @@ class Store(Task):
 
     __slots__ = ()
 
-    def __init__(self, input, path, *, name=None, session=None):
+    def __init__(self, input, path, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         super().__init__([to_dataobj(input)], 0, config={"path": str(path)},
-                         task_type="buildin/export", name=name, session=session)
+                         task_type="buildin/export", name=name, session=session,
+                         retries=retries, retry_on_error=retry_on_error)
 
 
 class MakeDirectory(Task):
@@ -88,14 +100,16 @@ class MakeDirectory(Task):
 
     __slots__ = ()
 
-    def __init__(self, paths_objects, *, name=None, session=None):
+    def __init__(self, paths_objects, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         items = paths_objects.items() if isinstance(paths_objects, dict) else paths_objects
         paths, inputs = [], []
         for path, obj in items:
             paths.append(str(path))
             inputs.append(to_dataobj(obj))
         super().__init__(inputs, [OutputDir("dir")], config={"paths": paths},
-                         task_type="buildin/make_directory", name=name, session=session)
+                         task_type="buildin/make_directory", name=name, session=session,
+                         retries=retries, retry_on_error=retry_on_error)
 
 
 class SliceDirectory(Task):
@@ -103,14 +117,16 @@ class SliceDirectory(Task):
 
     __slots__ = ()
 
-    def __init__(self, input, path, output=None, *, name=None, session=None):
+    def __init__(self, input, path, output=None, *, name=None, session=None, retries=None,
+                 retry_on_error=False):
         obj = to_dataobj(input)
         obj.expect_dir()
         is_dir = str(path).endswith("/")
         label = os.path.basename(str(path).rstrip("/")) or "slice"
         super().__init__([obj], [_output(output, label, directory=is_dir)],
                          config={"path": str(path)}, task_type="buildin/slice_directory",
-                         name=name, session=session)
+                         name=name, session=session, retries=retries,
+                         retry_on_error=retry_on_error)
 
 
 # Lower-case names of the earliest Rain clients.

@@ -18,9 +18,9 @@ import html
 import math
 import zlib
 
-from bokeh.models import (ColumnDataSource, DataTable, DatetimeTickFormatter, Div,
-                          FactorRange, HoverTool, HTMLTemplateFormatter, NumberFormatter,
-                          Range1d, TableColumn)
+from bokeh.models import (ColumnDataSource, DataTable, DateFormatter,
+                          DatetimeTickFormatter, Div, FactorRange, HoverTool,
+                          HTMLTemplateFormatter, NumberFormatter, Range1d, TableColumn)
 from bokeh.layouts import column
 from bokeh.palettes import Category10_10, Category20_20
 from bokeh.plotting import figure
@@ -182,6 +182,35 @@ class GovernorsChart(Chart):
                    ("mem", "Memory %", 70)]
         return self._table(model, session, "governors", source, columns, 180,
                            "governors-table")
+
+
+class RecoveriesChart(Chart):
+    """Governors lost, tasks run again, objects recomputed and tasks no governor can run,
+    over time (latest first)."""
+    id = "recoveries"
+    title = "Failures and recoveries"
+
+    def version(self, model, session):
+        return model.recoveries_version
+
+    def data(self, model, session):
+        rows = model.recoveries[::-1][:TABLE_ROWS]
+        cols = _columns(
+            ("time", "event", "session", "subject", "reason"),
+            [(when * 1000.0, kind, "" if sid is None else str(sid), subject, reason[:300])
+             for when, kind, sid, subject, reason in rows])
+        return {"sources": {"recoveries": {"data": cols}}}
+
+    def build(self, model, session):
+        source = _source("recoveries", {})
+        kind = HTMLTemplateFormatter(
+            template='<span class="rain-recovery-<%= value.split(" ")[0] %>">'
+                     '<%= value %></span>')
+        columns = [("time", "Time", 80, DateFormatter(format="%H:%M:%S")),
+                   ("event", "Event", 130, kind), ("session", "Session", 60),
+                   ("subject", "What", 220), ("reason", "Why", 400)]
+        return self._table(model, session, "recoveries", source, columns, 200,
+                           "recoveries-table")
 
 
 class MonitoringChart(Chart):
@@ -707,7 +736,8 @@ class StreamChart(SessionChart):
 
 
 def make_charts(edges_provider=None):
-    charts = [SessionsChart(), GovernorsChart(), CpuChart(), MemoryChart(), SummaryChart(),
+    charts = [SessionsChart(), GovernorsChart(), RecoveriesChart(), CpuChart(), MemoryChart(),
+              SummaryChart(),
               GraphChart(edges_provider), InspectorChart(), StreamChart()]
     return {chart.id: chart for chart in charts}
 

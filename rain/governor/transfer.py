@@ -13,8 +13,9 @@ from ..auth import token_matches
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import dumps_or_empty
 from ..common.framing import FrameProtocol
+from ..common.keepalive import set_keepalive
 from ..common.waiting_room import WaitingRoom
-from ..transfer.peer import PeerPool, TransferError
+from ..transfer.peer import KEEPALIVE_TIMEOUT, PeerPool, TransferError
 from ..transfer.stream import send_bytes, send_directory, send_file
 from .store import DIRECTORY, READY
 
@@ -75,6 +76,7 @@ class DataServer:
                 conn.close()
                 return
             conn.state = asyncio.Lock()      # one body at a time on a connection
+            set_keepalive(conn.transport.get_extra_info("socket"), KEEPALIVE_TIMEOUT)
             return
         with R.DataRequest.from_bytes(frame, traversal_limit_in_words=2**20) as request:
             request_id = request.requestId

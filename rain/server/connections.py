@@ -22,7 +22,7 @@ from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.framing import FrameProtocol
 from ..common.keepalive import set_keepalive
 from ..common.waiting_room import WaitingRoom
-from .core import RequestError, ServerCore, SessionFailed
+from .core import UNSCHEDULABLE_TIMEOUT, RequestError, ServerCore, SessionFailed
 from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
                     TASK_STATE_NAMES, Task)
 from .submit_batch import read_rows, read_submit
@@ -209,14 +209,16 @@ class ServerComm:
 
 class RainServer:
     def __init__(self, events, *, token="", test_mode=False, debug_mode=False,
-                 heartbeat_timeout=HEARTBEAT_TIMEOUT, max_submit_size=MAX_SUBMIT_SIZE):
+                 heartbeat_timeout=HEARTBEAT_TIMEOUT, max_submit_size=MAX_SUBMIT_SIZE,
+                 unschedulable_timeout=UNSCHEDULABLE_TIMEOUT):
         self.events = events
         self.token = token
         self.max_submit_size = max_submit_size
         self.heartbeat_timeout = heartbeat_timeout
         self._last_tick = None
         self.comm = ServerComm(self)
-        self.core = ServerCore(self.comm, test_mode=test_mode, debug_mode=debug_mode)
+        self.core = ServerCore(self.comm, test_mode=test_mode, debug_mode=debug_mode,
+                               unschedulable_timeout=unschedulable_timeout)
         self._info_requests = {}
         self._next_info_request = 1
         self.rpc_server = None
@@ -229,7 +231,18 @@ class RainServer:
         self.rpc_server = await loop.create_server(lambda: _RpcConnection(self), host, port)
         if self.heartbeat_timeout:
             loop.call_later(self.heartbeat_timeout / 4, self._heartbeat)
+        if self.core.unschedulable_timeout:
+            loop.call_later(self._unschedulable_tick(), self._check_unschedulable)
         return self.rpc_server.sockets[0].getsockname()[:2]
+
+    def _unschedulable_tick(self):
+        """Seconds between two looks for tasks waiting too long for a governor: a tenth of
+        the timeout, within 0.2..5 s."""
+        return min(5.0, max(0.2, self.core.unschedulable_timeout / 10))
+
+    def _check_unschedulable(self):
+        self.core.check_unschedulable()
+        self.comm.loop.call_later(self._unschedulable_tick(), self._check_unschedulable)
 
     def _heartbeat(self):
         """Every quarter of the timeout: give up governors that sent nothing for longer

@@ -9,6 +9,7 @@ whole server by calling these methods with a recording ``comm``.
 """
 import gc
 import logging
+import time
 from bisect import bisect_right
 from collections import Counter
 from itertools import repeat
@@ -44,13 +45,27 @@ INLINE_BUDGET = 64 << 20
 #: its session, saying so.
 CONSTANTS_KEPT = 256 << 20
 #: ``info["crashed"]`` of a failed task (set by the governor) -> what failed under it.
-#: These failures are retried; errors of the task itself are not.
+#: These failures are retried; errors of the task itself only with ``retry_on_error``.
 SYSTEM_FAILURES = {"executor": "executor", "input": "input transfer"}
+#: Seconds that tasks no connected governor can run (none is connected, or the ones that
+#: could run them left) wait for one that can, before their session fails (``rain server
+#: --unschedulable-timeout``; 0 waits forever, e.g. while ``rain alloc`` brings governors
+#: through a batch queue). A minute lets a governor started by hand, or restarted, join;
+#: a session does not hang unnoticed for longer.
+UNSCHEDULABLE_TIMEOUT = 60.0
+#: Task ids listed in one ``TasksUnschedulable`` event (the count says how many in all).
+UNSCHEDULABLE_LISTED = 20
 
 
 class ServerCore:
-    def __init__(self, comm, *, test_mode=False, debug_mode=False):
+    def __init__(self, comm, *, test_mode=False, debug_mode=False,
+                 unschedulable_timeout=UNSCHEDULABLE_TIMEOUT, clock=time.monotonic):
         self.comm = comm
+        self.unschedulable_timeout = unschedulable_timeout or None
+        self.clock = clock
+        #: Session -> [[deadline, [Task], reason]]: tasks no connected governor can run,
+        #: in groups by when they were found so (see ``check_unschedulable``).
+        self.unschedulable = {}
         self.test_mode = test_mode
         self.debug_mode = debug_mode
         self.scheduler = Scheduler()
@@ -109,6 +124,7 @@ class ServerCore:
         self._stop_session_work(session)
         session.closed = True
         self.sessions.pop(session.id, None)
+        self.unschedulable.pop(session, None)
         session.client.sessions.discard(session)
         error = RequestError(f"Session {session.id} was closed")
         for waiters in list(session.waiters.values()):
@@ -332,6 +348,11 @@ class ServerCore:
             else:
                 ready.append(task)
         session.tasks.update(zip(task_ids, submitted_tasks))
+        if batch.retries:
+            if session.retries is None:
+                session.retries = {}
+            session.retries.update((task_ids[index], policy)
+                                   for index, policy in batch.retries.items())
         session.unfinished_tasks += len(submitted_tasks)
         session.stats[0] += len(submitted_tasks)
         for task in ready:
@@ -344,6 +365,8 @@ class ServerCore:
         self.comm.event({"type": "ClientSubmit", "session": session.id,
                          "tasks": list(task_ids), "dataobjs": list(object_ids),
                          "task_names": _names_summary(batch.names, task_types)})
+        if submitted_tasks and not self._usable_governors():
+            self._warn_unschedulable(session, submitted_tasks, "no governor is connected")
         self._request_schedule()
         self._debug_check()
 
@@ -476,6 +499,8 @@ class ServerCore:
         self.scheduler.add_governor(governor)
         self.comm.event({"type": "GovernorNew", "governor": governor_id, "cpus": cpus,
                          "resources": resources or {}})
+        if self.unschedulable:
+            self._recheck_unschedulable()
         self._request_schedule()
         return governor
 
@@ -491,6 +516,7 @@ class ServerCore:
                 self.scheduler.add_ready(task)
         self.comm.governor_dirty(governor)
         self.comm.event({"type": "GovernorDraining", "governor": governor.id})
+        self._find_unschedulable(f"governor {governor.id} is leaving")
         self._request_schedule()
 
     def remove_governor(self, governor, reason="connection lost"):
@@ -541,25 +567,144 @@ class ServerCore:
                 continue
             if task.state == NOT_ASSIGNED and not task.waiting:
                 self._requeue(task)        # (else it waits for a lost input again)
+        self._find_unschedulable(f"governor {governor.id} was lost")
         self._request_schedule()
         self._debug_check()
+
+    # ======================================================================================
+    # Tasks no connected governor can run
+
+    def _usable_governors(self):
+        return [g for g in self.governors.values() if not g.closing]
+
+    def _unrunnable(self, tasks):
+        """The tasks of ``tasks`` still to be placed that no usable governor could run."""
+        governors = self._usable_governors()
+        pending = [t for t in tasks if t.state == NOT_ASSIGNED or t.state == READY]
+        if not governors or not pending:
+            return pending
+        fits = {}
+        found = []
+        for task in pending:
+            key = (task.cpus, tuple(sorted(task.resources.items())) if task.resources
+                   else ())
+            ok = fits.get(key)
+            if ok is None:
+                ok = fits[key] = any(_can_ever_run(g, task.cpus, task.resources or {})
+                                     for g in governors)
+            if not ok:
+                found.append(task)
+        return found
+
+    def _warn_unschedulable(self, session, tasks, reason):
+        """Warn (an event) that ``tasks`` cannot run now, and fail them after the timeout
+        unless a governor that can joins first."""
+        timeout = self.unschedulable_timeout
+        deadline = None if timeout is None else self.clock() + timeout
+        self.unschedulable.setdefault(session, []).append([deadline, tasks, reason])
+        self.comm.event({"type": "TasksUnschedulable", "session": session.id,
+                         "tasks": [t.id for t in tasks[:UNSCHEDULABLE_LISTED]],
+                         "count": len(tasks), "reason": reason, "timeout": timeout})
+        logger.warning("session %s: %d task(s) cannot run: %s; %s", session.id,
+                       len(tasks), reason,
+                       "waiting for a governor that can" if timeout is None else
+                       f"they fail unless a governor that can run them joins within "
+                       f"{timeout:g} s")
+
+    def _find_unschedulable(self, why):
+        """After a governor left: warn about the unfinished tasks no remaining governor
+        can run (all of them when none is left)."""
+        governors = self._usable_governors()
+        for session in list(self.sessions.values()):
+            if not session.unfinished_tasks or session.error is not None:
+                continue
+            known = {t for group in self.unschedulable.get(session, ()) for t in group[1]}
+            tasks = [t for t in self._unrunnable(session.tasks.values()) if t not in known]
+            if tasks:
+                self._warn_unschedulable(
+                    session, tasks, f"{why}, and no governor is connected" if not governors
+                    else f"{why}, and no connected governor has what they ask for")
+
+    def _recheck_unschedulable(self):
+        """A governor joined: tasks it (or any) can run are schedulable again."""
+        for session, groups in list(self.unschedulable.items()):
+            left = []
+            for group in groups:
+                group[1] = self._unrunnable(group[1])
+                if group[1]:
+                    left.append(group)
+            if left:
+                self.unschedulable[session] = left
+            else:
+                del self.unschedulable[session]
+                if not session.closed and session.error is None:
+                    self.comm.event({"type": "TasksSchedulable", "session": session.id})
+
+    def check_unschedulable(self, now=None):
+        """Fail the sessions whose unrunnable tasks waited past the timeout (the I/O layer
+        calls this every few seconds)."""
+        if not self.unschedulable:
+            return
+        now = self.clock() if now is None else now
+        for session, groups in list(self.unschedulable.items()):
+            if session.closed or session.error is not None:
+                del self.unschedulable[session]
+                continue
+            for deadline, tasks, reason in groups:
+                if deadline is None or deadline > now:
+                    continue
+                tasks = self._unrunnable(tasks)
+                if tasks:
+                    task = tasks[0]
+                    wants = ", ".join(f"{k}={v}" for k, v in (task.resources or {}).items())
+                    self._fail_session(session, SessionError(
+                        f"Task {task.id}{f' ({task.name})' if task.name else ''} could not "
+                        f"run: {reason} (it asks for {task.cpus} cpus"
+                        f"{', ' + wants if wants else ''}), and none that could joined "
+                        f"within {self.unschedulable_timeout:g} s (rain server "
+                        "--unschedulable-timeout)", task.id))
+                    break
+            if session in self.unschedulable:
+                if session.error is not None:
+                    del self.unschedulable[session]
+                else:
+                    groups[:] = [g for g in groups if g[0] is None or g[0] > now]
+                    if not groups:
+                        del self.unschedulable[session]
 
     def _count_crash(self, task, what, detail):
         """A system failure under ``task``: True if it may run again, else its session
         has failed."""
+        if self._may_retry(task, f"{what}: {detail}"):
+            return True
+        crashes = task.session.crashes[task.id]
+        self._fail_session(task.session, SessionError(
+            f"Task {task.id} crashed its {what} {crashes} time{'s' if crashes > 1 else ''}"
+            f" (last: {detail})", task.id, ""))
+        return False
+
+    def _may_retry(self, task, reason):
+        """Count one failed run of ``task``: True (and a ``TaskRetried`` event) if its
+        retry budget (its ``retries``, else ``DEFAULT_RETRIES``) allows another."""
         session = task.session
         if session.crashes is None:
             session.crashes = {}        # (a dict of the few, not a field of every task)
-        crashes = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
-        if crashes > DEFAULT_RETRIES:
-            self._fail_session(session, SessionError(
-                f"Task {task.id} crashed its {what} {crashes} times (last: {detail})",
-                task.id, ""))
+        failures = session.crashes[task.id] = session.crashes.get(task.id, 0) + 1
+        if failures > self._retries_of(task)[0]:
             return False
         self.comm.event({"type": "TaskRetried", "session": session.id,
-                         "task": task.id, "name": task.name, "attempt": crashes + 1,
-                         "reason": f"{what}: {detail}"})
+                         "task": task.id, "name": task.name, "attempt": failures + 1,
+                         "reason": reason})
         return True
+
+    def _retries_of(self, task):
+        """(retries, retry on error) of ``task``."""
+        policies = task.session.retries
+        policy = policies.get(task.id) if policies else None
+        if policy is None:
+            return DEFAULT_RETRIES, False
+        retries, on_error = policy
+        return (DEFAULT_RETRIES if retries is None else retries), on_error
 
     def _forget_everywhere(self, obj):
         """Governors told about ``obj`` drop what they have of it (a failed or hanging
@@ -813,12 +958,26 @@ class ServerCore:
                 self._requeue(task)
                 self._request_schedule()
             return
+        message = info.get("error") or "task failed"
+        if session.error is None and session.retries and task.id in session.retries \
+                and self._retries_of(task)[1]:
+            # The task's own error, and it asked for those to be retried too.
+            governor = task.governor
+            if self._may_retry(task, f"error: {message}"):
+                task.governor = None
+                task.state = NOT_ASSIGNED
+                if governor is not None:
+                    self._unassign(task, governor)
+                self._requeue(task)
+                self._request_schedule()
+                return
+            message = (f"{message.rstrip()}\n(it failed in each of its "
+                       f"{session.crashes[task.id]} runs)")
         task.state = FAILED
         session.stats[2] += 1
         self.comm.event({"type": "TaskFailed", "session": session.id, "task": task.id,
                          "governor": task.governor.id if task.governor else None,
                          "name": task.name, "info": info})
-        message = info.get("error") or "task failed"
         self._fail_session(session, SessionError(message, task.id, info.get("debug", "")))
 
     def undeliverable(self, items, reason):

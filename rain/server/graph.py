@@ -8,7 +8,7 @@ from ..common.states import (  # noqa: F401 (the server's modules take them from
     OBJECT_STATE_NAMES, READY, REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED)
 
 #: Times a task is run again after its executor or governor died under it (or an input
-#: could not be transferred) before its session fails.
+#: could not be transferred) before its session fails, unless it has ``retries=``.
 DEFAULT_RETRIES = 3
 
 
@@ -112,7 +112,7 @@ class Governor:
 class Session:
     __slots__ = ("id", "client", "name", "spec", "tasks", "objects", "error", "closed",
                  "unfinished_tasks", "waiters", "stats", "inline_bytes", "retained_bytes",
-                 "crashes")
+                 "crashes", "retries")
 
     def __init__(self, session_id, client, name, spec):
         self.id = session_id
@@ -128,7 +128,9 @@ class Session:
         self.stats = [0, 0, 0]     # submitted, finished, failed tasks
         self.inline_bytes = 0      # results' bytes held here for fetches (see INLINE_BUDGET)
         self.retained_bytes = 0    # released constants kept for recomputes (CONSTANTS_KEPT)
-        self.crashes = None        # {task id: system failures of its runs}, once one failed
+        self.crashes = None        # {task id: failed runs retried or ended}, once one failed
+        self.retries = None        # {task id: (retries or None, retry on error)}: the few
+        #                            tasks submitted with a retry policy
 
 
 class SessionError:

@@ -13,6 +13,7 @@ from ..common.logs import setup_logging
 from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from .connections import HEARTBEAT_TIMEOUT, MAX_SUBMIT_SIZE, RainServer
+from .core import UNSCHEDULABLE_TIMEOUT
 from .events import EventLog
 from ..common.env import env_flag
 from .http import listen_http, make_app
@@ -23,11 +24,12 @@ logger = logging.getLogger(__name__)
 
 async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, token=None,
                 dashboard=None, heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                max_submit_size=MAX_SUBMIT_SIZE):
+                max_submit_size=MAX_SUBMIT_SIZE, unschedulable_timeout=UNSCHEDULABLE_TIMEOUT):
     """Run a server until SIGINT/SIGTERM; ``token`` None: ``rain.auth.cluster_token()``;
     ``dashboard``: a function giving the dashboard's HTTP handlers for the server;
     ``heartbeat_timeout``: seconds of silence after which a governor is given up;
-    ``max_submit_size``: the largest message a client or governor may send."""
+    ``max_submit_size``: the largest message a client or governor may send;
+    ``unschedulable_timeout``: seconds tasks no governor can run wait (0: forever)."""
     logdir = logdir or tempfile.mkdtemp(prefix="rain-server-")
     if token is None:
         token = cluster_token()
@@ -40,7 +42,8 @@ async def serve(listen=None, http_listen=None, logdir=None, ready_file=None, tok
     server = RainServer(events, token=token, test_mode=env_flag("RAIN_TEST_MODE"),
                         debug_mode=env_flag("RAIN_DEBUG_MODE"),
                         heartbeat_timeout=heartbeat_timeout,
-                        max_submit_size=max_submit_size)
+                        max_submit_size=max_submit_size,
+                        unschedulable_timeout=unschedulable_timeout)
     dashboard_on = not os.environ.get("RAIN_DASHBOARD", "").strip().lower() in (
         "0", "off", "no", "false")
     bound = await server.listen(host, port)
@@ -94,7 +97,9 @@ def main(args, dashboard=None):
                           heartbeat_timeout=getattr(args, "heartbeat_timeout",
                                                     HEARTBEAT_TIMEOUT),
                           max_submit_size=getattr(args, "max_submit_size",
-                                                  MAX_SUBMIT_SIZE)))
+                                                  MAX_SUBMIT_SIZE),
+                          unschedulable_timeout=getattr(args, "unschedulable_timeout",
+                                                        UNSCHEDULABLE_TIMEOUT)))
     except OSError as exc:
         logger.error("cannot start the server: %s", exc)
         return 1

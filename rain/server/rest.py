@@ -660,7 +660,8 @@ def parse_graph(body):
         if not isinstance(spec, dict):
             _fail(where, "expected an object")
         unknown = set(spec) - {"id", "type", "task_type", "inputs", "outputs", "config",
-                               "cpus", "resources", "name", "user"}
+                               "cpus", "resources", "name", "user", "retries",
+                               "retry_on_error"}
         if unknown:
             _fail(where, f"unknown field(s) {', '.join(sorted(unknown))}")
         tid = _int(spec.get("id"), f"{where}.id")
@@ -704,9 +705,19 @@ def parse_graph(body):
         if user is not None and not isinstance(user, dict):
             _fail(f"{where}.user", "must be an object")
         config = spec.get("config")
-        tasks.append((tid, task_type, cbor2.dumps(config) if config is not None else b"",
-                      inputs, outputs, cpus, resources or None,
-                      _str(spec.get("name"), f"{where}.name"), dumps_or_empty(user)))
+        task = (tid, task_type, cbor2.dumps(config) if config is not None else b"",
+                inputs, outputs, cpus, resources or None,
+                _str(spec.get("name"), f"{where}.name"), dumps_or_empty(user))
+        retries = spec.get("retries")
+        on_error = spec.get("retry_on_error", False)
+        if retries is not None and (_int(retries, f"{where}.retries") < 0):
+            _fail(f"{where}.retries", "must be a non-negative integer (or null: the "
+                                      "server's default)")
+        if not isinstance(on_error, bool):
+            _fail(f"{where}.retry_on_error", "must be true or false")
+        if retries is not None or on_error:
+            task += (retries, on_error)
+        tasks.append(task)
     return tasks, objects
 
 

@@ -32,6 +32,9 @@ DETAILED_CLOSED_SESSIONS = 5
 
 
 _DIGITS = re.compile(r"(\d+)")
+#: Recovery events (a governor lost, a task run again, objects recomputed, tasks no
+#: governor can run) the model keeps for the dashboard's table, the latest ones.
+RECOVERY_ROWS = 2000
 
 
 def natural_key(text):
@@ -180,6 +183,10 @@ class RunModel:
         self.live = live
         self.task_type_of = task_type_of
         self._closed = []           # ids of closed sessions that still hold task details
+        #: (time, event, session, subject, reason) of the latest recovery events, oldest
+        #: first, and a version that moves with them only
+        self.recoveries = []
+        self.recoveries_version = 0
         self._handlers = {
             "TaskStarted": self._task_started,
             "TaskFinished": self._task_finished,
@@ -193,6 +200,9 @@ class RunModel:
             "GovernorRemoved": self._governor_removed,
             "TaskRetried": self._task_retried,
             "ObjectsRecomputed": self._objects_recomputed,
+            "GovernorLost": self._governor_lost,
+            "TasksUnschedulable": self._tasks_unschedulable,
+            "TasksSchedulable": self._tasks_schedulable,
             "ClientNew": self._client_new,
             "ClientRemoved": self._client_removed,
         }
@@ -417,11 +427,42 @@ class RunModel:
         session = self._session(event["session"])
         session.retried += 1
         session.version += 1
+        name = event.get("name")
+        self._recovery(when, "task retried", session.id,
+                       f"task {event.get('task')}{f' ({name})' if name else ''}, run "
+                       f"{event.get('attempt')}", event.get("reason"))
 
     def _objects_recomputed(self, event, when):
         session = self._session(event["session"])
         session.recomputed += len(event.get("tasks") or ())
         session.version += 1
+        self._recovery(when, "objects recomputed", session.id,
+                       f"{len(event.get('objects') or ())} objects by "
+                       f"{len(event.get('tasks') or ())} tasks", event.get("reason"))
+
+    def _governor_lost(self, event, when):
+        self._recovery(when, "governor lost", None,
+                       f"governor {event.get('governor')}: {event.get('tasks', 0)} tasks, "
+                       f"{event.get('objects', 0)} only copies", event.get("reason"))
+
+    def _tasks_unschedulable(self, event, when):
+        timeout = event.get("timeout")
+        self._recovery(when, "tasks unschedulable", event.get("session"),
+                       f"{event.get('count')} tasks", f"{event.get('reason')}; "
+                       + ("waiting for a governor that can run them" if timeout is None
+                          else f"they fail unless one joins within {timeout:g} s"))
+
+    def _tasks_schedulable(self, event, when):
+        self._recovery(when, "tasks schedulable", event.get("session"), "",
+                       "a governor that can run them joined")
+
+    def _recovery(self, when, kind, session_id, subject, reason):
+        rows = self.recoveries
+        rows.append((when if when is not None else time.time(), kind, session_id, subject,
+                     str(reason or "")))
+        if len(rows) > RECOVERY_ROWS:
+            del rows[:len(rows) - RECOVERY_ROWS]
+        self.recoveries_version += 1
 
     def _governor_new(self, event, when):
         gid = event["governor"]

@@ -29,7 +29,8 @@ class SubmitBatch:
     none), ``users`` (CBOR bytes, b"" for none), ``resources`` ({index: dict}, sparse);
     inputs flattened in task order as ``input_counts`` + ``input_ids`` + ``input_labels``
     (None: all unlabeled); outputs as ``output_counts`` + ``output_ids``.
-    Objects: ``object_ids``, ``labels``, ``content_types``, ``data_types`` (0 blob,
+    ``retries`` ({index: (retries or None, retry on error)}, sparse: the tasks that have
+    a retry policy). Objects: ``object_ids``, ``labels``, ``content_types``, ``data_types`` (0 blob,
     1 directory), ``keep`` (bools), ``object_users`` (CBOR bytes), ``data`` ({index: bytes},
     the constants).
     """
@@ -37,7 +38,7 @@ class SubmitBatch:
     __slots__ = ("task_ids", "task_types", "names", "cpus", "configs", "users", "resources",
                  "input_counts", "input_ids", "input_labels", "output_counts", "output_ids",
                  "object_ids", "labels", "content_types", "data_types", "keep",
-                 "object_users", "data")
+                 "object_users", "data", "retries")
 
     def __init__(self):
         self.task_ids = []
@@ -59,6 +60,7 @@ class SubmitBatch:
         self.keep = []
         self.object_users = []
         self.data = {}
+        self.retries = {}
 
     @property
     def size(self):
@@ -69,13 +71,14 @@ class SubmitBatch:
         """From tuples, for callers inside the server (REST API, tests, simulations).
 
         ``tasks``: (id, type, config, [(input_id, label)], [output_id], cpus, resources,
-        name, user); ``objects``: (id, label, content_type, data_type, user, keep,
+        name, user), optionally followed by (retries or None, retry on error);
+        ``objects``: (id, label, content_type, data_type, user, keep,
         data-or-None).
         """
         batch = cls()
         input_labels = []
         for index, (tid, task_type, config, inputs, outputs, cpus, resources, name,
-                    user) in enumerate(tasks):
+                    user, *retry) in enumerate(tasks):
             batch.task_ids.append(tid)
             batch.task_types.append(task_type)
             batch.names.append(name or "")
@@ -90,6 +93,8 @@ class SubmitBatch:
                 input_labels.append(label or "")
             batch.output_counts.append(len(outputs))
             batch.output_ids.extend(outputs)
+            if retry:
+                batch.retries[index] = check_retry(retry, tid)
         if any(input_labels):
             batch.input_labels = input_labels
         for index, (oid, label, content_type, data_type, user, keep,
@@ -116,6 +121,18 @@ def check_resources(resources, tid):
                 or not isinstance(amount, (int, float)) or amount < 0:
             raise RequestError(f"Task {tid}: invalid resource {name!r}")
     return resources
+
+
+def check_retry(retry, tid):
+    """A task's ``(retries or None, retry on error)``."""
+    if len(retry) != 2:
+        raise RequestError(f"Task {tid}: a retry policy is (retries, retry on error)")
+    retries, on_error = retry
+    if retries is not None and (type(retries) is not int or not 0 <= retries < 2**31):
+        raise RequestError(f"Task {tid}: retries must be a non-negative integer or null")
+    if type(on_error) is not bool:
+        raise RequestError(f"Task {tid}: retry on error must be true or false")
+    return (retries, on_error)
 
 
 # ----------------------------------------------------------------------------------------
@@ -219,6 +236,16 @@ def read_submit(tasks, objects):
     user = tasks.user
     batch.users = dense(sparse_column(user.indexes, list(user.values), "tasks.user", n),
                         n, b"")
+    if tasks.retries:
+        retries = int_column(tasks.retries, "tasks.retries", n)
+        if min(retries) < -1:
+            raise RequestError("Submit: tasks.retries below -1")
+        on_error = set(index_set_column(tasks.retryOnError, "tasks.retryOnError", n))
+        batch.retries = {index: (None if count == -1 else count, index in on_error)
+                         for index, count in enumerate(retries)
+                         if count != -1 or index in on_error}
+    elif tasks.retryOnError:
+        raise RequestError("Submit: tasks.retryOnError without tasks.retries")
 
     object_ids = batch.object_ids = int_column(objects.ids, "objects.ids")
     m = len(object_ids)
@@ -253,9 +280,9 @@ _INT32 = range(-2**31, 2**31)     # ``in`` on a range is a comparison, in C
 
 def _task_row_problem(row):
     """What is wrong with a task row (see ``submit_rows`` in the client), or None."""
-    if type(row) is not list or len(row) != 9:
-        return "not a list of 9 fields"
-    tid, task_type, config, inputs, outputs, cpus, resources, name, user = row
+    if type(row) is not list or len(row) not in (9, 11):
+        return "not a list of 9 fields (or 11 with a retry policy)"
+    tid, task_type, config, inputs, outputs, cpus, resources, name, user = row[:9]
     if type(tid) is not int or tid not in _INT32:
         return "its id is not a 32-bit integer"
     if type(task_type) is not str or type(config) not in _BLOB or type(name) not in _TEXT \
@@ -276,6 +303,10 @@ def _task_row_problem(row):
         return "cpus is not a non-negative integer"
     if resources is not None and type(resources) is not dict:
         return "resources is not a map"
+    if len(row) == 11 and ((row[9] is not None and (type(row[9]) is not int or not
+                                                     0 <= row[9] < 2**31))
+                           or type(row[10]) is not bool):
+        return "retries is not a non-negative integer or null, or retry on error not a bool"
     return None
 
 

@@ -13,10 +13,16 @@ import logging
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import loads_or
 from ..common.framing import FrameProtocol
+from ..common.keepalive import set_keepalive
 from .sinks import CHUNK_SIZE, MemorySink, TransferError
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
+#: Seconds after which a data connection whose peer's host vanished is dropped by the
+#: kernel (TCP keepalive and ``TCP_USER_TIMEOUT``): the fetch fails, the input is fetched
+#: again from elsewhere or recomputed, instead of hanging. The same as the server's
+#: default heartbeat timeout, for the same reason.
+KEEPALIVE_TIMEOUT = 30.0
 
 __all__ = ["DataConnection", "PeerPool", "TransferError"]
 
@@ -48,9 +54,10 @@ class DataConnection:
         host = host.strip("[]")
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
-        _transport, self.conn = await loop.create_connection(
+        transport, self.conn = await loop.create_connection(
             lambda: FrameProtocol(self._on_frame, self._on_close,
                                   keep_size=8 * CHUNK_SIZE, views=True), host, int(port))
+        set_keepalive(transport.get_extra_info("socket"), KEEPALIVE_TIMEOUT)
         hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,
                                     role="data")
         self.conn.send(hello.to_bytes())
