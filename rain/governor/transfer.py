@@ -28,16 +28,22 @@ __all__ = ["DataServer", "PeerPool", "TransferError"]
 class DataServer:
     """Serves stored objects to peers and clients."""
 
-    def __init__(self, store, token=""):
+    def __init__(self, store, token="", tls=None):
         self.store = store
         self.token = token
+        self.tls = tls            # rain.tls.Tls of the cluster (None: plain TCP)
         self.server = None
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            lambda: FrameProtocol(self._on_frame, max_frame_size=REQUEST_MAX_SIZE),
-            host, port)
+        tls = self.tls
+
+        def factory():
+            protocol = FrameProtocol(self._on_frame, max_frame_size=REQUEST_MAX_SIZE)
+            return protocol if tls is None else tls.listening_protocol(protocol,
+                                                                      "data port")
+
+        self.server = await loop.create_server(factory, host, port)
         return self.server.sockets[0].getsockname()[:2]
 
     def _on_frame(self, conn, frame):
