@@ -288,9 +288,10 @@ class Tls:
                            f"{self.describe()})") from None
         except ssl.SSLError as exc:
             raise TlsError(f"TLS handshake with {where} failed: {_reason(exc)}") from None
-        except (ConnectionError, asyncio.TimeoutError) as exc:
-            raise TlsError(f"TLS handshake with {where} failed: "
-                           f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else 'the connection was closed'} "
+        except ConnectionRefusedError:
+            raise               # nothing listens there: not a TLS matter
+        except (ConnectionError, asyncio.TimeoutError):
+            raise TlsError(f"TLS handshake with {where} failed: the connection was closed "
                            f"(a server without TLS? then set RAIN_TLS=off)") from None
         try:
             self.check(transport, where)
