@@ -524,7 +524,7 @@ class ProxyHandler(ProxyMixin, JupyterHandler):
         try:
             response = await tornado.httpclient.AsyncHTTPClient().fetch(
                 request, raise_error=False)
-        except OSError as exc:
+        except (OSError, tornado.httpclient.HTTPClientError) as exc:   # timeouts are the latter
             raise tornado.web.HTTPError(502, f"Rain server on port {port}: {exc}") from None
         if response.code == 599:
             raise tornado.web.HTTPError(502, f"Rain server on port {port}: "

@@ -33,7 +33,28 @@ def start_tls_server(environment, tmp):
         assert process.poll() is None, "the TLS server exited"
         assert time.monotonic() < deadline, "the TLS server did not become ready"
         time.sleep(0.05)
+    wait_answering(f"https://127.0.0.1:{http_port}/charts.json", paths[0], process)
     return process, http_port
+
+
+def wait_answering(url, cert, process):
+    """Until the server answers over https (any answer: it mounts its dashboard right after
+    it is ready, and answers nothing meanwhile)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(url, verify=cert, timeout=30)
+            return
+        except requests.RequestException:
+            pass
+        assert process.poll() is None, "the TLS server exited"
+        assert time.monotonic() < deadline, "the TLS server does not answer"
+        time.sleep(0.2)
+
+
+def jupyter_log(server):
+    with open(server.log_path, errors="replace") as f:
+        return f.read()[-4000:]
 
 
 def test_proxy_reaches_a_tls_server(jupyter_server, environment, tmp_path):
@@ -41,7 +62,7 @@ def test_proxy_reaches_a_tls_server(jupyter_server, environment, tmp_path):
     try:
         proxied = requests.get(jupyter_server.api(f"rain/proxy/{http_port}/charts.json"),
                                headers=jupyter_server.headers(), timeout=30)
-        assert proxied.status_code == 200, proxied.text
+        assert proxied.status_code == 200, jupyter_log(jupyter_server)
         assert isinstance(proxied.json(), list)
         clusters = requests.get(jupyter_server.api("rain/api/clusters"),
                                 headers=jupyter_server.headers(), timeout=30).json()
