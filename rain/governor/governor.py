@@ -95,10 +95,18 @@ class Governor(GovernorComm):
     # Start-up
 
     async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
+        """``listen_port``: the data port, or a list of ports tried in turn while taken."""
         loop = self._loop = self.store.loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await self.executors.start()
-        data_host, data_port = await self.data_server.listen(listen_host, listen_port)
+        ports = list(listen_port) if isinstance(listen_port, (list, tuple)) else [listen_port]
+        for i, port in enumerate(ports):
+            try:
+                data_host, data_port = await self.data_server.listen(listen_host, port)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or i == len(ports) - 1:
+                    raise
         self._hello = loop.create_future()
         factory = lambda: FrameProtocol(self._on_server_frame,  # noqa: E731
                                         self._on_server_close)

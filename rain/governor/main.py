@@ -44,17 +44,19 @@ def parse_cpus(text):
 
 
 def free_listen_port(text, default_host="0.0.0.0"):
-    """The data listener's address; of a port range, the first port free now."""
+    """The data listener's address: the host and the ports to try in turn; of a port range,
+    those from the first port free now (another governor starting at the same moment may
+    take it first: the listener then goes on to the next)."""
     host, ports = parse_listen_range(text, default_host)
     if len(ports) == 1:
-        return host, ports[0]
-    for port in ports:
+        return host, ports
+    for i, port in enumerate(ports):
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))
             except OSError:
                 continue
-        return host, port
+        return host, list(ports[i:])
     raise ConfigError(f"--listen {text}: no free port in {ports[0]}-{ports[-1]}")
 
 
@@ -140,7 +142,7 @@ def governor_tls(args, server_host, server_port, environ=None):
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
     # Peers reach a governor of a server on loopback on loopback only: listen there.
-    listen_host, listen_port = free_listen_port(
+    listen_host, listen_ports = free_listen_port(
         args.listen or "0", "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
@@ -164,7 +166,7 @@ async def run_governor(args):
     # SIGUSR1: leave gracefully (finish the running tasks, take no new ones, then exit).
     loop.add_signal_handler(signal.SIGUSR1, governor.drain)
     try:
-        await governor.start(server_host, server_port, listen_host, listen_port)
+        await governor.start(server_host, server_port, listen_host, listen_ports)
         tune_gc()
         if args.ready_file:
             write_ready_file(args.ready_file, host=socket.gethostname(), pid=os.getpid(),
