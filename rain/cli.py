@@ -9,6 +9,7 @@ import sys
 from . import __version__
 from .common.address import address_arg, parse_listen_range
 from .runtime_dir import RuntimeDirError
+from .tls import add_tls_arguments
 
 
 def listen_range_arg(text):
@@ -87,6 +88,7 @@ def build_parser():
                         "connected, or none has the resources they ask for) after this "
                         "long unless one that can joins; 0: wait forever; default 60")
     p.add_argument("--debug", action="store_true", help="verbose logging")
+    add_tls_arguments(p, "server")
 
     p = commands.add_parser("governor", help="run a governor",
                             description="Run a governor that executes tasks for a server.")
@@ -115,6 +117,7 @@ def build_parser():
                    help="the cluster's token, in a user-only file ('-': one line on "
                         "standard input); default: RAIN_TOKEN, else the token of a server "
                         "of this user on this machine")
+    add_tls_arguments(p, "governor")
 
     from .starter import add_start_arguments
     p = commands.add_parser("start", help="start a server and governors in the background",

@@ -31,6 +31,9 @@ from .common.private import private_dir
 from .common.readyfile import read_ready_lines
 from .governor.workdir import clear_workdir
 from .runtime_dir import clusters_dir, pid_alive, pid_is_ours, read_records
+from .tls import (CERT_PEM_ENV, KEY_PEM_ENV, TlsError, add_tls_arguments, listener_tls,
+                  local_names, make_cluster_certificate, read_pem, remove_cluster_certificate,
+                  tls_disabled)
 
 START_TIMEOUT = 60.0
 LOG_TAIL = 3000
@@ -40,7 +43,27 @@ class StartError(Exception):
     pass
 
 
+TLS_HELP = """\
+TLS: a cluster with governors on other hosts (--governor-host-file, --autoconf) speaks TLS
+on its RPC, data and HTTP ports. rain start makes a self-signed certificate for it (EC
+P-256, named after the addresses the server listens on), kept user-only in the runtime
+directory with the token and removed by rain stop, and hands certificate and key to the
+governors with the token (over ssh's standard input, or srun's environment). Every party
+pins that exact certificate (its SHA-256 fingerprint); no certificate authority is trusted
+for it. Clients on this machine find it by themselves; elsewhere set RAIN_TLS_CERT to a
+copy of the certificate file, or RAIN_TLS_PIN to the fingerprint rain start prints.
+
+With --tls-cert/--tls-key a site certificate is used instead, verified against the
+system's CAs or --tls-ca FILE (clients: RAIN_TLS_CA), host names included; governors present
+it on their data ports too, so it must name their hosts as well (a wildcard, say).
+A cluster of this machine alone listens on loopback and stays plain. --no-tls (or
+RAIN_TLS=off) turns TLS off: the token then travels in clear text.
+"""
+
+
 def add_start_arguments(p):
+    p.epilog = TLS_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--simple", action="store_true",
                    help="a server and one local governor with all CPUs")
     p.add_argument("--local-governors", metavar="JSON", default=None,
@@ -75,6 +98,7 @@ def add_start_arguments(p):
                    help="log directory root (default: <workdir>/logs)")
     p.add_argument("--cluster-id", metavar="NAME", default=None,
                    help="name of the cluster in 'rain status' (default: the server port)")
+    add_tls_arguments(p, "start")
 
 
 def _ports_arg(text):
@@ -311,6 +335,46 @@ def _cluster_hosts(args):
     return [max(1, cpu_count - (1 if args.reserve_cpu else 0))], [], None
 
 
+def cluster_tls(args, addresses, name, remote):
+    """The cluster's TLS as ``(Tls, made)``, ``made`` telling whether its files were made
+    here for it (and go with it). A cluster of this machine alone listens on loopback and
+    stays plain, unless given a certificate; one with governors elsewhere gets a certificate
+    of its own, pinned by every party, unless given a site certificate (or --no-tls)."""
+    if args.no_tls or tls_disabled():
+        return None, False
+    try:
+        if args.tls_cert or args.tls_key:
+            return listener_tls(args.tls_cert, args.tls_key, args.tls_ca), False
+        if not remote:
+            return None, False
+        hosts = local_names() if _is_wildcard(addresses.host) else \
+            [addresses.host, "localhost", "127.0.0.1"]
+        cert, key = make_cluster_certificate(name, hosts)
+        try:
+            return listener_tls(cert, key, args.tls_ca), True
+        except TlsError:
+            remove_cluster_certificate((cert, key))
+            raise
+    except TlsError as exc:
+        raise StartError(str(exc)) from None
+
+
+def _tls_arguments(tls, files=True):
+    """Command-line options giving a server or local governor ``tls`` (``files``: by its
+    files; else ``-``, the PEM blocks following the token on standard input)."""
+    if tls is None:
+        return []
+    argv = ["--tls-cert", tls.cert if files else "-", "--tls-key", tls.key if files else "-"]
+    if tls.ca is not None:
+        argv += ["--tls-ca", tls.ca]
+    return argv
+
+
+def _tls_secrets(tls):
+    """What goes to a remote governor after its token: the certificate and key, PEM."""
+    return (read_pem(tls.cert).decode("ascii"), read_pem(tls.key).decode("ascii"))
+
+
 def start_cluster(args):
     """Start everything; return the cluster record (dict) or raise StartError."""
     local_cpus, remote, launcher = _cluster_hosts(args)
@@ -329,6 +393,7 @@ def start_cluster(args):
     cluster = Cluster(workdir, logdir)
     command = _rain_command(args.runprefix)
     port = addresses.port
+    tls, tls_made = cluster_tls(args, addresses, args.cluster_id or str(port), remote)
     try:
         ready = os.path.join(workdir, "server.ready")
         _remove(ready)
@@ -336,7 +401,7 @@ def start_cluster(args):
         cluster.spawn("server", command + [
             "server", "--listen", f"{addresses.host}:{port}",
             "--http-listen", f"{addresses.http_host}:{addresses.http_port}",
-            "--logdir", server_logdir, "--ready-file", ready],
+            "--logdir", server_logdir, "--ready-file", ready] + _tls_arguments(tls),
             ready, os.path.join(logdir, "server.out"))
         cluster.wait_ready()
         token_path = (local_server_state(addresses.local, port) or {}).get("token_path")
@@ -344,7 +409,7 @@ def start_cluster(args):
             token = read_token_file(token_path) if token_path else ""
         except TokenFileError as exc:
             raise StartError(str(exc)) from None
-        extra = []
+        extra = ["--no-tls"] if tls is None and (args.no_tls or tls_disabled()) else []
         if args.governor_config:
             extra += ["--config", os.path.abspath(args.governor_config)]
         # Local governors of a cluster with remote ones must be reachable from those;
@@ -361,17 +426,21 @@ def start_cluster(args):
             gcommand = command + [
                 "governor", f"{addresses.local}:{port}", "--cpus", str(cpus),
                 "--workdir", os.path.join(workdir, name),
-                "--logdir", os.path.join(logdir, name), "--ready-file", gready] + extra
+                "--logdir", os.path.join(logdir, name), "--ready-file", gready] + extra \
+                + _tls_arguments(tls)
             cluster.spawn(name, gcommand, gready, os.path.join(logdir, f"{name}.out"))
             governors.append({"name": name, "host": "localhost", "cpus": cpus})
         if launcher == "ssh":
-            _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh)
+            _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh,
+                                 tls)
         elif launcher == "srun":
-            _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token)
+            _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token, tls)
         cluster.wait_ready()
         governors += _remote_governors(cluster, launcher)
     except BaseException:
         cluster.kill_all()
+        if tls_made:
+            remove_cluster_certificate((tls.cert, tls.key))
         raise
     record = {
         "id": args.cluster_id or str(port),
@@ -388,6 +457,9 @@ def start_cluster(args):
         "launcher": launcher,
         "ssh": ssh,
         "slurm_job": os.environ.get("SLURM_JOB_ID") if launcher == "srun" else None,
+        # its certificate (removed with the cluster when made for it) and how to verify it
+        "tls": None if tls is None else {"cert": tls.cert, "key": tls.key, "ca": tls.ca,
+                                         "fingerprint": tls.pin, "made": tls_made},
     }
     os.makedirs(clusters_dir(), exist_ok=True)
     with open(os.path.join(clusters_dir(), f"{record['id']}.json"), "w") as f:
@@ -407,23 +479,28 @@ def _remote_command(args, command, server_address, cpus, name, extra):
     return argv
 
 
-def _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh):
+def _spawn_ssh_governors(cluster, args, remote, addresses, command, extra, token, ssh, tls):
+    secrets = f"{token}\n" if token else ""
+    if tls is not None:
+        secrets += "".join(_tls_secrets(tls))
     for i, (host, cpus) in enumerate(remote):
         name = f"governor-{host}-{i}"
         argv = _remote_command(args, command, addresses.for_host(host), cpus, name, extra)
         if token:
             argv += ["--token-file", "-"]
+        argv += _tls_arguments(tls, files=False)
         remote_cmd = shlex.join(argv)
         if args.remote_init:
             remote_cmd = f"{args.remote_init}; {remote_cmd}"
-        # The token goes through ssh's standard input, never on a command line.
+        # The token (and the TLS certificate and key after it) go through ssh's standard
+        # input, never on a command line.
         log_path = os.path.join(cluster.logdir, f"{name}.out")
         cluster.spawn(name, launch.ssh_command(ssh, host, remote_cmd),
                       ReadyLines(log_path, host=host),
-                      log_path, stdin_text=f"{token}\n" if token else None)
+                      log_path, stdin_text=secrets or None)
 
 
-def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token):
+def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token, tls):
     hosts = [h for h, _c in remote]
     cpus = [c for _h, c in remote]
     argv = _remote_command(args, command, addresses.for_host(hosts[0]), None, None, extra)
@@ -436,6 +513,10 @@ def _spawn_slurm_step(cluster, args, remote, addresses, command, extra, token):
     env = dict(os.environ if cluster.env is None else cluster.env)
     if token:
         env["RAIN_TOKEN"] = token
+    if tls is not None:
+        env[CERT_PEM_ENV], env[KEY_PEM_ENV] = _tls_secrets(tls)
+        if tls.ca is not None:
+            env["RAIN_TLS_CA"] = tls.ca
     cluster.spawn("governors (srun)", step, ReadyLines(log_path, len(hosts)), log_path,
                   env=env)
 
@@ -471,6 +552,11 @@ def start_command(args, parser):
     print(f"Rain cluster '{record['id']}' is running")
     print(f"  server:    {record['server']}")
     print(f"  dashboard: {dashboard_link(record)}")
+    tls = record.get("tls")
+    if tls:
+        how = f"pinned sha256:{tls['fingerprint']}" if tls.get("ca") is None else \
+            f"verified against {tls['ca']}"
+        print(f"  tls:       {tls['cert']} ({how})")
     for governor in record["governors"]:
         cpus = f" ({governor['cpus']} cpus)" if governor["cpus"] else ""
         print(f"  {governor['name']} on {governor['host']}{cpus}")
@@ -481,7 +567,8 @@ def start_command(args, parser):
 
 def dashboard_link(record):
     """The cluster's dashboard as its user opens it: with the token (see ``rain.auth``)."""
-    return with_token(f"http://{record['http']}/", token_of(record))
+    scheme = "https" if record.get("tls") else "http"
+    return with_token(f"{scheme}://{record['http']}/", token_of(record))
 
 
 # What a cluster record must hold before `rain status`/`rain stop` read it.
@@ -538,6 +625,9 @@ def stop_cluster(record, timeout=10.0):
         if pid_alive(pid):
             _kill(pid)
     _clear_local_workdirs(record)
+    tls = record.get("tls")
+    if isinstance(tls, dict) and tls.get("made") is True:
+        remove_cluster_certificate((tls.get("cert"), tls.get("key")))
     _remove(record["_path"])
 
 

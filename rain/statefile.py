@@ -20,7 +20,8 @@ def servers_dir():
     return os.path.join(runtime_dir(), "servers")
 
 
-def write_state_file(host, port, http_host, http_port, logdir, token_path=None):
+def write_state_file(host, port, http_host, http_port, logdir, token_path=None, tls=None):
+    """``tls``: what ``rain.tls.record_of`` says of the server's TLS (None: plain)."""
     directory = servers_dir()
     os.makedirs(directory, mode=0o700, exist_ok=True)
     connect_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
@@ -32,12 +33,13 @@ def write_state_file(host, port, http_host, http_port, logdir, token_path=None):
         "port": port,
         "http_host": connect_http,
         "http_port": http_port,
-        "dashboard": f"http://{connect_http}:{http_port}/",
+        "dashboard": f"{'https' if tls else 'http'}://{connect_http}:{http_port}/",
         "started": time.time(),
         "owner": getpass.getuser(),
         "uid": os.getuid(),
         "logdir": logdir,
         "token_path": token_path,     # user-only file with the cluster's token (rain.auth)
+        "tls": tls,                   # certificate and how to verify it (rain.tls)
     }
     path = os.path.join(directory, f"{os.getpid()}.json")
     tmp = f"{path}.tmp"

@@ -92,6 +92,19 @@ def server_by_http_port(port):
     return None
 
 
+def upstream_tls(state):
+    """The TLS context that reaches the server of ``state`` (its pinned certificate, or its
+    CA), or None for a plain server."""
+    from rain.tls import from_record
+    tls = from_record(state.get("tls"))
+    return tls.client_context() if tls is not None else None
+
+
+def upstream_scheme(state, scheme="http"):
+    """``http``/``ws``, or ``https``/``wss`` for a server that speaks TLS."""
+    return scheme + "s" if state.get("tls") else scheme
+
+
 def upstream_host(state):
     host = state.get("http_host") or "127.0.0.1"
     if host in ("0.0.0.0", "", "::"):
@@ -116,10 +129,10 @@ def cluster_records():
     return by_port
 
 
-async def fetch_json(url, timeout=INFO_TIMEOUT, headers=None):
+async def fetch_json(url, timeout=INFO_TIMEOUT, headers=None, ssl_options=None):
     client = tornado.httpclient.AsyncHTTPClient()
     response = await client.fetch(url, request_timeout=timeout, connect_timeout=timeout,
-                                  headers=headers, raise_error=False)
+                                  headers=headers, raise_error=False, ssl_options=ssl_options)
     if response.code == 599 and response.error is not None:
         raise response.error
     if response.code != 200:
@@ -149,12 +162,14 @@ def pick_sessions(sessions):
 
 
 async def info_over_rest(state):
-    base = f"http://{upstream_host(state)}:{state['http_port']}"
+    base = f"{upstream_scheme(state)}://{upstream_host(state)}:{state['http_port']}"
     headers = auth_headers(token_of(state))
+    tls = upstream_tls(state)
     governors, sessions, charts = await asyncio.gather(
-        fetch_json(f"{base}/api/governors", headers=headers),
-        fetch_json(f"{base}/api/sessions", headers=headers),
-        fetch_json(f"{base}/charts.json", headers=headers), return_exceptions=True)
+        fetch_json(f"{base}/api/governors", headers=headers, ssl_options=tls),
+        fetch_json(f"{base}/api/sessions", headers=headers, ssl_options=tls),
+        fetch_json(f"{base}/charts.json", headers=headers, ssl_options=tls),
+        return_exceptions=True)
     if isinstance(governors, BaseException):
         raise governors
     result = {"governors": [governor_summary(g) for g in governors if g.get("alive", True)]}
@@ -461,7 +476,8 @@ class ProxyMixin:
             raise tornado.web.HTTPError(
                 404, f"no Rain server of this user with HTTP port {port} on this machine")
         self.upstream_state = state
-        url = f"{scheme}://{upstream_host(state)}:{int(port)}/{(path or '').lstrip('/')}"
+        url = f"{upstream_scheme(state, scheme)}://{upstream_host(state)}:{int(port)}/" \
+              f"{(path or '').lstrip('/')}"
         if self.request.query:
             url += "?" + self.request.query
         return url
@@ -503,11 +519,12 @@ class ProxyHandler(ProxyMixin, JupyterHandler):
         request = tornado.httpclient.HTTPRequest(
             url, method=method, headers=self.upstream_headers(), body=body,
             follow_redirects=False, request_timeout=120, connect_timeout=10,
-            decompress_response=True, allow_nonstandard_methods=True)
+            decompress_response=True, allow_nonstandard_methods=True,
+            ssl_options=upstream_tls(self.upstream_state))
         try:
             response = await tornado.httpclient.AsyncHTTPClient().fetch(
                 request, raise_error=False)
-        except OSError as exc:
+        except (OSError, tornado.httpclient.HTTPClientError) as exc:   # timeouts are the latter
             raise tornado.web.HTTPError(502, f"Rain server on port {port}: {exc}") from None
         if response.code == 599:
             raise tornado.web.HTTPError(502, f"Rain server on port {port}: "
@@ -556,7 +573,7 @@ class ProxyWebSocketHandler(ProxyMixin, WebSocketMixin, tornado.websocket.WebSoc
             "Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         request = tornado.httpclient.HTTPRequest(
             self.target, headers=self.upstream_headers(), connect_timeout=10,
-            request_timeout=None)
+            request_timeout=None, ssl_options=upstream_tls(self.upstream_state))
         try:
             self.upstream = await tornado.websocket.websocket_connect(
                 request, subprotocols=protocols or None)

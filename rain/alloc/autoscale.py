@@ -23,6 +23,7 @@ import time
 import urllib.request
 
 from ..auth import auth_headers, token_for_server
+from ..tls import CERT_PEM_ENV, KEY_PEM_ENV, read_pem, tls_for_server
 from ..common.address import parse_server_address
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ class Autoscaler:
         self.server = server
         host, port = parse_server_address(server)
         self.token = token_for_server(host, port)
+        self.tls = tls_for_server(host, port)   # a TLS cluster: https, and its governors
         self.http = http or self._find_http(host, port)
         self.jobs = SCHEDULERS[scheduler](parse_duration(time), scheduler_args)
         self.policy = Policy(max_nodes, idle_timeout)
@@ -242,9 +244,11 @@ class Autoscaler:
         return f"{host}:{state['http_port']}"
 
     def _get(self, path):
-        request = urllib.request.Request(f"http://{self.http}/api/{path}",
+        scheme = "https" if self.tls is not None else "http"
+        request = urllib.request.Request(f"{scheme}://{self.http}/api/{path}",
                                          headers=auth_headers(self.token))
-        with urllib.request.urlopen(request, timeout=10) as response:
+        context = self.tls.client_context() if self.tls is not None else None
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return json.load(response)
 
     def _address_of(self, node):
@@ -289,6 +293,11 @@ class Autoscaler:
             env = dict(os.environ)
             if self.token:
                 env["RAIN_TOKEN"] = self.token      # the job's governor finds it there
+            if self.tls is not None and self.tls.can_listen:     # with the cluster's TLS
+                env[CERT_PEM_ENV] = read_pem(self.tls.cert).decode("ascii")
+                env[KEY_PEM_ENV] = read_pem(self.tls.key).decode("ascii")
+                if self.tls.ca is not None:
+                    env["RAIN_TLS_CA"] = self.tls.ca
             job = self.jobs.submit(self.server, self.workdir, env)
             logger.info("%d task(s) wait: submitted allocation %s", waiting, job)
             self.allocations[job] = {"state": "queued", "node": None, "submitted": now}

@@ -1,4 +1,6 @@
 """``Client``: a connection to a Rain server, the factory of sessions."""
+import os
+
 from ..auth import token_for_server
 from ..common.address import DEFAULT_SERVER_PORT
 from ..common.cbor import dumps_or_empty
@@ -8,13 +10,31 @@ from .connection import ServerConnection, ServerError
 from .session import Session
 
 
+def client_tls(tls, address, port):
+    """The ``rain.tls.Tls`` that ``Client(tls=...)`` asks for (None: plain TCP)."""
+    from .. import tls as rain_tls
+    if tls is None:
+        return rain_tls.tls_for_server(address, port)
+    if tls is False:
+        return None
+    if isinstance(tls, rain_tls.Tls):
+        return tls
+    if isinstance(tls, str) and not os.path.exists(tls):
+        return rain_tls.Tls(pin=tls)        # not a file: a fingerprint (or says why not)
+    return rain_tls.Tls(cert=os.fspath(tls))
+
+
 class Client:
     """Connect with ``Client("host", 7210)`` or ``Client("host:7210")``.
 
     ``token``: the cluster's token; by default ``RAIN_TOKEN``, else the token of a server
-    of this user on this machine (``rain.auth``)."""
+    of this user on this machine (``rain.auth``).
 
-    def __init__(self, address="localhost", port=None, *, token=None):
+    ``tls``: how to verify a TLS server: its certificate file or SHA-256 fingerprint (both
+    pinned), a ``rain.tls.Tls``, or False for plain TCP; by default ``RAIN_TLS_*``, else
+    what a server of this user on this machine recorded (``rain.tls``)."""
+
+    def __init__(self, address="localhost", port=None, *, token=None, tls=None):
         address = str(address)
         if port is None:
             if address.count(":") == 1:
@@ -32,7 +52,7 @@ class Client:
         self._sessions = set()
         self._submit_listeners = []
         self._connection = None
-        self._connection = ServerConnection(address, port, token)
+        self._connection = ServerConnection(address, port, token, client_tls(tls, address, port))
 
     def __repr__(self):
         state = "closed" if self._connection is None or self._connection.closed else \

@@ -124,10 +124,14 @@ def decode_response(resp):
 
 
 class ServerConnection:
-    def __init__(self, host, port, token=""):
+    """``tls``: a ``rain.tls.Tls`` to speak TLS with (None: plain TCP). Over TLS the I/O
+    thread reads and writes everything: a caller cannot use the socket directly."""
+
+    def __init__(self, host, port, token="", tls=None):
         self.host = host
         self.port = port
         self.token = token
+        self.tls = tls
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="rain-client-io", daemon=True)
         self._pending = {}
@@ -135,7 +139,8 @@ class ServerConnection:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._fd = None       # the connection's socket, written by callers (see _write)
-        self._direct = True   # callers read their own replies (see the module docstring)
+        # callers read their own replies (see the module docstring); not over TLS
+        self._direct = tls is None
         # Entered directly (a C call) on the common path; the condition on it is notified
         # only when some thread waits on it (``_read_waiters``).
         self._read_lock = threading.Lock()
@@ -168,11 +173,16 @@ class ServerConnection:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     async def _connect(self):
-        self.peers = PeerPool(self.token)
+        self.peers = PeerPool(self.token, self.tls)
         self._hello = self.loop.create_future()
+        factory = lambda: FrameProtocol(self._on_frame, self._on_close)  # noqa: E731
         try:
-            _transport, self.conn = await self.loop.create_connection(
-                lambda: FrameProtocol(self._on_frame, self._on_close), self.host, self.port)
+            if self.tls is None:
+                _transport, self.conn = await self.loop.create_connection(
+                    factory, self.host, self.port)
+            else:
+                _transport, self.conn = await self.tls.connect(self.loop, factory,
+                                                               self.host, self.port)
         except OSError as exc:
             raise RainException(f"Cannot connect to the Rain server at "
                                 f"{self.host}:{self.port}: {exc.strerror or exc}") from None
@@ -187,6 +197,8 @@ class ServerConnection:
                         "itself; for any other, set RAIN_TOKEN or pass Client(..., token=))")
             raise RainException(f"The server refused the connection: {error}{hint}")
         self._fd = _transport.get_extra_info("socket").fileno()
+        if not self._direct:
+            return
         # poll, not select: a process may well have more than FD_SETSIZE files open
         self._readable = select.poll()
         self._readable.register(self._fd, select.POLLIN)
@@ -229,7 +241,11 @@ class ServerConnection:
             self._fd = None
         self.closed = True
         if not self._hello.done():
-            self._hello.set_exception(RainException("The server closed the connection"))
+            hint = "" if self.tls is not None else (
+                " (a TLS server closes plain connections so: give its certificate with "
+                "RAIN_TLS_CERT or its fingerprint with RAIN_TLS_PIN)")
+            self._hello.set_exception(RainException(
+                f"The server closed the connection before answering{hint}"))
         with self._lock:
             pending, self._pending = self._pending, {}
         for future in pending.values():
@@ -264,6 +280,9 @@ class ServerConnection:
         """Write one frame from the caller's thread; waits while the socket's buffer is
         full (a big submit), so a fast producer is held back by the server's reading.
         The loop thread reads this socket, if at all, but never writes it after the hello."""
+        if not self._direct:
+            self._write_on_loop(frame)
+            return
         pending = [memoryview(encode_frame(frame)), memoryview(frame)]
         with self._send_lock:
             while pending:
@@ -286,6 +305,22 @@ class ServerConnection:
                     else:
                         pending[0] = head[sent:]
                         sent = 0
+
+    def _write_on_loop(self, frame):
+        """Over TLS: the I/O thread writes; the caller waits until the frame is taken
+        (below the transport's high-water mark), as a direct write would. Each frame is
+        queued whole on the loop, so callers need no lock (and must hold none: the loop
+        takes ``_send_lock`` when the connection closes)."""
+        if self._fd is None or self.conn.closed:
+            raise ConnectionResetError("connection closed")
+        self._on_loop(self._send_and_drain(frame)).result()
+
+    async def _send_and_drain(self, frame):
+        conn = self.conn
+        if conn.closed:
+            raise ConnectionResetError("connection closed")
+        conn.send_now((frame,))
+        await conn.drain()
 
     def request(self, fill, timeout=None):
         """Send a request built by ``fill(request_builder)`` and wait for its reply (a

@@ -50,7 +50,7 @@ MEMORY_OUTPUT_MAX = 1 << 24
 class Governor(GovernorComm):
     def __init__(self, *, cpus, resources=None, workdir, logdir, executors=None,
                  delete_timeout=5.0, token="", debug_mode=False, check_threads=False,
-                 log_max=LOG_MAX):
+                 log_max=LOG_MAX, tls=None):
         self.workdir = workdir
         self.logdir = logdir
         self.tasks_dir = os.path.join(workdir, "tasks")
@@ -63,8 +63,9 @@ class Governor(GovernorComm):
         self.log_max = log_max       # bytes per output file of an executor or program
         self.delete_timeout = delete_timeout
         self.token = token
-        self.data_server = DataServer(self.store, token)
-        self.peers = PeerPool(token)
+        self.tls = tls            # rain.tls.Tls of the cluster (None: plain TCP)
+        self.data_server = DataServer(self.store, token, tls)
+        self.peers = PeerPool(token, tls)
         self.server = None
         self._hello = None
         self.closed = None
@@ -96,14 +97,27 @@ class Governor(GovernorComm):
     # Start-up
 
     async def start(self, server_host, server_port, listen_host="0.0.0.0", listen_port=0):
+        """``listen_port``: the data port, or a list of ports tried in turn while taken."""
         loop = self._loop = self.store.loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         await self.executors.start()
-        data_host, data_port = await self.data_server.listen(listen_host, listen_port)
+        ports = list(listen_port) if isinstance(listen_port, (list, tuple)) else [listen_port]
+        for i, port in enumerate(ports):
+            try:
+                data_host, data_port = await self.data_server.listen(listen_host, port)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or i == len(ports) - 1:
+                    raise
         self._hello = loop.create_future()
-        transport, self.server = await loop.create_connection(
-            lambda: FrameProtocol(self._on_server_frame, self._on_server_close),
-            server_host, server_port)
+        factory = lambda: FrameProtocol(self._on_server_frame,  # noqa: E731
+                                        self._on_server_close)
+        if self.tls is None:
+            transport, self.server = await loop.create_connection(factory, server_host,
+                                                                  server_port)
+        else:
+            transport, self.server = await self.tls.connect(loop, factory, server_host,
+                                                            server_port)
         set_keepalive(transport.get_extra_info("socket"), 30.0)
         if data_host in ("0.0.0.0", "::", ""):
             data_host = transport.get_extra_info("sockname")[0]

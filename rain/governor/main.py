@@ -15,6 +15,8 @@ from ..common.logs import setup_logging
 from ..common.private import private_dir
 from ..common.readyfile import write_ready_file
 from ..common.env import env_flag
+from ..tls import (CERT_PEM_ENV, KEY_PEM_ENV, Tls, TlsError, read_pem_blocks, tls_disabled,
+                   tls_for_server)
 from .governor import Governor
 from .logcap import LOG_MAX
 from .protect import remove_tree
@@ -43,17 +45,19 @@ def parse_cpus(text):
 
 
 def free_listen_port(text, default_host="0.0.0.0"):
-    """The data listener's address; of a port range, the first port free now."""
+    """The data listener's address: the host and the ports to try in turn; of a port range,
+    those from the first port free now (another governor starting at the same moment may
+    take it first: the listener then goes on to the next)."""
     host, ports = parse_listen_range(text, default_host)
     if len(ports) == 1:
-        return host, ports[0]
-    for port in ports:
+        return host, ports
+    for i, port in enumerate(ports):
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))
             except OSError:
                 continue
-        return host, port
+        return host, list(ports[i:])
     raise ConfigError(f"--listen {text}: no free port in {ports[0]}-{ports[-1]}")
 
 
@@ -98,13 +102,53 @@ def governor_token(token_file, server_host, server_port):
     return token_for_server(server_host, server_port)
 
 
+def governor_tls(args, server_host, server_port, environ=None):
+    """The governor's ``Tls``: ``--tls-cert/--tls-key`` (files, or ``-``: PEM blocks on
+    standard input after the token, as ``rain start`` sends them over ssh), else the
+    certificate and key a Slurm step gets in its environment, else what a server of this
+    user on this machine recorded; None: plain TCP. A governor of a TLS cluster presents
+    the certificate on its data port, so it needs the key as well."""
+    environ = os.environ if environ is None else environ
+    if getattr(args, "no_tls", False) or tls_disabled(environ):
+        return None
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    ca = getattr(args, "tls_ca", None) or environ.get("RAIN_TLS_CA", "").strip() or None
+    try:
+        if cert or key:
+            if not (cert and key):
+                raise ConfigError("--tls-cert and --tls-key go together")
+            if cert == "-" or key == "-":
+                if (cert, key) != ("-", "-"):
+                    raise ConfigError("--tls-cert - and --tls-key - go together")
+                cert_pem, key_pem = read_pem_blocks(sys.stdin, 2)
+                tls = Tls(ca=ca, cert_pem=cert_pem, key_pem=key_pem)
+            else:
+                tls = Tls(cert=os.path.abspath(cert), key=os.path.abspath(key), ca=ca)
+        elif environ.get(CERT_PEM_ENV) and environ.get(KEY_PEM_ENV):
+            tls = Tls(ca=ca, cert_pem=environ[CERT_PEM_ENV].encode(),
+                      key_pem=environ[KEY_PEM_ENV].encode())
+        else:
+            tls = tls_for_server(server_host, server_port, environ)
+        if tls is not None:
+            if not tls.can_listen:
+                raise ConfigError("a governor of a TLS cluster presents the cluster's "
+                                  "certificate on its data port: give --tls-cert and "
+                                  "--tls-key")
+            tls.server_context()
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+    return tls
+
+
 async def run_governor(args):
     server_host, server_port = parse_server_address(args.server_address)
     # Peers reach a governor of a server on loopback on loopback only: listen there.
-    listen_host, listen_port = free_listen_port(
+    listen_host, listen_ports = free_listen_port(
         args.listen or "0", "127.0.0.1" if is_loopback(server_host) else "0.0.0.0")
     cpus = parse_cpus(args.cpus)
     executors, resources = load_config(args.config)
+    token = governor_token(getattr(args, "token_file", None), server_host, server_port)
+    tls = governor_tls(args, server_host, server_port)
     own_workdir = args.workdir is None
     workdir = args.workdir or temp_workdir()
     claim_workdir(workdir)
@@ -116,8 +160,7 @@ async def run_governor(args):
                         debug_mode=env_flag("RAIN_DEBUG_MODE"),
                         check_threads=env_flag("RAIN_CHECK_THREADS"),
                         log_max=getattr(args, "executor_log_max", None) or LOG_MAX,
-                        token=governor_token(getattr(args, "token_file", None),
-                                             server_host, server_port))
+                        token=token, tls=tls)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,7 +168,7 @@ async def run_governor(args):
     # SIGUSR1: leave gracefully (finish the running tasks, take no new ones, then exit).
     loop.add_signal_handler(signal.SIGUSR1, governor.drain)
     try:
-        await governor.start(server_host, server_port, listen_host, listen_port)
+        await governor.start(server_host, server_port, listen_host, listen_ports)
         tune_gc()
         if args.ready_file:
             write_ready_file(args.ready_file, host=socket.gethostname(), pid=os.getpid(),

@@ -40,15 +40,21 @@ class _DataConnection(FrameProtocol):
 class DataServer:
     """Serves stored objects to peers and clients."""
 
-    def __init__(self, store, token=""):
+    def __init__(self, store, token="", tls=None):
         self.store = store
         self.token = token
+        self.tls = tls            # rain.tls.Tls of the cluster (None: plain TCP)
         self.server = None
         self.waiting = WaitingRoom()     # connections before their hello
 
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._connection, host, port)
+        def factory():
+            conn = self._connection()
+            return conn if self.tls is None else self.tls.listening_protocol(conn,
+                                                                             "data port")
+
+        self.server = await loop.create_server(factory, host, port)
         return self.server.sockets[0].getsockname()[:2]
 
     def _connection(self):

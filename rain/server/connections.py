@@ -42,6 +42,8 @@ MAX_SUBMIT_SIZE = 2**30
 #: Seconds a governor may stay silent before it is given up (``rain server
 #: --heartbeat-timeout``); the governors give up a server silent as long.
 HEARTBEAT_TIMEOUT = 30.0
+#: The first bytes of a TLS handshake record (what a TLS client says first).
+TLS_RECORD = b"\x16\x03"
 
 
 class _RpcConnection(FrameProtocol):
@@ -50,6 +52,18 @@ class _RpcConnection(FrameProtocol):
     def __init__(self, server):
         super().__init__(server._on_frame, server._on_close, max_frame_size=HELLO_MAX_SIZE)
         self._server = server
+        self._first_read = True
+
+    def buffer_updated(self, nbytes):
+        if self._first_read:
+            self._first_read = False
+            if self._server.tls is None and self._buf[self._start:self._start + 2] == TLS_RECORD:
+                logger.warning("refused a connection from %s: it speaks TLS and this server "
+                               "does not (give the server --tls-cert/--tls-key, or the peer "
+                               "RAIN_TLS=off)", self.peer)
+                self.close()
+                return
+        super().buffer_updated(nbytes)
 
     def connection_made(self, transport):
         super().connection_made(transport)
@@ -210,10 +224,11 @@ class ServerComm:
 class RainServer:
     def __init__(self, events, *, token="", test_mode=False, debug_mode=False,
                  heartbeat_timeout=HEARTBEAT_TIMEOUT, max_submit_size=MAX_SUBMIT_SIZE,
-                 unschedulable_timeout=UNSCHEDULABLE_TIMEOUT):
+                 unschedulable_timeout=UNSCHEDULABLE_TIMEOUT, tls=None):
         self.events = events
         self.token = token
         self.max_submit_size = max_submit_size
+        self.tls = tls                # rain.tls.Tls of the RPC port (None: plain TCP)
         self.heartbeat_timeout = heartbeat_timeout
         self._last_tick = None
         self.comm = ServerComm(self)
@@ -228,7 +243,12 @@ class RainServer:
     async def listen(self, host, port):
         loop = asyncio.get_running_loop()
         self.comm.loop = loop
-        self.rpc_server = await loop.create_server(lambda: _RpcConnection(self), host, port)
+        if self.tls is None:
+            factory = lambda: _RpcConnection(self)     # noqa: E731
+        else:
+            factory = lambda: self.tls.listening_protocol(_RpcConnection(self),  # noqa: E731
+                                                          "RPC port")
+        self.rpc_server = await loop.create_server(factory, host, port)
         if self.heartbeat_timeout:
             loop.call_later(self.heartbeat_timeout / 4, self._heartbeat)
         if self.core.unschedulable_timeout:
@@ -327,6 +347,9 @@ class RainServer:
         self.unaccepted.leave(conn)
         state = conn.state
         conn.state = ("closed", None)
+        if state is None and self.tls is not None:
+            logger.info("the connection from %s closed before its hello (a peer that does "
+                        "not accept this server's certificate closes it so)", conn.peer)
         if state is None or state[0] == "closed":
             return
         try:

@@ -159,7 +159,7 @@ class TokenCookieHandler(tornado.web.RequestHandler):
     def get(self):
         settings = self.application.settings
         self.set_cookie(settings["rain_cookie"], settings["rain_token"], httponly=True,
-                        samesite="Lax")
+                        samesite="Lax", secure=bool(settings.get("rain_secure")))
         query = urlencode([(key, value.decode("utf-8", "replace"))
                            for key, values in self.request.query_arguments.items()
                            if key != "token" for value in values])
@@ -192,10 +192,13 @@ def make_app(events, extra=(), token=""):
                                    rain_token=token)
 
 
-def listen_http(app, port, host):
-    """Listen; returns (the HTTP server, its bound (host, port)). The token cookie is named
-    after the bound port: browsers share cookies between the ports of one host."""
-    server = app.listen(port, address=host)
+def listen_http(app, port, host, tls=None):
+    """Listen (HTTPS with ``tls``, a ``rain.tls.Tls``); returns (the HTTP server, its bound
+    (host, port)). The token cookie is named after the bound port: browsers share cookies
+    between the ports of one host."""
+    server = app.listen(port, address=host,
+                        ssl_options=tls.server_context() if tls is not None else None)
+    app.settings["rain_secure"] = tls is not None
     bound = next(iter(server._sockets.values())).getsockname()[:2]
     app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{bound[1]}"
     return server, bound

@@ -55,7 +55,7 @@ class RestClient:
         self.sessions = set()
         self._pending = {}
         self._next_request = 1
-        self.peers = PeerPool(getattr(server, "token", "") or "")
+        self.peers = PeerPool(getattr(server, "token", "") or "", getattr(server, "tls", None))
 
     @property
     def core(self):

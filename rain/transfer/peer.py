@@ -12,6 +12,7 @@ import logging
 
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import loads_or
+from ..common.errors import RainException
 from ..common.framing import FrameProtocol
 from ..common.keepalive import set_keepalive
 from .sinks import CHUNK_SIZE, MemorySink, TransferError
@@ -39,9 +40,10 @@ class _Transfer:
 class DataConnection:
     """One connection to a peer's data port, multiplexing requests."""
 
-    def __init__(self, address, token=""):
+    def __init__(self, address, token="", tls=None):
         self.address = address
         self.token = token
+        self.tls = tls            # rain.tls.Tls of the cluster (None: plain TCP)
         self.conn = None
         self._pending = {}
         self._next_id = 1
@@ -54,9 +56,16 @@ class DataConnection:
         host = host.strip("[]")
         loop = asyncio.get_running_loop()
         self._hello = loop.create_future()
-        transport, self.conn = await loop.create_connection(
-            lambda: FrameProtocol(self._on_frame, self._on_close,
-                                  keep_size=8 * CHUNK_SIZE, views=True), host, int(port))
+        factory = lambda: FrameProtocol(self._on_frame, self._on_close,  # noqa: E731
+                                        keep_size=8 * CHUNK_SIZE, views=True)
+        if self.tls is None:
+            transport, self.conn = await loop.create_connection(factory, host, int(port))
+        else:
+            try:
+                transport, self.conn = await self.tls.connect(
+                    loop, factory, host, int(port), what="the governor data port")
+            except RainException as exc:
+                raise TransferError(str(exc)) from None
         set_keepalive(transport.get_extra_info("socket"), KEEPALIVE_TIMEOUT)
         hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,
                                     role="data")
@@ -191,8 +200,9 @@ class DataConnection:
 class PeerPool:
     """Keeps one data connection per peer address."""
 
-    def __init__(self, token=""):
+    def __init__(self, token="", tls=None):
         self.token = token
+        self.tls = tls
         self.connections = {}
         self._connecting = {}
 
@@ -211,7 +221,7 @@ class PeerPool:
             self._connecting.pop(address, None)
 
     async def _connect(self, address):
-        conn = DataConnection(address, self.token)
+        conn = DataConnection(address, self.token, self.tls)
         await conn.connect()
         self.connections[address] = conn
         return conn

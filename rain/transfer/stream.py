@@ -3,7 +3,8 @@
 The body is a run of frames of exactly ``CHUNK_SIZE`` bytes closed by one shorter frame
 (maybe empty): an object below one chunk is a single frame, as small objects always were,
 and a body of any length needs no length field wider than a frame's. Files go from the
-page cache to the socket with ``sendfile``; every chunk waits until the transport has room
+page cache to the socket with ``sendfile`` (over TLS, which the kernel cannot encrypt, each
+chunk is read in a worker thread and written); every chunk waits until the transport has room
 (``drain``), so a slow receiver holds the sender to a few chunks of memory.
 """
 import asyncio
@@ -36,6 +37,7 @@ async def send_bytes(conn, data):
 async def send_file(conn, path):
     """Send a regular file as a body (with ``sendfile`` where the transport allows)."""
     loop = asyncio.get_running_loop()
+    tls = conn.transport.get_extra_info("ssl_object") is not None
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < CHUNK_SIZE:
@@ -50,7 +52,13 @@ async def send_file(conn, path):
                 raise ConnectionError("connection closed during the transfer")
             conn.transport.write(encode_frame_of(count))
             if count:
-                sent = await loop.sendfile(conn.transport, f, offset, count)
+                if tls:
+                    chunk = await loop.run_in_executor(None, os.pread, f.fileno(), count,
+                                                       offset)
+                    conn.transport.write(chunk)
+                    sent = len(chunk)
+                else:
+                    sent = await loop.sendfile(conn.transport, f, offset, count)
                 if sent != count:
                     raise OSError(f"{path} shrank while it was sent")
             offset += count

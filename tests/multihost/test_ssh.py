@@ -37,9 +37,11 @@ def test_host_file_cluster_with_node_local_tmp(hosts):
         # The dashboard link works from another host of the cluster (the login node).
         link = [line.split("dashboard:", 1)[1].strip() for line in out.splitlines()
                 if "dashboard:" in line][0]
-        assert link.startswith(f"http://{head.ip}:7222/")
-        page = node1.python(f"import requests; r = requests.get({link!r}, timeout=30); "
-                            "print(r.status_code, r.url)")
+        assert link.startswith(f"https://{head.ip}:7222/")
+        cert = write_shared(hosts, "ssh-cluster.crt",
+                            head.run(["cat", record["tls"]["cert"]]).stdout)
+        page = node1.python(f"import requests; r = requests.get({link!r}, timeout=30, "
+                            f"verify={cert!r}); print(r.status_code, r.url)")
         assert page.split()[0] == "200", page
     finally:
         stopped = rain(head, ["stop", "ssh"], env=env)
