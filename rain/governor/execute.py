@@ -82,15 +82,29 @@ def _take_unchanged_input(full, source, target):
     os.unlink(full)
 
 
-def _tail(path):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - STDERR_TAIL))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
+class _StderrTail:
+    """The last ``STDERR_TAIL`` bytes a program wrote to stderr, read from a pipe: kept in
+    the governor's memory, so a program that fails on a full disk still says why."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    async def read_from(self, stream):
+        while True:
+            chunk = await stream.read(1 << 16)
+            if not chunk:
+                return
+            self.data += chunk
+            if len(self.data) > 2 * STDERR_TAIL:
+                del self.data[:-STDERR_TAIL]
+
+    def text(self):
+        return bytes(self.data[-STDERR_TAIL:]).decode("utf-8", "replace")
+
+
+#: How long stderr is still read after the program's group is gone (a descendant that
+#: left the group may hold the pipe open; its words are not waited for longer).
+STDERR_GRACE = 2.0
 
 
 async def run_program(call, error):
@@ -111,7 +125,6 @@ async def run_program(call, error):
     task_dir = os.path.join(base, "work")
     os.mkdir(task_dir)
     stdout_path = os.path.join(base, "stdout")
-    stderr_path = os.path.join(base, "stderr")
     stdin_obj = None
     entries = []
     seen = set()
@@ -148,11 +161,12 @@ async def run_program(call, error):
     if stdin_obj is not None:
         stdin_path = await loop.run_in_executor(None, call.store.materialize, stdin_obj)
         stdin_file = open(stdin_path, "rb")
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+    stderr_tail = _StderrTail()
+    with open(stdout_path, "wb") as out:
         try:
             process = await asyncio.create_subprocess_exec(
                 *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True,
+                stdout=out, stderr=asyncio.subprocess.PIPE, start_new_session=True,
                 preexec_fn=killed_with_parent)
         except FileNotFoundError:
             raise error(f"Execute: program {args[0]!r} not found") from None
@@ -163,16 +177,22 @@ async def run_program(call, error):
         finally:
             if stdin_file is not None:
                 stdin_file.close()
+        reader = loop.create_task(stderr_tail.read_from(process.stderr))
         try:
             code = await process.wait()
         except asyncio.CancelledError:
             _kill_group(process)
+            reader.cancel()
             raise
         finally:
             # Children the program left behind in its group die with it.
             _kill_group(process)
+        try:
+            await asyncio.wait_for(reader, STDERR_GRACE)
+        except asyncio.TimeoutError:
+            pass
     if code != 0:
-        stderr = _tail(stderr_path).strip()
+        stderr = stderr_tail.text().strip()
         message = f"Program {args[0]!r} exited with code {code}"
         if code < 0:
             message = f"Program {args[0]!r} was killed by signal {-code}"
