@@ -299,7 +299,13 @@ struct DataRequest {
 }
 
 struct DataReply {
-  # Followed, when ok, by one raw frame: the object's bytes (a directory as a tar archive).
+  # Followed, when ok, by the object's body (a directory as a tar archive) as raw frames
+  # of exactly CHUNK_SIZE bytes (2 MiB, rain/transfer/sinks.py) closed by one shorter
+  # frame, maybe empty: a body below one chunk is a single frame, and a body of any size
+  # needs no length wider than a frame's. The sender sends files with sendfile and waits
+  # for room in the socket after each chunk; the receiver writes each frame to its sink
+  # (a file, memory, an HTTP response) and pauses reading while a sink is behind. A
+  # connection carries one body at a time, in the order of the requests.
   requestId @0 :UInt64;
   ok @1 :Bool;
   error @2 :Text;
