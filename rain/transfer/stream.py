@@ -35,27 +35,33 @@ async def send_bytes(conn, data):
 
 async def send_file(conn, path):
     """Send a regular file as a body (with ``sendfile`` where the transport allows)."""
-    loop = asyncio.get_running_loop()
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < CHUNK_SIZE:
-            data = f.read()
-            await send_bytes(conn, data)
-            return
-        offset = 0
-        while True:
-            count = min(CHUNK_SIZE, size - offset)
-            await conn.drain()
-            if conn.closed:
-                raise ConnectionError("connection closed during the transfer")
-            conn.transport.write(encode_frame_of(count))
-            if count:
-                sent = await loop.sendfile(conn.transport, f, offset, count)
-                if sent != count:
-                    raise OSError(f"{path} shrank while it was sent")
-            offset += count
-            if count < CHUNK_SIZE:
-                break
+        await send_open_file(conn, f, 0, os.fstat(f.fileno()).st_size, path)
+
+
+async def send_open_file(conn, f, offset, size, name=None):
+    """Send ``size`` bytes of the open binary file ``f`` from ``offset`` as a body."""
+    loop = asyncio.get_running_loop()
+    if size < CHUNK_SIZE:
+        data = os.pread(f.fileno(), size, offset) if size else b""
+        if len(data) != size:
+            raise OSError(f"{name or f} shrank while it was sent")
+        await send_bytes(conn, data)
+        return
+    end = offset + size
+    while True:
+        count = min(CHUNK_SIZE, end - offset)
+        await conn.drain()
+        if conn.closed:
+            raise ConnectionError("connection closed during the transfer")
+        conn.transport.write(encode_frame_of(count))
+        if count:
+            sent = await loop.sendfile(conn.transport, f, offset, count)
+            if sent != count:
+                raise OSError(f"{name or f} shrank while it was sent")
+        offset += count
+        if count < CHUNK_SIZE:
+            break
 
 
 def encode_frame_of(count):
