@@ -4,10 +4,13 @@ content, memory bounded in client, server and governors, nothing left behind on 
 import hashlib
 import os
 
+import cbor2
 import pytest
 
 from rain.client import RainException, Task, blob, directory
 from rain.client.program import Input, InputDir, _build_execute
+from rain.server.errors import RequestError
+from rain.server.submit_batch import SubmitBatch, read_uploads
 from rain.transfer.upload import UPLOAD_MIN
 
 from test_transfer import PeakRss, two_governors  # noqa: F401 (a fixture)
@@ -140,3 +143,20 @@ def test_a_2_gib_file_blob_and_directory(two_governors, tmp_path):
         assert check.output.fetch().get_bytes().decode().split() == [expected, tree_digest]
     growth = rss.growth()
     assert max(growth) < 200, f"RSS growth (MiB) of governors, server, client: {growth}"
+
+
+@pytest.mark.parametrize("uploads, message", [
+    (b"\xff", "not valid CBOR"),
+    (cbor2.dumps({"a": 1}), "must be a list"),
+    (cbor2.dumps([[10, "127.0.0.1:1"]]), r"\[object id, governor id, size\]"),
+    (cbor2.dumps([[10, 5, 3]]), r"\[object id, governor id, size\]"),
+    (cbor2.dumps([[10, "g", -2]]), r"\[object id, governor id, size\]"),
+    (cbor2.dumps([[99, "g", 3]]), "not an object of this submit"),
+    (cbor2.dumps([[10, "g", 3], [10, "g", 3]]), "uploaded twice"),
+    (cbor2.dumps([[11, "g", 3]]), "also given as bytes"),
+])
+def test_malformed_uploads_of_a_submit_are_refused(uploads, message):
+    batch = SubmitBatch.from_tuples([], [(10, "", "", 0, None, False, None),
+                                         (11, "", "", 0, None, False, b"x")])
+    with pytest.raises(RequestError, match=message):
+        read_uploads(uploads, batch)
