@@ -162,7 +162,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait(path, timeout=60):
+def _wait(path, timeout=300):
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:

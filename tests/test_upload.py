@@ -56,8 +56,9 @@ def test_a_file_blob_is_streamed_with_bounded_memory(two_governors, tmp_path):
     expected = sparse_file(path, size)
     client = two_governors.client()
     rss = PeakRss(processes(two_governors))
-    with client.new_session() as s, open(path, "rb") as f:
-        data = blob(f, label="big")
+    with client.new_session() as s:
+        with open(path, "rb") as f:
+            data = blob(f, label="big")     # read when submitted, the file closed by then
         data.keep()
         check = on("b", "sha256sum big | cut -c1-64; stat -L -c %s big",
                    inputs=[Input("big", dataobj=data)])

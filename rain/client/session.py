@@ -221,7 +221,9 @@ class Session:
         for obj in objects:
             obj._state = unfinished if obj._data is None and obj._upload is None \
                 else finished
-            obj._upload = None          # the governor has it now
+            if obj._upload is not None:     # the governor has it now
+                obj._upload.close()
+                obj._upload = None
             if obj._spec_cache is not None:
                 obj._spec_cache._freeze()
             submitted[obj._id] = obj

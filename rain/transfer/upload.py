@@ -25,9 +25,13 @@ class BytesSource:
     async def send(self, conn):
         await send_bytes(conn, self.data)
 
+    def close(self):
+        self.data = None
+
 
 class FileSource:
-    """The rest of an open binary file, from its position when the constant was made."""
+    """The rest of an open binary file, from its position when the constant was made (the
+    file is closed once it is sent, or with the constant)."""
     is_directory = False
 
     def __init__(self, file, offset, size):
@@ -36,8 +40,10 @@ class FileSource:
         self.size = size
 
     async def send(self, conn):
-        await send_open_file(conn, self.file, self.offset, self.size,
-                             getattr(self.file, "name", None))
+        await send_open_file(conn, self.file, self.offset, self.size)
+
+    def close(self):
+        self.file.close()
 
 
 class DirectorySource:
@@ -51,6 +57,9 @@ class DirectorySource:
     async def send(self, conn):
         await send_directory(conn, self.path)
 
+    def close(self):
+        pass
+
 
 def file_source(file):
     """A ``FileSource`` for an open binary file, or None when it is no regular file
@@ -63,7 +72,10 @@ def file_source(file):
     if not stat.S_ISREG(info.st_mode):
         return None
     offset = file.tell()
-    return FileSource(file, offset, max(0, info.st_size - offset))
+    # A file of its own (the same open file description): the caller may close theirs
+    # before the submit, as ``with open(...) as f: blob(f)`` does.
+    own = os.fdopen(os.dup(fd), "rb")
+    return FileSource(own, offset, max(0, info.st_size - offset))
 
 
 def tree_size(path, limit):
