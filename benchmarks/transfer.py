@@ -11,6 +11,9 @@ For each size, in the same run:
           governor B takes it as input: time from submitting B's task to its end
   g2c     the client streams the object into a file (``fetch_to``; ``fetch`` where the
           code under test has no ``fetch_to``)
+  c2g     the client uploads the file as a constant (``blob(open(path, "rb"))``, streamed
+          into governor A's store) and a task on governor A checks it: time from the
+          start of the submit to that task's end (skipped where ``blob`` takes no file)
 and the peak RSS of server, sending governor, receiving governor and client during each
 transfer, minus their RSS just before it (sampled every 20 ms).
 
@@ -159,7 +162,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait(path, timeout=60):
+def _wait(path, timeout=300):
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() > deadline:
@@ -216,6 +219,20 @@ def rain_transfer(source, size, tmp):
             result["g2c_rss"] = rss.stop()
             if os.path.exists(target):
                 os.unlink(target)
+        with client.new_session() as s:
+            rss = PeakRss(procs)
+            start = time.perf_counter()
+            try:
+                from rain.client import blob
+                with open(source, "rb") as f:
+                    uploaded = blob(f, label="upload")
+                    check = _on("a", "test -s up", inputs=[Input("up", dataobj=uploaded)])
+                    s.submit()
+                s.wait([check])
+                result["c2g_s"] = time.perf_counter() - start
+            except Exception as exc:
+                result["c2g_error"] = str(exc)[:200]
+            result["c2g_rss"] = rss.stop()
         client.close()
     finally:
         cluster.stop()
@@ -295,6 +312,7 @@ def main():
     import rain
     print(f"rain code: {os.path.dirname(rain.__file__)}; load average "
           f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+    print(f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     for size in sizes:
         tmp = tempfile.mkdtemp(prefix="rain-h-")
         try:
@@ -302,11 +320,13 @@ def main():
             make_source(source, size)
             raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
             mb = size / 1e6
-            print(f"\n{size / GiB:g} GiB: raw loopback copy {raw:.2f} s = {mb / raw:.0f} MB/s")
+            print(f"\n{size / GiB:g} GiB: raw loopback copy {raw:.2f} s = {mb / raw:.0f} MB/s "
+                  f"(load average {os.getloadavg()[0]:.1f})")
             if "rain" in systems:
                 r = rain_transfer(source, size, tmp)
                 for kind, label in (("g2g", "governor -> governor"),
-                                    ("g2c", "governor -> client  ")):
+                                    ("g2c", "governor -> client  "),
+                                    ("c2g", "client -> governor  ")):
                     rss = ", ".join(f"{k} +{v:.0f} MB" for k, v in r[f"{kind}_rss"].items())
                     if f"{kind}_s" in r:
                         t = r[f"{kind}_s"]

@@ -82,3 +82,33 @@ def test_a_full_disk_fails_the_task_and_the_governor_goes_on(make_cluster, small
         s.submit()
         s.wait([ok])
         assert len(ok.output.fetch().get_bytes()) == 5_000_000
+
+
+def test_a_program_filling_the_disk_fails_with_its_stderr(make_cluster, small_disk):
+    """The program's own complaint about the full disk reaches the task's error (its
+    stderr does not need the disk), its partial output is removed and the governor
+    goes on."""
+    cluster = make_cluster([])
+    cluster.add_governor(1, ["--workdir", str(small_disk / "work")])
+    client = cluster.client()
+    before = _used(small_disk)
+    with client.new_session() as s:
+        # The program's first word on stderr comes when the disk is already full.
+        full = Execute("head -c 20000000 /dev/zero > out; c=$?; "
+                       "echo \"head: $c\" >&2; exit $c",
+                       shell=True, output_paths=["out"])
+        full.output.keep()
+        s.submit()
+        with pytest.raises(TaskException) as raised:
+            s.wait([full])
+    message = str(raised.value)
+    assert "stderr:" in message and "No space left on device" in message
+    assert "head: 1" in message
+    assert _used(small_disk) - before < 1 << 20
+    with client.new_session() as s:
+        ok = Execute("head -c 5000000 /dev/zero > out; echo fine >&2", shell=True,
+                     output_paths=["out"])
+        ok.output.keep()
+        s.submit()
+        s.wait([ok])
+        assert len(ok.output.fetch().get_bytes()) == 5_000_000

@@ -15,6 +15,7 @@ from rain.server.core import RequestError, ServerCore, SessionFailed, check_cons
 from rain.server.graph import (ASSIGNED, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
                                REMOVED, RUNNING, UNFINISHED)
 from rain.server.scheduler import PREFETCH_PER_CPU
+from rain.server.submit_batch import SubmitBatch
 
 CONNECTED = object()      # a governor's ``conn``: anything but None counts as connected
 
@@ -1322,3 +1323,26 @@ def test_small_results_still_needed_are_held_until_consumed():
     sim.schedule()
     sim.finish(22)
     assert sim.core.inline_bytes == 0
+
+
+def test_an_uploaded_constant_is_finished_where_the_client_stored_it():
+    """A constant the client streamed into g2's store: finished there with its size, its
+    consumer placed beside it, the delete sent to g2; an upload naming a governor that
+    is not connected is refused."""
+    sim = Sim([("g1", 4), ("g2", 4)])
+    batch = SubmitBatch.from_tuples([T(20, [10], [11])], [O(10), O(11, keep=True)])
+    batch.uploads = {0: ("g2", 5000)}
+    sim.core.submit_batch(sim.client, sim.sid, batch)
+    sim.check()
+    obj = sim.obj(10)
+    assert obj.state == OBJ_FINISHED and obj.size == 5000 and obj.data is None
+    assert [g.id for g in obj.locations] == ["g2"]
+    assert sim.schedule() == {"g2": [20]}
+    sim.finish(20)
+    assert 10 in sim.take_deletes("g2")
+    before = sim.snapshot()
+    batch = SubmitBatch.from_tuples([], [O(30)])
+    batch.uploads = {0: ("g9", 1)}
+    with pytest.raises(RequestError, match="g9, which is not"):
+        sim.core.submit_batch(sim.client, sim.sid, batch)
+    assert sim.snapshot() == before

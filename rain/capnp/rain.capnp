@@ -115,6 +115,11 @@ struct Submit {
   objects @2 :ObjectColumns;
   rows @3 :Data;              # a small submit instead of the columns: one CBOR array
                               # [task rows, object rows] (rain/client/submit_encoding.py)
+  uploads @4 :Data;           # CBOR array of [object id, governor id, size] (size -1 for a
+                              # directory): constants of this submit that the client
+                              # streamed into that governor's store before sending it (big
+                              # blobs and directories; see DataRequest.upload). They have
+                              # no bytes here and the server never holds them.
 }
 
 struct IdList {
@@ -299,10 +304,28 @@ struct Update {
 struct DataRequest {
   requestId @0 :UInt64;
   id @1 :Id;
+  # upload: a client stores constant `id` on this governor. The request is followed by
+  # the object's body, framed as a DataReply's body is; the governor answers with a
+  # DataReply (no body) once the object is stored. The submit that names the object
+  # says where it is (Submit.uploads).
+  upload @2 :Bool;
+  dataType @3 :DataType;
+  contentType @4 :Text;
+  label @5 :Text;
+  size @6 :Int64;             # a blob's length, checked at the end; -1 for a directory
+  # drop: forget a constant this client uploaded whose submit the server refused
+  # (answered by a DataReply, no body).
+  drop @7 :Bool;
 }
 
 struct DataReply {
-  # Followed, when ok, by one raw frame: the object's bytes (a directory as a tar archive).
+  # Followed, when ok, by the object's body (a directory as a tar archive) as raw frames
+  # of exactly CHUNK_SIZE bytes (2 MiB, rain/transfer/sinks.py) closed by one shorter
+  # frame, maybe empty: a body below one chunk is a single frame, and a body of any size
+  # needs no length wider than a frame's. The sender sends files with sendfile and waits
+  # for room in the socket after each chunk; the receiver writes each frame to its sink
+  # (a file, memory, an HTTP response) and pauses reading while a sink is behind. A
+  # connection carries one body at a time, in the order of the requests.
   requestId @0 :UInt64;
   ok @1 :Bool;
   error @2 :Text;

@@ -30,6 +30,7 @@ from ..common.frame_reader import FrameReader
 from ..common.framing import FrameProtocol, encode_frame
 from ..transfer.peer import PeerPool, TransferError
 from ..transfer.sinks import FileSink, finish_directory
+from ..transfer.upload import drop, upload
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -462,6 +463,23 @@ class ServerConnection:
         except (TransferError, OSError) as exc:
             raise RainException(f"Fetching object {key} from governor {address} into "
                                 f"{path!r} failed: {exc}") from None
+
+    def upload_to_governor(self, address, key, source, label, content_type):
+        """Stream a big constant into the store of the governor at ``address``; returns
+        the size stored there."""
+        try:
+            return self._on_loop(upload(address, self.token, key, source, label,
+                                        content_type)).result()
+        except (TransferError, OSError) as exc:
+            raise RainException(f"Uploading object {key} to governor {address} failed: "
+                                f"{exc}") from None
+
+    def drop_upload(self, address, key):
+        try:
+            self._on_loop(drop(address, self.token, key)).result()
+        except (TransferError, OSError) as exc:
+            raise RainException(f"Dropping object {key} from governor {address} failed: "
+                                f"{exc}") from None
 
     def close(self):
         if self.thread is None:

@@ -1,5 +1,6 @@
 """Data objects of the graph, and constants made on the client (``blob``, ``pickled``,
-``directory``)."""
+``directory``). A big constant (``UPLOAD_MIN`` bytes or more, or an open file that big) is
+not read into the submit: ``submit()`` streams it into a governor's store first."""
 import os
 
 from ..common.attributes import ObjectInfo, ObjectSpec
@@ -7,6 +8,7 @@ from ..common.content_type import check_content_type, encode_value, is_type_inst
 from ..common.data_instance import make_tar
 from ..common.errors import RainException
 from ..common.ids import ID, DataType
+from ..transfer.upload import UPLOAD_MIN, BytesSource, DirectorySource, file_source, tree_size
 from .session import get_active_session
 
 
@@ -22,7 +24,7 @@ class DataObject:
     """
 
     __slots__ = ("session", "_id", "_label", "_content_type", "_data_type", "_keep", "_data",
-                 "_spec_cache", "_state", "_info", "__weakref__")
+                 "_upload", "_spec_cache", "_state", "_info", "__weakref__")
 
     def __init__(self, label=None, session=None, data_type=_BLOB, content_type=None):
         if session is None:
@@ -45,6 +47,7 @@ class DataObject:
         self._spec_cache = None
         self._keep = False
         self._data = None           # bytes of a constant
+        self._upload = None         # or the source of a big one (rain.transfer.upload)
         self._state = None
         self._info = None
 
@@ -148,8 +151,13 @@ class DataObject:
 
 
 def blob(value, label="const", content_type=None, encode=None):
-    """A constant object made of ``value``: bytes as they are, ``str`` as ``text``, or any
-    value serialized with ``encode`` ("json", "pickle", "cbor", "arrow", ...)."""
+    """A constant object made of ``value``: bytes as they are, ``str`` as ``text``, an
+    open binary file's content from its current position (``blob(open(path, "rb"))``,
+    sent from the file when submitted, never read into memory), or any value serialized
+    with ``encode`` ("json", "pickle", "cbor", "arrow", ...)."""
+    if encode is None and not isinstance(value, (bytes, bytearray, memoryview, str)) \
+            and hasattr(value, "read"):
+        return _file_blob(value, label, content_type)
     if encode is not None:
         if content_type is not None:
             raise RainException("Give either 'content_type' or 'encode', not both")
@@ -170,7 +178,26 @@ def blob(value, label="const", content_type=None, encode=None):
         raise RainException(f"blob() needs bytes or str, not {type(value).__name__}; "
                             "use encode=\"pickle\" (or \"json\", ...) to serialize it")
     obj = DataObject(label=label, content_type=content_type)
-    obj._data = data
+    if len(data) >= UPLOAD_MIN:
+        obj._upload = BytesSource(data)
+    else:
+        obj._data = data
+    return obj
+
+
+def _file_blob(file, label, content_type):
+    if isinstance(getattr(file, "mode", "b"), str) and "b" not in getattr(file, "mode", "b"):
+        raise RainException("blob() needs a file opened in binary mode ('rb')")
+    source = file_source(file)
+    if source is None or source.size < UPLOAD_MIN:
+        data = file.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise RainException("blob() needs a file opened in binary mode ('rb')")
+        return blob(bytes(data), label=label, content_type=content_type)
+    if content_type is not None:
+        check_content_type(content_type)
+    obj = DataObject(label=label, content_type=content_type)
+    obj._upload = source
     return obj
 
 
@@ -185,7 +212,10 @@ def directory(path, label="const_dir"):
     if not os.path.isdir(path):
         raise RainException(f"directory(): {path!r} is not a directory")
     obj = DataObject(label=label, data_type=DataType.DIRECTORY, content_type="dir")
-    obj._data = make_tar(path)
+    if tree_size(path, UPLOAD_MIN) >= UPLOAD_MIN:
+        obj._upload = DirectorySource(path)
+    else:
+        obj._data = make_tar(path)
     return obj
 
 

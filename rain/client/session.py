@@ -16,6 +16,7 @@ from ..common.errors import RainException, SessionException, TaskException
 from ..common.ids import DataType
 from .connection import ServerError
 from .submit_encoding import fill_submit
+from .upload import drop_uploads, upload_constants
 from .rpc.common import DataObjectState, TaskState
 
 logger = logging.getLogger(__name__)
@@ -190,12 +191,19 @@ class Session:
         if not tasks and not objects:
             return
         session_id = self.session_id
+        uploads = upload_constants(self, objects)
 
         def fill(msg):
-            fill_submit(msg.init("submit"), session_id, tasks, objects)
+            submit = msg.init("submit")
+            fill_submit(submit, session_id, tasks, objects)
+            if uploads:
+                submit.uploads = dumps_or_empty(uploads)
 
         try:
             self._request(fill)
+        except BaseException:
+            drop_uploads(self, uploads)
+            raise
         finally:
             # A rejected submit is dropped whole: resending it could only fail again,
             # and the session stays usable for a corrected graph.
@@ -211,7 +219,11 @@ class Session:
         finished, unfinished = DataObjectState.finished, DataObjectState.unfinished
         submitted = self._submitted_objects
         for obj in objects:
-            obj._state = unfinished if obj._data is None else finished
+            obj._state = unfinished if obj._data is None and obj._upload is None \
+                else finished
+            if obj._upload is not None:     # the governor has it now
+                obj._upload.close()
+                obj._upload = None
             if obj._spec_cache is not None:
                 obj._spec_cache._freeze()
             submitted[obj._id] = obj

@@ -17,7 +17,7 @@ import signal
 import tempfile
 
 from ..common.lifetime import killed_with_parent
-from .logcap import LOG_MAX, capped_pipe, tail
+from .logcap import LOG_MAX, capped_pipe
 from .store import DIRECTORY
 
 STDIN_PATH = "+in"
@@ -192,7 +192,8 @@ async def run_program(call, error):
         for log in logs:
             log.close()
     if code != 0:
-        stderr = tail(stderr_path, STDERR_TAIL).strip()
+        # From memory: on a full disk the file lacks what the program said last.
+        stderr = logs[0].recent(STDERR_TAIL).strip()
         message = f"Program {args[0]!r} exited with code {code}"
         if code < 0:
             message = f"Program {args[0]!r} was killed by signal {-code}"

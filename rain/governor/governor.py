@@ -514,9 +514,20 @@ class Governor(GovernorComm):
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            # A failed task's files (a partial output on a full disk, say) are gone
+            # before its failure is told: the next task finds the space free.
+            dirs, temp_dirs = temp_dirs, []
+            await self._remove_dirs(dirs)
             self._task_error(task, exc)
         finally:
             self._end(task, held, temp_dirs)
+
+    async def _remove_dirs(self, paths):
+        for path in paths:
+            try:
+                await self._loop.run_in_executor(None, remove_tree, path)
+            except Exception:
+                logger.exception("removing %s failed", path)
 
     def _task_error(self, task, exc):
         """A run ended with ``exc``: fail the task, or queue it again (CallReturned)."""

@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 LOG_MAX = 64 << 20
 #: The smallest cap taken: a tail must fit in one file.
 LOG_MIN = 4096
+#: Bytes of the end kept in memory too (what a failure message quotes, even when the
+#: disk is full and the file could not take them).
+RECENT = 8192
 
 
 def rotated(path):
@@ -50,11 +53,19 @@ class CappedLog(asyncio.Protocol):
         self.size = 0
         self.transport = None
         self.done = asyncio.get_running_loop().create_future()
+        self._recent = bytearray()
+
+    def recent(self, size=RECENT):
+        """The last ``size`` (at most ``RECENT``) bytes read, as text."""
+        return bytes(self._recent[-size:]).decode("utf-8", "replace")
 
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data):
+        self._recent += data[-RECENT:]
+        if len(self._recent) > 2 * RECENT:
+            del self._recent[:-RECENT]
         if self.file is None:
             return
         try:

@@ -27,7 +27,7 @@ BLOB, DIRECTORY = 0, 1
 class StoredObject:
     __slots__ = ("key", "label", "content_type", "data_type", "user", "size", "data", "path",
                  "state", "waiters", "info", "delete_at", "safe_link", "locations",
-                 "fetching", "declared_content_type", "refs", "error")
+                 "fetching", "declared_content_type", "refs", "error", "uploaded")
 
     def __init__(self, key, label, content_type, data_type, user, size):
         self.key = key
@@ -48,6 +48,7 @@ class StoredObject:
         self.fetching = None
         self.refs = 0            # running tasks using it right now
         self.error = None        # why it failed (FAILED): later waiters get it too
+        self.uploaded = False    # a client's constant stored here before its submit
 
     def __repr__(self):
         return f"<StoredObject {self.key} state={self.state} size={self.size}>"

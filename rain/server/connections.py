@@ -25,7 +25,7 @@ from ..common.waiting_room import WaitingRoom
 from .core import UNSCHEDULABLE_TIMEOUT, RequestError, ServerCore, SessionFailed
 from .graph import (ASSIGNED, FINISHED, OBJ_FINISHED, OBJECT_STATE_NAMES, REMOVED,
                     TASK_STATE_NAMES, Task)
-from .submit_batch import read_rows, read_submit
+from .submit_batch import read_rows, read_submit, read_uploads
 
 logger = logging.getLogger(__name__)
 
@@ -615,9 +615,10 @@ def decode_submit(submit):
     """The ``SubmitBatch`` of a ``Submit`` message (rows or columns checked for shape)."""
     try:
         rows = submit.rows
-        if rows:
-            return read_rows(rows)
-        return read_submit(submit.tasks, submit.objects)
+        batch = read_rows(rows) if rows else read_submit(submit.tasks, submit.objects)
+        if submit.uploads:
+            read_uploads(submit.uploads, batch)
+        return batch
     except capnp.KjException as exc:
         # e.g. a list of task structs where a column struct belongs: a client built
         # against another version of the schema

@@ -12,7 +12,7 @@ import logging
 import time
 from bisect import bisect_right
 from collections import Counter
-from itertools import repeat
+from itertools import chain, repeat
 
 from ..common.cbor import loads_or
 from .graph import (ASSIGNED, DEFAULT_RETRIES, DIRECTORY, FAILED, FINISHED, NOT_ASSIGNED, OBJ_FINISHED, READY,
@@ -256,13 +256,22 @@ class ServerCore:
             if oid not in object_index:
                 raise RequestError(f"Task {task_ids[output_task[position]]}: output {oid} "
                                    "is not an object of this submit")
-        for index in constants:
+        uploads = batch.uploads
+        holders = {}
+        for index, (governor_id, _size) in uploads.items():
+            governor = self.governors.get(governor_id)
+            if governor is None or governor.closing:
+                raise RequestError(f"Object {object_ids[index]} was uploaded to governor "
+                                   f"{governor_id}, which is not (or no longer) connected")
+            holders[index] = governor
+        for index in chain(constants, uploads):
             if object_ids[index] in producer_of:
                 raise RequestError(f"Object {object_ids[index]} has data and is a task "
                                    "output")
-        if len(producer_of) + len(constants) != len(object_ids):
+        if len(producer_of) + len(constants) + len(uploads) != len(object_ids):
             for index, oid in enumerate(object_ids):
-                if oid not in producer_of and index not in constants:
+                if oid not in producer_of and index not in constants \
+                        and index not in uploads:
                     raise RequestError(f"Object {oid} has no data and no task produces it")
         # Clients submit tasks in creation order, so producers nearly always come before
         # their consumers; then the graph is acyclic and Kahn's algorithm is not needed.
@@ -296,6 +305,13 @@ class ServerCore:
                 obj.testing, size = testing[index]
                 if size is not None:
                     obj.size = size
+        for index, governor in holders.items():
+            # Stored by the client on that governor: finished there, never at the server.
+            obj = submitted_objects[index]
+            obj.state = OBJ_FINISHED
+            obj.size = uploads[index][1]
+            obj.locations = [governor]
+            obj.known_by = [governor]
         existing_objects.update(zip(object_ids, submitted_objects))
 
         get_object = existing_objects.__getitem__
@@ -358,7 +374,7 @@ class ServerCore:
         for task in ready:
             self.scheduler.add_ready(task)
         # Constants that nobody needs and nobody keeps are garbage right away.
-        for index in constants:
+        for index in chain(constants, uploads):
             obj = submitted_objects[index]
             if obj.consumers == 0 and not obj.keep:
                 self._remove_object(obj)

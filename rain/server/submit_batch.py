@@ -30,15 +30,16 @@ class SubmitBatch:
     inputs flattened in task order as ``input_counts`` + ``input_ids`` + ``input_labels``
     (None: all unlabeled); outputs as ``output_counts`` + ``output_ids``.
     ``retries`` ({index: (retries or None, retry on error)}, sparse: the tasks that have
-    a retry policy). Objects: ``object_ids``, ``labels``, ``content_types``, ``data_types`` (0 blob,
-    1 directory), ``keep`` (bools), ``object_users`` (CBOR bytes), ``data`` ({index: bytes},
-    the constants).
+    a retry policy). Objects: ``object_ids``, ``labels``, ``content_types``,
+    ``data_types`` (0 blob, 1 directory), ``keep`` (bools), ``object_users`` (CBOR
+    bytes), ``data`` ({index: bytes}, the constants), ``uploads`` ({index: (governor id, size)}, the constants the client
+    stored on a governor itself).
     """
 
     __slots__ = ("task_ids", "task_types", "names", "cpus", "configs", "users", "resources",
                  "input_counts", "input_ids", "input_labels", "output_counts", "output_ids",
                  "object_ids", "labels", "content_types", "data_types", "keep",
-                 "object_users", "data", "retries")
+                 "object_users", "data", "retries", "uploads")
 
     def __init__(self):
         self.task_ids = []
@@ -61,6 +62,7 @@ class SubmitBatch:
         self.object_users = []
         self.data = {}
         self.retries = {}
+        self.uploads = {}
 
     @property
     def size(self):
@@ -342,6 +344,31 @@ def read_rows(data):
         if problem:
             raise RequestError(f"Submit: malformed object row ({problem})")
     return SubmitBatch.from_tuples(tasks, objects)
+
+
+def read_uploads(data, batch):
+    """Fill ``batch.uploads`` from a submit's ``uploads`` (CBOR ``[[object id, governor
+    id, size], ...]``, see the schema)."""
+    try:
+        value = loads_or(data, None)
+    except Exception as exc:
+        raise RequestError(f"Submit: uploads are not valid CBOR: {exc}") from None
+    if type(value) is not list:
+        raise RequestError("Submit: uploads must be a list")
+    index_of = {oid: index for index, oid in enumerate(batch.object_ids)}
+    uploads = batch.uploads
+    for entry in value:
+        if type(entry) is not list or len(entry) != 3 or type(entry[1]) is not str \
+                or type(entry[2]) is not int or entry[2] < -1:
+            raise RequestError("Submit: an upload must be [object id, governor id, size]")
+        oid, governor_id, size = entry
+        index = index_of.get(oid)
+        if index is None:
+            raise RequestError(f"Submit: uploaded object {oid!r} is not an object of this "
+                               "submit")
+        if index in batch.data or index in uploads:
+            raise RequestError(f"Object {oid}: uploaded twice or also given as bytes")
+        uploads[index] = (governor_id, size)
 
 
 def task_positions(counts):

@@ -90,6 +90,10 @@ class DataConnection:
             if not reply.ok:
                 self._end(transfer, transfer.failed or TransferError(reply.error))
                 return
+            if transfer.sink is None:          # an upload or a drop: no body follows
+                if not transfer.future.done():
+                    transfer.future.set_result({"size": reply.size})
+                return
             meta = {"data_type": 1 if str(reply.dataType) == "directory" else 0,
                     "content_type": reply.contentType or None, "size": reply.size,
                     "info": loads_or(reply.info, {})}
@@ -132,7 +136,7 @@ class DataConnection:
         asyncio.ensure_future(waiting).add_done_callback(done)
 
     def _end(self, transfer, error):
-        if error is not None:
+        if error is not None and transfer.sink is not None:
             try:
                 transfer.sink.abort()
             except Exception:
@@ -161,16 +165,8 @@ class DataConnection:
     async def fetch_into(self, key, sink):
         """Receive object ``key`` into ``sink``; returns the reply's meta (data type,
         content type, size, info). On failure the sink is aborted and the error raised."""
-        if self.conn is None or self.conn.closed:
-            raise TransferError(f"connection to {self.address} is closed")
-        request_id = self._next_id
-        self._next_id += 1
-        future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Transfer(future, sink)
-        request = R.DataRequest.new_message(requestId=request_id)
-        request.id.session = key[0]
-        request.id.id = key[1]
-        self.conn.send(request.to_bytes())
+        future = self._request(key, sink)
+        request_id = self._next_id - 1
         try:
             return await future
         except asyncio.CancelledError:
@@ -181,6 +177,40 @@ class DataConnection:
                 transfer.failed = TransferError("cancelled")
                 transfer.sink.abort()
             raise
+
+    async def upload(self, key, source, label="", content_type=""):
+        """Store constant ``key`` on the peer from ``source`` (see ``upload``); returns the
+        size the peer stored. Nothing else may be sent on this connection meanwhile: the
+        body frames follow the request."""
+        future = self._request(key, None, upload=True, label=label or "",
+                               contentType=content_type or "", size=source.size,
+                               dataType="directory" if source.is_directory else "blob")
+        try:
+            await source.send(self.conn)
+        except BaseException:
+            future.cancel()
+            self.close()
+            raise
+        meta = await future
+        return meta["size"]
+
+    async def drop(self, key):
+        """Make the peer forget constant ``key`` this client uploaded (its submit was
+        refused)."""
+        await self._request(key, None, drop=True)
+
+    def _request(self, key, sink, **fields):
+        if self.conn is None or self.conn.closed:
+            raise TransferError(f"connection to {self.address} is closed")
+        request_id = self._next_id
+        self._next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Transfer(future, sink)
+        request = R.DataRequest.new_message(requestId=request_id, **fields)
+        request.id.session = key[0]
+        request.id.id = key[1]
+        self.conn.send(request.to_bytes())
+        return future
 
     async def fetch(self, key):
         """Return ``(meta, bytes)`` of object ``key``."""

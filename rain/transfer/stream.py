@@ -36,34 +36,41 @@ async def send_bytes(conn, data):
 
 async def send_file(conn, path):
     """Send a regular file as a body (with ``sendfile`` where the transport allows)."""
+    with open(path, "rb") as f:
+        await send_open_file(conn, f, 0, os.fstat(f.fileno()).st_size, path)
+
+
+async def send_open_file(conn, f, offset, size, name=None):
+    """Send ``size`` bytes of the open binary file ``f`` from ``offset`` as a body (over
+    TLS read by a worker thread and written: the kernel cannot encrypt what sendfile
+    sends)."""
     loop = asyncio.get_running_loop()
     tls = conn.transport.get_extra_info("ssl_object") is not None
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < CHUNK_SIZE:
-            data = f.read()
-            await send_bytes(conn, data)
-            return
-        offset = 0
-        while True:
-            count = min(CHUNK_SIZE, size - offset)
-            await conn.drain()
-            if conn.closed:
-                raise ConnectionError("connection closed during the transfer")
-            conn.transport.write(encode_frame_of(count))
-            if count:
-                if tls:
-                    chunk = await loop.run_in_executor(None, os.pread, f.fileno(), count,
-                                                       offset)
-                    conn.transport.write(chunk)
-                    sent = len(chunk)
-                else:
-                    sent = await loop.sendfile(conn.transport, f, offset, count)
-                if sent != count:
-                    raise OSError(f"{path} shrank while it was sent")
-            offset += count
-            if count < CHUNK_SIZE:
-                break
+    if size < CHUNK_SIZE:
+        data = os.pread(f.fileno(), size, offset) if size else b""
+        if len(data) != size:
+            raise OSError(f"{name or f} shrank while it was sent")
+        await send_bytes(conn, data)
+        return
+    end = offset + size
+    while True:
+        count = min(CHUNK_SIZE, end - offset)
+        await conn.drain()
+        if conn.closed:
+            raise ConnectionError("connection closed during the transfer")
+        conn.transport.write(encode_frame_of(count))
+        if count:
+            if tls:
+                chunk = await loop.run_in_executor(None, os.pread, f.fileno(), count, offset)
+                conn.transport.write(chunk)
+                sent = len(chunk)
+            else:
+                sent = await loop.sendfile(conn.transport, f, offset, count)
+            if sent != count:
+                raise OSError(f"{name or f} shrank while it was sent")
+        offset += count
+        if count < CHUNK_SIZE:
+            break
 
 
 def encode_frame_of(count):
