@@ -43,8 +43,8 @@ BASE = "/dashboard"
 LATEST = "latest"
 BOKEH_FILES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 PAGES = {
-    "sessions": ("Sessions", ["sessions", "governors"]),
-    "governors": ("Governors", ["governors", "cpu", "memory"]),
+    "sessions": ("Sessions", ["sessions", "governors", "allocations"]),
+    "governors": ("Governors", ["governors", "allocations", "cpu", "memory"]),
     "session": ("Session", ["summary", "graph", "inspector", "stream"]),
 }
 
