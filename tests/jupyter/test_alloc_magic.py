@@ -1,10 +1,15 @@
 """``%rain alloc`` in a real IPython shell: bad arguments give a one-line usage error and
 start nothing; the cluster card's allocation part. (Against the real Slurm, in a kernel on
 the test hosts' head: tests/multihost/test_alloc.py.)"""
+import os
+import shutil
+
 import pytest
+import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
+from jupyter_helpers import kill_all, rain_descendants, wait_gone
 from rain_jupyter.allocation_card import card_html, card_lines
 
 
@@ -12,8 +17,12 @@ from rain_jupyter.allocation_card import card_html, card_lines
 def shell():
     shell = InteractiveShell.instance()
     shell.extension_manager.load_extension("rain_jupyter")
+    procs = rain_descendants(os.getpid())
     yield shell
     shell.extension_manager.unload_extension("rain_jupyter")
+    left = wait_gone(procs + rain_descendants(os.getpid()))
+    kill_all(left)
+    assert not left, f"processes left behind: {left}"
 
 
 BAD = [("alloc", "the following arguments are required"),
@@ -60,3 +69,38 @@ def test_card_shows_each_job_and_its_state():
     assert card_lines(alloc)[-1] == "    last error: sbatch failed: <no partition>"
     assert "&lt;no partition&gt;" in card_html(alloc)
     assert card_lines(None) == [] and card_html(None) == ""
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None and not os.environ.get("CI"),
+                    reason="Slurm's commands are not installed")
+def test_alloc_on_a_cluster_started_here_until_stop(shell, capsys):
+    """No task waits, so no job is submitted; the autoscaler runs in the kernel, the card
+    says so, and both ``%rain alloc stop`` and ``%rain stop`` end it."""
+    import rain_jupyter
+    magics = rain_jupyter._magics
+    assert shell.run_cell("%rain start --governors 1 --cpus 1").error_in_exec is None
+    capsys.readouterr()
+    result = shell.run_cell("%rain alloc slurm --max-nodes 3 --time 30m --interval 0.2 "
+                            "-- --partition=main")
+    assert result.error_in_exec is None
+    out = capsys.readouterr().out
+    assert "Allocating slurm jobs of one node while tasks wait (at most 3 at once, " \
+        "time limit 30m)." in out
+    assert "slurm allocations, active (at most 3 nodes): 0 jobs" in out
+    scaler = magics.autoscaler
+    assert scaler.running and scaler.jobs.args == ["--partition=main"]
+    assert scaler.http == f"127.0.0.1:{magics.cluster.http_port}"
+    shell.run_line_magic("rain", "alloc slurm")
+    assert "already running" in capsys.readouterr().out and magics.autoscaler is scaler
+    shell.run_line_magic("rain", "alloc stop")
+    assert "Stopped allocating; cancelled 0 batch jobs." in capsys.readouterr().out
+    assert magics.autoscaler is None and not scaler.running
+    assert not os.path.exists(scaler.workdir)
+    headers = magics.cluster.http_headers
+    url = f"{magics.cluster.http_url}api/allocations"
+    assert requests.get(url, headers=headers, timeout=30).json() == []
+    # %rain stop ends a running one with the cluster.
+    shell.run_line_magic("rain", "alloc slurm")
+    scaler = magics.autoscaler
+    shell.run_line_magic("rain", "stop")
+    assert magics.autoscaler is None and not scaler.running
