@@ -43,7 +43,7 @@ BASE = "/dashboard"
 LATEST = "latest"
 BOKEH_FILES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 PAGES = {
-    "sessions": ("Sessions", ["sessions", "governors", "allocations"]),
+    "sessions": ("Sessions", ["sessions", "governors"]),
     "governors": ("Governors", ["governors", "allocations", "cpu", "memory"]),
     "session": ("Session", ["summary", "graph", "inspector", "stream"]),
 }
