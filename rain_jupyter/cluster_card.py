@@ -1,6 +1,7 @@
 """The cluster card: governors, CPUs and the dashboard link of the connected cluster."""
 from html import escape
 
+from . import allocation_card
 from .rendering import BOX, badge
 
 INFO_TIMEOUT = 5.0
@@ -22,11 +23,12 @@ def server_info(client, timeout=INFO_TIMEOUT):
         return None
 
 
-def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT):
+def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT, allocations=None):
     """Plain data of the card. ``cluster`` is the ``NotebookCluster`` when this kernel
-    started it."""
+    started it; ``allocations`` what ``%rain alloc`` runs (``allocation_card.info``)."""
     info = {"address": f"{client.address}:{client.port}", "connected": client.connected,
             "governors": [], "cpus": 0, "dashboard": None, "started_here": False,
+            "allocations": allocations,
             "sessions": sum(1 for s in getattr(client, "_sessions", ()) if not s.closed)}
     if cluster is not None:
         info["started_here"] = True
@@ -60,6 +62,7 @@ def card_text(info):
     for governor in info["governors"]:
         lines.append(f"  {governor['id']}: {governor['cpus']} CPUs, "
                      f"{governor['tasks']} tasks, {governor['objects']} objects")
+    lines += allocation_card.card_lines(info.get("allocations"))
     if info.get("dashboard"):
         lines.append(f"  dashboard: {info['dashboard']}")
     return "\n".join(lines)
@@ -91,7 +94,8 @@ def card_html(info):
     return (f"<div class='rain-cluster' style='{BOX}'><b>Rain cluster</b> "
             f"{escape(info['address'])} &nbsp; {state}{origin}"
             f"<div>{len(info['governors'])} governors, {info['cpus']} CPUs, "
-            f"{info['sessions']} open sessions of this client</div>{table}{dashboard}</div>")
+            f"{info['sessions']} open sessions of this client</div>{table}"
+            f"{allocation_card.card_html(info.get('allocations'))}{dashboard}</div>")
 
 
 def open_in_lab_link(info):
@@ -118,8 +122,8 @@ def open_in_lab_link(info):
 class ClusterCard:
     """A displayable card (HTML and text) of a client's cluster, read when created."""
 
-    def __init__(self, client, cluster=None):
-        self.info = cluster_info(client, cluster)
+    def __init__(self, client, cluster=None, allocations=None):
+        self.info = cluster_info(client, cluster, allocations=allocations)
 
     def _repr_html_(self):
         return card_html(self.info)

@@ -12,12 +12,12 @@ from IPython.display import IFrame, display
 from rain.client import Client
 from rain.common.errors import RainException
 
-from . import reprs
+from . import allocation, allocation_card, reprs
 from .cluster_card import ClusterCard
 
 logger = logging.getLogger(__name__)
 
-COMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard", "help")
+COMMANDS = ("start", "connect", "status", "scale", "alloc", "stop", "dashboard", "help")
 
 
 # Argument specifications, one per sub-command (their parsers print the usage lines).
@@ -91,6 +91,7 @@ SUMMARIES = {
     "status": "Show the cluster card: governors, CPUs, dashboard link.",
     "scale": "Add or remove governors of the cluster started here (removed governors "
              "first finish their running tasks).",
+    "alloc": allocation.SUMMARY,
     "stop": "Stop the cluster started by this kernel (or disconnect from a connected one).",
     "dashboard": "Link to the cluster's dashboard (--inline: show it in the output).",
 }
@@ -118,6 +119,9 @@ def help_text():
     for name, spec in SPECS.items():
         lines.append(f"  {_usage(spec)}")
         lines.append(f"      {SUMMARIES[name]}")
+        if name == "scale":
+            lines.append(f"  {allocation.usage()}")
+            lines.append(f"      {SUMMARIES['alloc']}")
     lines += ["  %rain help", "      This text.", "",
               f"  {_usage(_cell_spec)}",
               "      Cell magic: the cell's tasks go into the session (the default one",
@@ -136,6 +140,7 @@ class RainMagics(Magics):
         self.cluster = None          # NotebookCluster started here
         self.client = None
         self.named_sessions = {}
+        self.autoscaler = None       # rain.alloc.Autoscaler of %rain alloc
 
     # -- entry ---------------------------------------------------------------------------------
     @line_cell_magic
@@ -151,6 +156,12 @@ class RainMagics(Magics):
             print(help_text())
             return None
         command, rest = words[0], line.strip()[len(words[0]):]
+        if command == "alloc":
+            if "-h" in words[1:] or "--help" in words[1:]:
+                print(SUMMARIES[command])
+                print(allocation.alloc_spec.parser.format_help())
+                return None
+            return self._alloc(allocation.parse(rest))
         if command not in SPECS:
             raise UsageError(f"unknown command {command!r}; commands: "
                              f"{', '.join(COMMANDS)} (see %rain?)")
@@ -233,8 +244,39 @@ class RainMagics(Magics):
         if self.client is None:
             print("The Rain cluster started by this kernel has stopped.")
             return None
-        display(ClusterCard(self.client, self.cluster))
+        display(self._card())
         return None
+
+    def _card(self):
+        return ClusterCard(self.client, self.cluster,
+                           allocations=allocation_card.info(self.autoscaler))
+
+    def _alloc(self, args):
+        if args.scheduler == "stop":
+            if self.autoscaler is None:
+                print("No %rain alloc is running.")
+                return None
+            jobs = len(self.autoscaler.status())
+            self._stop_autoscaler()
+            print(f"Stopped allocating; cancelled {jobs} batch "
+                  f"job{'' if jobs == 1 else 's'}.")
+            return None
+        if self.client is None or not self.client.connected:
+            raise UsageError("%rain alloc needs a cluster: %rain start or "
+                             "%rain connect HOST[:PORT] first")
+        if self.autoscaler is not None:
+            print("%rain alloc is already running here; %rain alloc stop first.")
+            return None
+        self.autoscaler = allocation.start(args, self.client, self._running())
+        print(f"Allocating {args.scheduler} jobs of one node while tasks wait (at most "
+              f"{args.max_nodes} at once, time limit {args.time}).")
+        display(self._card())
+        return None
+
+    def _stop_autoscaler(self):
+        scaler, self.autoscaler = self.autoscaler, None
+        if scaler is not None:
+            scaler.stop()
 
     def _scale(self, args):
         if args.governors < 0:
@@ -262,6 +304,7 @@ class RainMagics(Magics):
         return None
 
     def _stop(self, args):
+        self._stop_autoscaler()
         if self.cluster is not None:
             description = self.cluster.describe()
             self._forget_client()
@@ -413,6 +456,7 @@ class RainMagics(Magics):
 
     def shutdown(self):
         """Stop what this kernel started (the extension's unload and exit path)."""
+        self._stop_autoscaler()
         if self.cluster is not None:
             self._forget_client()
             self.cluster.stop()

@@ -6,7 +6,8 @@ assigned tasks) and what the scheduler reports (jobs and their nodes); it does n
 ``Autoscaler`` is the shell around it: it polls the server's REST API and the batch
 scheduler (``SlurmJobs`` or ``PbsJobs``), submits one-node jobs whose batch script is a
 governor, and ends an idle one by its graceful drain (SIGUSR1: finish, take nothing new,
-exit), so the job ends by itself.
+exit), so the job ends by itself. Each job's state changes go to the server
+(``POST /api/allocations``), whose dashboard lists them with the governors they brought.
 """
 import json
 import logging
@@ -108,6 +109,7 @@ def governor_script(server, cpus_expr, python=sys.executable):
 
 class SlurmJobs:
     name = "slurm"
+    commands = ("sbatch", "squeue", "scancel")
 
     def __init__(self, time_seconds, args):
         self.minutes = max(1, (time_seconds + 59) // 60)
@@ -165,6 +167,7 @@ def _submit(argv, env):
 
 class PbsJobs:
     name = "pbs"
+    commands = ("qsub", "qstat", "qsig", "qdel")
 
     def __init__(self, time_seconds, args):
         self.walltime = hms(time_seconds)
@@ -209,8 +212,10 @@ SCHEDULERS = {"slurm": SlurmJobs, "pbs": PbsJobs}
 
 class Autoscaler:
     """``Autoscaler("head:7210", "slurm", max_nodes=4, time="1h").start()`` adds
-    governors in one-node jobs while tasks wait; ``stop()`` cancels its jobs.
-    ``scheduler_args`` go to sbatch/qsub as they are (partition, account...)."""
+    governors in one-node jobs while tasks wait; ``stop()`` cancels its jobs; as a context
+    manager (``with Autoscaler(...):``) it starts and stops around the block.
+    ``scheduler_args`` go to sbatch/qsub as they are (partition, account...). Each job's
+    state goes to the server, whose dashboard lists the allocations."""
 
     def __init__(self, server, scheduler="slurm", *, max_nodes=1, time="1h",
                  scheduler_args=(), idle_timeout=60.0, interval=2.0, http=None,
@@ -225,12 +230,18 @@ class Autoscaler:
         self.tls = tls_for_server(host, port)   # a TLS cluster: https, and its governors
         self.http = http or self._find_http(host, port)
         self.jobs = SCHEDULERS[scheduler](parse_duration(time), scheduler_args)
+        missing = [c for c in self.jobs.commands if shutil.which(c) is None]
+        if missing:
+            raise AllocError(f"{scheduler} allocations need {', '.join(missing)}, not found "
+                             "on this machine's PATH")
         self.policy = Policy(max_nodes, idle_timeout)
         self.interval = interval
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="rain-alloc-")
-        self.allocations = {}       # job id -> {"state", "node", "submitted"}
+        self.allocations = {}       # job id -> {"state", "node", "submitted", "since"}
+        self.last_error = None      # the last failure of a round, for whoever shows it
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = None
         self._hosts = {}
 
@@ -250,6 +261,32 @@ class Autoscaler:
         context = self.tls.client_context() if self.tls is not None else None
         with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return json.load(response)
+
+    def _report(self, job, state, reason=""):
+        """Tell the server (its dashboard, ``GET /api/allocations``) a job's new state. A
+        server that cannot be told does not stop the scaling."""
+        allocation = self.allocations.get(job, {})
+        node = allocation.get("node")
+        body = {"allocation": job, "scheduler": self.jobs.name, "state": state,
+                "nodes": [node] if node and state == "running" else [],
+                "addresses": [self._address_of(node)] if node and state == "running" else [],
+                "reason": reason}
+        headers = {"Content-Type": "application/json", **auth_headers(self.token)}
+        request = urllib.request.Request(f"http://{self.http}/api/allocations",
+                                         data=json.dumps(body).encode(), headers=headers,
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+        except (OSError, ValueError) as exc:
+            logger.warning("could not report allocation %s (%s) to the server: %s",
+                           job, state, exc)
+
+    def status(self):
+        """``[{"allocation", "state", "node", "since"}]`` of the jobs now known (state
+        queued, running or draining), oldest first."""
+        with self._lock:
+            return [{"allocation": job, **a} for job, a in self.allocations.items()]
 
     def _address_of(self, node):
         if node not in self._hosts:
@@ -276,19 +313,30 @@ class Autoscaler:
         for job in list(self.allocations):
             if job not in known:
                 logger.info("allocation %s ended", job)
-                del self.allocations[job]
+                drained = self.allocations[job]["state"] == "draining"
+                with self._lock:
+                    del self.allocations[job]
+                self._report(job, "ended", "idle, its governor left" if drained
+                             else "ended in the batch scheduler")
         jobs = {}
         for job, (state, node) in known.items():
             allocation = self.allocations[job]
             if allocation["state"] == "draining":
                 state = "draining"
-            allocation.update(state=state, node=node)
+            started = state == "running" and allocation["state"] == "queued"
+            with self._lock:
+                allocation.update(state=state, node=node)
+                if started:
+                    allocation["since"] = now
+            if started:
+                self._report(job, "running")
             jobs[job] = (state, self._address_of(node) if node else None)
         submit, drain = self.policy.decide(now, waiting, governors, jobs)
         for job in drain:
             logger.info("allocation %s is idle: its governor leaves", job)
             self.jobs.drain(job)
-            self.allocations[job]["state"] = "draining"
+            with self._lock:
+                self.allocations[job].update(state="draining", since=now)
         if submit:
             env = dict(os.environ)
             if self.token:
@@ -300,15 +348,20 @@ class Autoscaler:
                     env["RAIN_TLS_CA"] = self.tls.ca
             job = self.jobs.submit(self.server, self.workdir, env)
             logger.info("%d task(s) wait: submitted allocation %s", waiting, job)
-            self.allocations[job] = {"state": "queued", "node": None, "submitted": now}
+            with self._lock:
+                self.allocations[job] = {"state": "queued", "node": None, "submitted": now,
+                                         "since": now}
+            self._report(job, "queued")
         return submit, drain
 
     def run(self):
         while not self._stop.is_set():
             try:
                 self.step()
+                self.last_error = None
             except (AllocError, OSError, ValueError) as exc:
                 logger.warning("autoscaling: %s", exc)
+                self.last_error = str(exc)
             self._stop.wait(self.interval)
 
     def start(self):
@@ -321,13 +374,28 @@ class Autoscaler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            self._thread = None
+        jobs = list(self.allocations)
         try:
-            self.jobs.cancel(list(self.allocations))
+            self.jobs.cancel(jobs)
         except AllocError as exc:
             logger.warning("%s", exc)
-        self.allocations.clear()
+        for job in jobs:
+            self._report(job, "ended", "cancelled when the autoscaler stopped")
+        with self._lock:
+            self.allocations.clear()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def running(self):
+        return self._thread is not None and not self._stop.is_set()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
 
 
 def alloc_command(args):

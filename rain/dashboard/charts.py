@@ -211,6 +211,46 @@ class RecoveriesChart(Chart):
                    ("subject", "What", 220), ("reason", "Why", 400)]
         return self._table(model, session, "recoveries", source, columns, 200,
                            "recoveries-table")
+class AllocationsChart(Chart):
+    """Batch jobs of autoscalers (``rain alloc``): a count by state above a table."""
+    id = "allocations"
+    title = "Allocations"
+
+    def data(self, model, session):
+        table = model.allocations
+        rows = sorted(table.items.values(), key=lambda a: -(a.submitted or 0))[:TABLE_ROWS]
+        cols = _columns(
+            ("allocation", "scheduler", "state", "nodes", "since", "governors"),
+            [(a.id, a.scheduler, a.state, ", ".join(a.nodes),
+              (a.since or float("nan")) * 1000.0, ", ".join(a.governors)) for a in rows])
+        counts = table.counts()
+        total = sum(counts.values())
+        text = (f"{total} allocation{'' if total == 1 else 's'}: {counts['queued']} "
+                f"queued, {counts['running']} running, {counts['ended']} ended" if total else
+                "No allocations (<code>rain alloc</code> submits batch jobs of governors "
+                "while tasks wait).")
+        return {"sources": {"allocations": {"data": cols}},
+                "props": {"allocations-summary": {"text": text}}}
+
+    def build(self, model, session):
+        source = _source("allocations", {})
+        text = Div(text="", name="allocations-summary", sizing_mode="stretch_width")
+        state = HTMLTemplateFormatter(
+            template='<span class="rain-allocation-<%= value %>"><%= value %></span>')
+        columns = [("allocation", "Job", 90), ("scheduler", "Scheduler", 70),
+                   ("state", "State", 70, state), ("nodes", "Nodes", 140),
+                   ("since", "Since", 150,
+                    DateFormatter(format="%Y-%m-%d %H:%M:%S", nan_format="")),
+                   ("governors", "Governors", 240)]
+        columns = [TableColumn(field=field, title=title, width=width,
+                               **({"formatter": rest[0]} if rest else {}))
+                   for field, title, width, *rest in columns]
+        table = DataTable(source=source, columns=columns, height=160,
+                          sizing_mode="stretch_width", index_position=None,
+                          name="allocations-table")
+        _apply({"allocations": source, "allocations-summary": text},
+               self.data(model, session))
+        return column(text, table, sizing_mode="stretch_width")
 
 
 class MonitoringChart(Chart):
@@ -736,8 +776,8 @@ class StreamChart(SessionChart):
 
 
 def make_charts(edges_provider=None):
-    charts = [SessionsChart(), GovernorsChart(), RecoveriesChart(), CpuChart(), MemoryChart(),
-              SummaryChart(),
+    charts = [SessionsChart(), GovernorsChart(), RecoveriesChart(), AllocationsChart(),
+              CpuChart(), MemoryChart(), SummaryChart(),
               GraphChart(edges_provider), InspectorChart(), StreamChart()]
     return {chart.id: chart for chart in charts}
 

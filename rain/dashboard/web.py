@@ -44,7 +44,7 @@ LATEST = "latest"
 BOKEH_FILES = ("bokeh.min.js", "bokeh-widgets.min.js", "bokeh-tables.min.js")
 PAGES = {
     "sessions": ("Sessions", ["sessions", "governors", "recoveries"]),
-    "governors": ("Governors", ["governors", "recoveries", "cpu", "memory"]),
+    "governors": ("Governors", ["governors", "allocations", "recoveries", "cpu", "memory"]),
     "session": ("Session", ["summary", "graph", "inspector", "stream"]),
 }
 

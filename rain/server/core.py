@@ -19,6 +19,7 @@ from .graph import (ASSIGNED, DEFAULT_RETRIES, DIRECTORY, FAILED, FINISHED, NOT_
                     REMOVED, RUNNING, TASK_STATE_NAMES, UNFINISHED, Client, DataObject,
                     Governor, Session, SessionError, Task, Waiter, group_edges)
 from .errors import RequestError, SessionNotOpen, UnknownItem
+from .allocations import Reports, parse_report
 from .builtin_configs import PREFIX as BUILTIN_PREFIX, check_builtin
 from .scheduler import Scheduler, update_prefetch
 from .submit_batch import SubmitBatch, offsets, task_positions
@@ -78,6 +79,7 @@ class ServerCore:
         self._graph_items = 0        # tasks + objects of open sessions (GC heuristic)
         self.inline_bytes = 0        # see INLINE_BUDGET
         self.retained_bytes = 0      # see CONSTANTS_KEPT
+        self.allocation_reports = Reports()
 
     # ======================================================================================
     # Clients and sessions
@@ -519,6 +521,14 @@ class ServerCore:
             self._recheck_unschedulable()
         self._request_schedule()
         return governor
+
+    def report_allocation(self, report):
+        """A batch job of an autoscaler changed state (see ``allocations``); returns the
+        checked report. Bad reports raise ``RequestError``."""
+        report = parse_report(report)
+        for event in self.allocation_reports.events(report):
+            self.comm.event(event)
+        return report
 
     def drain_governor(self, governor):
         """The governor is leaving: it gets no new tasks, and the ones queued there but not

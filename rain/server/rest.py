@@ -215,6 +215,21 @@ def governor_json(core, governor):
     return result
 
 
+class AllocationsHandler(RestHandler):
+    """``GET``: the batch allocations of autoscalers (``rain alloc``) and the governors
+    each brought; ``POST``: an autoscaler reports one of its jobs' state."""
+
+    def get(self):
+        self.send_json(self.model.allocations.to_json())
+
+    def post(self):
+        try:
+            report = self.core.report_allocation(self.body_object())
+        except RequestError as exc:
+            raise RestError(400, str(exc)) from None
+        self.send_json(report)
+
+
 class SessionsHandler(RestHandler):
     def get(self):
         self.send_json([self.session_json(s) for s in self.model.sessions.values()])
@@ -730,6 +745,7 @@ def _cbor_json(data):
 
 ENDPOINTS = [
     "GET /api/governors", "GET /api/governors/{governor}",
+    "GET /api/allocations", "POST /api/allocations",
     "GET /api/sessions", "POST /api/sessions", "GET /api/sessions/{s}",
     "DELETE /api/sessions/{s}", "POST /api/sessions/{s}/submit",
     "POST /api/sessions/{s}/wait", "POST /api/sessions/{s}/unkeep",
@@ -753,6 +769,7 @@ def rest_handlers(server, models=None):
         (rf"{PREFIX}/?", IndexHandler, args),
         (rf"{PREFIX}/governors/?", GovernorsHandler, args),
         (rf"{PREFIX}/governors/([^/]+)/?", GovernorHandler, args),
+        (rf"{PREFIX}/allocations/?", AllocationsHandler, args),
         (rf"{PREFIX}/sessions/?", SessionsHandler, args),
         (rf"{s}/?", SessionHandler, args),
         (rf"{s}/submit/?", SubmitHandler, args),

@@ -25,6 +25,7 @@ from ..common.states import FINISHED_PHASE as FINISHED
 from ..common.states import PHASE_NAMES as STATE_NAMES
 from ..common.states import RUNNING_PHASE as RUNNING
 from ..common.states import WAITING_PHASE as WAITING
+from .allocations import AllocationTable
 UNNAMED = "(unnamed)"
 #: Closed sessions that keep per-task details on a live server (older keep their counts
 #: and groups), so a long-running server's memory stays flat; a post-mortem model keeps all.
@@ -175,6 +176,7 @@ class RunModel:
     def __init__(self, task_type_of=None, live=True):
         self.sessions = {}
         self.governors = {}
+        self.allocations = AllocationTable()
         self.clients = set()
         self.version = 0            # bumps on every event
         self.events = 0
@@ -206,6 +208,8 @@ class RunModel:
             "ClientNew": self._client_new,
             "ClientRemoved": self._client_removed,
         }
+        for kind, handler in self.allocations.handlers().items():
+            self._handlers[kind] = self._allocation_handler(handler)
         self._task_handlers = {"TaskStarted": self._task_started,
                                "TaskFinished": self._task_finished,
                                "TaskFailed": self._task_failed}
@@ -467,6 +471,14 @@ class RunModel:
     def _governor_new(self, event, when):
         gid = event["governor"]
         self.governors[gid] = Governor(gid, event.get("cpus"), event.get("resources"), when)
+        self.allocations.governor_new(gid)
+
+    def _allocation_handler(self, handler):
+        """An allocation event's handler, given the live governors (those already up when
+        their allocation's start is reported belong to it)."""
+        def handle(event, when):
+            handler(event, when, {g.id: g.added for g in self.governors.values() if g.alive})
+        return handle
 
     def _governor_removed(self, event, when):
         gov = self.governors.get(event["governor"])
