@@ -469,14 +469,14 @@ class ServerConnection:
         the size stored there."""
         try:
             return self._on_loop(upload(address, self.token, key, source, label,
-                                        content_type)).result()
+                                        content_type, self.tls)).result()
         except (TransferError, OSError) as exc:
             raise RainException(f"Uploading object {key} to governor {address} failed: "
                                 f"{exc}") from None
 
     def drop_upload(self, address, key):
         try:
-            self._on_loop(drop(address, self.token, key)).result()
+            self._on_loop(drop(address, self.token, key, self.tls)).result()
         except (TransferError, OSError) as exc:
             raise RainException(f"Dropping object {key} from governor {address} failed: "
                                 f"{exc}") from None

@@ -92,10 +92,10 @@ def tree_size(path, limit):
     return total
 
 
-async def upload(address, token, key, source, label="", content_type=""):
+async def upload(address, token, key, source, label="", content_type="", tls=None):
     """Store constant ``key`` from ``source`` on the governor at ``address`` over a
     connection of its own; returns the size stored there."""
-    conn = DataConnection(address, token)
+    conn = DataConnection(address, token, tls)
     await conn.connect()
     try:
         return await conn.upload(key, source, label, content_type)
@@ -103,9 +103,9 @@ async def upload(address, token, key, source, label="", content_type=""):
         conn.close()
 
 
-async def drop(address, token, key):
+async def drop(address, token, key, tls=None):
     """Undo an ``upload`` whose submit the server refused."""
-    conn = DataConnection(address, token)
+    conn = DataConnection(address, token, tls)
     await conn.connect()
     try:
         await conn.drop(key)
