@@ -205,3 +205,18 @@ def test_removed_governors_stay_listed_not_alive(make_cluster):
     assert len(gone) == 1 and gone[0]["removed"] and gone[0]["reason"]
     detail = api.get(f"/governors/{gone[0]['governor']}").json()
     assert detail["alive"] is False
+
+
+def test_task_lists_default_to_1000_and_give_at_most_10000(api):
+    count = 10_005
+    graph = {"objects": [{"id": 10, "data": "x"}],
+             "tasks": [{"id": 11 + 2 * i, "type": "buildin/concat", "inputs": [10],
+                        "outputs": [{"id": 12 + 2 * i}]} for i in range(count)]}
+    sid = api.session(graph)
+    listed = api.get(f"/sessions/{sid}/tasks").json()
+    assert len(listed) == 1000 and listed[0]["task"] == 11
+    assert len(api.get(f"/sessions/{sid}/tasks", params={"limit": 50000}).json()) == 10_000
+    rest = api.get(f"/sessions/{sid}/tasks", params={"offset": 10_000, "limit": 50000}).json()
+    assert [t["task"] for t in rest] == [11 + 2 * i for i in range(10_000, count)]
+    assert len(api.get(f"/sessions/{sid}/objects").json()) == 1000
+    assert len(api.get(f"/sessions/{sid}/objects", params={"limit": 50000}).json()) == 10_000
