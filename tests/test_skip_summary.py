@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-import conftest
+import pytest
+
 import skip_summary
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -39,13 +40,17 @@ def run_pytest(directory, *args):
     env = dict(os.environ, PYTHONPATH=TESTS)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "skip_summary",
                            "-p", "no:cacheprovider", "-q", *args], cwd=directory, env=env,
-                          capture_output=True, text=True, timeout=110)
+                          capture_output=True, text=True, timeout=500)
 
 
-def test_the_suite_loads_the_summary():
-    assert conftest.pytest_terminal_summary is skip_summary.pytest_terminal_summary
+def test_the_suite_loads_the_summary(request):
+    hook = request.config.pluginmanager.hook.pytest_terminal_summary
+    assert skip_summary.pytest_terminal_summary in [
+        impl.function for impl in hook.get_hookimpls()]
 
 
+# A pytest run of its own: minutes on a loaded machine.
+@pytest.mark.timeout(600)
 def test_skipped_tests_are_listed_by_reason_also_under_xdist(tmp_path):
     (tmp_path / "test_sample.py").write_text(SAMPLE)
     result = run_pytest(tmp_path, "-n", "2")
@@ -67,6 +72,7 @@ def test_skipped_tests_are_listed_by_reason_also_under_xdist(tmp_path):
     assert "test_runs" not in block
 
 
+@pytest.mark.timeout(600)
 def test_no_block_when_nothing_is_skipped(tmp_path):
     (tmp_path / "test_sample.py").write_text("def test_runs():\n    pass\n")
     result = run_pytest(tmp_path)
