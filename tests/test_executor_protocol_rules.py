@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from rain.client import Task, TaskException, blob, remote
+from rain.client import Task, TaskException, blob
 
 from rain_cluster import processes_of
 
@@ -51,6 +51,15 @@ SILENT = SCRIPT_HEAD + r'''
 print("connected, saying nothing", flush=True)
 while True:
     receive(sock)
+'''
+
+BUSY = SCRIPT_HEAD + r'''
+import time
+send(sock, "register", {"protocol": "rain-executor/1",
+                        "executor_id": int(os.environ["RAIN_EXECUTOR_ID"]),
+                        "executor_type": os.environ["RAIN_EXECUTOR_TYPE"]})
+receive(sock)
+time.sleep(600)
 '''
 
 # Keeps every input it is given, and logs every drop_cached it receives.
@@ -150,21 +159,19 @@ def test_an_executor_that_does_not_register_in_time_fails_its_task(tmp_path, mon
         assert executor.process.returncode is not None
 
 
-def test_executors_die_with_their_governor(make_cluster):
-    cluster = make_cluster([1])
+def test_executors_die_with_their_governor(make_cluster, tmp_path):
+    """An executor busy in a call (it reads nothing, so never sees its socket close),
+    written without any death signal of its own: the governor's dying takes it along."""
+    config = executor_config(tmp_path, "busy", BUSY)
+    cluster = make_cluster([1], governor_config=config)
     client = cluster.client()
-
-    @remote()
-    def nap(ctx):
-        import time
-        time.sleep(600)
 
     def executors_running():
         return [p for p in processes_of(cluster.marker)
-                if "rain.executor" in " ".join(p.cmdline())]
+                if "busy.py" in " ".join(p.cmdline())]
 
     with client.new_session() as session:
-        nap()
+        Task([blob("x")], 1, task_type="busy/work")
         session.submit()
         executor = wait_for("the executor to run the task", executors_running)[0]
         governor = cluster.governor_processes[0]
