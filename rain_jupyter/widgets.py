@@ -122,10 +122,12 @@ class _LiveView:
             dirty, self._dirty_since = self._dirty_since, None
             if dirty is None and not force:
                 return
+            # The interval counts from the start of a redraw: a change that comes while
+            # a slow redraw runs must not get the next one right after it.
+            self._last_flush = time.monotonic()
             snapshot, layout = self.tracker.take(*self._snapshot_args())
             self._render(snapshot, layout)
             now = time.monotonic()
-            self._last_flush = now
             if dirty is not None:
                 self.latencies.append(now - dirty)
             status = snapshot["status"]

@@ -4,6 +4,7 @@ import os
 import pytest
 
 from rain_cluster import TestCluster
+from skip_summary import pytest_terminal_summary  # noqa: F401 (a hook: lists skipped tests)
 
 # Every governor the tests start checks that its state is only touched on its loop thread.
 os.environ.setdefault("RAIN_CHECK_THREADS", "1")

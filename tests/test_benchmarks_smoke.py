@@ -5,8 +5,11 @@ the full side-by-side run is ``make bench`` and its results live in
 ``benchmarks/RESULTS.md``.
 """
 import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "benchmarks", "run.py")
@@ -21,11 +24,29 @@ SCENARIO_ROWS = ["cluster up, client connected", "(a) ", "(a) server CPU per tas
                  "independent trivial Python tasks", "dependent Python tasks"]
 
 
+RESULTS = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+TABLES = ("## All scenarios", "## Python tasks", "## Memory across sessions")
+
+
+def row_labels(text):
+    """The first cells of the scenario tables, sizes replaced by '#' (a smoke run uses
+    smaller ones)."""
+    labels, inside = set(), False
+    for line in text.splitlines():
+        if line.startswith("## "):
+            inside = line.startswith(TABLES)
+        elif inside and line.startswith("| ") and not line.startswith("| scenario"):
+            labels.add(re.sub(r"\d[\d,.^]*", "#", line.strip("|").split("|")[0].strip()))
+    return labels
+
+
+# About a minute on an idle machine, over three on a loaded one.
+@pytest.mark.timeout(660)
 def test_smoke_run_writes_every_scenario_row(tmp_path):
     output = tmp_path / "results.md"
     proc = subprocess.run([sys.executable, RUN, "--smoke", "--systems", "rain",
                            "--output", str(output)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=170)
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = output.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ")]
@@ -38,6 +59,12 @@ def test_smoke_run_writes_every_scenario_row(tmp_path):
             assert rain not in ("", "-", "not run") and "failed" not in rain \
                 and "timed out" not in rain, row
     assert "## Memory across sessions" in text
+    # Every figure recorded in RESULTS.md is one that the command it names makes.
+    with open(RESULTS) as f:
+        recorded = f.read()
+    assert "Command: `python benchmarks/run.py`" in recorded
+    missing = row_labels(recorded) - row_labels(text)
+    assert row_labels(recorded) and not missing, missing
     assert "<!-- notes -->" in text
 
 

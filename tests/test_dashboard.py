@@ -15,7 +15,6 @@ import requests
 from rain.auth import with_token
 from rain.client import blob, tasks
 
-pytest.importorskip("bokeh")
 try:
     import playwright.sync_api as playwright_api
 except ImportError:

@@ -433,7 +433,6 @@ def arrow_value(ctx, v: Input(load=True)):
 
 
 def test_arrow_plain_values(client):
-    pytest.importorskip("pyarrow")
     with client.new_session() as s:
         t = arrow_value(blob({"a": [1, 2], "b": ["x", "y"]}, encode="arrow"))
         t.output.keep()

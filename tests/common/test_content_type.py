@@ -87,7 +87,7 @@ def test_text():
 
 
 def test_arrow():
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     table = pa.table({"x": [1, 2, 3], "y": ["a", "b", "c"]})
     assert decode_value(encode_value(table, "arrow"), "arrow").equals(table)
     batch = pa.record_batch({"x": [1, 2]})
@@ -104,12 +104,10 @@ def test_arrow():
 @pytest.mark.parametrize("value", [[1, 2, 3], ["a", None], {"x": [1, 2], "y": ["a", "b"]},
                                    7, "text", {"k": 1}])
 def test_arrow_plain_python_values(value):
-    pytest.importorskip("pyarrow")
     assert decode_value(encode_value(value, "arrow"), "arrow") == value
 
 
 def test_arrow_refuses_what_it_cannot_hold():
-    pytest.importorskip("pyarrow")
     with pytest.raises(RainException, match="cannot encode"):
         encode_value([1, "mixed"], "arrow")
 

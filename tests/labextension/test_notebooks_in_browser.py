@@ -125,7 +125,7 @@ class Browser:
     def open(self, name, choose_kernel=False):
         # a workspace of its own: only this notebook open, whatever ran before
         self.page.goto(f"{self.lab.url}lab/workspaces/{self.folder.name}/tree/{name}"
-                       f"?reset&token={self.lab.token}")
+                       f"?reset&token={self.lab.token}", timeout=120_000)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         if choose_kernel:       # a new notebook: JupyterLab asks, the default is Python 3
             self.page.locator(".jp-Dialog", has_text="Select Kernel").wait_for()
