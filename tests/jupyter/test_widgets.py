@@ -30,7 +30,7 @@ def test_progress_counts_and_folding():
         {"type": "TaskStarted", "session": 2, "task": 14, "name": "other session"}])
     snap = model.snapshot(max_rows=12)
     assert snap["totals"] == {"total": 5, "waiting": 0, "running": 2, "finished": 3,
-                              "failed": 0}
+                              "failed": 0, "cancelled": 0}
     rows = {r["group"]: r for r in snap["rows"]}
     # the deepest level that fits: every name group in full
     assert set(rows) == {"load/a", "load/b", "fit/x/y", "report"}
@@ -42,6 +42,47 @@ def test_progress_counts_and_folding():
     # too many rows for the deepest level: fold to the top level
     assert {r["group"] for r in model.snapshot(max_rows=3)["rows"]} == \
         {"load", "fit", "report"}
+
+
+def test_tasks_left_in_a_failed_session_are_cancelled():
+    model = ProgressModel(4)
+    model.apply([{"type": "ClientSubmit", "session": 4, "tasks": [1, 2, 3, 4, 5],
+                  "dataobjs": [], "task_names": {"step": 5}}])
+    model.apply(events_for([1], 4, "step") + events_for([2, 3], 4, "step", "TaskStarted"))
+    assert model.snapshot()["totals"]["cancelled"] == 0
+    model.apply([{"type": "TaskFailed", "session": 4, "task": 2, "name": "step",
+                  "info": {"error": "boom"}},
+                 {"type": "SessionFailed", "session": 4, "message": "boom", "task": 2}])
+    snap = model.snapshot()
+    # task 3 was running and 4, 5 waiting: none of them will ever run
+    assert snap["totals"] == {"total": 5, "waiting": 0, "running": 0, "finished": 1,
+                              "failed": 1, "cancelled": 3}
+    assert snap["rows"][0]["cancelled"] == 3 and snap["status"] == "failed"
+    graph = GraphModel()
+    graph.add_tasks([(t, "step", []) for t in range(1, 6)], model.state_of)
+    assert graph.layout(ended=True)["nodes"][3]["state"] == "cancelled"
+    assert graph.layout()["nodes"][3]["state"] == "waiting"
+
+
+def test_elapsed_stops_when_the_work_ends_not_at_close(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("rain_jupyter.progress.time.time", lambda: clock[0])
+    model = ProgressModel(5)
+    model.apply([{"type": "ClientSubmit", "session": 5, "tasks": [1, 2], "dataobjs": [],
+                  "task_names": {"t": 2}}])
+    clock[0] = 101.5
+    model.apply(events_for([1, 2], 5))
+    assert model.snapshot()["elapsed"] == 1.5
+    # more tasks in the same session: the clock runs again until they are done
+    clock[0] = 110.0
+    model.apply([{"type": "ClientSubmit", "session": 5, "tasks": [3], "dataobjs": [],
+                  "task_names": {"t": 1}}])
+    assert model.done_at is None
+    clock[0] = 112.0
+    model.apply(events_for([3], 5))
+    clock[0] = 130.0            # the session is closed much later
+    model.apply([{"type": "SessionClosed", "session": 5, "reason": "ClientClose"}])
+    assert model.snapshot()["elapsed"] == 12.0
 
 
 def test_progress_failure_and_more_groups_row():
@@ -169,7 +210,7 @@ def test_session_widget_traits_and_snapshot(comm_messages):
     feed(tracker, 5, [t.id[1] for t in made[:30]], batch=7).join()
     assert wait_for(lambda: widget.progress.finished == 30
                     and widget.graph.finished_nodes == 30)
-    assert widget.progress.bar.value == 30 and widget.progress.bar.max == 40
+    assert widget.progress.bar.finished == 30 and widget.progress.bar.total == 40
     assert widget.graph.mode == "tasks" and widget.graph.nodes == 40
     assert widget.graph.finished_nodes == 30
     feed(tracker, 5, [t.id[1] for t in made[30:]]).join()
