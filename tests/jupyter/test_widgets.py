@@ -312,3 +312,41 @@ def test_group_rows_follow_task_creation_order_even_when_events_come_first():
                     (13, "stage3/part", 0), (14, "join", 0)])
     assert [r["group"] for r in model.snapshot()["rows"]] == [
         "stage0/part", "stage1/part", "stage2/part", "stage3/part", "join"]
+
+
+def test_graph_labels_do_not_overlap_at_100k_tasks():
+    from rain.dashboard.charts import GRAPH_WIDTH_ESTIMATE, label_box
+    from rain_jupyter.widgets import graph_frame, graph_labels
+    graph = GraphModel()
+    # 100,000 tasks: 70 groups of maps, each reduced by one task of a group of its own
+    entries = []
+    for group in range(70):
+        maps = [group * 10_000 + i for i in range(1400)]
+        entries += [(t, f"map/{group}", []) for t in maps]
+        entries.append((group * 10_000 + 9999, f"reduce/{group}", maps[:3]))
+    entries += [(10 ** 6 + i, "extra", []) for i in range(100_000 - len(entries))]
+    graph.add_tasks(entries, lambda task_id: 0)
+    layout = graph.layout()
+    assert layout["tasks"] == 100_000 and layout["mode"] == "groups"
+    labels = graph_labels(layout, 320)
+    assert 10 <= len(labels["text"]) < len(layout["nodes"])
+    # the chosen labels do not overlap at the chart's scale
+    (x0, x1), (y0, y1) = graph_frame(layout)
+    scale = (GRAPH_WIDTH_ESTIMATE / (x1 - x0), (320 - 40) / (y1 - y0))
+    boxes = [label_box((x, y), text, scale, (x0, y0))
+             for x, y, text in zip(labels["x"], labels["y"], labels["text"])]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_live_graph_widget_draws_labels():
+    from rain_jupyter.widgets import GraphWidget
+    session, made = graph_only_session(7, 30, groups=3, chain=True)
+    tracker = SessionTracker(session)
+    widget = GraphWidget(tracker)
+    submit_locally(tracker, session, made)
+    assert wait_for(lambda: widget.nodes == 30)
+    assert wait_for(lambda: widget.labels > 0)
+    assert set(widget.label_source.data["text"]) <= {n["label"] for n in
+                                                     widget._layout["nodes"]}
