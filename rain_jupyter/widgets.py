@@ -274,11 +274,11 @@ def graph_figure(height):
     that fit without overlapping (``graph_labels``)."""
     from bokeh.models import ColumnDataSource, Range1d
     from bokeh.plotting import figure
-    from rain.dashboard.charts import LABEL_FONT_PX, LABEL_OFFSET
+    from rain.dashboard.charts import LABEL_FONT_PX
     nodes = ColumnDataSource({k: [] for k in ("x", "y", "size", "color", "label", "text",
                                               "state")})
     edges = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "width": []})
-    labels = ColumnDataSource({"x": [], "y": [], "text": []})
+    labels = ColumnDataSource({"x": [], "y": [], "text": [], "dx": []})
     chart = figure(height=height, sizing_mode="stretch_width",
                    x_range=Range1d(-1, 1), y_range=Range1d(-1, 1),
                    tools="pan,wheel_zoom,reset,hover", tooltips="@label: @text",
@@ -286,7 +286,7 @@ def graph_figure(height):
     chart.segment("x0", "y0", "x1", "y1", line_width="width", color="#b5bac1", source=edges)
     dots = chart.scatter("x", "y", size="size", color="color", line_color="#666",
                          source=nodes)
-    chart.text("x", "y", text="text", source=labels, x_offset=LABEL_OFFSET,
+    chart.text("x", "y", text="text", source=labels, x_offset="dx",
                text_font_size=f"{LABEL_FONT_PX}px", text_baseline="middle",
                text_color="#3d4147", name="rain-graph-labels")
     chart.hover.renderers = [dots]
@@ -310,15 +310,19 @@ def graph_labels(layout, height):
     """Labels of the nodes that fit without overlapping at the chart's usual width,
     biggest groups first: a 100k-task graph (drawn as at most a few hundred group or
     level nodes) stays readable."""
-    from rain.dashboard.charts import GRAPH_WIDTH_ESTIMATE, place_labels
+    from rain.dashboard.charts import GRAPH_WIDTH_ESTIMATE, LABEL_OFFSET, place_labels
     nodes = layout["nodes"]
     positions = [(n["x"], n["y"]) for n in nodes]
     texts = [str(n["label"]) for n in nodes]
     priority = sorted(range(len(nodes)), key=lambda i: (-nodes[i]["total"], i))
     shown = place_labels(positions, texts, priority, GRAPH_WIDTH_ESTIMATE, height)
     chosen = sorted(shown)
+    big = max((n["total"] for n in nodes), default=1)
+    # right of its node's edge (place_labels keeps LABEL_OFFSET px for the node)
     return {"x": [positions[i][0] for i in chosen], "y": [positions[i][1] for i in chosen],
-            "text": [texts[i] for i in chosen]}
+            "text": [texts[i] for i in chosen],
+            "dx": [max(LABEL_OFFSET, node_size(layout["mode"], nodes[i], big) / 2 + 3)
+                   for i in chosen]}
 
 
 def show_graph(figure, layout, height):
@@ -329,6 +333,11 @@ def show_graph(figure, layout, height):
     return graph_labels(layout, height)
 
 
+def node_size(mode, node, big):
+    """Diameter (px) of a node: tasks alike, groups and levels by their task count."""
+    return 12 if mode == "tasks" else 10 + 18 * math.sqrt(node["total"] / big)
+
+
 def graph_data(layout):
     """``(node columns, edge columns)`` of the task-graph chart for a layout."""
     nodes = layout["nodes"]
@@ -337,8 +346,7 @@ def graph_data(layout):
     for node in nodes:
         data["x"].append(node["x"])
         data["y"].append(node["y"])
-        data["size"].append(12 if layout["mode"] == "tasks"
-                            else 10 + 18 * math.sqrt(node["total"] / big))
+        data["size"].append(node_size(layout["mode"], node, big))
         data["color"].append(COLORS[node["state"]])
         data["label"].append(str(node["label"]))
         data["text"].append(f"{node['finished']}/{node['total']} finished, "
