@@ -177,11 +177,12 @@ class Browser:
 
     def open(self, name, choose_kernel=False):
         if self.app == "notebook":
-            self.page.goto(f"{self.lab.url}notebooks/{name}?token={self.lab.token}")
+            self.page.goto(f"{self.lab.url}notebooks/{name}?token={self.lab.token}",
+                           timeout=120_000)
         else:
             # a workspace of its own: only this notebook open, whatever ran before
             self.page.goto(f"{self.lab.url}lab/workspaces/{self.folder.name}/tree/{name}"
-                           f"?reset&token={self.lab.token}")
+                           f"?reset&token={self.lab.token}", timeout=120_000)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         if choose_kernel:       # a new notebook: the front end asks, the default is Python 3
             self.page.locator(".jp-Dialog", has_text="Select Kernel").wait_for()
@@ -227,11 +228,15 @@ def check_rain_cell(browser, cell, index, expect_live=True, expect_building=Fals
     ``expect_live``, the page must have drawn them live, as ``LIVE_WATCHER`` saw; when
     ``expect_building``, the view shows already while the cell builds its graph) and
     after its session ended. Returns the final picture."""
+    from playwright.sync_api import Error as PlaywrightError
     page = browser.page
     label = f"cell{index}"
     output = rain_output(cell)
     output.wait_for(timeout=60_000)
-    output.scroll_into_view_if_needed()
+    try:
+        output.scroll_into_view_if_needed(timeout=5_000)
+    except PlaywrightError:     # the live view was just replaced by the final picture
+        pass
     # shown while the cell still builds or submits its graph, with its progress
     building = re.search(r"\[\*\]", cell.locator(".jp-InputPrompt").inner_text()) and \
         output.locator(".widget-vbox", has_text=re.compile("building|submitting")).count()
@@ -245,8 +250,11 @@ def check_rain_cell(browser, cell, index, expect_live=True, expect_building=Fals
             break
         if not shot and live_seen(page, index):
             shot = True
-            output.scroll_into_view_if_needed()
-            browser.screenshot(f"{label}-live")
+            try:
+                output.scroll_into_view_if_needed(timeout=5_000)
+                browser.screenshot(f"{label}-live")
+            except PlaywrightError:     # replaced by the final picture meanwhile
+                pass
         time.sleep(0.3)
     else:
         raise AssertionError(f"{label}: the session did not end in {CELL} s")
@@ -279,10 +287,12 @@ def run_notebook(browser, name):
     """Run every code cell in order; check each ``%%rain`` output. Returns their count."""
     page = browser.page
     cells = page.locator(".jp-Notebook .jp-Cell")
-    count = cells.count()
+    # from the file: the page may still be attaching cells while the first ones run
+    count = len(json.loads((pathlib.Path(browser.lab.root_dir) / name).read_text())["cells"])
     rain_cells = 0
     for index in range(count):
         cell = cells.nth(index)
+        cell.wait_for(state="attached", timeout=60_000)
         if "jp-CodeCell" not in (cell.get_attribute("class") or ""):
             continue
         source = cell.locator(".cm-content").inner_text()
@@ -349,7 +359,7 @@ def save_and_reopen(browser, name, rain_cells):
     # dashboard links go through Jupyter's proxy: no cluster token in the file
     assert "token=" not in saved
     shut_down_kernels(lab)
-    page.reload()
+    page.reload(timeout=120_000)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     browser.wait_idle()
     statics = page.locator(".rain-final .rain-final-static")
