@@ -1,6 +1,6 @@
 """The ``%%rain`` view in Jupyter Notebook 7 (the ``jupyter notebook`` app, not
 JupyterLab), driven by headless Chromium: the charts are drawn live while the session runs
-and after it ended, the Rain sidebar shows in Notebook 7's left panel with the cluster and
+and after it ended (the live task graph with its labels), the Rain sidebar shows in Notebook 7's left panel with the cluster and
 the session, the browser console stays free of errors, and after save, kernel shutdown and
 reload the static picture of the final state shows. Screenshots go to
 ``test-artifacts/notebooks/notebook7/``.
@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from browser_helpers import (Browser, check_page_text, check_rain_cell, save_and_reopen,
-                             shut_down_kernels, wait_finished)
+from browser_helpers import (Browser, check_page_text, check_rain_cell, live_labels,
+                             save_and_reopen, shut_down_kernels, wait_finished)
 from labext_helpers import JupyterServer
 from test_ui import NOTEBOOK, require_browser, run_cell
 
@@ -72,6 +72,8 @@ def test_rain_cell_in_notebook7(notebook7):
                 if source.startswith("%%rain"):
                     final = check_rain_cell(browser, cell, index)
                     assert "25/25 finished" in final.inner_text()
+                    # the live task graph had its labels (those that fit) while running
+                    assert live_labels(page, index) > 0
                 wait_finished(cell)
                 check_page_text(browser)
                 if index == 0:
