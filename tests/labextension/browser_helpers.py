@@ -151,6 +151,7 @@ class Browser:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self.shots = 0
+        self.reports = 0            # report pages opened from links (check_report_link)
         self.problems = []
         self.context = playwright.chromium.launch_persistent_context(
             os.path.join(lab.environment.tmp, f"chromium-{name}"), executable_path=CHROMIUM,
@@ -327,6 +328,7 @@ def check_report_link(browser, cell):
     browser.shots += 1
     assert len(drawn) >= 2, f"the report's charts are not drawn: {drawn}"
     report.close()
+    browser.reports += 1
 
 
 def save_and_reopen(browser, name, rain_cells):

@@ -51,6 +51,8 @@ def test_notebook_in_browser(notebook_lab, path):
             browser.open(path.name)
             browser.screenshot("opened")
             rain_cells = run_notebook(browser, path.name)
+            # the post-mortem notebook links its report page, which opens in a tab
+            assert browser.reports == ("rain_jupyter.report_link(" in path.read_text())
             save_and_reopen(browser, path.name, rain_cells)
         except Exception:
             try:
