@@ -5,7 +5,8 @@ of the ``rain.client`` classes (``reprs``), and provides live widgets of a sessi
 progress and task graph (``widgets``: ``SessionWidget``, ``ProgressWidget``,
 ``GraphWidget``, ``live(session)``). Nothing here is imported by ``rain.client``.
 """
-__all__ = ["load_ipython_extension", "unload_ipython_extension", "live", "current_cluster"]
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "live", "current_cluster",
+           "report_link"]
 
 _magics = None
 
@@ -46,6 +47,13 @@ def live(session, **kwargs):
     """Show the live progress and graph view of ``session`` (returns the widget)."""
     from .widgets import live as show
     return show(session, **kwargs)
+
+
+def report_link(path, text=None):
+    """A link that opens the ``rain report`` page ``path`` in a new browser tab, through
+    Rain's Jupyter server extension (charts included: no "Trust HTML" needed)."""
+    from .report_link import ReportLink
+    return ReportLink(path, text)
 
 
 def _jupyter_server_extension_points():

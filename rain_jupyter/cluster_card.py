@@ -1,10 +1,69 @@
 """The cluster card: governors, CPUs and the dashboard link of the connected cluster."""
+import json
+import logging
+import urllib.request
 from html import escape
 
 from . import allocation_card
 from .rendering import BOX, badge
 
+logger = logging.getLogger(__name__)
+
 INFO_TIMEOUT = 5.0
+
+
+def shown_status(session):
+    """A session as the user thinks of it (the sidebar's rule too): "running" while it
+    is open and has work left, "done" once all its tasks ended even if it is still open,
+    else its end ("closed", "failed")."""
+    if session.get("status") != "open":
+        return session.get("status")
+    tasks = session.get("tasks") or 0
+    ended = (session.get("finished") or 0) + (session.get("failed") or 0)
+    return "done" if tasks and ended >= tasks else "running"
+
+
+def cluster_sessions(cluster, timeout=INFO_TIMEOUT):
+    """The cluster's sessions as its REST API lists them (what the sidebar shows), or
+    None when the server does not answer."""
+    try:
+        request = urllib.request.Request(cluster.http_url + "api/sessions",
+                                         headers=cluster.http_headers)
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return json.loads(reply.read())
+    except Exception:
+        logger.debug("cannot list the sessions of %s", cluster.http_url, exc_info=True)
+        return None
+
+
+def client_sessions(client):
+    """This client's sessions, summarized like the REST API's (from their trackers)."""
+    from .tracker import tracker_for
+    summaries = []
+    for session in list(getattr(client, "_sessions", ())):
+        summary = {"status": "closed" if session.closed else "open",
+                   "tasks": len(session._submitted_tasks)}
+        tracker = tracker_for(session, create=False)
+        if tracker is not None:
+            snapshot = tracker.snapshot()
+            totals = snapshot["totals"]
+            summary.update(tasks=totals["total"], finished=totals["finished"],
+                           failed=totals["failed"])
+            if snapshot["failure"] is not None:
+                summary["status"] = "failed"
+        summaries.append(summary)
+    return summaries
+
+
+def session_counts(client, cluster=None, timeout=INFO_TIMEOUT):
+    """``{"running", "total", "scope"}``: sessions with work left, and all sessions, of
+    the cluster (when this kernel started it) or else of this client."""
+    sessions = cluster_sessions(cluster, timeout) if cluster is not None else None
+    scope = "cluster"
+    if sessions is None:
+        sessions, scope = client_sessions(client), "client"
+    running = sum(1 for s in sessions if shown_status(s) == "running")
+    return {"running": running, "total": len(sessions), "scope": scope}
 
 
 def server_info(client, timeout=INFO_TIMEOUT):
@@ -29,7 +88,7 @@ def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT, allocations=None):
     info = {"address": f"{client.address}:{client.port}", "connected": client.connected,
             "governors": [], "cpus": 0, "dashboard": None, "started_here": False,
             "allocations": allocations,
-            "sessions": sum(1 for s in getattr(client, "_sessions", ()) if not s.closed)}
+            "sessions": None}
     if cluster is not None:
         info["started_here"] = True
         info["dashboard"] = getattr(cluster, "dashboard_link", cluster.dashboard_url)
@@ -42,6 +101,7 @@ def cluster_info(client, cluster=None, timeout=INFO_TIMEOUT, allocations=None):
         info["reachable"] = False
         return info
     info["reachable"] = True
+    info["sessions"] = session_counts(client, cluster, timeout)
     for governor in reply.get("governors", ()):
         cpus = (governor.get("resources") or {}).get("cpus", 0)
         info["governors"].append({"id": governor.get("governor_id"), "cpus": cpus,
@@ -59,6 +119,8 @@ def card_text(info):
              + f": {len(info['governors'])} governors, {info['cpus']} CPUs"]
     if not info.get("reachable", True):
         lines[0] += " (server not answering)"
+    if info.get("sessions"):
+        lines.append(f"  {sessions_text(info['sessions'])}")
     for governor in info["governors"]:
         lines.append(f"  {governor['id']}: {governor['cpus']} CPUs, "
                      f"{governor['tasks']} tasks, {governor['objects']} objects")
@@ -93,9 +155,18 @@ def card_html(info):
                      f"target='_blank'>{url}</a>{open_in_lab_link(info)}</div>")
     return (f"<div class='rain-cluster' style='{BOX}'><b>Rain cluster</b> "
             f"{escape(info['address'])} &nbsp; {state}{origin}"
-            f"<div>{len(info['governors'])} governors, {info['cpus']} CPUs, "
-            f"{info['sessions']} open sessions of this client</div>{table}"
-            f"{allocation_card.card_html(info.get('allocations'))}{dashboard}</div>")
+            f"<div>{len(info['governors'])} governors, {info['cpus']} CPUs</div>"
+            f"<div class='rain-cluster-sessions'>{escape(sessions_text(info['sessions']))}"
+            f"</div>{table}{allocation_card.card_html(info.get('allocations'))}"
+            f"{dashboard}</div>")
+
+
+def sessions_text(counts):
+    """The sidebar's wording: "Sessions: 1 running, 3 in all"."""
+    if not counts:
+        return ""
+    return (f"Sessions: {counts['running']} running, {counts['total']} in all"
+            + (" (of this client)" if counts["scope"] == "client" else ""))
 
 
 def open_in_lab_link(info):

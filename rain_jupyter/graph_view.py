@@ -7,7 +7,7 @@ submitted (``add_tasks``) and every state change (``on_transition``), under its 
 A layout is ``nodes`` (position, member counts by state) and aggregated ``edges``.
 """
 COLORS = {"waiting": "#c9ccd1", "running": "#3b8fd9", "finished": "#4caf50",
-          "failed": "#e0443e"}
+          "failed": "#e0443e", "cancelled": "#e6a23c"}
 
 
 class Node:
@@ -168,14 +168,22 @@ class GraphModel:
                 node.x = rank[x]
 
     # -- output ------------------------------------------------------------------------------
-    def layout(self):
-        """Plain data of the current drawing (copied, safe to use outside the lock)."""
+    def layout(self, ended=False):
+        """Plain data of the current drawing (copied, safe to use outside the lock).
+        Once the session has ``ended`` (failed or closed), what was left to do is
+        cancelled: it will never run."""
         nodes = []
         for node in self.nodes:
             total, running, finished, failed = node.counts
+            state = node.state
+            cancelled = 0
+            if ended:
+                cancelled, running = total - finished - failed, 0
+                if state in ("waiting", "running"):
+                    state = "cancelled"
             nodes.append({"key": node.key, "label": node.label, "x": node.x, "y": node.y,
                           "total": total, "running": running, "finished": finished,
-                          "failed": failed, "state": node.state})
+                          "failed": failed, "cancelled": cancelled, "state": state})
         return {"mode": self.mode, "depth": self.depth, "tasks": len(self._order),
                 "nodes": nodes, "edges": list(self.edges)}
 

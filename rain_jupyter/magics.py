@@ -141,6 +141,7 @@ class RainMagics(Magics):
         self.client = None
         self.named_sessions = {}
         self.autoscaler = None       # rain.alloc.Autoscaler of %rain alloc
+        self.session_cells = {}      # session -> keys of the %%rain cells that used it
 
     # -- entry ---------------------------------------------------------------------------------
     @line_cell_magic
@@ -343,7 +344,7 @@ class RainMagics(Magics):
         __tracebackhide__ = True     # noqa: F841 (IPython leaves this frame out)
         args = _parse(_cell_spec, line)
         client = self._require_client()
-        session, created = self._session(client, args.session)
+        session, created = self._session(client, args.session, self._cell_key(line, cell))
         from .tracker import tracker_for
         tracker_for(session)        # follow the session before anything is submitted
         pending = (len(session._tasks), len(session._dataobjs))
@@ -408,28 +409,58 @@ class RainMagics(Magics):
             raise UsageError("no Rain cluster: use %rain start or %rain connect first")
         return client
 
-    def _session(self, client, name):
-        """``(session, created)``: the open session of that name, or a new one."""
+    def _session(self, client, name, cell):
+        """``(session, created)``: the open session of that name, or a new one.
+
+        Running a cell again starts a fresh session when the open one holds only this
+        cell's earlier runs (closing it: its numbers and clock start again); a session
+        that other cells or code also use is added to, and the cell says so."""
         from rain.client import session as session_module
         if name is None:
-            default = session_module._default_session
-            if default is not None and not default.closed and default.client is client:
-                return default, False
-            return client.new_session("Default session", default=True), True
-        session = self.named_sessions.get(name)
-        if session is None or session.closed or session.client is not client:
+            session = session_module._default_session
+        else:
+            session = self.named_sessions.get(name)
+        if session is not None and (session.closed or session.client is not client):
+            session = None
+        if session is not None:
+            cells = self.session_cells.get(session)
+            if cells == {cell}:
+                self._close_session(session)
+                session = None
+            else:
+                print(f"Adding to the open session {session.session_id} "
+                      f"“{session.name}” ({len(session._submitted_tasks):,} tasks already "
+                      "submitted by other cells or code): its progress and time include "
+                      "theirs. Close it (rain_session.close()) or name another session "
+                      "(%%rain NAME) to start afresh.")
+                self.session_cells.setdefault(session, set()).add(cell)
+                return session, False
+        if name is None:
+            session = client.new_session("Default session", default=True)
+        else:
             session = self.named_sessions[name] = client.new_session(name)
-            return session, True
-        return session, False
+        self.session_cells[session] = {cell}
+        return session, True
+
+    def _cell_key(self, line, cell):
+        """What identifies the running cell: the id the notebook front end sends with
+        the request (JupyterLab, Notebook 7), else the cell's text."""
+        parent = getattr(self.shell, "parent_header", None) or {}
+        cell_id = (parent.get("metadata") or {}).get("cellId")
+        return ("id", cell_id) if cell_id else ("text", line.strip(), cell)
+
+    def _close_session(self, session):
+        self.session_cells.pop(session, None)
+        try:
+            session.close()
+        except Exception:
+            logger.debug("closing the session failed", exc_info=True)
 
     def _drop_session(self, session, name):
         """Close a session made for a cell that failed before submitting anything."""
         if name is not None and self.named_sessions.get(name) is session:
             del self.named_sessions[name]
-        try:
-            session.close()
-        except Exception:
-            logger.debug("closing the unused session failed", exc_info=True)
+        self._close_session(session)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _bind(self, client):
@@ -440,6 +471,7 @@ class RainMagics(Magics):
         client = self.client
         self.client = None
         self.named_sessions.clear()
+        self.session_cells.clear()
         if client is not None:
             reprs.cluster_of_client.pop(id(client), None)
             if self.shell.user_ns.get("rain_client") is client:

@@ -40,10 +40,16 @@ class GroupNode:
         self.order = order
 
 
-def counts_dict(counts):
+def counts_dict(counts, ended=False):
+    """Counts by state. Once the session has ``ended`` (failed or closed), the tasks that
+    were still waiting or running will never finish: they count as cancelled."""
     total, running, finished, failed = counts
-    return {"total": total, "waiting": total - running - finished - failed,
-            "running": running, "finished": finished, "failed": failed}
+    waiting = total - running - finished - failed
+    cancelled = 0
+    if ended:
+        cancelled, waiting, running = waiting + running, 0, 0
+    return {"total": total, "waiting": waiting, "running": running, "finished": finished,
+            "failed": failed, "cancelled": cancelled}
 
 
 class ProgressModel:
@@ -68,6 +74,7 @@ class ProgressModel:
         self.version = 0          # bumped on every visible change
         self.first_event = None
         self.last_event = None
+        self.done_at = None       # when the work ended (all tasks done, or the failure)
 
     # -- groups -----------------------------------------------------------------------------
     def _path(self, group):
@@ -146,6 +153,7 @@ class ProgressModel:
                     record[1] = state
                     self._set_state(self._paths[record[0]], WAITING, state)
                     self._notify(task_id, WAITING, state)
+        self._check_done(time.time())
         self.version += 1
 
     def _move(self, task_id, record, group):
@@ -237,8 +245,26 @@ class ProgressModel:
             if self.first_event is None:
                 self.first_event = now
             self.last_event = now
+            self._check_done(now)
             self.version += 1
         return changed
+
+    @property
+    def ended(self):
+        """No task of the session will run any more: it failed or was closed."""
+        return self.failure is not None or self.closed
+
+    def _work_left(self):
+        total, running, finished, failed = self.totals
+        return bool(total) and finished + failed < total and not self.ended
+
+    def _check_done(self, now):
+        """The clock of the run stops when its work ends (not when the session is
+        closed later), and runs again if more tasks come."""
+        if self._work_left():
+            self.done_at = None
+        elif self.done_at is None and self.totals[0]:
+            self.done_at = now
 
     def _on_submit(self, event):
         names = event.get("task_names") or {}
@@ -301,8 +327,9 @@ class ProgressModel:
             chosen += 1
         level.sort(key=lambda item: item[0].order)
         rows = []
+        ended = self.ended
         for node, counts in level[:max_rows if len(level) <= max_rows else max_rows - 1]:
-            row = counts_dict(counts)
+            row = counts_dict(counts, ended)
             row["group"] = node.path
             row["folded"] = bool(node.children) and counts is node.counts
             rows.append(row)
@@ -311,7 +338,7 @@ class ProgressModel:
             for _node, counts in level[max_rows - 1:]:
                 for i in range(4):
                     rest[i] += counts[i]
-            row = counts_dict(rest)
+            row = counts_dict(rest, ended)
             row["group"] = f"({len(level) - max_rows + 1} more groups)"
             row["folded"] = True
             rows.append(row)
@@ -319,10 +346,10 @@ class ProgressModel:
 
     def snapshot(self, depth=None, max_rows=12):
         rows, chosen = self.rows(depth, max_rows)
-        totals = counts_dict(self.totals)
+        totals = counts_dict(self.totals, self.ended)
         elapsed = None
         if self.first_event is not None:
-            elapsed = self.last_event - self.first_event
+            elapsed = (self.done_at or self.last_event) - self.first_event
         return {"session": self.session_id, "name": self.name, "status": self.status,
                 "totals": totals, "rows": rows, "depth": chosen, "max_depth": self.max_depth,
                 "groups": len(self._paths), "failure": self.failure, "elapsed": elapsed,

@@ -8,7 +8,7 @@ from html import escape
 
 from .graph_view import COLORS
 
-ORDER = ("finished", "running", "waiting", "failed")
+ORDER = ("finished", "running", "waiting", "failed", "cancelled")
 BOX = ("font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; "
        "border: 1px solid #d0d4d9; border-radius: 4px; padding: 6px 10px; "
        "max-width: 860px; color: var(--jp-ui-font-color1, #222);")
@@ -26,9 +26,9 @@ def stacked_bar(counts, width="100%", height=10):
     total = counts["total"] or 1
     parts = []
     for state in ORDER:
-        value = counts[state]
+        value = counts.get(state, 0)
         if value:
-            parts.append(f'<div title="{state}: {value}" style="width:{100 * value / total:.2f}%;'
+            parts.append(f'<div data-state="{state}" title="{state}: {value}" style="width:{100 * value / total:.2f}%;'
                          f' background:{COLORS[state]}; height:{height}px;"></div>')
     return (f'<div style="display:flex; width:{width}; background:#eef0f2; '
             f'height:{height}px; border-radius:2px; overflow:hidden;">{"".join(parts)}</div>')
@@ -64,13 +64,18 @@ def progress_header_html(snapshot):
         parts.append(f"{totals['running']} running")
     if totals["failed"]:
         parts.append(f"<span style='color:{COLORS['failed']}'>{totals['failed']} failed</span>")
+    if totals.get("cancelled"):
+        parts.append(f"<span class='rain-cancelled' style='color:{COLORS['cancelled']}' "
+                     f"title='will never run: the session ended before them'>"
+                     f"{totals['cancelled']} cancelled</span>")
     recovery = snapshot.get("recovery") or {}
     if recovery.get("retried") or recovery.get("recomputed"):
         parts.append(f"<span title='governors lost: {recovery.get('governors_lost', 0)}'>"
                      f"{recovery.get('retried', 0)} retried, "
                      f"{recovery.get('recomputed', 0)} recomputed</span>")
     if snapshot.get("elapsed"):
-        parts.append(format_seconds(snapshot["elapsed"]))
+        parts.append(f"<span class='rain-elapsed' title='from the first task event to the "
+                     f"end of the work'>{format_seconds(snapshot['elapsed'])}</span>")
     html = " &nbsp; ".join(parts)
     failure = snapshot.get("failure")
     if failure:
@@ -106,6 +111,9 @@ def progress_html(snapshot):
             extra += f" · {row['running']} running"
         if row["failed"]:
             extra += f" · <span style='color:{COLORS['failed']}'>{row['failed']} failed</span>"
+        if row.get("cancelled"):
+            extra += (f" · <span style='color:{COLORS['cancelled']}'>{row['cancelled']} "
+                      f"cancelled</span>")
         rows.append(
             f"<tr><td style='padding:1px 8px 1px 0; white-space:nowrap; text-align:left;'>"
             f"{label}</td><td style='width:55%; padding:1px 0;'>{stacked_bar(row)}</td>"
@@ -126,10 +134,12 @@ def progress_text(snapshot):
     totals = snapshot["totals"]
     lines = [f"{session_title(snapshot)}: {snapshot['status']}, {totals['finished']}/"
              f"{totals['total']} finished, {totals['running']} running, "
-             f"{totals['failed']} failed"]
+             f"{totals['failed']} failed"
+             + (f", {totals['cancelled']} cancelled" if totals.get("cancelled") else "")]
     for row in snapshot["rows"]:
+        notes = [f"{row[s]} {s}" for s in ("failed", "cancelled") if row.get(s)]
         lines.append(f"  {row['group']}: {row['finished']}/{row['total']}"
-                     + (f" ({row['failed']} failed)" if row["failed"] else ""))
+                     + (f" ({', '.join(notes)})" if notes else ""))
     if snapshot.get("failure"):
         lines.append("  failure: " + _first_lines(snapshot["failure"].get("message", ""), 3))
     return "\n".join(lines)
@@ -166,7 +176,8 @@ def graph_svg(layout, width=820, max_height=420):
     for node, (x, y) in zip(nodes, points):
         radius = 5 if layout["mode"] == "tasks" else 5 + 7 * (node["total"] / big) ** 0.5
         title = (f"{node['label']}: {node['finished']}/{node['total']} finished, "
-                 f"{node['running']} running, {node['failed']} failed")
+                 f"{node['running']} running, {node['failed']} failed"
+                 + (f", {node['cancelled']} cancelled" if node.get("cancelled") else ""))
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" '
                      f'fill="{COLORS[node["state"]]}"><title>{escape(title)}</title></circle>')
         if show_labels:
@@ -177,9 +188,6 @@ def graph_svg(layout, width=820, max_height=420):
 
 
 def graph_html(layout, description=""):
-    states = {s: 0 for s in ORDER}
-    for node in layout["nodes"]:
-        states[node["state"]] += 1
     legend = " ".join(f"<span style='color:{COLORS[s]}'>●</span> {s}" for s in ORDER)
     return (f"<div class='rain-graph' style='{BOX}'><b>Task graph</b> &nbsp; "
             f"{escape(description)}<div>{graph_svg(layout)}</div>"

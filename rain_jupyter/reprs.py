@@ -77,8 +77,9 @@ def session_html(session):
                  f"{session.dataobj_count} objects</div>")
     note = f"<div style='color:#8a8f96; font-size:11px;'>states {source}</div>"
     html = rendering.progress_html(snapshot)
-    return html.replace("</div></div>", f"</div>{extra}{note}</div>", 1) \
-        if html.endswith("</div></div>") else html + extra + note
+    # inside the box, below everything else in it
+    return html[:-len("</div>")] + f"{extra}{note}</div>" if html.endswith("</div>") \
+        else html + extra + note
 
 
 def session_text(session, p, cycle):

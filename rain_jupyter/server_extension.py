@@ -73,6 +73,10 @@ def _load_jupyter_server_extension(server_app):
     # Kernels of this server link dashboards through the proxy: no token in notebooks.
     os.environ.setdefault("RAIN_DASHBOARD_PREFIX", url_path_join(
         server_app.web_app.settings.get("base_url", "/"), "rain", "proxy") + "/")
+    # ... and link reports to their pages here (``report_link``).
+    os.environ["RAIN_JUPYTER_BASE_URL"] = server_app.web_app.settings.get("base_url", "/")
+    os.environ["RAIN_JUPYTER_ROOT"] = os.path.realpath(
+        server_app.web_app.settings.get("server_root_dir") or os.getcwd())
     server_app.log.info("Rain extension: clusters and dashboard proxy under %srain/",
                         server_app.web_app.settings.get("base_url", "/"))
 

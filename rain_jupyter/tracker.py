@@ -143,7 +143,7 @@ class SessionTracker:
         with self.lock:
             snapshot = self.progress.snapshot(depth, max_rows)
             snapshot["graph"] = self.graph.describe()
-            layout = self.graph.layout()
+            layout = self.graph.layout(self.progress.ended)
         return snapshot, layout
 
     def snapshot(self, depth=None, max_rows=12):
@@ -154,7 +154,7 @@ class SessionTracker:
 
     def layout(self):
         with self.lock:
-            return self.graph.layout()
+            return self.graph.layout(self.progress.ended)
 
     def task_state(self, task_id):
         with self.lock:

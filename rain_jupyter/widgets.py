@@ -206,6 +206,27 @@ class _LiveView:
                 "max": values[-1]}
 
 
+class StackedBar(widgets.HTML):
+    """The overall bar: one coloured share per state (finished green, failed red,
+    cancelled amber, ...), so a failed run shows red only for what failed."""
+
+    total = Int(0)
+    finished = Int(0)
+    failed = Int(0)
+    cancelled = Int(0)
+    bar_style = Unicode("info")      # the run's status: "info", "success" or "danger"
+
+    def show(self, totals, style):
+        with self.hold_trait_notifications():
+            self.total = totals["total"]
+            self.finished = totals["finished"]
+            self.failed = totals["failed"]
+            self.cancelled = totals.get("cancelled", 0)
+            self.bar_style = style
+        self.value = (f"<div class='rain-bar rain-bar-{style}'>"
+                      f"{rendering.stacked_bar(totals, height=12)}</div>")
+
+
 def _bokeh_model(figure):
     from jupyter_bokeh import BokehModel
     return BokehModel(figure, layout=widgets.Layout(width="100%"))
@@ -215,8 +236,8 @@ def progress_figure():
     """The per-group chart: one stacked bar per name group, coloured by state."""
     from bokeh.models import ColumnDataSource, FactorRange
     from bokeh.plotting import figure
-    source = ColumnDataSource({"group": [], "finished": [], "running": [], "waiting": [],
-                               "failed": [], "label": []})
+    source = ColumnDataSource({"group": [], "label": [],
+                               **{state: [] for state in rendering.ORDER}})
     chart = figure(y_range=FactorRange(factors=["-"]), height=80,
                    sizing_mode="stretch_width", toolbar_location=None, tools="hover",
                    tooltips="@group: @label")
@@ -235,13 +256,14 @@ def progress_figure():
 def progress_data(rows):
     """``(factors, columns)`` of the per-group chart for the rows of a snapshot."""
     factors = [row["group"] for row in reversed(rows)] or ["-"]
-    data = {"group": factors, "label": [], "finished": [], "running": [], "waiting": [],
-            "failed": []}
+    data = {"group": factors, "label": [], **{state: [] for state in rendering.ORDER}}
     for row in reversed(rows):
         for state in rendering.ORDER:
-            data[state].append(row[state])
+            data[state].append(row.get(state, 0))
         data["label"].append(f"{row['finished']}/{row['total']} finished, "
-                             f"{row['running']} running, {row['failed']} failed")
+                             f"{row['running']} running, {row['failed']} failed"
+                             + (f", {row['cancelled']} cancelled" if row.get("cancelled")
+                                else ""))
     if not rows:
         for key in data:
             if key != "group":
@@ -250,21 +272,72 @@ def progress_data(rows):
 
 
 def graph_figure(height):
-    """The task-graph chart: nodes coloured by state, edges as segments."""
-    from bokeh.models import ColumnDataSource
+    """The task-graph chart: nodes coloured by state, edges as segments, and the labels
+    that fit without overlapping (``graph_labels``)."""
+    from bokeh.models import ColumnDataSource, Range1d
     from bokeh.plotting import figure
+    from rain.dashboard.charts import LABEL_FONT_PX
     nodes = ColumnDataSource({k: [] for k in ("x", "y", "size", "color", "label", "text",
                                               "state")})
     edges = ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "width": []})
+    labels = ColumnDataSource({"x": [], "y": [], "text": [], "dx": []})
     chart = figure(height=height, sizing_mode="stretch_width",
+                   x_range=Range1d(-1, 1), y_range=Range1d(-1, 1),
                    tools="pan,wheel_zoom,reset,hover", tooltips="@label: @text",
                    toolbar_location="right")
     chart.segment("x0", "y0", "x1", "y1", line_width="width", color="#b5bac1", source=edges)
-    chart.scatter("x", "y", size="size", color="color", line_color="#666", source=nodes)
+    dots = chart.scatter("x", "y", size="size", color="color", line_color="#666",
+                         source=nodes)
+    chart.text("x", "y", text="text", source=labels, x_offset="dx",
+               text_font_size=f"{LABEL_FONT_PX}px", text_baseline="middle",
+               text_color="#3d4147", name="rain-graph-labels")
+    chart.hover.renderers = [dots]
     chart.axis.visible = False
     chart.grid.visible = False
     chart.outline_line_color = None
-    return chart, nodes, edges
+    return chart, nodes, edges, labels
+
+
+def graph_frame(layout):
+    """``(x range, y range)`` of the chart: the room the labels are placed in."""
+    nodes = layout["nodes"]
+    if not nodes:
+        return (-1, 1), (-1, 1)
+    xs = [n["x"] for n in nodes]
+    ys = [n["y"] for n in nodes]
+    return (min(xs) - 0.5, max(xs) + 1.5), (min(ys) - 1, max(ys) + 1)
+
+
+def graph_labels(layout, height):
+    """Labels of the nodes that fit without overlapping at the chart's usual width,
+    biggest groups first: a 100k-task graph (drawn as at most a few hundred group or
+    level nodes) stays readable."""
+    from rain.dashboard.charts import GRAPH_WIDTH_ESTIMATE, LABEL_OFFSET, place_labels
+    nodes = layout["nodes"]
+    positions = [(n["x"], n["y"]) for n in nodes]
+    texts = [str(n["label"]) for n in nodes]
+    priority = sorted(range(len(nodes)), key=lambda i: (-nodes[i]["total"], i))
+    shown = place_labels(positions, texts, priority, GRAPH_WIDTH_ESTIMATE, height)
+    chosen = sorted(shown)
+    big = max((n["total"] for n in nodes), default=1)
+    # right of its node's edge (place_labels keeps LABEL_OFFSET px for the node)
+    return {"x": [positions[i][0] for i in chosen], "y": [positions[i][1] for i in chosen],
+            "text": [texts[i] for i in chosen],
+            "dx": [max(LABEL_OFFSET, node_size(layout["mode"], nodes[i], big) / 2 + 3)
+                   for i in chosen]}
+
+
+def show_graph(figure, layout, height):
+    """Set the ranges and labels of a graph chart for a new graph structure."""
+    (x0, x1), (y0, y1) = graph_frame(layout)
+    figure.x_range.start, figure.x_range.end = x0, x1
+    figure.y_range.start, figure.y_range.end = y0, y1
+    return graph_labels(layout, height)
+
+
+def node_size(mode, node, big):
+    """Diameter (px) of a node: tasks alike, groups and levels by their task count."""
+    return 12 if mode == "tasks" else 10 + 18 * math.sqrt(node["total"] / big)
 
 
 def graph_data(layout):
@@ -275,12 +348,13 @@ def graph_data(layout):
     for node in nodes:
         data["x"].append(node["x"])
         data["y"].append(node["y"])
-        data["size"].append(12 if layout["mode"] == "tasks"
-                            else 10 + 18 * math.sqrt(node["total"] / big))
+        data["size"].append(node_size(layout["mode"], node, big))
         data["color"].append(COLORS[node["state"]])
         data["label"].append(str(node["label"]))
         data["text"].append(f"{node['finished']}/{node['total']} finished, "
-                            f"{node['running']} running, {node['failed']} failed")
+                            f"{node['running']} running, {node['failed']} failed"
+                            + (f", {node['cancelled']} cancelled" if node.get("cancelled")
+                               else ""))
         data["state"].append(node["state"])
     edges = {"x0": [], "y0": [], "x1": [], "y1": [], "width": []}
     for source, target, count in layout["edges"]:
@@ -308,8 +382,7 @@ class ProgressWidget(_LiveView, widgets.VBox):
     def __init__(self, session, *, depth=None, max_rows=12, interval=DEFAULT_INTERVAL,
                  chart=True, watch=True):
         self.header = widgets.HTML()
-        self.bar = widgets.IntProgress(min=0, max=1, value=0,
-                                       layout=widgets.Layout(width="99%"))
+        self.bar = StackedBar(layout=widgets.Layout(width="99%"))
         children = [self.header, self.bar]
         self.source = None
         if chart:
@@ -332,10 +405,7 @@ class ProgressWidget(_LiveView, widgets.VBox):
         totals = snapshot["totals"]
         self.header.value = rendering.progress_header_html(snapshot)
         style = {"finished": "success", "failed": "danger"}.get(snapshot["status"], "info")
-        with self.bar.hold_sync():
-            self.bar.max = max(1, totals["total"])
-            self.bar.value = totals["finished"]
-            self.bar.bar_style = style
+        self.bar.show(totals, style)
         if self.source is not None:
             self._draw_chart(snapshot["rows"])
         # the summary traits last: once ``status`` says so, the whole view shows it
@@ -392,11 +462,13 @@ class GraphWidget(_LiveView, widgets.VBox):
     tasks = Int(0)
     flushes = Int(0)
     fraction_finished = Float(0.0)
+    labels = Int(0)             # node labels drawn (those that fit without overlapping)
 
     def __init__(self, session, *, interval=DEFAULT_INTERVAL, height=320, watch=True):
         self.caption = widgets.HTML()
         self.height = height
-        self.figure, self.node_source, self.edge_source = graph_figure(height)
+        self.figure, self.node_source, self.edge_source, self.label_source = \
+            graph_figure(height)
         self.chart = _bokeh_model(self.figure)
         super().__init__(children=[self.caption, self.chart])
         self._layout = None
@@ -428,6 +500,8 @@ class GraphWidget(_LiveView, widgets.VBox):
             if structure != self._structure:
                 self._structure = structure
                 self.edge_source.data = edges
+                self.label_source.data = show_graph(self.figure, layout, self.height)
+                self.labels = len(self.label_source.data["text"])
             self.node_source.data = data
         finally:
             if document is not None:
@@ -442,8 +516,9 @@ class GraphWidget(_LiveView, widgets.VBox):
         snapshot, layout = self.tracker.take()
         caption = (f"<b>Task graph</b> &nbsp; {rendering.escape(snapshot['graph'])}"
                    if layout["tasks"] else "<b>Task graph</b> &nbsp; (no tasks)")
-        figure, nodes, edges = graph_figure(self.height)
+        figure, nodes, edges, labels = graph_figure(self.height)
         nodes.data, edges.data = graph_data(layout)
+        labels.data = show_graph(figure, layout, self.height)
         return [f"<div style='margin-top:6px'>{caption}</div>", figure]
 
     def snapshot_text(self):

@@ -472,14 +472,43 @@ function renderSession(s: ISession): HTMLElement {
   const label = document.createElement('div');
   label.className = 'rain-Session-label';
   const done = s.finished || 0;
+  // An ended session runs nothing more: what it had left is cancelled, not waiting.
+  const cancelled = s.status !== 'open' ? Math.max(0, s.tasks - done - (s.failed || 0)) : 0;
+  row.dataset.cancelled = String(cancelled);
   label.textContent =
     `#${s.session}${s.name ? ' ' + s.name : ''} · ${shown} · ${done}/${s.tasks} tasks` +
-    (s.running ? `, ${s.running} running` : '') +
-    (s.failed ? `, ${s.failed} failed` : '');
+    (s.running && s.status === 'open' ? `, ${s.running} running` : '') +
+    (s.failed ? `, ${s.failed} failed` : '') +
+    (cancelled ? `, ${cancelled} cancelled` : '');
   const progress = s.progress ?? (s.tasks ? done / s.tasks : 0);
   row.dataset.progress = String(progress);
-  row.append(label, meter(progress));
+  const shares: [string, number][] = [
+    ['finished', done],
+    ['failed', s.failed || 0],
+    ['cancelled', cancelled]
+  ];
+  row.append(label, stackedMeter(shares, s.tasks));
   return row;
+}
+
+/** A meter with one coloured share per state (``rain-mod-<state>``). */
+function stackedMeter(shares: [string, number][], total: number): HTMLElement {
+  const outer = document.createElement('div');
+  outer.className = 'rain-Meter';
+  outer.title = shares
+    .filter(([, count]) => count > 0)
+    .map(([state, count]) => `${count} ${state}`)
+    .join(', ');
+  for (const [state, count] of shares) {
+    if (count > 0 && total > 0) {
+      const bar = document.createElement('div');
+      bar.className = `rain-Meter-bar rain-mod-${state}`;
+      bar.dataset.state = state;
+      bar.style.width = `${Math.min(100, (100 * count) / total).toFixed(2)}%`;
+      outer.append(bar);
+    }
+  }
+  return outer;
 }
 
 function meter(fraction: number | null): HTMLElement {

@@ -34,7 +34,7 @@ p, g = rain_widget.progress, rain_widget.graph
 while (p.status != "finished" or g.finished_nodes < g.nodes) and time.monotonic() < deadline:
     time.sleep(0.05)
 print(json.dumps({"status": p.status, "total": p.total, "finished": p.finished,
-                  "bar": [p.bar.value, p.bar.max, p.bar.bar_style],
+                  "bar": [p.bar.finished, p.bar.total, p.bar.bar_style],
                   "graph": [g.mode, g.nodes, g.finished_nodes],
                   "rows": list(p.source.data["group"]),
                   "flushes": rain_widget.flushes,

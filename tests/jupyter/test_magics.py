@@ -105,7 +105,7 @@ joined.keep_outputs()
         time.sleep(0.05)
     assert widget.progress.status == "finished"
     assert (widget.progress.total, widget.progress.finished) == (25, 25)
-    assert widget.progress.bar.value == 25 and widget.progress.bar.bar_style == "success"
+    assert widget.progress.bar.finished == 25 and widget.progress.bar.bar_style == "success"
     assert widget.graph.mode == "tasks" and widget.graph.finished_nodes == 25
     assert "25/25 finished" in widget.snapshot_html()
 
@@ -136,6 +136,31 @@ joined.keep_outputs()
     assert shell.user_ns["rain_session"] is session
     session.wait_all()
     assert shell.user_ns["rain_widget"].graph is None
+    _r, out, _e = run(shell, "%%rain pipeline --no-graph\nmore = tasks.Sleep("
+                      "blob(b'x'), 0, name='stage9/extra')\n", capsys)
+    assert f"Adding to the open session {session.session_id}" in out
+
+    # running the same cell again starts a fresh session (the old one is closed) ...
+    again = "%%rain again --no-graph\nnap = tasks.Sleep(blob(b'y'), 0, name='nap')\n"
+    run(shell, again, capsys)
+    first = shell.user_ns["rain_session"]
+    first.wait_all()
+    _r, out, _e = run(shell, again, capsys)
+    second = shell.user_ns["rain_session"]
+    assert second is not first and first.closed and not second.closed
+    assert second.name == "again" and "Adding" not in out
+    second.wait_all()
+    progress = shell.user_ns["rain_widget"].progress
+    deadline = time.monotonic() + 10
+    while progress.status != "finished" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (progress.status, progress.total) == ("finished", 1)
+    # ... and another cell naming it adds to it, and says so
+    _r, out, _e = run(shell, "%%rain again --no-graph\nnap2 = tasks.Sleep(blob(b'z'), 0)\n",
+                      capsys)
+    assert shell.user_ns["rain_session"] is second
+    assert f"Adding to the open session {second.session_id} “again”" in out
+    second.wait_all()
 
     # scale down waits for running tasks of the removed governors
     result, _o, err = run(shell, """

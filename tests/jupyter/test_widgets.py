@@ -31,7 +31,7 @@ def test_progress_counts_and_folding():
         {"type": "TaskStarted", "session": 2, "task": 14, "name": "other session"}])
     snap = model.snapshot(max_rows=12)
     assert snap["totals"] == {"total": 5, "waiting": 0, "running": 2, "finished": 3,
-                              "failed": 0}
+                              "failed": 0, "cancelled": 0}
     rows = {r["group"]: r for r in snap["rows"]}
     # the deepest level that fits: every name group in full
     assert set(rows) == {"load/a", "load/b", "fit/x/y", "report"}
@@ -43,6 +43,47 @@ def test_progress_counts_and_folding():
     # too many rows for the deepest level: fold to the top level
     assert {r["group"] for r in model.snapshot(max_rows=3)["rows"]} == \
         {"load", "fit", "report"}
+
+
+def test_tasks_left_in_a_failed_session_are_cancelled():
+    model = ProgressModel(4)
+    model.apply([{"type": "ClientSubmit", "session": 4, "tasks": [1, 2, 3, 4, 5],
+                  "dataobjs": [], "task_names": {"step": 5}}])
+    model.apply(events_for([1], 4, "step") + events_for([2, 3], 4, "step", "TaskStarted"))
+    assert model.snapshot()["totals"]["cancelled"] == 0
+    model.apply([{"type": "TaskFailed", "session": 4, "task": 2, "name": "step",
+                  "info": {"error": "boom"}},
+                 {"type": "SessionFailed", "session": 4, "message": "boom", "task": 2}])
+    snap = model.snapshot()
+    # task 3 was running and 4, 5 waiting: none of them will ever run
+    assert snap["totals"] == {"total": 5, "waiting": 0, "running": 0, "finished": 1,
+                              "failed": 1, "cancelled": 3}
+    assert snap["rows"][0]["cancelled"] == 3 and snap["status"] == "failed"
+    graph = GraphModel()
+    graph.add_tasks([(t, "step", []) for t in range(1, 6)], model.state_of)
+    assert graph.layout(ended=True)["nodes"][3]["state"] == "cancelled"
+    assert graph.layout()["nodes"][3]["state"] == "waiting"
+
+
+def test_elapsed_stops_when_the_work_ends_not_at_close(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr("rain_jupyter.progress.time.time", lambda: clock[0])
+    model = ProgressModel(5)
+    model.apply([{"type": "ClientSubmit", "session": 5, "tasks": [1, 2], "dataobjs": [],
+                  "task_names": {"t": 2}}])
+    clock[0] = 101.5
+    model.apply(events_for([1, 2], 5))
+    assert model.snapshot()["elapsed"] == 1.5
+    # more tasks in the same session: the clock runs again until they are done
+    clock[0] = 110.0
+    model.apply([{"type": "ClientSubmit", "session": 5, "tasks": [3], "dataobjs": [],
+                  "task_names": {"t": 1}}])
+    assert model.done_at is None
+    clock[0] = 112.0
+    model.apply(events_for([3], 5))
+    clock[0] = 130.0            # the session is closed much later
+    model.apply([{"type": "SessionClosed", "session": 5, "reason": "ClientClose"}])
+    assert model.snapshot()["elapsed"] == 12.0
 
 
 def test_progress_failure_and_more_groups_row():
@@ -170,7 +211,7 @@ def test_session_widget_traits_and_snapshot(comm_messages):
     feed(tracker, 5, [t.id[1] for t in made[:30]], batch=7).join()
     assert wait_for(lambda: widget.progress.finished == 30
                     and widget.graph.finished_nodes == 30)
-    assert widget.progress.bar.value == 30 and widget.progress.bar.max == 40
+    assert widget.progress.bar.finished == 30 and widget.progress.bar.total == 40
     assert widget.graph.mode == "tasks" and widget.graph.nodes == 40
     assert widget.graph.finished_nodes == 30
     feed(tracker, 5, [t.id[1] for t in made[30:]]).join()
@@ -273,3 +314,41 @@ def test_group_rows_follow_task_creation_order_even_when_events_come_first():
                     (13, "stage3/part", 0), (14, "join", 0)])
     assert [r["group"] for r in model.snapshot()["rows"]] == [
         "stage0/part", "stage1/part", "stage2/part", "stage3/part", "join"]
+
+
+def test_graph_labels_do_not_overlap_at_100k_tasks():
+    from rain.dashboard.charts import GRAPH_WIDTH_ESTIMATE, label_box
+    from rain_jupyter.widgets import graph_frame, graph_labels
+    graph = GraphModel()
+    # 100,000 tasks: 70 groups of maps, each reduced by one task of a group of its own
+    entries = []
+    for group in range(70):
+        maps = [group * 10_000 + i for i in range(1400)]
+        entries += [(t, f"map/{group}", []) for t in maps]
+        entries.append((group * 10_000 + 9999, f"reduce/{group}", maps[:3]))
+    entries += [(10 ** 6 + i, "extra", []) for i in range(100_000 - len(entries))]
+    graph.add_tasks(entries, lambda task_id: 0)
+    layout = graph.layout()
+    assert layout["tasks"] == 100_000 and layout["mode"] == "groups"
+    labels = graph_labels(layout, 320)
+    assert 10 <= len(labels["text"]) < len(layout["nodes"])
+    # the chosen labels do not overlap at the chart's scale
+    (x0, x1), (y0, y1) = graph_frame(layout)
+    scale = (GRAPH_WIDTH_ESTIMATE / (x1 - x0), (320 - 40) / (y1 - y0))
+    boxes = [label_box((x, y), text, scale, (x0, y0))
+             for x, y, text in zip(labels["x"], labels["y"], labels["text"])]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def test_live_graph_widget_draws_labels():
+    from rain_jupyter.widgets import GraphWidget
+    session, made = graph_only_session(7, 30, groups=3, chain=True)
+    tracker = SessionTracker(session)
+    widget = GraphWidget(tracker)
+    submit_locally(tracker, session, made)
+    assert wait_for(lambda: widget.nodes == 30)
+    assert wait_for(lambda: widget.labels > 0)
+    assert set(widget.label_source.data["text"]) <= {n["label"] for n in
+                                                     widget._layout["nodes"]}

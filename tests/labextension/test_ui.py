@@ -143,6 +143,20 @@ def wait_canvas_fills(frame, timeout=TIMEOUT):
     return frame.evaluate(CANVAS_SIZE)
 
 
+def started_workdir(environment, server_pid):
+    """The working directory (``/tmp/rain-cluster-*``) of the cluster whose server is
+    ``server_pid``, as its ``rain start`` record says."""
+    folder = os.path.join(environment.runtime_dir, "clusters")
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name)) as f:
+            record = json.load(f)
+        if record.get("server_pid") == server_pid:
+            workdir = record["workdir"]
+            assert os.path.basename(workdir).startswith("rain-cluster-"), workdir
+            return workdir
+    raise AssertionError(f"no cluster record of server {server_pid} in {folder}")
+
+
 def wait_output(cell, text, timeout=60_000):
     cell.locator(".jp-OutputArea-output", has_text=text).first.wait_for(timeout=timeout)
 
@@ -347,10 +361,14 @@ def test_sidebar_panes_and_stop(lab, artifacts):
                 and new_address in (c.info["cmdline"] or [])]
             assert len(new_processes) == 3
             screenshot(page, "started-from-sidebar")
+            workdir = started_workdir(lab.environment, new_pid)
             started.locator(".rain-Cluster-stop").click()
             page.locator(".jp-Dialog button.jp-mod-warn").click()
             sidebar.locator(".rain-Cluster").wait_for(state="detached")
             assert wait_gone(new_processes) == []
+            # rain stop keeps the cluster's logs by design; the test removes them
+            assert os.path.isdir(workdir)
+            shutil.rmtree(workdir)
         except Exception:
             try:
                 screenshot(page, "failure")
