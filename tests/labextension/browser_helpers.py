@@ -13,7 +13,7 @@ import time
 import requests
 
 from labext_helpers import JupyterServer
-from test_ui import CHROMIUM, CHROMIUM_FLAGS, run_cell
+from test_ui import CHROMIUM, CHROMIUM_FLAGS, page_problem, run_cell
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -169,7 +169,7 @@ class Browser:
         self.problems.append(f"page error: {error.message}\n{stack[:600]}")
 
     def _console(self, message):
-        if message.type == "error":
+        if message.type == "error" and page_problem(message.text):
             self.problems.append(f"console error: {message.text}")
 
     def screenshot(self, step):
