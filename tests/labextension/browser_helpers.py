@@ -13,7 +13,7 @@ import time
 import requests
 
 from labext_helpers import JupyterServer
-from test_ui import CHROMIUM, CHROMIUM_FLAGS, page_problem, run_cell
+from test_ui import CHROMIUM, CHROMIUM_FLAGS, NOTEBOOK, page_problem, run_cell
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -115,14 +115,29 @@ def live_seen(page, index):
     return page.evaluate(f"window.__rainLive && window.__rainLive.has({index})")
 
 
-def start_lab(environment):
-    """A JupyterLab serving copies of the demo notebooks."""
-    server = JupyterServer(environment, app="jupyterlab", base_url="/")
+def quiet_server(environment, app="jupyterlab"):
+    """A Jupyter server of ``app`` that asks nobody about news or updates."""
+    server = JupyterServer(environment, app=app, base_url="/")
     settings = os.path.join(server.env["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab",
                             "apputils-extension")
     os.makedirs(settings, exist_ok=True)
     with open(os.path.join(settings, "notification.jupyterlab-settings"), "w") as f:
         json.dump({"fetchNews": "false", "checkForUpdates": False}, f)
+    return server
+
+
+def write_notebook(server, name, cells):
+    """A notebook of unrun code cells in the server's root."""
+    notebook = dict(NOTEBOOK, cells=[
+        {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
+         "outputs": [], "source": source} for i, source in enumerate(cells)])
+    with open(os.path.join(server.root_dir, name), "w") as f:
+        json.dump(notebook, f)
+
+
+def start_lab(environment):
+    """A JupyterLab serving copies of the demo notebooks."""
+    server = quiet_server(environment)
     for path in NOTEBOOKS:
         shutil.copy(path, server.root_dir)
     return server

@@ -1,19 +1,17 @@
 """The ``%%rain`` view in Jupyter Notebook 7 (the ``jupyter notebook`` app, not
 JupyterLab), driven by headless Chromium: the charts are drawn live while the session runs
-and after it ended (the live task graph with its labels), the Rain sidebar shows in Notebook 7's left panel with the cluster and
-the session, the browser console stays free of errors, and after save, kernel shutdown and
+and after it ended (the live task graph with its labels), the Rain sidebar shows in
+Notebook 7's left panel with the cluster and the session, the browser console stays free of errors, and after save, kernel shutdown and
 reload the static picture of the final state shows. Screenshots go to
 ``test-artifacts/notebooks/notebook7/``.
 """
-import json
-import os
 
 import pytest
 
 from browser_helpers import (Browser, check_page_text, check_rain_cell, live_labels,
-                             save_and_reopen, shut_down_kernels, wait_finished)
-from labext_helpers import JupyterServer
-from test_ui import NOTEBOOK, require_browser, run_cell
+                             quiet_server, save_and_reopen, shut_down_kernels,
+                             wait_finished, write_notebook)
+from test_ui import require_browser, run_cell
 
 CELLS = [
     "%load_ext rain_jupyter\n%rain start --governors 2",
@@ -37,17 +35,8 @@ def show_sidebar(page):
 
 @pytest.fixture(scope="module")
 def notebook7(environment):
-    server = JupyterServer(environment, app="notebook", base_url="/")
-    settings = os.path.join(server.env["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab",
-                            "apputils-extension")
-    os.makedirs(settings, exist_ok=True)
-    with open(os.path.join(settings, "notification.jupyterlab-settings"), "w") as f:
-        json.dump({"fetchNews": "false", "checkForUpdates": False}, f)
-    notebook = dict(NOTEBOOK, cells=[
-        {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
-         "outputs": [], "source": source} for i, source in enumerate(CELLS)])
-    with open(os.path.join(server.root_dir, "seven.ipynb"), "w") as f:
-        json.dump(notebook, f)
+    server = quiet_server(environment, app="notebook")
+    write_notebook(server, "seven.ipynb", CELLS)
     yield server
     shut_down_kernels(server)
     server.stop()

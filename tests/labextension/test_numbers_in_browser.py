@@ -11,16 +11,14 @@ user reads them (JupyterLab in headless Chromium, and the kernel's output of
 
 Screenshots go to ``test-artifacts/notebooks/numbers/``.
 """
-import json
-import os
 import re
 import time
 
 import pytest
 
-from browser_helpers import Browser, check_rain_cell, shut_down_kernels, wait_finished
-from labext_helpers import JupyterServer
-from test_ui import NOTEBOOK, require_browser, run_cell, wait_output
+from browser_helpers import (Browser, check_rain_cell, quiet_server, shut_down_kernels,
+                             wait_finished, write_notebook)
+from test_ui import require_browser, run_cell, wait_output
 
 CELLS = [
     "%load_ext rain_jupyter\n%rain start --governors 2 --cpus 2",
@@ -43,17 +41,8 @@ RED, GREEN, AMBER = "rgb(224, 68, 62)", "rgb(76, 175, 80)", "rgb(230, 162, 60)"
 
 @pytest.fixture(scope="module")
 def numbers_lab(environment):
-    server = JupyterServer(environment, app="jupyterlab", base_url="/")
-    settings = os.path.join(server.env["JUPYTERLAB_SETTINGS_DIR"], "@jupyterlab",
-                            "apputils-extension")
-    os.makedirs(settings, exist_ok=True)
-    with open(os.path.join(settings, "notification.jupyterlab-settings"), "w") as f:
-        json.dump({"fetchNews": "false", "checkForUpdates": False}, f)
-    notebook = dict(NOTEBOOK, cells=[
-        {"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {},
-         "outputs": [], "source": source} for i, source in enumerate(CELLS)])
-    with open(os.path.join(server.root_dir, "numbers.ipynb"), "w") as f:
-        json.dump(notebook, f)
+    server = quiet_server(environment)
+    write_notebook(server, "numbers.ipynb", CELLS)
     yield server
     shut_down_kernels(server)
     server.stop()
