@@ -10,6 +10,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import warnings
 
 import cloudpickle
@@ -237,22 +238,57 @@ def test_active_session_nesting(client):
         get_active_session()
     with client.new_session() as s:
         assert get_active_session() is s
+    assert s.closed                               # leaving `with s:` closes s
+    with pytest.raises(SessionException):
+        get_active_session()
+
+    with client.new_session() as s:
         with client.new_session() as s2:
             assert get_active_session() is s2
-            with s:
-                assert get_active_session() is s
-                with s:
-                    assert get_active_session() is s
-                assert get_active_session() is s
-            assert get_active_session() is s2
-            assert not s.closed
-        assert s2.closed
+        assert s2.closed and not s.closed
         assert get_active_session() is s
-        t = tasks.Concat((blob("a"), blob("b")))     # s still works
+    with pytest.raises(SessionException):
+        get_active_session()
+
+    # Closed sessions may be entered again: the stack is restored all the same.
+    with s:
+        with s2:
+            assert get_active_session() is s2
+        assert get_active_session() is s
+    with pytest.raises(SessionException):
+        get_active_session()
+    # bind_only() activates without closing; a later `with` closes.
+    s3 = client.new_session()
+    with s3.bind_only():
+        with s3.bind_only():
+            assert get_active_session() is s3
+        assert get_active_session() is s3
+    assert not s3.closed
+    with s3:
+        assert get_active_session() is s3
+    assert s3.closed
+
+
+def test_inner_with_closes_the_session(client):
+    """An inner ``with s:`` makes s active again and closes it when it ends; the outer
+    session is active again, and s refuses new work with a clear error."""
+    with client.new_session() as s:
+        t = tasks.Concat((blob("a"), blob("b")))
         t.output.keep()
         s.submit()
         assert t.output.fetch().get_bytes() == b"ab"
-    assert s.closed
+        with client.new_session() as s2:
+            with s:
+                assert get_active_session() is s
+            assert s.closed and not s2.closed
+            assert get_active_session() is s2
+            u = tasks.Concat((blob("c"), blob("d")))     # s2 still works
+            u.output.keep()
+            s2.submit()
+            assert u.output.fetch().get_bytes() == b"cd"
+        assert get_active_session() is s
+        with pytest.raises(RainException, match="closed"):
+            blob("late")
     with pytest.raises(SessionException):
         get_active_session()
 
@@ -317,6 +353,34 @@ def test_program_and_output_specs(client):
         s.submit()
         assert t.output.fetch().get_bytes() == b"hello"
         assert t4.output.fetch().load() == {"x": [1, 2]}
+
+
+def test_execute_without_name_is_unnamed(cluster, client):
+    """``Execute`` without ``name=`` gives an unnamed task, as Rain 0.4's client does;
+    views that group tasks by name group such tasks by their type."""
+    import requests
+    with client.new_session() as s:
+        ts = [tasks.Execute(["cat", blob(b"x")], stdout=True),
+              tasks.execute("true"),
+              tasks.Execute("echo hi", shell=True, stdout=True),
+              Program("true")()]
+        assert [t.name for t in ts] == [None] * 4
+        assert [t.spec.name for t in ts] == [None] * 4
+        named = tasks.Execute("true", name="mine")
+        assert named.name == "mine"
+        s.submit()
+        s.wait_all()
+        sid = s.session_id
+        base = f"http://127.0.0.1:{cluster.http_port}/api/sessions/{sid}"
+        groups = {}
+        for _ in range(300):
+            groups = {g["path"]: g["tasks"] for g in
+                      requests.get(base + "/groups", headers=cluster.http_headers,
+                                   timeout=30).json()}
+            if sum(groups.values()) >= 5:
+                break
+            time.sleep(0.1)
+        assert groups == {"buildin": 4, "buildin/run": 4, "mine": 1}, groups
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from .task import Task
 STDIN_PATH = "+in"
 STDOUT_PATH = "+out"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-#: Execute's default name: its program's (a Program's tasks are named only when it is).
-_DERIVED = object()
 
 
 class _Builder:
@@ -132,19 +130,18 @@ def _build_execute(args, stdout, stdin, input_paths, output_paths, shell, name):
     if shell:
         texts = ["/bin/sh", "-c", " ".join(texts)]
     config = {"args": texts, "in_paths": builder.in_paths, "out_paths": builder.out_paths}
-    if name is _DERIVED:
-        name = args[0] if isinstance(args[0], str) and not shell else "execute"
-        name = name.split("/")[-1].split()[0] if name else "execute"
     return builder.inputs, builder.outputs, config, name
 
 
 class Execute(Task):
-    """Run an external program once (see the module doc)."""
+    """Run an external program once (see the module doc).
+
+    Unnamed by default, as in Rain 0.4: views that group tasks use the task type then."""
 
     __slots__ = ()
 
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
-                 shell=False, *, cpus=1, name=_DERIVED, session=None):
+                 shell=False, *, cpus=1, name=None, session=None):
         inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,
                                                        output_paths, shell, name)
         super().__init__(inputs, outputs, config=config, session=session,
