@@ -195,7 +195,8 @@ def main(argv=None):
         parser.error(f"unknown scenario(s) {', '.join(bad)}; choose from a,b,c,d,e")
 
     suite = _suite()
-    sizes = json.loads(json.dumps(suite.SMOKE if args.smoke else suite.FULL))
+    all_sizes = suite.SMOKE if args.smoke else suite.FULL     # the rows' labels
+    sizes = json.loads(json.dumps(all_sizes))
     if args.no_large:
         for key in ("a", "b", "e"):
             sizes[key].pop("large", None)
@@ -246,7 +247,7 @@ def main(argv=None):
         f"{rounds} round(s) of runs alternating between the versions, "
         f"{args.repeat} measurement(s) per run; medians (min-max).",
         "",
-        table(suite.rows(sizes), results, labels, scenarios), ""])
+        table(suite.rows(all_sizes), results, labels, scenarios), ""])
     errors = [f"{version}: {e}" for version, r in results.items()
               for e in r.get("_errors", ())]
     if errors:
