@@ -72,3 +72,25 @@ def test_only_and_bad_scenario(tmp_path):
     proc = subprocess.run([sys.executable, RUN, "--smoke", "--only", "x"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown scenario" in proc.stderr
+
+
+def test_ab_smoke_compares_two_versions(tmp_path):
+    """``benchmarks/ab.py --smoke``: the baseline (here HEAD, extracted with git archive)
+    and the working tree run the same scenario alternately; the table has both medians
+    and their ratio."""
+    output = tmp_path / "ab.md"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ab.py"),
+                           "--smoke", "--baseline", "HEAD", "--only", "c",
+                           "--output", str(output)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in output.read_text().splitlines() if "(c) chain" in line]
+    assert len(rows) == 1, output.read_text()
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    old, new, ratio = cells[2], cells[3], cells[4]
+    assert float(old.replace(",", "")) > 0 and float(new.replace(",", "")) > 0
+    assert float(ratio) > 0
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "ab.py"),
+                          "--smoke", "--baseline", "no-such-commit"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown baseline commit" in bad.stderr

@@ -3,6 +3,7 @@ run against a real cluster. Where a behaviour depends on file permissions, the c
 runs as a non-root user (``rain_user``)."""
 import gc
 import os
+import pickle
 import pwd
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 import warnings
 
 import cloudpickle
@@ -237,22 +239,57 @@ def test_active_session_nesting(client):
         get_active_session()
     with client.new_session() as s:
         assert get_active_session() is s
+    assert s.closed                               # leaving `with s:` closes s
+    with pytest.raises(SessionException):
+        get_active_session()
+
+    with client.new_session() as s:
         with client.new_session() as s2:
             assert get_active_session() is s2
-            with s:
-                assert get_active_session() is s
-                with s:
-                    assert get_active_session() is s
-                assert get_active_session() is s
-            assert get_active_session() is s2
-            assert not s.closed
-        assert s2.closed
+        assert s2.closed and not s.closed
         assert get_active_session() is s
-        t = tasks.Concat((blob("a"), blob("b")))     # s still works
+    with pytest.raises(SessionException):
+        get_active_session()
+
+    # Closed sessions may be entered again: the stack is restored all the same.
+    with s:
+        with s2:
+            assert get_active_session() is s2
+        assert get_active_session() is s
+    with pytest.raises(SessionException):
+        get_active_session()
+    # bind_only() activates without closing; a later `with` closes.
+    s3 = client.new_session()
+    with s3.bind_only():
+        with s3.bind_only():
+            assert get_active_session() is s3
+        assert get_active_session() is s3
+    assert not s3.closed
+    with s3:
+        assert get_active_session() is s3
+    assert s3.closed
+
+
+def test_inner_with_closes_the_session(client):
+    """An inner ``with s:`` makes s active again and closes it when it ends; the outer
+    session is active again, and s refuses new work with a clear error."""
+    with client.new_session() as s:
+        t = tasks.Concat((blob("a"), blob("b")))
         t.output.keep()
         s.submit()
         assert t.output.fetch().get_bytes() == b"ab"
-    assert s.closed
+        with client.new_session() as s2:
+            with s:
+                assert get_active_session() is s
+            assert s.closed and not s2.closed
+            assert get_active_session() is s2
+            u = tasks.Concat((blob("c"), blob("d")))     # s2 still works
+            u.output.keep()
+            s2.submit()
+            assert u.output.fetch().get_bytes() == b"cd"
+        assert get_active_session() is s
+        with pytest.raises(RainException, match="closed"):
+            blob("late")
     with pytest.raises(SessionException):
         get_active_session()
 
@@ -317,6 +354,116 @@ def test_program_and_output_specs(client):
         s.submit()
         assert t.output.fetch().get_bytes() == b"hello"
         assert t4.output.fetch().load() == {"x": [1, 2]}
+
+
+def test_execute_without_name_is_unnamed(cluster, client):
+    """``Execute`` without ``name=`` gives an unnamed task, as Rain 0.4's client does;
+    views that group tasks by name group such tasks by their type."""
+    import requests
+    with client.new_session() as s:
+        ts = [tasks.Execute(["cat", blob(b"x")], stdout=True),
+              tasks.execute("true"),
+              tasks.Execute("echo hi", shell=True, stdout=True),
+              Program("true")()]
+        assert [t.name for t in ts] == [None] * 4
+        assert [t.spec.name for t in ts] == [None] * 4
+        named = tasks.Execute("true", name="mine")
+        assert named.name == "mine"
+        s.submit()
+        s.wait_all()
+        sid = s.session_id
+        base = f"http://127.0.0.1:{cluster.http_port}/api/sessions/{sid}"
+        groups = {}
+        for _ in range(300):
+            groups = {g["path"]: g["tasks"] for g in
+                      requests.get(base + "/groups", headers=cluster.http_headers,
+                                   timeout=30).json()}
+            if sum(groups.values()) >= 5:
+                break
+            time.sleep(0.1)
+        assert groups == {"buildin": 4, "buildin/run": 4, "mine": 1}, groups
+
+
+# ------------------------------------------------------------------------------------------
+# A Rain 0.4 program as its own tests wrote them
+
+@remote()
+def rain04_hello(ctx, data):
+    ctx.debug("saying hello")
+    return data.get_bytes() + b" rocks!"
+
+
+@remote(outputs=2)
+def rain04_two(ctx, data1, data2):
+    joined = data1.get_bytes() + data2.get_bytes()
+    return joined, joined + b"!"
+
+
+@remote()
+def rain04_args(ctx, a, b, c={}, d=0, *args, **kwargs):
+    return pickle.dumps((a, b.load(), c["a"].load(), d.load(), [x.load() for x in args],
+                         {k: v.load() for k, v in kwargs.items()}))
+
+
+def test_rain04_program(cluster, tmp_path):
+    """Client(address, port), tasks.*, Program, remote, blob, pickled, Input/Output,
+    wait_all, fetch, update and unkeep, written the way Rain 0.4's programs were."""
+    from rain.client import Client, InputDir, OutputDir, directory, pickled
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.txt").write_text("text here")
+    client = Client("127.0.0.1", cluster.port)
+    try:
+        with client.new_session() as s:
+            t1 = tasks.concat((blob("Hello "), blob("world!")))
+            t1.output.keep()
+            h = rain04_hello(blob("Rain"))
+            h.output.keep()
+            two = rain04_two(blob("a"), blob("b"))
+            two.keep_outputs()
+            b, c = pickled("B"), pickled("C")
+            args = rain04_args(1, b, {"a": c}, c, b, x=c)
+            args.output.keep()
+            grep = Program("grep ab", stdin="inp", stdout="output")
+            g = grep(inp=blob("abc\nxyz\nab\n"))
+            g.output.keep()
+            made = tasks.Execute(("/bin/sh", "-c", "echo ABC > output.txt"),
+                                 output_paths=[Output("my_output", path="output.txt")])
+            made.outputs["my_output"].keep()
+            listing = tasks.Execute("ls d", input_paths=[InputDir("d", dataobj=directory(
+                str(tmp_path / "data")))], stdout=True)
+            listing.output.keep()
+            loaded = tasks.Load(str(tmp_path / "data" / "t.txt"), content_type="text")
+            loaded.output.keep()
+            loaded_dir = tasks.LoadDir(str(tmp_path / "data"))
+            sliced = tasks.SliceDirectory(loaded_dir, "t.txt", content_type="text")
+            sliced.output.keep()
+            built = tasks.MakeDirectory([("x/y.txt", blob("Y"))])
+            built.output.keep()
+            s.submit()
+            s.wait_all()
+            assert t1.output.fetch().get_bytes() == b"Hello world!"
+            assert h.output.fetch().get_bytes() == b"Rain rocks!"
+            h.update()
+            assert h.info.debug == "saying hello"
+            assert [o.get_bytes() for o in two.fetch_outputs()] == [b"ab", b"ab!"]
+            assert pickle.loads(args.output.fetch().get_bytes()) == \
+                (1, "B", "C", "C", ["B"], {"x": "C"})
+            assert g.output.fetch().get_bytes() == b"abc\nab\n"
+            assert made.outputs["my_output"].fetch().get_bytes() == b"ABC\n"
+            assert listing.output.fetch().get_str() == "t.txt\n"
+            assert loaded.output.content_type == "text"
+            assert loaded.output.fetch().load() == "text here"
+            assert sliced.output.fetch().load() == "text here"
+            assert built.output.fetch().data_type.name == "DIRECTORY"
+            client.update([t1, t1.output])
+            assert t1.info.governor and t1.output.info.size == 12
+            s.unkeep([t1.output])
+            assert not t1.output.is_kept()
+            with pytest.raises(RainException, match="content type"):
+                tasks.Load("/x", Output("o"), content_type="text")
+        assert not s.active
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------------------

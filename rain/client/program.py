@@ -16,8 +16,9 @@ from .task import Task, retry_policy
 STDIN_PATH = "+in"
 STDOUT_PATH = "+out"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-#: Execute's default name: its program's (a Program's tasks are named only when it is).
-_DERIVED = object()
+#: A Program call's ``retries`` when not given: the Program's own (None means the
+#: server's default, so it cannot stand for "not given").
+_UNSET = object()
 
 
 class _Builder:
@@ -132,19 +133,18 @@ def _build_execute(args, stdout, stdin, input_paths, output_paths, shell, name):
     if shell:
         texts = ["/bin/sh", "-c", " ".join(texts)]
     config = {"args": texts, "in_paths": builder.in_paths, "out_paths": builder.out_paths}
-    if name is _DERIVED:
-        name = args[0] if isinstance(args[0], str) and not shell else "execute"
-        name = name.split("/")[-1].split()[0] if name else "execute"
     return builder.inputs, builder.outputs, config, name
 
 
 class Execute(Task):
-    """Run an external program once (see the module doc)."""
+    """Run an external program once (see the module doc).
+
+    Unnamed by default, as in Rain 0.4: views that group tasks use the task type then."""
 
     __slots__ = ()
 
     def __init__(self, args, stdout=None, stdin=None, input_paths=(), output_paths=(),
-                 shell=False, *, cpus=1, name=_DERIVED, session=None, retries=None,
+                 shell=False, *, cpus=1, name=None, session=None, retries=None,
                  retry_on_error=False):
         inputs, outputs, config, name = _build_execute(args, stdout, stdin, input_paths,
                                                        output_paths, shell, name)
@@ -221,7 +221,7 @@ class Program:
         labels.discard(None)
         return labels
 
-    def __call__(self, *, session=None, name=None, cpus=None, retries=_DERIVED,
+    def __call__(self, *, session=None, name=None, cpus=None, retries=_UNSET,
                  retry_on_error=None, **objects):
         inputs = set(self.input_labels)
         overrides = {key: objects.pop(key) for key in list(objects)
@@ -259,7 +259,7 @@ class Program:
                             output_paths=output_paths, shell=self.shell,
                             cpus=self.cpus if cpus is None else cpus,
                             name=name or self.name, session=session,
-                            retries=self.retries if retries is _DERIVED else retries,
+                            retries=self.retries if retries is _UNSET else retries,
                             retry_on_error=self.retry_on_error if retry_on_error is None
                             else retry_on_error)
 

@@ -67,7 +67,6 @@ class Session:
         self._submitted_objects = {}
         self._closed = False
         self._failure = None        # TaskException once the session failed
-        self._entered = 0
         self._static_data = {}      # Remote functions shipped in this session
         self.name = None
         if default:
@@ -117,25 +116,21 @@ class Session:
         return f"<Session {self.session_id}{' closed' if self._closed else ''}>"
 
     # -- activation -----------------------------------------------------------------------
+    # As in Rain 0.4: ``with s:`` makes ``s`` active and closes it at the end, nested or
+    # not (an inner ``with s:`` inside another ``with s:`` closes it too); ``bind_only()``
+    # only activates. Activating a closed session is allowed (programs written for Rain 0.4
+    # re-enter closed sessions to check the active stack); using it raises.
     def __enter__(self):
-        if self._closed:
-            raise RainException("A closed session cannot be used again")
         _push_active(self)
-        self._entered += 1
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        """Restore the session that was active before; the outermost ``with`` of this
-        session closes it (an inner ``with s:`` only made it active again)."""
+        """Restore the session that was active before, and close this one."""
         _pop_active(self)
-        self._entered -= 1
-        if self._entered <= 0:
-            self.close()
+        self.close()
 
     def bind_only(self):
         """Make this the active session without closing it at the end of a ``with``."""
-        if self._closed:
-            raise RainException("A closed session cannot be used again")
         return _BoundSession(self)
 
     def set_as_default(self):
@@ -442,8 +437,6 @@ class _BoundSession:
         self.session = session
 
     def __enter__(self):
-        if self.session._closed:
-            raise RainException("A closed session cannot be used again")
         _push_active(self.session)
         return self.session
 

@@ -11,13 +11,21 @@ from .program import Execute, Program  # noqa: F401  (exported here as in Rain 0
 from .task import Task
 
 
-def _output(output, default_label, directory=False):
+def _output(output, default_label, directory=False, content_type=None):
+    """The output spec of a one-output built-in; ``content_type`` as in Rain 0.4's
+    ``Load(path, content_type=...)`` (only with a label or no ``output``)."""
+    if content_type is not None and not (output is None or isinstance(output, str)):
+        raise RainException("Give the content type in the Output, not beside it")
     if isinstance(output, DataObject):
         return output
     if output is None:
         output = default_label
     if isinstance(output, str):
-        return OutputDir(output) if directory else Output(output)
+        if directory:
+            if content_type not in (None, "dir"):
+                raise RainException("A directory has content type 'dir'")
+            return OutputDir(output)
+        return Output(output, content_type=content_type)
     output = to_output(output)
     if directory and not isinstance(output, OutputDir):
         raise RainException("This task produces a directory: use OutputDir")
@@ -61,9 +69,10 @@ class Load(Task):
 
     __slots__ = ()
 
-    def __init__(self, path, output=None, *, name=None, session=None, retries=None,
-                 retry_on_error=False):
-        super().__init__((), [_output(output, os.path.basename(str(path)) or "data")],
+    def __init__(self, path, output=None, *, content_type=None, name=None, session=None,
+                 retries=None, retry_on_error=False):
+        super().__init__((), [_output(output, os.path.basename(str(path)) or "data",
+                                      content_type=content_type)],
                          config={"path": str(path)}, task_type="buildin/open", name=name,
                          session=session, retries=retries,
                          retry_on_error=retry_on_error)
@@ -74,10 +83,10 @@ class LoadDir(Task):
 
     __slots__ = ()
 
-    def __init__(self, path, output=None, *, name=None, session=None, retries=None,
-                 retry_on_error=False):
+    def __init__(self, path, output=None, *, content_type=None, name=None, session=None,
+                 retries=None, retry_on_error=False):
         super().__init__((), [_output(output, os.path.basename(str(path).rstrip("/"))
-                                      or "dir", directory=True)],
+                                      or "dir", directory=True, content_type=content_type)],
                          config={"path": str(path)}, task_type="buildin/open_dir", name=name,
                          session=session, retries=retries,
                          retry_on_error=retry_on_error)
@@ -117,13 +126,14 @@ class SliceDirectory(Task):
 
     __slots__ = ()
 
-    def __init__(self, input, path, output=None, *, name=None, session=None, retries=None,
-                 retry_on_error=False):
+    def __init__(self, input, path, output=None, *, content_type=None, name=None,
+                 session=None, retries=None, retry_on_error=False):
         obj = to_dataobj(input)
         obj.expect_dir()
         is_dir = str(path).endswith("/")
         label = os.path.basename(str(path).rstrip("/")) or "slice"
-        super().__init__([obj], [_output(output, label, directory=is_dir)],
+        super().__init__([obj], [_output(output, label, directory=is_dir,
+                                         content_type=content_type)],
                          config={"path": str(path)}, task_type="buildin/slice_directory",
                          name=name, session=session, retries=retries,
                          retry_on_error=retry_on_error)
