@@ -300,13 +300,15 @@ class Tls:
             raise
         return transport, protocol
 
-    def listening_protocol(self, app_protocol, what):
+    def listening_protocol(self, app_protocol, what, room=None):
         """The protocol of an accepted plain TCP connection that runs the TLS handshake
         for ``app_protocol`` (for ``loop.create_server`` without ``ssl=``): unlike asyncio's
         own TLS listener, which drops a failed handshake silently, it logs who failed and
-        why, and the listener keeps serving the others."""
+        why, and the listener keeps serving the others. ``room``: the listener's
+        ``WaitingRoom``, where the handshake waits too (each holds buffers of its own, so
+        strangers must not open them by the thousand)."""
         return _LoggedHandshake(asyncio.get_running_loop(), app_protocol,
-                                self.server_context(), what)
+                                self.server_context(), what, room)
 
 
 def _load_chain(context, cert, key):
@@ -334,19 +336,40 @@ def _reason(exc):
 class _LoggedHandshake(SSLProtocol):
     """asyncio's TLS protocol, server side, with failed handshakes logged (one line each)."""
 
-    def __init__(self, loop, app_protocol, context, what):
+    def __init__(self, loop, app_protocol, context, what, room=None):
         waiter = loop.create_future()
         super().__init__(loop, app_protocol, context, waiter, server_side=True,
                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self._peer = None
+        self._raw = None
         self._what = what
+        self._room = room
         waiter.add_done_callback(self._handshake_done)
+
+    @property
+    def peer(self):
+        return self._peer
+
+    def close(self):
+        """Sent away by the waiting room (too many waiting, or too long)."""
+        if self._raw is not None:
+            self._raw.abort()
 
     def connection_made(self, transport):
         self._peer = transport.get_extra_info("peername")
+        self._raw = transport
+        if self._room is not None:
+            self._room.enter(self)
         super().connection_made(transport)
 
+    def connection_lost(self, exc):
+        if self._room is not None:
+            self._room.leave(self)
+        super().connection_lost(exc)
+
     def _handshake_done(self, waiter):
+        if self._room is not None:
+            self._room.leave(self)
         if waiter.cancelled() or waiter.exception() is None:
             return
         exc = waiter.exception()

@@ -76,8 +76,8 @@ class DataServer:
 
         def factory():
             conn = self._connection()
-            return conn if self.tls is None else self.tls.listening_protocol(conn,
-                                                                             "data port")
+            return conn if self.tls is None else self.tls.listening_protocol(
+                conn, "data port", self.waiting)
 
         self.server = await loop.create_server(factory, host, port)
         return self.server.sockets[0].getsockname()[:2]

@@ -246,8 +246,8 @@ class RainServer:
         if self.tls is None:
             factory = lambda: _RpcConnection(self)     # noqa: E731
         else:
-            factory = lambda: self.tls.listening_protocol(_RpcConnection(self),  # noqa: E731
-                                                          "RPC port")
+            factory = lambda: self.tls.listening_protocol(  # noqa: E731
+                _RpcConnection(self), "RPC port", self.unaccepted)
         self.rpc_server = await loop.create_server(factory, host, port)
         if self.heartbeat_timeout:
             loop.call_later(self.heartbeat_timeout / 4, self._heartbeat)
