@@ -102,9 +102,9 @@ def test_one_chart_list_per_cluster_and_its_origin(jupyter_server, cluster):
         run_graph(client, name, 2)
     [found] = clusters_of(jupyter_server)
     ids = [c["id"] for c in found["charts"]]
-    assert ids == ["sessions", "governors", "cpu", "memory", "summary-latest",
-                   "graph-latest", "inspector-latest", "stream-latest"], ids
-    assert all("session=latest" in c["url"] for c in found["charts"][4:])
+    assert ids == ["sessions", "governors", "recoveries", "allocations", "cpu", "memory",
+                   "summary-latest", "graph-latest", "inspector-latest", "stream-latest"], ids
+    assert all("session=latest" in c["url"] for c in found["charts"][6:])
     assert found["origin"].startswith("python") and \
         found["origin"].endswith(f"(pid {os.getpid()})"), found["origin"]
     r = requests.get(jupyter_server.api("rain/api/clusters?brief=1"),

@@ -252,7 +252,7 @@ def test_sidebar_panes_and_stop(lab, artifacts):
                 assert governor_cell.evaluate("(e) => e.scrollWidth <= e.clientWidth")
             # One chart list per cluster: its own charts and the latest session's.
             options = cluster.locator(".rain-Cluster-chartSelect option").all_inner_texts()
-            assert "Task stream (latest session)" in options and len(options) == 8, options
+            assert "Task stream (latest session)" in options and len(options) == 10, options
 
             # Tiled charts: the CPU chart below the sessions pane fills its pane; a chart
             # split to its right halves it, and the CPU chart's canvas follows.
