@@ -67,6 +67,8 @@ class ProgressModel:
         self.totals = [0, 0, 0, 0]
         self.closed = False
         self.failure = None       # {"message", "task"} once the session failed
+        # How a failure's message is shown (the kernel maps frames of cells to them).
+        self.describe_failure = lambda message: message
         self.recovery = {"retried": 0, "recomputed": 0, "governors_lost": 0}
         self.warning = None       # tasks no connected governor can run, while they wait
         self.task_info = {}       # task id -> (governor, duration, error)
@@ -227,7 +229,7 @@ class ProgressModel:
             elif kind == "TasksSchedulable":
                 self.warning = None
             elif kind == "SessionFailed":
-                self.failure = {"message": event.get("message", ""),
+                self.failure = {"message": self.describe_failure(event.get("message", "")),
                                 "task": event.get("task")}
             elif kind == "SessionClosed":
                 self.closed = True

@@ -12,6 +12,7 @@ import weakref
 
 from rain.client.rpc.common import TaskState
 
+from .cell_frames import point_at_cells_of_kernel
 from .events import hub_for
 from .graph_view import GraphModel
 from .progress import FAILED, FINISHED, RUNNING, WAITING, ProgressModel
@@ -42,6 +43,7 @@ class SessionTracker:
         self.session_id = session.session_id
         self.lock = threading.Lock()
         self.progress = ProgressModel(session.session_id, getattr(session, "name", None))
+        self.progress.describe_failure = point_at_cells_of_kernel
         self.graph = GraphModel(max_nodes)
         self.progress.observers.append(self.graph.on_transition)
         self._producers = {}        # object id -> producing task id

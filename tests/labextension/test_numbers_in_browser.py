@@ -113,6 +113,9 @@ def test_numbers_agree_and_can_be_trusted(numbers_lab):
             header = final.locator(".rain-final-live").inner_text()
             assert "1/6 finished" in header and "1 failed" in header, header
             assert "4 cancelled" in header and "waiting" not in header, header
+            # its error names the cell's line, as IPython would, not the executor's file
+            assert re.search(r"Cell In \[\d+\], line 4, in boom", header), header
+            assert "<dynamic-code>" not in header, header
             bar = final.locator(".rain-final-live [data-state]").first.locator("..")
             assert shares(bar) == {"finished": GREEN, "failed": RED, "cancelled": AMBER}
             row = sidebar.locator(".rain-Session", has_text="broken")
