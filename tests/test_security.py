@@ -790,3 +790,31 @@ def test_half_a_surrogate_pair_is_a_400_at_rest(cluster):
         task.output.keep()
         session.submit()
         assert task.output.fetch().get_bytes() == b"still fine"
+
+
+# -- the HTTP port before a request is whole ------------------------------------------------------
+def test_half_sent_headers_cannot_hold_the_http_port(cluster):
+    """Strangers sending half a request's headers are closed when their time is over, and
+    oversized headers are refused: neither holds the server's memory for long."""
+    from rain.server.http import HEADER_TIMEOUT, MAX_HEADER_SIZE
+    address = ("127.0.0.1", cluster.http_port)
+    strangers = []
+    try:
+        for _ in range(200):
+            stranger = socket.create_connection(address, timeout=30)
+            stranger.sendall(b"GET /api HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000)
+            strangers.append(stranger)
+        with socket.create_connection(address, timeout=30) as big:
+            big.sendall(b"GET /api HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                        b"b" * (MAX_HEADER_SIZE + 1024) + b"\r\n\r\n")
+            assert _closed_by_peer(big, 30)
+        deadline = time.monotonic() + HEADER_TIMEOUT + 60
+        for stranger in strangers:
+            assert _closed_by_peer(stranger, max(1, deadline - time.monotonic()))
+        # the port still serves
+        r = requests.get(f"http://127.0.0.1:{cluster.http_port}/api",
+                         headers=cluster.http_headers, timeout=30)
+        assert r.status_code == 200
+    finally:
+        for stranger in strangers:
+            stranger.close()

@@ -192,12 +192,21 @@ def make_app(events, extra=(), token=""):
                                    rain_token=token)
 
 
+#: A request's headers must come whole within this many seconds and fit in this many
+#: bytes (a connection idle between requests is closed after as long): strangers sending
+#: headers a byte at a time cannot hold connections and their buffers for long.
+HEADER_TIMEOUT = 30.0
+MAX_HEADER_SIZE = 32 * 1024
+
+
 def listen_http(app, port, host, tls=None):
     """Listen (HTTPS with ``tls``, a ``rain.tls.Tls``); returns (the HTTP server, its bound
     (host, port)). The token cookie is named after the bound port: browsers share cookies
     between the ports of one host."""
     server = app.listen(port, address=host,
-                        ssl_options=tls.server_context() if tls is not None else None)
+                        ssl_options=tls.server_context() if tls is not None else None,
+                        idle_connection_timeout=HEADER_TIMEOUT,
+                        max_header_size=MAX_HEADER_SIZE)
     app.settings["rain_secure"] = tls is not None
     bound = next(iter(server._sockets.values())).getsockname()[:2]
     app.settings["rain_cookie"] = f"{HTTP_COOKIE_PREFIX}{bound[1]}"
