@@ -291,21 +291,12 @@ def test_rain_tls_off_speaks_plain(tls_cluster, monkeypatch):
     assert json.dumps(tls_cluster.client().get_server_info())
 
 
-def _closed_by_peer(sock, timeout):
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1) == b""
-    except socket.timeout:
-        return False
-    except ConnectionResetError:
-        return True
-
-
 @pytest.mark.parametrize("port", ["rpc", "data"])
 def test_strangers_cannot_hold_tls_handshakes(tls_cluster, port):
     """Connections that never begin their TLS handshake wait in the room of those that never
     say hello: when too many wait, the oldest go at once (each handshake holds buffers)."""
     from rain.common.waiting_room import MAX_WAITING
+    from test_security import _closed_by_peer
     client = tls_cluster.client()
     number = tls_cluster.port if port == "rpc" else governor_data_port(client)
     strangers = [socket.create_connection(("127.0.0.1", number), timeout=30)
