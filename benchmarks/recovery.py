@@ -22,24 +22,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from rain.server.core import ServerCore                 # noqa: E402
 from rain.server.graph import FINISHED, OBJ_FINISHED    # noqa: E402
-
-
-class Comm:
-    def reply(self, *args):
-        pass
-
-    def governor_dirty(self, governor):
-        pass
-
-    def schedule_soon(self):
-        pass
-
-    def event(self, event):
-        pass
+from sim_scheduler import NullComm                      # noqa: E402
 
 
 def core_figure(count, others=100_000):
-    core = ServerCore(Comm())
+    core = ServerCore(NullComm())
     g1 = core.add_governor("g1", 1, None, object())
     g2 = core.add_governor("g2", 1, None, object())
     client = core.add_client()
