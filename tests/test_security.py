@@ -38,6 +38,15 @@ def clean_env(**extra):
     return env
 
 
+def _joined(client, first, second):
+    """The output of one Concat task of two constants: the cluster still serves."""
+    with client.new_session() as session:
+        task = tasks.Concat((blob(first), blob(second)))
+        task.output.keep()
+        session.submit()
+        return task.output.fetch().get_bytes()
+
+
 # -- the runtime directory -----------------------------------------------------------------
 def test_default_runtime_dir_made_by_another_user_is_refused(tmp_path):
     uid, gid = second_user()
@@ -265,11 +274,7 @@ def test_ids_beyond_32_bits_are_refused_at_submit(cluster):
         assert response.status_code == 400 and "out of range" in response.text
     # and every client goes on submitting
     client = cluster.client()
-    with client.new_session() as session:
-        task = tasks.Concat((blob(b"still "), blob(b"fine")))
-        task.output.keep()
-        session.submit()
-        assert task.output.fetch().get_bytes() == b"still fine"
+    assert _joined(client, b"still ", b"fine") == b"still fine"
 
 
 def test_core_refuses_ids_beyond_32_bits():
@@ -475,11 +480,7 @@ def test_silent_strangers_cannot_hold_a_port(cluster, port):
         # ... and a real peer still gets in at once (the result is too big to be held by
         # the server: it comes from the governor's data port)
         client = cluster.client()
-        with client.new_session() as session:
-            task = tasks.Concat((blob(b"let " * 5000), blob(b"in")))
-            task.output.keep()
-            session.submit()
-            assert task.output.fetch().get_bytes() == b"let " * 5000 + b"in"
+        assert _joined(client, b"let " * 5000, b"in") == b"let " * 5000 + b"in"
         # the rest go when their time to say hello is over
         deadline = time.monotonic() + HELLO_TIMEOUT + 60
         for s in strangers[20:]:
@@ -547,11 +548,7 @@ def test_a_frame_beyond_the_limit_is_refused_with_a_reason(cluster):
         raw.close()
     assert _rss(cluster.server_process) - before < 64 * 2**20
     client = cluster.client()
-    with client.new_session() as session:
-        task = tasks.Concat((blob(b"still "), blob(b"here")))
-        task.output.keep()
-        session.submit()
-        assert task.output.fetch().get_bytes() == b"still here"
+    assert _joined(client, b"still ", b"here") == b"still here"
 
 
 def test_an_announced_frame_costs_only_the_bytes_that_came(cluster):
@@ -563,11 +560,7 @@ def test_an_announced_frame_costs_only_the_bytes_that_came(cluster):
         for raw in raws:
             raw.send((2**30 - 1).to_bytes(4, "little") + b"x" * 2**20)
         client = cluster.client()            # served after all those frames were read
-        with client.new_session() as session:
-            task = tasks.Concat((blob(b"a"), blob(b"b")))
-            task.output.keep()
-            session.submit()
-            assert task.output.fetch().get_bytes() == b"ab"
+        assert _joined(client, b"a", b"b") == b"ab"
         assert _rss(cluster.server_process) - before < 256 * 2**20
     finally:
         for raw in raws:
@@ -584,11 +577,7 @@ def test_a_submit_beyond_the_servers_limit_fails_clearly(make_cluster):
             session.submit()
             session.wait_all()
     other = cluster.client()
-    with other.new_session() as session:
-        task = tasks.Concat((blob(b"x" * 2**19), blob(b"y")))
-        task.output.keep()
-        session.submit()
-        assert len(task.output.fetch().get_bytes()) == 2**19 + 1
+    assert len(_joined(other, b"x" * 2**19, b"y")) == 2**19 + 1
 
 
 def test_byte_sizes_of_the_command_line():
@@ -635,11 +624,7 @@ def test_executor_logs_are_capped_and_keep_their_end(make_cluster):
     assert any(name.endswith(".err.1") for name in sizes), sizes     # it did rotate
     assert sizes and all(size <= 64 * 1024 for size in sizes.values()), sizes
     # a healthy executor is still spawned and works
-    with client.new_session() as session:
-        task = tasks.Concat((blob(b"after "), blob(b"that")))
-        task.output.keep()
-        session.submit()
-        assert task.output.fetch().get_bytes() == b"after that"
+    assert _joined(client, b"after ", b"that") == b"after that"
 
 
 def test_program_output_is_capped_and_keeps_its_end(make_cluster):
@@ -785,11 +770,7 @@ def test_half_a_surrogate_pair_is_a_400_at_rest(cluster):
         assert response.status_code == 400, response.text
         assert "surrogate" in response.json()["error"]
     client = cluster.client()
-    with client.new_session() as session:
-        task = tasks.Concat((blob(b"still "), blob(b"fine")))
-        task.output.keep()
-        session.submit()
-        assert task.output.fetch().get_bytes() == b"still fine"
+    assert _joined(client, b"still ", b"fine") == b"still fine"
 
 
 # -- the HTTP port before a request is whole ------------------------------------------------------
