@@ -3,6 +3,7 @@ Jupyter Notebook 7 server (``JupyterServer``), with the console watched, numbere
 screenshots, a watcher that records live charts as the page draws them, and the checks
 of ``%%rain`` outputs (live charts, final picture, static picture after reopening).
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -141,6 +142,23 @@ def start_lab(environment):
     for path in NOTEBOOKS:
         shutil.copy(path, server.root_dir)
     return server
+
+
+@contextlib.contextmanager
+def steps_of(browser):
+    """A browser test's steps: a screenshot of the page when one fails, the browser closed
+    after them, and then no console problem allowed."""
+    try:
+        yield browser
+    except Exception:
+        try:
+            browser.screenshot("failure")
+        except Exception:
+            pass
+        raise
+    finally:
+        browser.close()
+    assert not browser.problems, "browser console:\n" + "\n".join(browser.problems)
 
 
 def shut_down_kernels(server):

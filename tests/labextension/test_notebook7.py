@@ -8,9 +8,9 @@ reload the static picture of the final state shows. Screenshots go to
 
 import pytest
 
-from browser_helpers import (Browser, check_page_text, check_rain_cell, live_labels,
-                             quiet_server, save_and_reopen, shut_down_kernels,
-                             wait_finished, write_notebook)
+from browser_helpers import (Browser, check_page_text, check_rain_cell, live_labels, quiet_server,
+                             save_and_reopen, shut_down_kernels, steps_of, wait_finished,
+                             write_notebook)
 from test_ui import require_browser, run_cell
 
 CELLS = [
@@ -53,7 +53,7 @@ def test_rain_cell_in_notebook7(notebook7):
         browser = Browser(playwright, notebook7, "notebook7", app="notebook",
                           ignore=[("reading 'schema'", "/static/notebook/notebook_core.")])
         page = browser.page
-        try:
+        with steps_of(browser):
             browser.open("seven.ipynb")
             browser.screenshot("opened")
             for index, source in enumerate(CELLS):
@@ -80,12 +80,3 @@ def test_rain_cell_in_notebook7(notebook7):
             assert "38" in page.locator(".jp-Notebook .jp-Cell").nth(2).inner_text()
             browser.screenshot("all-cells-run")
             save_and_reopen(browser, "seven.ipynb", 1)
-        except Exception:
-            try:
-                browser.screenshot("failure")
-            except Exception:
-                pass
-            raise
-        finally:
-            browser.close()
-    assert not browser.problems, "browser console:\n" + "\n".join(browser.problems)

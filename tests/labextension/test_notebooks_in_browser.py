@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from browser_helpers import (Browser, check_page_text, check_rain_cell, run_notebook,
-                             save_and_reopen, shut_down_kernels, start_lab, wait_finished,
-                             NOTEBOOKS)
+                             save_and_reopen, shut_down_kernels, start_lab, steps_of,
+                             wait_finished, NOTEBOOKS)
 from test_ui import require_browser, run_cell
 
 FRESH_CELLS = [
@@ -47,22 +47,13 @@ def test_notebook_in_browser(notebook_lab, path):
 
     with sync_playwright() as playwright:
         browser = Browser(playwright, notebook_lab, path.stem)
-        try:
+        with steps_of(browser):
             browser.open(path.name)
             browser.screenshot("opened")
             rain_cells = run_notebook(browser, path.name)
             # the post-mortem notebook links its report page, which opens in a tab
             assert browser.reports == ("rain_jupyter.report_link(" in path.read_text())
             save_and_reopen(browser, path.name, rain_cells)
-        except Exception:
-            try:
-                browser.screenshot("failure")
-            except Exception:
-                pass
-            raise
-        finally:
-            browser.close()
-    assert not browser.problems, "browser console:\n" + "\n".join(browser.problems)
 
 
 @pytest.mark.timeout(600)
@@ -78,7 +69,7 @@ def test_fresh_notebook_typed_cell_by_cell(notebook_lab):
     with sync_playwright() as playwright:
         browser = Browser(playwright, lab, "fresh-notebook")
         page = browser.page
-        try:
+        with steps_of(browser):
             browser.open(name, choose_kernel=True)
             for index, source in enumerate(FRESH_CELLS):
                 if index:
@@ -92,12 +83,3 @@ def test_fresh_notebook_typed_cell_by_cell(notebook_lab):
             assert "5500" in page.locator(".jp-Notebook .jp-Cell").nth(3).inner_text()
             browser.screenshot("all-cells-run")
             save_and_reopen(browser, name, 1)
-        except Exception:
-            try:
-                browser.screenshot("failure")
-            except Exception:
-                pass
-            raise
-        finally:
-            browser.close()
-    assert not browser.problems, "browser console:\n" + "\n".join(browser.problems)

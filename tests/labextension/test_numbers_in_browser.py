@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from browser_helpers import (Browser, check_rain_cell, quiet_server, shut_down_kernels,
+from browser_helpers import (Browser, check_rain_cell, quiet_server, shut_down_kernels, steps_of,
                              wait_finished, write_notebook)
 from test_ui import require_browser, run_cell, wait_output
 
@@ -75,11 +75,10 @@ def test_numbers_agree_and_can_be_trusted(numbers_lab):
     with sync_playwright() as playwright:
         browser = Browser(playwright, numbers_lab, "numbers")
         page = browser.page
-        try:
+        with steps_of(browser):
             browser.open("numbers.ipynb")
             page.locator(".jp-SideBar [data-id='rain-sidebar']").click()
             sidebar = page.locator("#rain-sidebar")
-            cells = page.locator(".jp-Notebook .jp-Cell")
             wait_output(run_cell(page, 0), "Rain cluster")
 
             # The same %%rain cell twice: a fresh session, not 8 tasks in the old one.
@@ -148,12 +147,3 @@ def test_numbers_agree_and_can_be_trusted(numbers_lab):
                 "data-shown") == "done"
             browser.screenshot("status-and-sidebar")
             wait_output(run_cell(page, 7), "Stopped the Rain cluster")
-        except Exception:
-            try:
-                browser.screenshot("failure")
-            except Exception:
-                pass
-            raise
-        finally:
-            browser.close()
-    assert not browser.problems, "browser console:\n" + "\n".join(browser.problems)
