@@ -177,6 +177,13 @@ with rain_client.new_session("from the notebook") as session:
         part.output.keep()
     session.submit()
     print("HOSTS", sorted({p.output.fetch().get_str() for p in parts}))
+
+# The job's governors ran the tasks; the autoscaler sees the job running at its next poll.
+import time
+scaler = get_ipython().find_line_magic("rain").__self__.autoscaler
+deadline = time.monotonic() + 120
+while not any(job.get("node") for job in scaler.status()) and time.monotonic() < deadline:
+    time.sleep(0.2)
 """
 
 
