@@ -163,3 +163,65 @@ def test_frames_as_views_are_released_after_the_handler():
             bytes(kept[0][1])                      # released: cannot be misused later
 
     asyncio.run(run())
+
+
+class _Recording(FrameProtocol):
+    """Records, at every read, the room offered and what the pending frame still needs,
+    and the socket's receive low-water mark at that moment."""
+
+    def __init__(self, on_frame):
+        super().__init__(on_frame, views=True, keep_size=1 << 24)
+        self.reads = []
+
+    def get_buffer(self, sizehint):
+        rest = self._needed - (self._end - self._start)
+        view = super().get_buffer(sizehint)
+        sock = self.transport.get_extra_info("socket")
+        low_water = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+        self.reads.append((len(view), rest, low_water))
+        return view
+
+
+def test_bulk_reads_stop_at_frame_ends_and_wait_for_big_pieces():
+    """A bulk receiver never reads past the end of a big frame (so the start of the next
+    one never has to be moved to the front of the buffer), and while most of a big frame
+    is still to come the socket wakes it only for big pieces, never for more bytes than
+    the frame still needs: the last frame arrives although nothing follows it."""
+    big = [os.urandom(2**21) for _ in range(6)]
+    payloads = [b"head"] + big + [os.urandom(3 * 2**20 + 5)]
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        frames, done, protocols = [], loop.create_future(), []
+
+        def on_frame(_p, frame):
+            frames.append(bytes(frame))
+            if len(frames) == len(payloads):
+                done.set_result(None)
+
+        def factory():
+            protocols.append(_Recording(on_frame))
+            return protocols[-1]
+
+        server = await loop.create_server(factory, sock=listener)
+        sender = socket.create_connection(listener.getsockname())
+        try:
+            data = b"".join(frame_bytes(p) for p in payloads)
+            # Sent in uneven pieces with pauses, and the connection stays open after the
+            # last frame: the receiver must not wait for bytes that never come.
+            for start in range(0, len(data), 700_001):
+                await loop.sock_sendall(sender, data[start:start + 700_001])
+                await asyncio.sleep(0.002)
+            await asyncio.wait_for(done, 20)
+        finally:
+            sender.close()
+            server.close()
+        return protocols[0].reads, frames
+
+    reads, frames = asyncio.run(run())
+    assert frames == payloads
+    assert all(offered <= max(framing.READ_SIZE, rest) for offered, rest, _ in reads), reads
+    assert all(low_water <= max(1, rest) for _, rest, low_water in reads), reads
+    assert any(low_water > framing.READ_SIZE for _, _, low_water in reads), reads

@@ -34,6 +34,7 @@ peer announcing a gigabyte it never sends costs nothing.
 """
 import asyncio
 import logging
+import socket
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ READ_SIZE = 1 << 16
 KEEP_SIZE = 1 << 18
 #: Bytes a transport may hold for a peer that does not read before it is disconnected.
 MAX_WRITE_BUFFER = 1 << 28
+#: On bulk connections, while more of a big frame is to come, the loop is woken only once
+#: this much of it (or all the rest) has arrived (``SO_RCVLOWAT``): otherwise every few
+#: dozen kilobytes wake it, and waking costs more than reading.
+LOW_WATER = 1 << 19
 
 
 class FrameProtocol(asyncio.BufferedProtocol):
@@ -105,25 +110,51 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self.state = None  # owner's per-connection state
         self._drain_waiters = []
         self._paused = False
+        self._sock = None            # bulk connections over plain TCP: for SO_RCVLOWAT
+        self._low_water = 1
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
         self._loop = asyncio.get_running_loop()
         self.peer = transport.get_extra_info("peername")
+        if self.views and transport.get_extra_info("sslcontext") is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.type == socket.SOCK_STREAM and \
+                    sock.family in (socket.AF_INET, socket.AF_INET6):
+                self._sock = sock
 
     def get_buffer(self, sizehint):
         want = self._needed - (self._end - self._start)
         if want > READ_SIZE:
             # Towards a big frame by doubling, as its bytes come (see the module's doc).
             want = min(want, len(self._buf))
-        self._reserve(max(READ_SIZE, want))
-        return memoryview(self._buf)[self._end:]
+        want = max(READ_SIZE, want)
+        self._reserve(want)
+        # No read goes past the end of a big frame: the buffer is then empty once the
+        # frame is delivered, instead of holding the start of the next one, which would
+        # have to be moved to the front (megabytes per frame of a transfer).
+        end = self._end
+        return memoryview(self._buf)[end:end + want]
 
     def buffer_updated(self, nbytes):
         self._end += nbytes
         if self._end - self._start >= self._needed:
             self._deliver()
+        if self._sock is not None:
+            self._set_low_water()
+
+    def _set_low_water(self):
+        """Wake the loop for the next ``LOW_WATER`` bytes of a big frame at once, never
+        for more than the frame still needs (the peer may send nothing after it)."""
+        rest = self._needed - (self._end - self._start)
+        low_water = min(rest, LOW_WATER) if rest > READ_SIZE else 1
+        if low_water != self._low_water and not self.closed:
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low_water)
+                self._low_water = low_water
+            except OSError:
+                self._sock = None
 
     def data_received(self, data):
         """Feed bytes read elsewhere (e.g. by a thread that read the socket before)."""
