@@ -161,3 +161,28 @@ def test_malformed_uploads_of_a_submit_are_refused(uploads, message):
                                          (11, "", "", 0, None, False, b"x")])
     with pytest.raises(RequestError, match=message):
         read_uploads(uploads, batch)
+
+
+def test_a_big_constant_goes_to_the_governor_its_consumers_need(two_governors):
+    """A constant whose consumers can only run on one governor is uploaded to that one,
+    so it is not moved a second time to reach them."""
+    client = two_governors.client()
+    governors = {g["resources"].get("a") and "a" or "b": g["governor_id"]
+                 for g in client.get_server_info()["governors"]}
+    with client.new_session() as s:
+        placed = []
+        for where in ("a", "a", "b", "b"):
+            data = blob(os.urandom(1024) * (UPLOAD_MIN // 1024), label=f"for {where}")
+            data.keep()
+            check = on(where, "stat -L -c %s big", inputs=[Input("big", dataobj=data)])
+            check.output.keep()
+            s.submit()
+            assert check.output.fetch().get_bytes().split() == [str(UPLOAD_MIN).encode()]
+            placed.append((where, data))
+        holders = {}
+        for g in client.get_server_info()["governors"]:
+            for obj in g["objects"]:
+                holders.setdefault(tuple(obj) if isinstance(obj, list) else obj, []).append(
+                    g["governor_id"])
+        for where, data in placed:
+            assert holders[(s.session_id, data._id)] == [governors[where]], holders

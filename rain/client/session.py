@@ -186,7 +186,7 @@ class Session:
         if not tasks and not objects:
             return
         session_id = self.session_id
-        uploads = upload_constants(self, objects)
+        uploads = upload_constants(self, objects, tasks)
 
         def fill(msg):
             submit = msg.init("submit")

@@ -9,22 +9,32 @@ from ..common.errors import RainException
 _turn = itertools.count()
 
 
-def upload_constants(session, objects):
+def upload_constants(session, objects, tasks=()):
     """Upload the big constants among ``objects``; returns the submit's ``uploads`` rows
-    ``[object id, governor id, size]``. On failure nothing uploaded stays behind."""
+    ``[object id, governor id, size]``. On failure nothing uploaded stays behind.
+
+    Each goes to a governor that can run all its consumers among ``tasks`` (their cpus and
+    named resources), where there is one: the scheduler places tasks near their biggest
+    inputs, but a task bound to other resources would fetch the whole constant again."""
     big = [obj for obj in objects if obj._upload is not None]
     if not big:
         return []
     client = session.client
-    governors = sorted(g["governor_id"] for g in client.get_server_info()["governors"])
+    governors = sorted(((g["governor_id"], g.get("resources") or {})
+                        for g in client.get_server_info()["governors"]),
+                       key=lambda item: item[0])
     if not governors:
         raise RainException("No governor is connected to store the big constants of this "
                             "submit on")
+    needs = _consumer_needs(big, tasks)
     connection = client._connection
     rows = []
     try:
         for obj in big:
-            address = governors[next(_turn) % len(governors)]
+            candidates = [address for address, resources in governors
+                          if all(_fits(resources, need) for need in needs.get(obj, ()))]
+            candidates = candidates or [address for address, _ in governors]
+            address = candidates[next(_turn) % len(candidates)]
             spec = obj.spec
             size = connection.upload_to_governor(
                 address, (session.session_id, obj._id), obj._upload, spec.label,
@@ -34,6 +44,24 @@ def upload_constants(session, objects):
         drop_uploads(session, rows)
         raise
     return rows
+
+
+def _consumer_needs(big, tasks):
+    """``{constant: [what each consumer asks for]}`` (cpus and named resources)."""
+    wanted = set(big)
+    needs = {}
+    for task in tasks:
+        inputs = task._in
+        for obj in (inputs,) if inputs.__class__ is not tuple else inputs:
+            if obj in wanted:
+                need = dict(task._resources or {})
+                need["cpus"] = task._cpus
+                needs.setdefault(obj, []).append(need)
+    return needs
+
+
+def _fits(resources, need):
+    return all(resources.get(name, 0) >= amount for name, amount in need.items())
 
 
 def drop_uploads(session, rows):
