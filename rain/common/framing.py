@@ -287,7 +287,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
     def _write(self, out):
         transport = self.transport
         transport.writelines(out)
-        if transport.get_write_buffer_size() > self.max_write_buffer:
+        # Beyond the high-water mark the transport has paused us: only then can the
+        # buffer be too big (the check is not free on a path taken for every reply).
+        if self._paused and transport.get_write_buffer_size() > self.max_write_buffer:
             logger.warning("closing connection to %s: it stopped reading and %d bytes are "
                            "waiting for it", self.peer, transport.get_write_buffer_size())
             self.closed = True
