@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -178,65 +179,95 @@ def _on(where, args, inputs=(), outputs=()):
                 name=name)
 
 
-def rain_transfer(source, size, tmp):
+def paired_raw(source, tmp):
+    """A raw copy taken right before a measurement, both after ``sync``: dirty pages left
+    by an earlier transfer (the kernel writes them back, and throttles writers meanwhile)
+    must not slow one side of a pair down."""
+    os.sync()
+    raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
+    os.sync()
+    return raw
+
+
+def rain_transfer(source, size, tmp, repeat):
+    """``repeat`` rounds of g2g, g2c and c2g, each after its own raw copy: for each row a
+    list of (seconds, raw seconds) pairs and the largest peak RSS growth of its rounds."""
     from rain.client import Client
     from rain.client.program import Input, Output
     cluster = RainCluster(tmp)
-    result = {}
+    result = {"g2g": [], "g2c": [], "c2g": []}
     try:
         client = Client(*cluster.address.split(":"))
         me = psutil.Process()
         procs = {"server": psutil.Process(cluster.server.pid),
                  "sender": psutil.Process(cluster.governors[0].pid),
                  "receiver": psutil.Process(cluster.governors[1].pid), "client": me}
-        with client.new_session() as s:
-            produce = _on("a", f"cp {source} big", outputs=[Output("big")])
-            produce.output.keep()
-            s.submit()
-            s.wait([produce])
-            consume = _on("b", "test -s big", inputs=[Input("big", dataobj=produce.output)])
-            rss = PeakRss(procs)
-            start = time.perf_counter()
-            s.submit()
-            try:
-                s.wait([consume])
-                result["g2g_s"] = time.perf_counter() - start
-            except Exception as exc:
-                result["g2g_error"] = str(exc)[:200]
-            result["g2g_rss"] = rss.stop()
-            target = os.path.join(tmp, "fetched")
-            rss = PeakRss(procs)
-            start = time.perf_counter()
-            try:
-                if hasattr(produce.output, "fetch_to"):
-                    produce.output.fetch_to(target)
-                else:
-                    produce.output.fetch().write(target)
-                result["g2c_s"] = time.perf_counter() - start
-                assert os.path.getsize(target) == size
-            except Exception as exc:
-                result["g2c_error"] = str(exc)[:200]
-            result["g2c_rss"] = rss.stop()
-            if os.path.exists(target):
-                os.unlink(target)
-        with client.new_session() as s:
-            rss = PeakRss(procs)
-            start = time.perf_counter()
-            try:
-                from rain.client import blob
-                with open(source, "rb") as f:
-                    uploaded = blob(f, label="upload")
-                    check = _on("a", "test -s up", inputs=[Input("up", dataobj=uploaded)])
-                    s.submit()
-                s.wait([check])
-                result["c2g_s"] = time.perf_counter() - start
-            except Exception as exc:
-                result["c2g_error"] = str(exc)[:200]
-            result["c2g_rss"] = rss.stop()
+        for _ in range(repeat):
+            with client.new_session() as s:
+                produce = _on("a", f"cp {source} big", outputs=[Output("big")])
+                produce.output.keep()
+                s.submit()
+                s.wait([produce])
+                consume = _on("b", "test -s big",
+                              inputs=[Input("big", dataobj=produce.output)])
+                raw = paired_raw(source, tmp)
+                rss = PeakRss(procs)
+                start = time.perf_counter()
+                s.submit()
+                try:
+                    s.wait([consume])
+                    result["g2g"].append((time.perf_counter() - start, raw))
+                except Exception as exc:
+                    result["g2g_error"] = str(exc)[:200]
+                _keep_peak(result, "g2g_rss", rss.stop())
+                target = os.path.join(tmp, "fetched")
+                raw = paired_raw(source, tmp)
+                rss = PeakRss(procs)
+                start = time.perf_counter()
+                try:
+                    if hasattr(produce.output, "fetch_to"):
+                        produce.output.fetch_to(target)
+                    else:
+                        produce.output.fetch().write(target)
+                    result["g2c"].append((time.perf_counter() - start, raw))
+                    assert os.path.getsize(target) == size
+                except Exception as exc:
+                    result["g2c_error"] = str(exc)[:200]
+                _keep_peak(result, "g2c_rss", rss.stop())
+                if os.path.exists(target):
+                    os.unlink(target)
+            with client.new_session() as s:
+                raw = paired_raw(source, tmp)
+                rss = PeakRss(procs)
+                start = time.perf_counter()
+                try:
+                    from rain.client import blob
+                    with open(source, "rb") as f:
+                        uploaded = blob(f, label="upload")
+                        check = _on("a", "test -s up", inputs=[Input("up", dataobj=uploaded)])
+                        s.submit()
+                    s.wait([check])
+                    result["c2g"].append((time.perf_counter() - start, raw))
+                except Exception as exc:
+                    result["c2g_error"] = str(exc)[:200]
+                _keep_peak(result, "c2g_rss", rss.stop())
         client.close()
     finally:
         cluster.stop()
     return result
+
+
+def _keep_peak(result, key, growth):
+    """The largest growth of each process over the rounds."""
+    old = result.get(key, {})
+    result[key] = {name: max(value, old.get(name, value)) for name, value in growth.items()}
+
+
+def summary(pairs, size):
+    """``(median seconds, MB/s, median share of the paired raw copies' speed)``."""
+    seconds = statistics.median(t for t, _ in pairs)
+    share = statistics.median(raw / t for t, raw in pairs)
+    return seconds, size / 1e6 / seconds, share
 
 
 # -- Dask and Ray ------------------------------------------------------------------------------
@@ -300,6 +331,8 @@ def main():
     parser.add_argument("--sizes", default="1,4", help="GiB, comma separated")
     parser.add_argument("--systems", default="rain,dask,ray")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds per size (default 3; smoke 1)")
     parser.add_argument("--peer")
     parser.add_argument("--peer-size", type=int)
     args = parser.parse_args()
@@ -309,6 +342,10 @@ def main():
         return
     sizes = [64 * MiB] if args.smoke else [int(float(s) * GiB) for s in args.sizes.split(",")]
     systems = ["rain"] if args.smoke else args.systems.split(",")
+    if args.smoke:
+        args.repeat = 1
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     import rain
     print(f"rain code: {os.path.dirname(rain.__file__)}; load average "
           f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
@@ -318,35 +355,42 @@ def main():
         try:
             source = os.path.join(tmp, "source")
             make_source(source, size)
-            raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
+            raw = paired_raw(source, tmp)
             mb = size / 1e6
             print(f"\n{size / GiB:g} GiB: raw loopback copy {raw:.2f} s = {mb / raw:.0f} MB/s "
-                  f"(load average {os.getloadavg()[0]:.1f})")
+                  f"(load average {os.getloadavg()[0]:.1f}); {args.repeat} round(s), "
+                  "medians, each row against the raw copy taken just before it")
             if "rain" in systems:
-                r = rain_transfer(source, size, tmp)
+                r = rain_transfer(source, size, tmp, args.repeat)
                 for kind, label in (("g2g", "governor -> governor"),
                                     ("g2c", "governor -> client  "),
                                     ("c2g", "client -> governor  ")):
                     rss = ", ".join(f"{k} +{v:.0f} MB" for k, v in r[f"{kind}_rss"].items())
-                    if f"{kind}_s" in r:
-                        t = r[f"{kind}_s"]
-                        print(f"  rain {label} {t:.2f} s = {mb / t:.0f} MB/s "
-                              f"({100 * raw / t:.0f}% of raw); peak RSS {rss}")
-                    else:
+                    if r[kind]:
+                        t, speed, share = summary(r[kind], size)
+                        raws = ", ".join(f"{mb / raw:.0f}" for _, raw in r[kind])
+                        print(f"  rain {label} {t:.2f} s = {speed:.0f} MB/s "
+                              f"({100 * share:.0f}% of raw; raw copies {raws} MB/s); "
+                              f"peak RSS {rss}")
+                    if f"{kind}_error" in r:
                         print(f"  rain {label} FAILED: {r[f'{kind}_error']}; peak RSS {rss}")
             if size <= GiB:
                 for system in ("dask", "ray"):
                     if system in systems:
-                        r = _in_subprocess(system, size)
-                        if "g2g_s" in r:
-                            t = r["g2g_s"]
-                            print(f"  {system} worker -> worker {t:.2f} s = {mb / t:.0f} MB/s "
-                                  f"({100 * raw / t:.0f}% of raw); {r}")
-                        else:
-                            print(f"  {system}: {r}")
+                        pairs = []
+                        for _ in range(args.repeat):
+                            raw = paired_raw(source, tmp)
+                            r = _in_subprocess(system, size)
+                            if "g2g_s" not in r:
+                                print(f"  {system}: {r}")
+                                break
+                            pairs.append((r["g2g_s"], raw))
+                        if pairs:
+                            t, speed, share = summary(pairs, size)
+                            print(f"  {system} worker -> worker {t:.2f} s = {speed:.0f} MB/s "
+                                  f"({100 * share:.0f}% of raw); last run {r}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
