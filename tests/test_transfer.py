@@ -298,6 +298,33 @@ def test_file_sink_keeps_holes_and_checks_the_size(tmp_path):
     assert not os.path.exists(tmp_path / "g")
 
 
+def test_file_sink_starts_write_back_of_each_written_chunk(tmp_path, monkeypatch):
+    """A sink for a file that will be made immutable (which writes it to disk whole)
+    asks the kernel to start writing every chunk at once; others leave it to the kernel.
+    (Dirty pages of one file cannot be observed from here: the advice itself is.)"""
+    advised = []
+    real = os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        advised.append((offset, length, advice))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    data = [os.urandom(CHUNK_SIZE), b"\0" * CHUNK_SIZE, os.urandom(CHUNK_SIZE), b"tail"]
+    for write_back, path in ((True, tmp_path / "wb"), (False, tmp_path / "plain")):
+        sink = FileSink(str(path), write_back=write_back)
+        sink.begin({"data_type": 0, "size": sum(map(len, data)), "content_type": None,
+                    "info": {}})
+        for chunk in data:
+            sink.write(memoryview(chunk))
+        sink.end()
+        assert path.read_bytes() == b"".join(data)
+    # The hole is not written, so not advised; the tail chunk is.
+    assert advised == [(0, CHUNK_SIZE, os.POSIX_FADV_DONTNEED),
+                       (2 * CHUNK_SIZE, CHUNK_SIZE, os.POSIX_FADV_DONTNEED),
+                       (3 * CHUNK_SIZE, 4, os.POSIX_FADV_DONTNEED)]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 32 MiB tmpfs (root only), unmounted after the test."""

@@ -26,6 +26,10 @@ FS_IOC_SETFLAGS = 0x40086602
 FS_IMMUTABLE_FL = 0x00000010
 
 IS_ROOT = os.geteuid() == 0
+#: Protecting a file writes it to disk first: ext4 (and others) flush a regular file's
+#: dirty pages before setting the immutable flag. Writers of big files start their
+#: write-back early then (see ``FileSink``), or the flush takes seconds per GiB.
+PROTECT_FLUSHES = IS_ROOT
 
 
 def _set_immutable(path, on):
