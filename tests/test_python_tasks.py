@@ -596,9 +596,18 @@ def hold(ctx, started, go, then_die):
     return b""
 
 
-def queue_behind_a_held_task(client, tmp_path, then_die):
+def assigned_tasks(cluster):
+    import urllib.request
+    request = urllib.request.Request(f"http://127.0.0.1:{cluster.http_port}/api/governors",
+                                     headers=cluster.http_headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return sum(g.get("assigned_tasks", 0) for g in json.loads(response.read()))
+
+
+def queue_behind_a_held_task(cluster, tmp_path, then_die):
     """Session A holds the only CPU with one task while session B's small tasks queue in
     the same executor behind it. Returns (A, B, B's tasks, the file that releases A)."""
+    client = cluster.client()
     with client.new_session() as warm_up:       # the server learns that tasks are tiny
         for i in range(300):
             square(i)
@@ -614,11 +623,18 @@ def queue_behind_a_held_task(client, tmp_path, then_die):
         assert time.monotonic() < deadline, "the holding task did not start"
         time.sleep(0.005)
     with b.bind_only():
-        b_tasks = [square(i) for i in range(100)]
+        # No retries: a queued call that failed instead of coming back fails the test.
+        b_tasks = [square(i, retries=0) for i in range(100)]
         for task in b_tasks:
             task.output.keep()
     b.submit()
-    time.sleep(0.3)          # B's calls reach the executor's queue
+    # B's calls go to the governor beside A's running one (and from there to the queue of
+    # A's executor, which the governor fills at once).
+    deadline = time.monotonic() + 60
+    while assigned_tasks(cluster) < 2:
+        assert time.monotonic() < deadline, "no call of B was sent to the governor"
+        time.sleep(0.01)
+    time.sleep(0.3)
     return a, b, b_tasks, go
 
 
@@ -630,15 +646,13 @@ def check_b(b, b_tasks):
 
 
 def test_stopping_a_session_returns_queued_calls_of_others(make_cluster, tmp_path):
-    client = make_cluster([1]).client()
-    a, b, b_tasks, _ = queue_behind_a_held_task(client, tmp_path, False)
+    a, b, b_tasks, _ = queue_behind_a_held_task(make_cluster([1]), tmp_path, False)
     a.close()
     check_b(b, b_tasks)
 
 
 def test_executor_death_fails_its_task_and_returns_queued_calls(make_cluster, tmp_path):
-    client = make_cluster([1]).client()
-    a, b, b_tasks, go = queue_behind_a_held_task(client, tmp_path, True)
+    a, b, b_tasks, go = queue_behind_a_held_task(make_cluster([1]), tmp_path, True)
     open(go, "w").close()
     with pytest.raises(TaskException, match=r"Executor 'py' \(id \d+\) terminated"):
         a.wait_all()
