@@ -335,12 +335,19 @@ def test_governor_cpus_explicit(make_cluster):
 
 def test_governor_config_with_executor_section(make_cluster, tmp_path):
     config = tmp_path / "governor.toml"
-    config.write_text('[executors.myexec]\ncommand = "true"\n\n'
-                      '[executors.other]\ncommand = "python3 -c pass"\n')
+    config.write_text('[executors.myexec]\ncommand = "sh -c \'echo myexec started; exit 3\'"\n'
+                      '\n[executors.other]\ncommand = "python3 -c pass"\n')
     cluster = make_cluster([1], governor_config=str(config))
     client = cluster.client()
     assert len(governor_resources(client)) == 1
     run_concat(client)
+    # A task of the configured type runs the section's command.
+    from rain.client import Task, TaskException
+    with client.new_session() as s:
+        Task([], 1, task_type="myexec/run", retries=0)
+        s.submit()
+        with pytest.raises(TaskException, match=r"(?s)exit code 3.*myexec started"):
+            s.wait_all()
 
 
 @pytest.mark.parametrize("content, message", [
@@ -517,10 +524,11 @@ def test_start_bad_listen_address(rain_env):
 
 
 FAKE_SSH = """#!/bin/sh
-# Stands in for ssh: records the call, then runs the remote command here.
+# Stands in for ssh: records the call, then runs the remote command here, as on another
+# machine: without this machine's runtime directory (where the token is) or RAIN_TOKEN.
 echo "$@" >> "{log}"
 for last; do :; done
-exec sh -c "$last"
+exec env -u RAIN_TOKEN RAIN_RUNTIME_DIR="{remote_runtime}" sh -c "$last"
 """
 
 
@@ -529,8 +537,10 @@ def test_start_governor_host_file_over_ssh(rain_env):
     os.makedirs(bindir)
     ssh_log = os.path.join(rain_env.tmp, "ssh.log")
     ssh = os.path.join(bindir, "ssh")
+    remote_runtime = os.path.join(rain_env.tmp, "remote-runtime")
+    os.makedirs(remote_runtime, mode=0o700)
     with open(ssh, "w") as f:
-        f.write(FAKE_SSH.format(log=ssh_log))
+        f.write(FAKE_SSH.format(log=ssh_log, remote_runtime=remote_runtime))
     os.chmod(ssh, os.stat(ssh).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     hosts = os.path.join(rain_env.tmp, "hosts.txt")
     with open(hosts, "w") as f:
@@ -545,6 +555,8 @@ def test_start_governor_host_file_over_ssh(rain_env):
         calls = f.read().splitlines()
     assert len(calls) == 2
     assert all(call.startswith("-o BatchMode=yes ") for call in calls)
+    # The token reaches the governors on their standard input, never on a command line.
+    assert all(" --token-file - " in call + " " for call in calls), calls
     assert sorted(call.split()[2] for call in calls) == ["127.0.0.1", "localhost"]
     assert os.path.exists(marker_file)
     assert [g["host"] for g in record["governors"]] == ["localhost", "127.0.0.1"]
