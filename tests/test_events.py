@@ -309,7 +309,14 @@ def test_unknown_path_is_404_json(observed, path, method):
 
 
 def test_server_still_serves_after_bad_http(observed):
+    """Bad HTTP requests (sent here, whatever ran before on this worker) leave both the
+    HTTP and the client port serving."""
     cluster, _client, _good, _bad = observed
+    for body in ("{", '{"limit": "many"}', b"\xff\xfe"):
+        assert http(cluster, "/events", body)[0] == 400
+    assert http(cluster, "/events", method="GET")[0] == 405
+    assert http(cluster, "/no/such/page", b"{}")[0] == 404
+    assert query(cluster, {"id": {"value": 1, "mode": "="}})[0]["id"] == 1
     client = Client("127.0.0.1", cluster.port)
     try:
         with client.new_session("after") as session:
