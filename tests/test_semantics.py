@@ -1,4 +1,5 @@
 """Runtime guarantees of SPEC §6 on real clusters (generous time bounds: 2 noisy cores)."""
+import os
 import time
 
 import pytest
@@ -391,8 +392,37 @@ def test_test_mode_places_consumer_with_pretended_data(make_cluster):
             assert consumer.info.governor == target
 
 
-def test_debug_mode_checks_pass_on_a_real_graph(make_cluster):
-    cluster = make_cluster([1, 1], env={"RAIN_DEBUG_MODE": "1"})
+#: Put on the cluster processes' path: counts the invariant checks they run, one letter
+#: per check (``s``: the server's, ``g``: a governor's) into ``$RAIN_TEST_CHECK_LOG``.
+CHECK_COUNTER = """
+import os
+import rain.governor.core
+import rain.server.core
+
+
+def _counted(module, letter):
+    check = module.check_consistency
+
+    def counted(core):
+        with open(os.environ["RAIN_TEST_CHECK_LOG"], "a") as log:
+            log.write(letter)
+        return check(core)
+    module.check_consistency = counted
+
+
+_counted(rain.server.core, "s")
+_counted(rain.governor.core, "g")
+"""
+
+
+def test_debug_mode_checks_pass_on_a_real_graph(make_cluster, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CHECK_COUNTER)
+    check_log = tmp_path / "checks.log"
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    cluster = make_cluster([1, 1], env={"RAIN_DEBUG_MODE": "1", "PYTHONPATH": path,
+                                        "RAIN_TEST_CHECK_LOG": str(check_log)})
     client = cluster.client()
     with client.new_session() as s:
         layer = [blob(str(i)) for i in range(8)]
@@ -402,6 +432,9 @@ def test_debug_mode_checks_pass_on_a_real_graph(make_cluster):
         s.submit()
         assert layer[0].output.fetch().get_bytes() == b"01234567"
     assert "debug mode: the graph invariants are checked" in cluster.log_tail("server")
+    # The checks ran, step after step, in the server and in the governors.
+    checks = check_log.read_text()
+    assert checks.count("s") > 0 and checks.count("g") > 0, checks
 
 
 def test_client_cannot_connect_to_nothing():
