@@ -806,7 +806,9 @@ def test_unknown_task_type(cluster, client, task_type):
         task = Task([blob(b"in")], 1, task_type=task_type, name="mystery")
         task.output.keep()
         session.submit()
-        message = expect_error(task.wait, task_type, exc_type=TaskException)
+        # The reason, not only the failure (whose header names any failed task's type):
+        message = expect_error(task.wait, task_type, "unknown task type", "no executor",
+                               exc_type=TaskException)
         assert "mystery" in message, message
         expect_error(lambda: task.output.fetch(), task_type, exc_type=TaskException)
     session.close()
