@@ -99,6 +99,14 @@ def test_results_are_compared():
     assert "100 lines, the first is 'line 000'" in checked["03"]
     assert "50,251 tasks finished" in checked["04"] and "as expected: True" in checked["04"]
     assert "{'wind': 7.0}" in checked["05"]
+    assert "9 poem.txt" in checked["02"] and "4 merrily\n      3 row" in checked["02"]
+    assert "counts/twinkle.count -> 22" in checked["02"]
+    assert "12 stations, the wettest is station 1 (8 rainy hours)" in checked["06"]
+    assert "Hello from REST!" in checked["06"] and "wrote weather-report.html" in checked["06"]
+    assert "25 tasks finished: 12 analyse, 12 fetch, 1 summary" in checked["06"]
+    assert "Hello native world! / Hello native world! / Hello native world!" in checked["07"]
+    assert "sum of (10*i + 2) for i < 8 = 296" in checked["07"]
+    assert "[255, 155, 55] second" in checked["07"]
 
 
 def test_large_graph_notebook_builds_50k_tasks():
