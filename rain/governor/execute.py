@@ -18,6 +18,7 @@ import signal
 import tempfile
 
 from ..common.lifetime import killed_with_parent
+from .filecopy import copy_file
 from .logcap import LOG_MAX, capped_pipe
 from .store import DIRECTORY
 
@@ -41,7 +42,7 @@ def _check_relpath(path, error):
 
 def _copy_tree(source, target):
     """A copy of a (read-only) stored directory that its owner may change."""
-    shutil.copytree(source, target, symlinks=True)
+    shutil.copytree(source, target, symlinks=True, copy_function=copy_file)
     for root, dirs, files in os.walk(target):
         os.chmod(root, 0o755)
         for name in files:
@@ -58,7 +59,7 @@ def _copy_private(store, obj, target):
         with open(target, "wb") as f:
             f.write(obj.data)
     else:
-        shutil.copyfile(obj.path, target)
+        copy_file(obj.path, target)
 
 
 def _make_read_only(path):
@@ -97,7 +98,7 @@ def _take_unchanged_input(full, source, target):
     if os.path.isdir(source):
         _copy_tree(source, target)
     else:
-        shutil.copyfile(source, target)
+        copy_file(source, target)
     os.unlink(full)
 
 
