@@ -227,6 +227,27 @@ def test_a_plain_users_program_cannot_change_its_inputs(as_plain_user):
     assert out.splitlines() == ["b'smallleaf'", "True"]
 
 
+def test_a_plain_users_python_task_may_return_its_input_directory(as_plain_user):
+    """The governor stores a copy of the read-only stored directory: moving that copy
+    into the store needs write permission on it, which root has without asking."""
+    out = as_plain_user("""
+        from rain.client import remote, tasks, blob, InputDir, OutputDir
+
+        @remote(inputs=[InputDir("tree")], outputs=[OutputDir("same")])
+        def same(ctx, tree):
+            return tree
+
+        with client.new_session() as s:
+            made = tasks.MakeDirectory({"f": blob(b"leaf")})
+            back = same(made)
+            back.output.keep()
+            s.submit()
+            back.output.fetch().write("back")
+            print(open("back/f").read())
+    """)
+    assert out.splitlines() == ["leaf"]
+
+
 # ------------------------------------------------------------------------------------------
 # 3. Custom task classes
 

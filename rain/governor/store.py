@@ -133,6 +133,10 @@ class Store:
         target = self.path_for(key)
         if os.path.lexists(target):
             remove_tree(target)
+        if os.path.isdir(path) and not os.path.islink(path):
+            # Moving a directory to another parent rewrites its "..": its owner needs
+            # write permission on it (a copy of a read-only stored one, say).
+            os.chmod(path, os.stat(path).st_mode | 0o200)
         try:
             os.rename(path, target)
         except OSError as exc:
