@@ -64,7 +64,7 @@ def _copy_private(store, obj, target):
 
 def _make_read_only(path):
     """Give a private copy of an input the modes a link into the store shows."""
-    for root, dirs, files in os.walk(path, topdown=False):
+    for root, _dirs, files in os.walk(path, topdown=False):
         for name in files:
             full = os.path.join(root, name)
             if not os.path.islink(full):
