@@ -75,7 +75,8 @@ procs = []
 try:
     procs.append(start("server", "--logdir", os.path.join(tmp, "logs"), name="server"))
     procs.append(start("governor", "127.0.0.1", "--cpus", "1",
-                       "--workdir", os.path.join(tmp, "gw"), name="governor"))
+                       "--workdir", os.path.join(tmp, "gw"),
+                       "--logdir", os.path.join(tmp, "glogs"), name="governor"))
     client = Client("127.0.0.1")
     with client.new_session() as s:
         t = tasks.Concat((blob("Hello "), blob("world!")))

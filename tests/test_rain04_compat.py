@@ -186,6 +186,68 @@ def test_outputs_inside_input_directory(as_plain_user):
     assert "./mydir/a/x.txt" in lines[1] and "./mydir/b.txt" in lines[1]
 
 
+def test_a_plain_users_program_cannot_change_its_inputs(as_plain_user):
+    """Its program runs as the owner of the store's files, so file modes alone would not
+    stop it: it makes its inputs writable again and writes them, a file and a file in a
+    directory, each kept in the governor's memory until a program first needs a file."""
+    out = as_plain_user("""
+        import os
+        from rain.client import tasks, blob, directory, Input, InputDir
+        os.mkdir("leaves")
+        with open("leaves/f", "w") as f:
+            f.write("leaf")
+        spoil = ("chmod -R u+w data tree $(readlink -f data) $(readlink -f tree) "
+                 "2>/dev/null; echo evil > data; echo evil > tree/f; "
+                 "echo evil > \\"$(readlink -f data)\\"; "
+                 "echo evil > \\"$(readlink -f tree)/f\\"; true")
+        with client.new_session() as s:
+            small = blob(b"small")
+            big = blob(b"b" * 5_000_000)
+            tree = directory("leaves")
+            for obj in (small, big, tree):
+                obj.keep()
+            for data in (small, big):
+                tasks.Execute(["sh", "-c", spoil],
+                              input_paths=[Input("data", dataobj=data),
+                                           InputDir("tree", dataobj=tree)])
+            s.submit()
+            s.wait_all()
+            # Read back as the governor's next programs see them, from its files
+            # (fetch() may answer from its memory).
+            readers = [tasks.Execute(["sh", "-c", "cat - tree/f"], stdin=data,
+                                     input_paths=[InputDir("tree", dataobj=tree)],
+                                     stdout=True)
+                       for data in (small, big)]
+            for reader in readers:
+                reader.output.keep()
+            s.submit()
+            print(readers[0].output.fetch().get_bytes())
+            print(readers[1].output.fetch().get_bytes() == b"b" * 5_000_000 + b"leaf")
+    """)
+    assert out.splitlines() == ["b'smallleaf'", "True"]
+
+
+def test_a_plain_users_python_task_may_return_its_input_directory(as_plain_user):
+    """The governor stores a copy of the read-only stored directory: moving that copy
+    into the store needs write permission on it, which root has without asking."""
+    out = as_plain_user("""
+        from rain.client import remote, tasks, blob, InputDir, OutputDir
+
+        @remote(inputs=[InputDir("tree")], outputs=[OutputDir("same")])
+        def same(ctx, tree):
+            return tree
+
+        with client.new_session() as s:
+            made = tasks.MakeDirectory({"f": blob(b"leaf")})
+            back = same(made)
+            back.output.keep()
+            s.submit()
+            back.output.fetch().write("back")
+            print(open("back/f").read())
+    """)
+    assert out.splitlines() == ["leaf"]
+
+
 # ------------------------------------------------------------------------------------------
 # 3. Custom task classes
 

@@ -157,7 +157,8 @@ def test_5_gib_object_through_a_3_task_pipeline_on_two_governors(two_governors, 
     rss = PeakRss(pids + [os.getpid()])
     with client.new_session() as s:
         first = on("a", "truncate -s 5G big && printf abc >> big", outputs=[Output("big")])
-        second = on("b", "cp --sparse=always big out && printf xyz >> out",
+        # cp gives its copy the input's read-only mode (root may write it anyway).
+        second = on("b", "cp --sparse=always big out && chmod u+w out && printf xyz >> out",
                     inputs=[Input("big", dataobj=first.output)], outputs=[Output("out")])
         third = on("a", "stat -L -c %s out; tail -c 6 out",
                    inputs=[Input("out", dataobj=second.output)], stdout=True)

@@ -3,8 +3,9 @@
 Config (CBOR map): ``args`` (list of str), ``in_paths`` (one ``{"path", "write"}`` per
 task input; path ``"+in"`` feeds the input to stdin), ``out_paths`` (one path per output;
 ``"+out"`` captures stdout). Inputs appear as symlinks to the protected store files (or
-as private copies with ``write``, or where the store file could not be made immutable),
-so a program can never change a stored object. An output may have an input's path (it is
+as private copies with ``write``, and as read-only private copies where the store file
+could not be made immutable, as for a governor not run as root), so a program can never
+change a stored object. An output may have an input's path (it is
 what is there when the program ends) or lie inside an input directory (which is then
 given as a private copy). The program runs in its own process group
 and is killed with it when the task is stopped. Its stderr, and its stdout unless that is
@@ -17,6 +18,7 @@ import signal
 import tempfile
 
 from ..common.lifetime import killed_with_parent
+from .filecopy import copy_file
 from .logcap import LOG_MAX, capped_pipe
 from .store import DIRECTORY
 
@@ -40,7 +42,7 @@ def _check_relpath(path, error):
 
 def _copy_tree(source, target):
     """A copy of a (read-only) stored directory that its owner may change."""
-    shutil.copytree(source, target, symlinks=True)
+    shutil.copytree(source, target, symlinks=True, copy_function=copy_file)
     for root, dirs, files in os.walk(target):
         os.chmod(root, 0o755)
         for name in files:
@@ -57,7 +59,19 @@ def _copy_private(store, obj, target):
         with open(target, "wb") as f:
             f.write(obj.data)
     else:
-        shutil.copyfile(obj.path, target)
+        copy_file(obj.path, target)
+
+
+def _make_read_only(path):
+    """Give a private copy of an input the modes a link into the store shows."""
+    for root, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o444)
+        os.chmod(root, 0o555)
+    if not os.path.isdir(path):
+        os.chmod(path, 0o444)
 
 
 def _prepare(store, task_dir, entries):
@@ -67,9 +81,11 @@ def _prepare(store, task_dir, entries):
     for relpath, obj, write in entries:
         target = os.path.join(task_dir, relpath)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        source = store.materialize(obj)
-        if write or not obj.safe_link:
+        source, safe_link = store.materialize_link(obj)
+        if write or not safe_link:
             _copy_private(store, obj, target)
+            if not write:
+                _make_read_only(target)
         else:
             os.symlink(source, target)
             links[relpath] = source
@@ -82,7 +98,7 @@ def _take_unchanged_input(full, source, target):
     if os.path.isdir(source):
         _copy_tree(source, target)
     else:
-        shutil.copyfile(source, target)
+        copy_file(source, target)
     os.unlink(full)
 
 
@@ -218,6 +234,9 @@ async def run_program(call, error):
             if not os.path.isdir(full) or os.path.islink(full):
                 raise error(f"Execute: output directory {relpath!r} was not created "
                             f"by {args[0]!r}")
+            # Moving a directory to another parent rewrites its "..": its owner needs
+            # write permission on it (a read-only input copy, or one the program made).
+            os.chmod(full, os.stat(full).st_mode | 0o200)
         elif not os.path.isfile(full) or os.path.islink(full):
             raise error(f"Execute: output file {relpath!r} was not created by "
                         f"{args[0]!r}")

@@ -7,10 +7,12 @@ flag is cleared, which takes ``CAP_LINUX_IMMUTABLE`` and a deliberate ioctl. So:
 - running as root on a file system that supports the flag (ext2/3/4, xfs, btrfs, ...):
   stored files and directories are made immutable; input files are given to tasks as
   symlinks to them;
-- not root: the files are made read-only by mode (0444, dirs 0555), which holds for
-  ordinary users;
-- root on a file system without the flag: ``protect`` reports ``False`` and callers give
-  tasks a private copy instead of a link, so the store still cannot be changed.
+- not root: the files are made read-only by mode (0444, dirs 0555). That stops other
+  users and slips, but not the governor's own programs: they run as the files' owner and
+  may ``chmod`` them back. So ``protect`` reports ``False`` and callers give tasks a private
+  copy instead of a link;
+- root on a file system without the flag: ``protect`` reports ``False`` too, with the same
+  private copies, so the store cannot be changed either way.
 """
 import errno
 import fcntl
@@ -60,7 +62,8 @@ def _walk_bottom_up(path):
 
 
 def protect(path):
-    """Make ``path`` (file or tree) unchangeable; True when it holds against root too."""
+    """Make ``path`` (file or tree) read-only; True when that holds against the
+    governor's programs too (immutable), so tasks may be given links to it."""
     if IS_ROOT:
         try:
             for item in _walk_bottom_up(path):
@@ -79,7 +82,7 @@ def protect(path):
             os.chmod(item, 0o555)
         elif stat.S_ISREG(mode):
             os.chmod(item, 0o444)
-    return True
+    return False
 
 
 def unprotect(path):

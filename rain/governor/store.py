@@ -133,6 +133,10 @@ class Store:
         target = self.path_for(key)
         if os.path.lexists(target):
             remove_tree(target)
+        if os.path.isdir(path) and not os.path.islink(path):
+            # Moving a directory to another parent rewrites its "..": its owner needs
+            # write permission on it (a copy of a read-only stored one, say).
+            os.chmod(path, os.stat(path).st_mode | 0o200)
         try:
             os.rename(path, target)
         except OSError as exc:
@@ -160,18 +164,24 @@ class Store:
 
     # -- files -----------------------------------------------------------------------------
     def materialize(self, obj):
-        """Return a file path holding the object (writing memory data out once).
+        """Return a file path holding the object (writing memory data out once)."""
+        return self.materialize_link(obj)[0]
+
+    def materialize_link(self, obj):
+        """``(path, safe_link)``: a file holding the object, and whether tasks may be
+        given a link to it (``protect``).
 
         Runs in worker threads: the lock makes concurrent first uses write it once, and
-        the object learns its path on the loop thread (``_set_materialized``)."""
+        the object learns its path on the loop thread (``_set_materialized``), so the
+        answer comes from here, not from the object."""
         if obj.path is not None:
-            return obj.path
+            return obj.path, obj.safe_link
         with self._materialize_lock:
             done = self._materialized.get(obj.key)
             if done is not None:
-                return done[0]
+                return done
             if obj.path is not None:
-                return obj.path
+                return obj.path, obj.safe_link
             target, safe_link = self._materialize(obj)
             self._materialized[obj.key] = (target, safe_link)
         loop = self.loop
@@ -179,7 +189,7 @@ class Store:
             self._set_materialized(obj)
         else:
             loop.call_soon_threadsafe(self._set_materialized, obj)
-        return target
+        return target, safe_link
 
     def _set_materialized(self, obj):
         with self._materialize_lock:
@@ -187,8 +197,8 @@ class Store:
         if self.objects.get(obj.key) is not obj:
             remove_tree(target)         # deleted meanwhile
         elif obj.path is None:
+            obj.safe_link = safe_link   # first: threads read it once the path is set
             obj.path = target
-            obj.safe_link = safe_link
 
     def _materialize(self, obj):
         target = self.path_for(obj.key)
