@@ -3,20 +3,20 @@ between governors) on 4 governors, while a driver kills (SIGKILL) or freezes (SI
 random governor every few seconds and starts a replacement. The result must be right and
 the event log must show the recoveries. Seeded, bounded in time and in disruptions; every
 process it started is gone at the end (the ``make_cluster`` fixture checks)."""
+import contextlib
 import hashlib
 import os
 import random
 import signal
 import sys
 import threading
-import time
 
 import cloudpickle
 import psutil
 import pytest
 import requests
 
-from rain.client import blob, remote, tasks
+from rain.client import remote, tasks
 from rain.common.update_columns import INLINE_DATA_MAX
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -102,12 +102,22 @@ class Driver(threading.Thread):
                 victim = self.rng.choice(live)
                 if self.rng.random() < 0.5:
                     # The governor and its executors (they run in sessions of their own).
-                    for child in psutil.Process(victim.pid).children(recursive=True):
-                        child.kill()
-                    os.killpg(victim.pid, signal.SIGKILL)
+                    # A governor thawed after its server gave it up may end on its own
+                    # meanwhile: then it is no disruption of ours.
+                    try:
+                        children = psutil.Process(victim.pid).children(recursive=True)
+                        for child in children:
+                            with contextlib.suppress(psutil.NoSuchProcess):
+                                child.kill()
+                        os.killpg(victim.pid, signal.SIGKILL)
+                    except (psutil.NoSuchProcess, ProcessLookupError):
+                        continue
                     self.actions.append(("kill", victim.pid))
                 else:
-                    os.kill(victim.pid, signal.SIGSTOP)
+                    try:
+                        os.kill(victim.pid, signal.SIGSTOP)
+                    except ProcessLookupError:
+                        continue
                     self.frozen.append(victim)
                     self.actions.append(("freeze", victim.pid))
                 self.cluster.add_governor(1)
