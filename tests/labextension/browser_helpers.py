@@ -398,6 +398,10 @@ def save_and_reopen(browser, name, rain_cells):
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     browser.wait_idle()
     statics = page.locator(".rain-final .rain-final-static")
+    # The reopened notebook renders its outputs after its first cell: wait for them.
+    deadline = time.monotonic() + 60
+    while statics.count() < rain_cells and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
     assert statics.count() == rain_cells
     for index in range(rain_cells):
         static = statics.nth(index)
