@@ -200,3 +200,15 @@ class TestCluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         return reap_leftovers(self.marker, 5)
+
+
+def wait_for(what, condition, timeout=60):
+    """The first true value of ``condition()``, polled until ``timeout`` s (then an
+    assertion error naming ``what``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not seen within {timeout} s"
+        time.sleep(0.1)

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import sys
-import time
 
 import psutil
 import pytest
 
 from rain.client import Task, TaskException, blob
 
-from rain_cluster import processes_of
+from rain_cluster import processes_of, wait_for
 
 SCRIPT_HEAD = r'''
 import json, os, socket, sys, cbor2
@@ -100,16 +99,6 @@ def executor_config(tmp_path, name, script):
     config = tmp_path / f"{name}.toml"
     config.write_text(f"[executors.{name}]\ncommand = '{sys.executable} {path}'\n")
     return str(config)
-
-
-def wait_for(what, condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not seen within {timeout} s"
-        time.sleep(0.1)
 
 
 def test_an_executor_speaking_another_protocol_is_refused(make_cluster, tmp_path):

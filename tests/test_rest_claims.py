@@ -6,10 +6,11 @@ import os
 import re
 import signal
 import tarfile
-import time
 
 import pytest
 import requests
+
+from rain_cluster import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs", "rest-api.md")
@@ -43,16 +44,6 @@ class Api:
 @pytest.fixture
 def api(cluster):
     return Api(cluster)
-
-
-def wait_for(what, condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not seen within {timeout} s"
-        time.sleep(0.2)
 
 
 def documented_endpoints():

@@ -11,22 +11,8 @@ import time
 import pytest
 
 from helpers import RAIN, rain_processes, run_pipeline
+from test_dashboard import DEEP_TEXT
 
-# Text of an element, through Bokeh's shadow roots.
-DEEP_TEXT = """(selector) => {
-  const walk = (node) => {
-    let text = "";
-    if (node.shadowRoot) text += walk(node.shadowRoot);
-    for (const child of node.childNodes) {
-      if (child.nodeType === Node.TEXT_NODE) text += child.textContent;
-      else if (child.nodeType === Node.ELEMENT_NODE && child.tagName !== "STYLE")
-        text += walk(child) + " ";
-    }
-    return text;
-  };
-  const el = document.querySelector(selector);
-  return el ? walk(el) : "";
-}"""
 
 # The REST reply and the dashboard's allocations chart, seen from the head (whose network
 # only the hosts share): the chart is read once it shows every text given.
