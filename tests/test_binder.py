@@ -2,11 +2,14 @@
 copy of the repository as git sees it (no build output, no node_modules), a fresh
 virtualenv, ``pip install -r binder/requirements.txt`` from the repository root, then
 ``binder/postBuild``. In that environment JupyterLab must list the Rain extension as
-enabled, and every notebook must run through ``binder/start`` with that venv's kernel.
+enabled, and every notebook must run through ``binder/start`` with that venv's kernel and show
+the outputs it stores in its checked cells (times, ports and tokens sanitized as for nbval).
 
 Slow (a few minutes: pip and the extension's npm build), marked ``binder``; it runs once in
 the normal test run (``-m "not binder"`` leaves it out).
 """
+import configparser
+import json
 import os
 import pathlib
 import re
@@ -19,25 +22,58 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+SCALE = 0.1     # RAIN_DEMO_SCALE of this run: a smaller large graph than the shipped one
+
+
+def sanitizers():
+    """The replacements ``tests/nbval_sanitize.cfg`` gives nbval (times, ports, tokens)."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "tests" / "nbval_sanitize.cfg")
+    return [(re.compile(config[name]["regex"]), config[name]["replace"])
+            for name in config.sections()]
+
+
+def sanitized(text):
+    for pattern, replacement in sanitizers():
+        text = pattern.sub(replacement, text)
+    return text.replace("\r\n", "\n")
+
+
+def expected(notebook, stored):
+    """What a checked cell must show at ``SCALE``: the stored output, with the large graph's
+    counts as ``04-large-graph`` computes them for that scale."""
+    if notebook.startswith("04-"):
+        chunks = max(2, int(250 * SCALE))
+        stored = stored.replace("50,251 tasks", f"{chunks * 200 + chunks + 1:,} tasks")
+        stored = stored.replace("100,000 bytes", f"{chunks * 200 * 2:,} bytes")
+    return sanitized(stored)
 
 pytestmark = [pytest.mark.binder, pytest.mark.timeout(1500)]
 
 RUNNER = r'''
-import pathlib, sys, time, nbformat
+import json, pathlib, sys, time, nbformat
 from nbclient import NotebookClient
 import rain
 assert rain.__file__.startswith(sys.prefix), rain.__file__   # installed, not the checkout
+
+
+def shown(cell):
+    return "".join(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                   for output in cell.get("outputs", ()))
+
+
 for path in sorted(pathlib.Path("notebooks").glob("*.ipynb")):
     nb = nbformat.read(path, 4)
+    stored = [shown(cell) for cell in nb.cells]
     started = time.monotonic()
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    text = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", ()):
-            text.append(output.get("text", "") + output.get("data", {}).get("text/plain", ""))
     print(f"NOTEBOOK {path.name} {time.monotonic() - started:.1f}s")
-    print("\n".join(text))
+    for index, cell in enumerate(nb.cells):
+        if "nbval-check-output" in cell.metadata.get("tags", ()):
+            print("CHECKED " + json.dumps({"notebook": path.name, "cell": index,
+                                           "stored": stored[index], "shown": shown(cell)}))
+    print("\n".join(shown(cell) for cell in nb.cells))
 '''
 
 
@@ -95,7 +131,7 @@ def test_binder_environment(tmp_path):
 
     # The notebooks, through binder/start as on mybinder.org; a smaller large graph here
     # (tests/test_notebooks.py runs the full one).
-    env.update({"JUPYTERHUB_SERVICE_PREFIX": "/user/binder-test/", "RAIN_DEMO_SCALE": "0.1",
+    env.update({"JUPYTERHUB_SERVICE_PREFIX": "/user/binder-test/", "RAIN_DEMO_SCALE": str(SCALE),
                 "RAIN_TEST_CLUSTER": uuid.uuid4().hex})
     (tmp_path / "runner.py").write_text(RUNNER)
     output = run([str(repo / "binder" / "start"), python, str(tmp_path / "runner.py")],
@@ -103,4 +139,12 @@ def test_binder_environment(tmp_path):
     ran = re.findall(r"NOTEBOOK (\S+) ([\d.]+)s", output)
     assert [name for name, _t in ran] == sorted(p.name for p in (repo / "notebooks").glob("*.ipynb"))
     assert "/user/binder-test/rain/proxy/" in output     # the dashboard link, proxied
+    # The outputs that matter (results, counts, "Hello world!") are what the notebooks show.
+    checked = [json.loads(line[len("CHECKED "):]) for line in output.splitlines()
+               if line.startswith("CHECKED ")]
+    assert {c["notebook"] for c in checked} == {name for name, _t in ran}, checked
+    for cell in checked:
+        shown, wanted = sanitized(cell["shown"]), expected(cell["notebook"], cell["stored"])
+        assert shown == wanted, \
+            f"{cell['notebook']} cell {cell['cell']} shows\n{shown}\ninstead of\n{wanted}"
     print(ran)
