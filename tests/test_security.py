@@ -341,8 +341,7 @@ def test_next_governor_clears_what_a_killed_one_left(make_cluster, tmp_path):
         assert left
         os.kill(cluster.governor_processes[0].pid, signal.SIGKILL)
         cluster.governor_processes[0].wait()
-    if os.getuid() == 0:                  # stored objects are immutable: rm cannot
-        assert subprocess.run(["rm", "-rf", workdir], capture_output=True).returncode != 0
+    assert all(not os.stat(path).st_mode & 0o222 for path in left)     # read-only
     # a new governor in the same work directory clears it and works
     cluster.governor_processes.pop()
     ready = os.path.join(cluster.tmp, "again.ready")

@@ -17,9 +17,9 @@ import shutil
 import signal
 import tempfile
 
-from ..common.lifetime import killed_with_parent
 from .filecopy import copy_file
 from .logcap import LOG_MAX, capped_pipe
+from .protect import program_preexec
 from .store import DIRECTORY
 
 STDIN_PATH = "+in"
@@ -177,7 +177,7 @@ async def run_program(call, error):
             process = await asyncio.create_subprocess_exec(
                 *args, cwd=task_dir, stdin=stdin_file or asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=err, start_new_session=True,
-                preexec_fn=killed_with_parent)
+                preexec_fn=program_preexec)
         except FileNotFoundError:
             raise error(f"Execute: program {args[0]!r} not found") from None
         except PermissionError:

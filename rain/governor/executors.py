@@ -23,9 +23,9 @@ import time
 import cbor2
 
 from ..common.framing import MAX_FRAME_SIZE, FrameProtocol, encode_frame
-from ..common.lifetime import killed_with_parent
 from . import cbor1
 from .logcap import LOG_MAX, capped_pipe, tail
+from .protect import program_preexec
 from .workdir import remove_abandoned
 
 logger = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class ExecutorPool:
             executor.process = await asyncio.create_subprocess_exec(
                 *command, cwd=executor.workdir, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=err, start_new_session=True,
-                preexec_fn=killed_with_parent)
+                preexec_fn=program_preexec)
         except OSError as exc:
             self.all.pop(executor_id, None)
             for log in executor.logs:

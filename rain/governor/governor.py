@@ -30,7 +30,7 @@ from .core import GovernorCore
 from .executors import CallReturned, ExecutorError, ExecutorPool, send_now
 from .logcap import LOG_MAX
 from .monitoring import Monitor
-from .protect import PROTECT_FLUSHES, remove_tree
+from .protect import protect_flushes, remove_tree
 from .store import MEMORY_LIMIT, PENDING, READY, Store
 from .transfer import DataServer, PeerPool
 from ..transfer.sinks import SpoolSink, finish_directory
@@ -359,7 +359,7 @@ class Governor(GovernorComm):
         loop = self._loop
         path = os.path.join(self.tasks_dir, f"fetch-{obj.key[0]}-{obj.key[1]}")
         for address in obj.locations:
-            sink = SpoolSink(path, MEMORY_LIMIT, write_back=PROTECT_FLUSHES)
+            sink = SpoolSink(path, MEMORY_LIMIT, write_back=protect_flushes())
             try:
                 meta = await self.peers.fetch_into(address, obj.key, sink)
                 if self._still_pending(obj) and meta["data_type"] == DIRECTORY:

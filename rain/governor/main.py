@@ -19,7 +19,7 @@ from ..tls import (CERT_PEM_ENV, KEY_PEM_ENV, Tls, TlsError, read_pem_blocks, tl
                    tls_for_server)
 from .governor import Governor
 from .logcap import LOG_MAX
-from .protect import remove_tree
+from .protect import remove_tree, use_read_only_view
 from .workdir import claim_workdir, release_workdir, temp_workdir
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,9 @@ async def run_governor(args):
                         check_threads=env_flag("RAIN_CHECK_THREADS"),
                         log_max=getattr(args, "executor_log_max", None) or LOG_MAX,
                         token=token, tls=tls)
+    if use_read_only_view(governor.store.data_dir):
+        logger.info("programs see the store %s read-only, each in a mount namespace",
+                    governor.store.data_dir)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):

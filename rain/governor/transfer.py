@@ -20,7 +20,7 @@ from ..common.waiting_room import WaitingRoom
 from ..transfer.peer import KEEPALIVE_TIMEOUT, PeerPool, TransferError
 from ..transfer.sinks import CHUNK_SIZE, FileSink, finish_directory, remove_any
 from ..transfer.stream import send_bytes, send_directory, send_file
-from .protect import PROTECT_FLUSHES
+from .protect import protect_flushes
 from .store import BLOB, DIRECTORY, READY
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class DataServer:
         directory = str(request.dataType) == "directory"
         size = -1 if directory else request.size
         store = self.store
-        sink = FileSink(store.path_for(key) + ".upload", write_back=PROTECT_FLUSHES)
+        sink = FileSink(store.path_for(key) + ".upload", write_back=protect_flushes())
         upload = peer.upload = _Upload(request_id, None, sink)
         if key in store.objects:
             upload.failed = f"Object {key[0]}/{key[1]} already exists on this governor"
