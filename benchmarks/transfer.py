@@ -7,8 +7,11 @@
 For each size, in the same run:
   raw     the same file copied over one loopback TCP connection (sendfile -> recv_into ->
           file): the ceiling for any runtime on this machine
-  g2g     a task on governor A writes the file (a copy of the source), a task on
-          governor B takes it as input: time from submitting B's task to its end
+  out     a task on governor A writes the file (``cp`` of the source) as its output:
+          time from the submit to the task's end (storing it included), against a plain
+          ``cp`` of the same file taken just before it
+  g2g     a task on governor B takes that output as input: time from submitting B's task
+          to its end
   g2c     the client streams the object into a file (``fetch_to``; ``fetch`` where the
           code under test has no ``fetch_to``)
   c2g     the client uploads the file as a constant (``blob(open(path, "rb"))``, streamed
@@ -189,13 +192,26 @@ def paired_raw(source, tmp):
     return raw
 
 
+def plain_copy(source, tmp):
+    """Seconds of a plain ``cp`` of ``source``, between two ``sync``s like the raw copy."""
+    os.sync()
+    target = os.path.join(tmp, "plain-copy")
+    start = time.perf_counter()
+    subprocess.run(["cp", source, target], check=True)
+    elapsed = time.perf_counter() - start
+    os.unlink(target)
+    os.sync()
+    return elapsed
+
+
 def rain_transfer(source, size, tmp, repeat):
-    """``repeat`` rounds of g2g, g2c and c2g, each after its own raw copy: for each row a
-    list of (seconds, raw seconds) pairs and the largest peak RSS growth of its rounds."""
+    """``repeat`` rounds of out, g2g, g2c and c2g, each after its own plain or raw copy: for
+    each row a list of (seconds, copy seconds) pairs and the largest peak RSS growth of
+    its rounds."""
     from rain.client import Client
     from rain.client.program import Input, Output
     cluster = RainCluster(tmp)
-    result = {"g2g": [], "g2c": [], "c2g": []}
+    result = {"out": [], "g2g": [], "g2c": [], "c2g": []}
     try:
         client = Client(*cluster.address.split(":"))
         me = psutil.Process()
@@ -206,8 +222,13 @@ def rain_transfer(source, size, tmp, repeat):
             with client.new_session() as s:
                 produce = _on("a", f"cp {source} big", outputs=[Output("big")])
                 produce.output.keep()
+                plain = plain_copy(source, tmp)
+                rss = PeakRss(procs)
+                start = time.perf_counter()
                 s.submit()
                 s.wait([produce])
+                result["out"].append((time.perf_counter() - start, plain))
+                _keep_peak(result, "out_rss", rss.stop())
                 consume = _on("b", "test -s big",
                               inputs=[Input("big", dataobj=produce.output)])
                 raw = paired_raw(source, tmp)
@@ -362,15 +383,18 @@ def main():
                   "medians, each row against the raw copy taken just before it")
             if "rain" in systems:
                 r = rain_transfer(source, size, tmp, args.repeat)
-                for kind, label in (("g2g", "governor -> governor"),
+                for kind, label in (("out", "task output -> store"),
+                                    ("g2g", "governor -> governor"),
                                     ("g2c", "governor -> client  "),
                                     ("c2g", "client -> governor  ")):
                     rss = ", ".join(f"{k} +{v:.0f} MB" for k, v in r[f"{kind}_rss"].items())
                     if r[kind]:
                         t, speed, share = summary(r[kind], size)
                         raws = ", ".join(f"{mb / raw:.0f}" for _, raw in r[kind])
+                        copy = ("a plain cp", "plain cp") if kind == "out" else \
+                            ("raw", "raw copies")
                         print(f"  rain {label} {t:.2f} s = {speed:.0f} MB/s "
-                              f"({100 * share:.0f}% of raw; raw copies {raws} MB/s); "
+                              f"({100 * share:.0f}% of {copy[0]}; {copy[1]} {raws} MB/s); "
                               f"peak RSS {rss}")
                     if f"{kind}_error" in r:
                         print(f"  rain {label} FAILED: {r[f'{kind}_error']}; peak RSS {rss}")
