@@ -24,9 +24,6 @@ from rain.auth import auth_headers, token_for_server, with_token
 http, server, deep_text, *want = sys.argv[1:]
 host, port = server.rsplit(":", 1)
 token = token_for_server(host, int(port))
-request = urllib.request.Request(f"http://{http}/api/allocations",
-                                 headers=auth_headers(token))
-listed = json.load(urllib.request.urlopen(request, timeout=30))
 with sync_playwright() as pw:
     browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                  args=["--no-sandbox", "--disable-gpu"])
@@ -39,6 +36,11 @@ with sync_playwright() as pw:
         arg=[selector, *want], timeout=30000)
     text = page.evaluate(deep_text, selector)
     browser.close()
+# After the chart showed what the caller waits for: the list is at least as new as the
+# chart (read before, it could still hold a state the chart has since left).
+request = urllib.request.Request(f"http://{http}/api/allocations",
+                                 headers=auth_headers(token))
+listed = json.load(urllib.request.urlopen(request, timeout=30))
 print(json.dumps({"listed": listed, "chart": text}))
 """
 
