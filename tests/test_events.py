@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from rain_cluster import TestCluster
+from rain_cluster import TestCluster, wait_for
 from rain.client import Client, TaskException, blob, tasks
 
 REQUIRED_TYPES = {"GovernorNew", "ClientNew", "SessionNew", "ClientSubmit", "TaskStarted",
@@ -32,16 +32,6 @@ def db_events(cluster):
         db.close()
     return [{"id": r[0], "type": r[1], "session": r[2], "event": json.loads(r[3])}
             for r in rows]
-
-
-def wait_for(predicate, timeout=TIMEOUT, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def http(cluster, path, body=None, method="POST"):
@@ -109,8 +99,8 @@ def observed(tmp_path_factory):
         client = cluster.client()
         good, bad = run_graph(client)
         # Governors report monitoring every 2 s; the writer flushes at least every second.
-        wait_for(lambda: REQUIRED_TYPES <= {e["type"] for e in db_events(cluster)},
-                 what=f"events {sorted(REQUIRED_TYPES)} in events.db")
+        wait_for(f"events {sorted(REQUIRED_TYPES)} in events.db",
+                 lambda: REQUIRED_TYPES <= {e["type"] for e in db_events(cluster)}, TIMEOUT)
         yield cluster, client, good, bad
     finally:
         left = cluster.stop()
@@ -167,8 +157,9 @@ def test_events_flushed_within_a_second(observed):
     cluster, client, _good, _bad = observed
     session = client.new_session("flush-check")
     # Written every half second with nothing else happening (how fast: benchmarks' business).
-    wait_for(lambda: any(e["type"] == "SessionNew" and e["session"] == session.session_id
-                         for e in db_events(cluster)), what="SessionNew")
+    wait_for("SessionNew", lambda: any(e["type"] == "SessionNew" and
+                                       e["session"] == session.session_id
+                                       for e in db_events(cluster)), TIMEOUT)
     session.close()
 
 
@@ -436,7 +427,7 @@ def test_subscribed_client_gets_events_until_it_leaves(tmp_path):
                 return any(e.get("type") == kind and e.get("name") == "watched-join"
                            for e in received)
 
-        wait_for(lambda: seen("TaskFinished"), what="TaskFinished pushed to the subscriber")
+        wait_for("TaskFinished pushed to the subscriber", lambda: seen("TaskFinished"), TIMEOUT)
         watcher.close()
         with lock:
             left_with = len(received)
@@ -449,8 +440,9 @@ def test_subscribed_client_gets_events_until_it_leaves(tmp_path):
             session.submit()
             assert task.output.fetch().get_bytes() == b"xy"
         # Pushed to the subscriber that stayed, none of it to the one that left.
-        wait_for(lambda: any(e.get("type") == "TaskFinished" and e.get("name") == "after-join"
-                             for e in list(still)), what="TaskFinished after leaving")
+        wait_for("TaskFinished after leaving",
+                 lambda: any(e.get("type") == "TaskFinished" and e.get("name") == "after-join"
+                             for e in list(still)), TIMEOUT)
         with lock:
             assert len(received) == left_with, received[left_with:]
     finally:
