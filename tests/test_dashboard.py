@@ -606,7 +606,7 @@ def test_governor_monitor_measures_its_own_process_tree():
     import psutil
 
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    idle = subprocess.Popen(["sleep", "60"])   # (a Python's start-up alone would count)
     try:
         mine, other = Monitor(cpus=1), Monitor(cpus=1, pid=idle.pid)
         mine.sample(), other.sample()
@@ -627,6 +627,60 @@ def test_governor_monitor_measures_its_own_process_tree():
         for process in (busy, idle):
             process.kill()
             process.wait()
+
+
+def test_governor_monitor_walks_only_its_own_tree():
+    """The tree is read from the kernel's children lists: a grandchild and a child
+    started from another thread are found, exactly as a scan of every process finds
+    them, and processes outside the tree are not."""
+    import threading
+    import psutil
+    from rain.governor.monitoring import Monitor, descendants
+
+    if descendants(os.getpid()) is None:
+        pytest.skip("this kernel keeps no /proc/<pid>/task/<tid>/children lists")
+    # a process that was ours and left the tree (its parent ended; it was adopted)
+    outside = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"],
+                                 capture_output=True, text=True, check=True).stdout)
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, time; "
+                               "subprocess.Popen(['sleep', '60']); time.sleep(60)"])
+    from_thread, started, done = [], threading.Event(), threading.Event()
+
+    def start_and_stay():       # the kernel lists the child under this thread
+        from_thread.append(subprocess.Popen(["sleep", "60"]))
+        started.set()
+        done.wait(60)
+
+    thread = threading.Thread(target=start_and_stay)
+    thread.start()
+    started.wait(30)
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(parent.pid).children()) < 1:
+            assert time.monotonic() < deadline, "the grandchild did not start"
+            time.sleep(0.05)
+        walked = set(descendants(os.getpid()))
+        grandchild = psutil.Process(parent.pid).children()[0].pid
+        ours = {parent.pid, grandchild, from_thread[0].pid}
+        assert ours <= walked
+        assert psutil.pid_exists(outside)
+        assert outside not in walked and os.getpid() not in walked
+        for pid in walked:      # (other tests' processes may come and go meanwhile)
+            try:
+                assert os.getpid() in [p.pid for p in psutil.Process(pid).parents()]
+            except psutil.NoSuchProcess:
+                pass
+        tree = {p.pid for p in Monitor(pid=os.getpid()).tree()}
+        assert ours | {os.getpid()} <= tree and outside not in tree
+    finally:
+        done.set()
+        thread.join()
+        leftover = [outside] + [p.pid for p in psutil.Process(parent.pid).children()]
+        for process in [parent] + from_thread:
+            process.kill()
+            process.wait()
+        for pid in leftover:
+            os.kill(pid, 9)
 
 
 def test_inspector_sorts_numbers_in_names_by_value():

@@ -3,6 +3,7 @@ driven by a test playing the governor (docs/executor-protocol.md)."""
 import io
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -162,6 +163,67 @@ def test_directory_is_empty_after_every_call_whatever_its_time(tmp_path, monkeyp
     path = result["outputs"][0]["location"][1]
     assert open(path).read() == "staged"
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+
+
+def test_directory_probe_tells_empty_from_anything(tmp_path):
+    from rain.executor.dirprobe import open_probe
+    probe = open_probe(str(tmp_path))
+    assert probe is not None            # glibc has getdents64: the probe is what runs
+    try:
+        assert not probe.has_entries()
+        for make, undo in [
+                (lambda: (tmp_path / "f").write_text("x"), lambda: (tmp_path / "f").unlink()),
+                (lambda: (tmp_path / "d").mkdir(), lambda: (tmp_path / "d").rmdir()),
+                (lambda: os.symlink(str(tmp_path / "none"), str(tmp_path / "l")),
+                 lambda: os.unlink(str(tmp_path / "l"))),
+                (lambda: (tmp_path / ".hidden").write_text(""),
+                 lambda: (tmp_path / ".hidden").unlink())]:
+            make()
+            assert probe.has_entries()
+            undo()
+            assert not probe.has_entries()
+        names = [f"{i:0200d}" for i in range(50)]      # more than one read's worth
+        for name in names:
+            (tmp_path / name).write_text("")
+        assert probe.has_entries()
+        for name in names:
+            (tmp_path / name).unlink()
+        assert not probe.has_entries()
+        tmp_path.rmdir()
+        assert probe.has_entries()      # removed: the caller must look by name
+    finally:
+        probe.close()
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_call_that_removes_its_directory_leaves_the_next_a_fresh_one(tmp_path,
+                                                                        monkeypatch, how):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    executor = PyExecutor(str(workdir))
+
+    def wreck(ctx):
+        with open("f", "w") as f:
+            f.write("x")
+        shutil.rmtree(os.getcwd())
+        if how == "replaced":
+            os.mkdir(str(workdir))
+            with open(os.path.join(str(workdir), "g"), "w") as f:
+                f.write("y")
+        return b""
+
+    def look(ctx):
+        with open("new", "w") as f:     # the directory exists and is writable
+            f.write("z")
+        return ",".join(sorted(os.listdir("."))) + "|" + os.getcwd()
+
+    assert executor.call(make_call(wreck))["success"]
+    assert os.listdir(workdir) == []
+    for _ in range(2):
+        result = executor.call(make_call(look))
+        assert result["outputs"][0]["location"][1].decode() == f"new|{workdir}"
+        assert os.listdir(workdir) == []
 
 
 @pytest.fixture
