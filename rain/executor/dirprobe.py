@@ -8,7 +8,6 @@ and emptied. Where the C library has no ``getdents64`` (not glibc 2.30 or later)
 ``open_probe`` returns None and the caller lists the directory.
 """
 import ctypes
-import ctypes.util
 import os
 import struct
 
@@ -23,7 +22,7 @@ _DOTDOT_AT = 24 + _NAME_AT
 
 def _getdents64():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)   # this process's C library
         function = libc.getdents64
     except (OSError, AttributeError):
         return None
