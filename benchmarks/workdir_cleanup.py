@@ -1,16 +1,12 @@
 """What the Python executor's clean-up of its working directory costs per call.
 
 Every call of a Python task starts in an empty directory: after each call the executor
-reads its kept-open directory afresh (``rain/executor/dirprobe.py``: one ``lseek`` and
-one ``getdents64``) and lists and empties it when it holds anything (no timestamp
-shortcut that could skip it). This measures that step (``PyExecutor.tidy``) alone,
-in-process:
+lists the directory and removes whatever the function left (no timestamp shortcut that
+could skip it). This measures that step (``PyExecutor.tidy``) alone, in-process:
 
     .venv/bin/python benchmarks/workdir_cleanup.py
 
-- "empty": the function left nothing (the common case: one read of the open directory);
-- "empty, listed": the same where the probe cannot work (no ``getdents64`` in the C
-  library), so the directory is listed by name after every call;
+- "empty": the function left nothing (the common case: one directory listing);
 - "one file", "one dangling link": what a function that litters costs on top.
 """
 import os
@@ -56,9 +52,6 @@ def main():
 
         base_litter = {"one file": one_file, "one dangling link": dangling_link}
         results = [("empty", *measure(executor, nothing))]
-        listing = PyExecutor(workdir)
-        listing._probe = None           # as where the C library has no getdents64
-        results.append(("empty, listed", *measure(listing, nothing)))
         creation = {name: measure(PyExecutor(workdir), lambda f=f: (f(), _clear(workdir)))
                     for name, f in base_litter.items()}
         for name, f in base_litter.items():

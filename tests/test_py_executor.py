@@ -165,36 +165,6 @@ def test_directory_is_empty_after_every_call_whatever_its_time(tmp_path, monkeyp
     assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
 
 
-def test_directory_probe_tells_empty_from_anything(tmp_path):
-    from rain.executor.dirprobe import open_probe
-    probe = open_probe(str(tmp_path))
-    assert probe is not None            # glibc has getdents64: the probe is what runs
-    try:
-        assert not probe.has_entries()
-        for make, undo in [
-                (lambda: (tmp_path / "f").write_text("x"), lambda: (tmp_path / "f").unlink()),
-                (lambda: (tmp_path / "d").mkdir(), lambda: (tmp_path / "d").rmdir()),
-                (lambda: os.symlink(str(tmp_path / "none"), str(tmp_path / "l")),
-                 lambda: os.unlink(str(tmp_path / "l"))),
-                (lambda: (tmp_path / ".hidden").write_text(""),
-                 lambda: (tmp_path / ".hidden").unlink())]:
-            make()
-            assert probe.has_entries()
-            undo()
-            assert not probe.has_entries()
-        names = [f"{i:0200d}" for i in range(50)]      # more than one read's worth
-        for name in names:
-            (tmp_path / name).write_text("")
-        assert probe.has_entries()
-        for name in names:
-            (tmp_path / name).unlink()
-        assert not probe.has_entries()
-        tmp_path.rmdir()
-        assert probe.has_entries()      # removed: the caller must look by name
-    finally:
-        probe.close()
-
-
 @pytest.mark.parametrize("how", ["removed", "replaced"])
 def test_a_call_that_removes_its_directory_leaves_the_next_a_fresh_one(tmp_path,
                                                                         monkeypatch, how):
@@ -218,8 +188,10 @@ def test_a_call_that_removes_its_directory_leaves_the_next_a_fresh_one(tmp_path,
             f.write("z")
         return ",".join(sorted(os.listdir("."))) + "|" + os.getcwd()
 
-    assert executor.call(make_call(wreck))["success"]
-    assert os.listdir(workdir) == []
+    for _ in range(2):                  # (the first call: before any clean-up)
+        assert executor.call(make_call(look))["success"]
+        assert executor.call(make_call(wreck))["success"]
+        assert os.listdir(workdir) == []
     for _ in range(2):
         result = executor.call(make_call(look))
         assert result["outputs"][0]["location"][1].decode() == f"new|{workdir}"

@@ -35,7 +35,6 @@ from ..common.data_instance import DataInstance, extract_tar
 from ..common.errors import RainException
 from ..common.ids import ID, DataType
 from .context import Context
-from .dirprobe import open_probe
 
 #: How many deserialized functions are kept by content (oldest dropped first).
 FUNCTION_CACHE_SIZE = 256
@@ -83,8 +82,6 @@ class PyExecutor:
         self._calls = 0
         self._staged = []           # files staged by the running call
         self._taken = set()         # ... of those, the ones returned as outputs
-        # the working directory kept open (None: it is listed after every call instead)
-        self._probe = open_probe(self.workdir) if os.path.isdir(self.workdir) else None
 
     # -- messages ---------------------------------------------------------------------
     def drop_cached(self, body):
@@ -334,13 +331,7 @@ class PyExecutor:
         """After a call: back to the working directory, and empty it (every entry the
         function left, links and all); staged files it did not return are removed.
         Staged outputs stay until the governor moved them."""
-        probe = self._probe
-        if probe is None:
-            self._empty_workdir()
-        else:
-            os.fchdir(probe.fd)     # wherever the call went
-            if probe.has_entries():
-                self._empty_workdir()
+        self._empty_workdir()
         if self._staged:
             for path in self._staged:
                 if path not in self._taken:
@@ -352,22 +343,12 @@ class PyExecutor:
             self._prune_outputs()
 
     def _empty_workdir(self):
-        """Remove every entry of the working directory, and be in it: made anew and
-        entered again if the call removed or replaced it."""
+        """Go back into the working directory, wherever the call went (into a new one of
+        that name if the call removed or replaced it), and remove every entry."""
         try:
-            current = os.stat(self.workdir)
+            os.chdir(self.workdir)
         except FileNotFoundError:
             os.makedirs(self.workdir, exist_ok=True)
-            current = os.stat(self.workdir)
-        probe = self._probe
-        if probe is not None and not os.path.samestat(os.fstat(probe.fd), current):
-            probe.close()
-            self._probe = open_probe(self.workdir)
-        try:
-            here = os.stat(".")
-        except OSError:
-            here = None
-        if here is None or not os.path.samestat(here, current):
             os.chdir(self.workdir)
         for name in os.listdir(self.workdir):
             _remove(os.path.join(self.workdir, name))
