@@ -344,11 +344,13 @@ class PyExecutor:
 
     def _empty_workdir(self):
         """Go back into the working directory, wherever the call went (into a new one of
-        that name if the call removed or replaced it), and remove every entry."""
+        that name if the call removed or replaced it), and remove every entry. (Only the
+        directory itself is made anew: where the governor removed the directory it sits
+        in, the executor is on its way out and must leave nothing behind.)"""
         try:
             os.chdir(self.workdir)
         except FileNotFoundError:
-            os.makedirs(self.workdir, exist_ok=True)
+            os.mkdir(self.workdir)
             os.chdir(self.workdir)
         for name in os.listdir(self.workdir):
             _remove(os.path.join(self.workdir, name))
