@@ -631,8 +631,8 @@ def test_governor_monitor_measures_its_own_process_tree():
 
 def test_governor_monitor_walks_only_its_own_tree():
     """The tree is read from the kernel's children lists: a grandchild and a child
-    started from another thread are found, exactly as a scan of every process finds
-    them, and processes outside the tree are not."""
+    started from another (still running) thread are found, every process found is
+    below this one, and a former child that was adopted elsewhere is not found."""
     import threading
     import psutil
     from rain.governor.monitoring import Monitor, descendants
