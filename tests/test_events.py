@@ -99,8 +99,13 @@ def observed(tmp_path_factory):
         client = cluster.client()
         good, bad = run_graph(client)
         # Governors report monitoring every 2 s; the writer flushes at least every second.
-        wait_for(f"events {sorted(REQUIRED_TYPES)} in events.db",
-                 lambda: REQUIRED_TYPES <= {e["type"] for e in db_events(cluster)}, TIMEOUT)
+        # Both closings are awaited: they may reach the file in different flushes.
+        def recorded():
+            events = db_events(cluster)
+            closed = {e["session"] for e in events if e["type"] == "SessionClosed"}
+            return REQUIRED_TYPES <= {e["type"] for e in events} and {good, bad} <= closed
+        wait_for(f"events {sorted(REQUIRED_TYPES)} and both closings in events.db",
+                 recorded, TIMEOUT)
         yield cluster, client, good, bad
     finally:
         left = cluster.stop()

@@ -184,7 +184,11 @@ class ServerConnection:
             else:
                 _transport, self.conn = await self.tls.connect(self.loop, factory,
                                                                self.host, self.port)
-        except OSError as exc:
+        except BaseException as exc:
+            # Nobody will wait for a hello (a TLS peer can be refused after it connected).
+            self._hello.cancel()
+            if not isinstance(exc, OSError):
+                raise
             raise RainException(f"Cannot connect to the Rain server at "
                                 f"{self.host}:{self.port}: {exc.strerror or exc}") from None
         hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,
