@@ -20,6 +20,14 @@ For each size, in the same run:
 and the peak RSS of server, sending governor, receiving governor and client during each
 transfer, minus their RSS just before it (sampled every 20 ms).
 
+Right before each measured copy (raw, plain ``cp``, every row of every system) the script
+writes and removes a scratch file of the object's size (``warm_pages``; ``--cold`` leaves
+it out). On a virtual machine whose host takes back the memory a guest frees, the first
+write into pages freed some seconds earlier waits for the host to back them again: the
+same copy into page cache then takes two to five times longer, depending on how long ago
+the pages were freed, not on the copying program. The scratch write gives every row pages
+freed a moment before, as the raw copy's own pages mostly are.
+
 Dask (``client.scatter`` to worker 0 + a task on worker 1) and Ray (``ray.put`` + a task)
 move the same bytes for comparison (1 GiB only: they hold objects in memory).
 
@@ -182,19 +190,41 @@ def _on(where, args, inputs=(), outputs=()):
                 name=name)
 
 
+#: Whether ``warm_pages`` writes its scratch file (``--cold``: no).
+WARM = True
+
+
+def warm_pages(tmp, size):
+    """Write and remove ``size`` bytes: the next writer of that much data gets pages the
+    host still backs (see the module's doc)."""
+    if not WARM:
+        return
+    path = os.path.join(tmp, "warm-pages")
+    block = bytes(4 * MiB)
+    with open(path, "wb") as f:
+        for _ in range(-(-size // len(block))):
+            f.write(block)
+    os.unlink(path)
+
+
 def paired_raw(source, tmp):
     """A raw copy taken right before a measurement, both after ``sync``: dirty pages left
     by an earlier transfer (the kernel writes them back, and throttles writers meanwhile)
-    must not slow one side of a pair down."""
+    must not slow one side of a pair down. The pages are warmed for the copy, and again
+    for the measurement that follows."""
+    size = os.path.getsize(source)
     os.sync()
+    warm_pages(tmp, size)
     raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
     os.sync()
+    warm_pages(tmp, size)
     return raw
 
 
 def plain_copy(source, tmp):
     """Seconds of a plain ``cp`` of ``source``, between two ``sync``s like the raw copy."""
     os.sync()
+    warm_pages(tmp, os.path.getsize(source))
     target = os.path.join(tmp, "plain-copy")
     start = time.perf_counter()
     subprocess.run(["cp", source, target], check=True)
@@ -223,6 +253,8 @@ def rain_transfer(source, size, tmp, repeat):
                 produce = _on("a", f"cp {source} big", outputs=[Output("big")])
                 produce.output.keep()
                 plain = plain_copy(source, tmp)
+                os.sync()
+                warm_pages(tmp, size)
                 rss = PeakRss(procs)
                 start = time.perf_counter()
                 s.submit()
@@ -356,7 +388,11 @@ def main():
                         help="rounds per size (default 3; smoke 1)")
     parser.add_argument("--peer")
     parser.add_argument("--peer-size", type=int)
+    parser.add_argument("--cold", action="store_true",
+                        help="no scratch write before each copy (see the module's doc)")
     args = parser.parse_args()
+    global WARM
+    WARM = not args.cold
     if args.peer:
         result = (dask_transfer if args.peer == "dask" else ray_transfer)(args.peer_size)
         print(json.dumps(result))
@@ -369,7 +405,8 @@ def main():
         parser.error("--repeat must be at least 1")
     import rain
     print(f"rain code: {os.path.dirname(rain.__file__)}; load average "
-          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} cores; pages "
+          f"{'warmed' if WARM else 'cold (--cold)'} before each copy")
     print(f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     for size in sizes:
         tmp = tempfile.mkdtemp(prefix="rain-h-")
