@@ -22,11 +22,11 @@ transfer, minus their RSS just before it (sampled every 20 ms).
 
 Right before each measured copy (raw, plain ``cp``, every row of every system) the script
 writes and removes a scratch file of the object's size (``warm_pages``; ``--cold`` leaves
-it out). On a virtual machine whose host takes back the memory a guest frees, the first
-write into pages freed some seconds earlier waits for the host to back them again: the
-same copy into page cache then takes two to five times longer, depending on how long ago
-the pages were freed, not on the copying program. The scratch write gives every row pages
-freed a moment before, as the raw copy's own pages mostly are.
+it out). On the virtual machine of the recorded runs the same transfer into the page
+cache took up to three times longer from one run to the next, and ran at the fast speed
+whenever such a scratch file had just been removed: what a writer pays depends on which
+pages it gets, not only on the program. The scratch write gives every row pages freed a
+moment before, as the raw copy, which removes its target at once, mostly gets too.
 
 Dask (``client.scatter`` to worker 0 + a task on worker 1) and Ray (``ray.put`` + a task)
 move the same bytes for comparison (1 GiB only: they hold objects in memory).
@@ -195,8 +195,8 @@ WARM = True
 
 
 def warm_pages(tmp, size):
-    """Write and remove ``size`` bytes: the next writer of that much data gets pages the
-    host still backs (see the module's doc)."""
+    """Write and remove ``size`` bytes: the next writer of that much data gets pages freed
+    a moment before (see the module's doc)."""
     if not WARM:
         return
     path = os.path.join(tmp, "warm-pages")
