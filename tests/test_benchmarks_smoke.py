@@ -94,3 +94,33 @@ def test_ab_smoke_compares_two_versions(tmp_path):
                           "--smoke", "--baseline", "no-such-commit"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown baseline commit" in bad.stderr
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("cold", [False, True], ids=["warmed", "cold"])
+def test_transfer_smoke_measures_every_row(tmp_path, cold):
+    """``benchmarks/transfer.py --smoke`` (scenario (h) at 64 MiB): every Rain row is
+    measured against its own copy, with its memory growth, and nothing failed; ``--cold``
+    leaves out the page warming and says so."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "transfer.py"),
+                           "--smoke", *(["--cold"] if cold else [])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "FAILED" not in out, out[-3000:]
+    assert ("pages cold (--cold)" if cold else "pages warmed before each copy") in out
+    assert re.search(r"raw loopback copy [\d.]+ s = \d+ MB/s", out), out
+    for label, against in (("task output -> store", "of a plain cp"),
+                           ("governor -> governor", "of raw"),
+                           ("governor -> client", "of raw"),
+                           ("client -> governor", "of raw")):
+        row = re.search(rf"rain {re.escape(label)}\s+[\d.]+ s = \d+ MB/s \(\d+% {against};"
+                        r".*peak RSS server \+\d+ MB, sender \+\d+ MB, receiver \+\d+ MB, "
+                        r"client \+\d+ MB", out)
+        assert row, f"{label} missing: {out[-3000:]}"
+    # Only the per-user runtime directory stays, with no server registered in it.
+    runtime = f"rain-{os.getuid()}"
+    assert set(os.listdir(tmp_path)) <= {runtime}
+    if os.listdir(tmp_path):
+        assert os.listdir(tmp_path / runtime / "servers") == []
