@@ -34,9 +34,11 @@ move the same bytes for comparison (1 GiB only: they hold objects in memory).
 Run it with ``PYTHONPATH=<other checkout>`` to measure another version of Rain's code.
 """
 import argparse
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -139,8 +141,16 @@ class RainCluster:
         self.server = self._spawn(["server", "--listen", self.address, "--http-listen",
                                    f"127.0.0.1:{_free_port()}", "--logdir",
                                    os.path.join(tmp, "server-logs"), "--ready-file", ready])
-        _wait(ready)
         self.governors = []
+        try:
+            self._start(ready)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, ready):
+        tmp = self.tmp
+        _wait(ready, self.server, os.path.join(tmp, "server-logs"))
         for name in ("a", "b"):
             config = os.path.join(tmp, f"{name}.toml")
             with open(config, "w") as f:
@@ -150,11 +160,12 @@ class RainCluster:
                 ["governor", self.address, "--cpus", "1", "--config", config,
                  "--workdir", os.path.join(tmp, f"gov-{name}"), "--logdir",
                  os.path.join(tmp, f"gov-{name}-logs"), "--ready-file", ready]))
-            _wait(ready)
+            _wait(ready, self.governors[-1], os.path.join(tmp, f"gov-{name}-logs"))
 
     def _spawn(self, args):
         proc = subprocess.Popen([sys.executable, "-m", "rain", *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                preexec_fn=_ended_with_us)
         self.procs.append(proc)
         return proc
 
@@ -168,17 +179,29 @@ class RainCluster:
                 proc.kill()
 
 
+def _ended_with_us():
+    """In the child: SIGTERM when the benchmark's process ends, however it ends."""
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait(path, timeout=300):
+def _wait(path, proc, logdir, timeout=300):
+    """Until ``proc`` wrote its ready file; its log's last lines if it ended instead."""
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{path} did not appear")
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = ""
+            for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else ():
+                if name.endswith(".log"):
+                    with open(os.path.join(logdir, name), errors="replace") as f:
+                        tail += "".join(f.readlines()[-5:])
+            state = "did not start" if proc.returncode is not None else "is not ready"
+            raise RuntimeError(f"{' '.join(proc.args[3:5])} {state}:\n{tail}")
         time.sleep(0.02)
 
 

@@ -433,6 +433,38 @@ def test_socket_dirs_of_killed_governors_are_removed_by_the_next(tmp_path, monke
     assert alive.exists() and unrelated.exists()
 
 
+def test_socket_dir_in_a_short_temp_dir_when_tmpdir_is_too_long(tmp_path, monkeypatch):
+    """A work directory and a TMPDIR both too long for a socket path (batch systems set
+    long ones): the socket goes into a short temp dir, and its path fits."""
+    import asyncio
+    import tempfile
+
+    from rain.governor import executors
+    from rain.governor.executors import SOCKET_DIR_MAX, SOCKET_PATH_MAX, ExecutorPool
+    long_tmp = tmp_path / ("t" * SOCKET_DIR_MAX)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    workdir = tmp_path / ("w" * (SOCKET_DIR_MAX + 1))
+
+    async def main():
+        pool = ExecutorPool(str(workdir), str(tmp_path))
+        await pool.start()
+        try:
+            assert len(pool.socket_path) <= SOCKET_PATH_MAX
+            assert os.path.dirname(pool._socket_dir) in executors.SHORT_TEMP_DIRS
+            assert os.stat(pool._socket_dir).st_mode & 0o777 == 0o700
+            return pool._socket_dir
+        finally:
+            await pool.close()
+
+    own = asyncio.run(main())
+    assert not os.path.exists(own)
+    # With no short temp dir either, starting fails with a reason to act on.
+    monkeypatch.setattr(executors, "SHORT_TEMP_DIRS", (str(long_tmp),))
+    with pytest.raises(OSError, match="at most 107 bytes.*shorter --workdir or TMPDIR"):
+        asyncio.run(ExecutorPool(str(workdir), str(tmp_path)).start())
+
+
 class FakeTask:
     def __init__(self, number):
         self.key = (1, number)

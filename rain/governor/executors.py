@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL = "rain-executor/1"
 SOCKET_NAME = "executors.sock"
-#: Longest work directory that can hold the executors' socket: a Unix socket path has at
-#: most 107 bytes, and "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
-SOCKET_DIR_MAX = 107 - len("/rain-exec-12345678/") - len(SOCKET_NAME)
+#: Bytes of a Unix socket's path, at most.
+SOCKET_PATH_MAX = 107
+#: Longest work directory that can hold the executors' socket:
+#: "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
+SOCKET_DIR_MAX = SOCKET_PATH_MAX - len("/rain-exec-12345678/") - len(SOCKET_NAME)
 SOCKET_DIR_PREFIX = "rain-exec-"
 REGISTER_TIMEOUT = 60.0
 OUTPUT_TAIL = 2000
@@ -45,13 +47,29 @@ REGISTER_MAX_SIZE = 2**16
 LOG_LINGER = 10.0
 
 
+#: Where the executors' socket goes when neither the work directory nor the temp dir
+#: leaves room for its path (a long ``TMPDIR``, as batch systems and test runners set).
+SHORT_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
 def fallback_socket_dir():
-    """A directory in the temp dir for the executors' socket, named after this process
-    (``rain-exec-<pid>-XXXXXXXX``): a governor killed before it could remove its own is
-    cleaned up by the next one that starts."""
-    tmp = tempfile.gettempdir()
-    remove_abandoned(tmp, SOCKET_DIR_PREFIX)
-    return tempfile.mkdtemp(prefix=f"{SOCKET_DIR_PREFIX}{os.getpid()}-", dir=tmp)
+    """A directory for the executors' socket, named after this process
+    (``rain-exec-<pid>-XXXXXXXX``), in the temp dir or, where that path is too long for
+    a socket, in the first of ``SHORT_TEMP_DIRS`` that takes one: a governor killed before
+    it could remove its own is cleaned up by the next one that starts."""
+    prefix = f"{SOCKET_DIR_PREFIX}{os.getpid()}-"
+    tried = []
+    for tmp in (os.path.abspath(tempfile.gettempdir()), *SHORT_TEMP_DIRS):
+        if tmp in tried:
+            continue
+        tried.append(tmp)
+        path = os.path.join(tmp, prefix + "XXXXXXXX", SOCKET_NAME)
+        if len(path) <= SOCKET_PATH_MAX and os.access(tmp, os.W_OK | os.X_OK):
+            remove_abandoned(tmp, SOCKET_DIR_PREFIX)
+            return tempfile.mkdtemp(prefix=prefix, dir=tmp)
+    raise OSError(f"no directory for the executors' socket: its path must be at most "
+                  f"{SOCKET_PATH_MAX} bytes and none of {', '.join(tried)} is writable and "
+                  f"short enough (give a shorter --workdir or TMPDIR)")
 
 
 class ExecutorError(Exception):
