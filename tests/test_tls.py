@@ -146,6 +146,32 @@ def test_a_wrong_pin_is_refused_with_a_reason(tls_cluster, tmp_path):
     run_pipeline(tls_cluster.client())
 
 
+def test_a_refused_connection_leaves_no_unread_error(tls_cluster, tmp_path, caplog):
+    """A client, and a data connection to a governor, refused by the pin check after
+    the TCP connection was made: nothing reports an error never retrieved."""
+    import asyncio
+    import gc
+    import logging
+
+    from rain.transfer.peer import DataConnection, TransferError
+    other_cert, _key = write_pair(str(tmp_path), "other")
+    with open(other_cert, "rb") as f:
+        other_pin = pem_fingerprint(f.read())
+    data_port = governor_data_port(tls_cluster.client())
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    with pytest.raises(TlsError, match="not the pinned one"):
+        Client("127.0.0.1", tls_cluster.port, tls=f"sha256:{other_pin}")
+
+    async def connect_to_the_data_port():
+        conn = DataConnection(f"127.0.0.1:{data_port}", "", Tls(pin=other_pin))
+        with pytest.raises(TransferError, match="not the pinned one"):
+            await conn.connect()
+
+    asyncio.run(connect_to_the_data_port())
+    gc.collect()
+    assert "never retrieved" not in caplog.text, caplog.text
+
+
 def test_a_client_with_only_the_pin_gets_in(tls_cluster, certs, monkeypatch):
     with open(certs[0], "rb") as f:
         pin = pem_fingerprint(f.read())

@@ -27,7 +27,7 @@ from ..capnp import PROTOCOL_VERSION, TRAVERSAL_LIMIT, rain_capnp
 from ..common.cbor import loads_or
 from ..common.errors import RainException
 from ..common.frame_reader import FrameReader
-from ..common.framing import FrameProtocol, encode_frame
+from ..common.framing import FrameProtocol, encode_frame, hello_future
 from ..transfer.peer import PeerPool, TransferError
 from ..transfer.sinks import FileSink, finish_directory
 from ..transfer.upload import drop, upload
@@ -175,7 +175,7 @@ class ServerConnection:
 
     async def _connect(self):
         self.peers = PeerPool(self.token, self.tls)
-        self._hello = self.loop.create_future()
+        self._hello = hello_future(self.loop)
         factory = lambda: FrameProtocol(self._on_frame, self._on_close)  # noqa: E731
         try:
             if self.tls is None:
@@ -184,11 +184,7 @@ class ServerConnection:
             else:
                 _transport, self.conn = await self.tls.connect(self.loop, factory,
                                                                self.host, self.port)
-        except BaseException as exc:
-            # Nobody will wait for a hello (a TLS peer can be refused after it connected).
-            self._hello.cancel()
-            if not isinstance(exc, OSError):
-                raise
+        except OSError as exc:
             raise RainException(f"Cannot connect to the Rain server at "
                                 f"{self.host}:{self.port}: {exc.strerror or exc}") from None
         hello = R.Hello.new_message(protocolVersion=PROTOCOL_VERSION, token=self.token,

@@ -73,6 +73,21 @@ MAX_WRITE_BUFFER = 1 << 28
 LOW_WATER = 1 << 19
 
 
+def hello_future(loop):
+    """A future for the peer's answer to our hello, which nobody may ever wait for: a
+    connection that fails after it was made but before the hello was sent (a TLS peer
+    refused by its certificate) fails it on closing, and that is not reported as an error
+    never retrieved. Whoever awaits it still gets the error."""
+    future = loop.create_future()
+    future.add_done_callback(_retrieved)
+    return future
+
+
+def _retrieved(future):
+    if not future.cancelled():
+        future.exception()
+
+
 class FrameProtocol(asyncio.BufferedProtocol):
     """An asyncio protocol delivering whole frames to ``on_frame(protocol, frame)``.
 

@@ -22,7 +22,7 @@ from ..common.cbor import ROWS_MAX, dumps_or_empty, loads_or
 from ..common.content_type import is_type_instance
 from ..common.errors import RainException
 from ..common.keepalive import set_keepalive
-from ..common.framing import FrameProtocol
+from ..common.framing import FrameProtocol, hello_future
 from ..common.states import BLOB, DIRECTORY
 from .builtins import BUILTINS, BUILTINS_NOW, BuiltinCall, TaskError
 from .comm import GovernorComm
@@ -109,7 +109,7 @@ class Governor(GovernorComm):
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or i == len(ports) - 1:
                     raise
-        self._hello = loop.create_future()
+        self._hello = hello_future(loop)
         factory = lambda: FrameProtocol(self._on_server_frame,  # noqa: E731
                                         self._on_server_close)
         if self.tls is None:

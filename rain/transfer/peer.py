@@ -13,7 +13,7 @@ import logging
 from ..capnp import PROTOCOL_VERSION, rain_capnp
 from ..common.cbor import loads_or
 from ..common.errors import RainException
-from ..common.framing import FrameProtocol
+from ..common.framing import FrameProtocol, hello_future
 from ..common.keepalive import set_keepalive
 from .sinks import CHUNK_SIZE, MemorySink, TransferError
 
@@ -55,7 +55,7 @@ class DataConnection:
         host, port = self.address.rsplit(":", 1)
         host = host.strip("[]")
         loop = asyncio.get_running_loop()
-        self._hello = loop.create_future()
+        self._hello = hello_future(loop)
         factory = lambda: FrameProtocol(self._on_frame, self._on_close,  # noqa: E731
                                         keep_size=8 * CHUNK_SIZE, views=True)
         if self.tls is None:
