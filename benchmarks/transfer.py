@@ -21,7 +21,7 @@ and the peak RSS of server, sending governor, receiving governor and client duri
 transfer, minus their RSS just before it (sampled every 20 ms).
 
 Right before each measured copy (raw, plain ``cp``, every row of every system) the script
-writes and removes a scratch file of the object's size (``warm_pages``; ``--cold`` leaves
+writes and removes a scratch file of the object's size (``settle``; ``--cold`` leaves
 it out). On the virtual machine of the recorded runs the same transfer into the page
 cache took up to three times longer from one run to the next, and ran at the fast speed
 whenever such a scratch file had just been removed: what a writer pays depends on which
@@ -34,11 +34,9 @@ move the same bytes for comparison (1 GiB only: they hold objects in memory).
 Run it with ``PYTHONPATH=<other checkout>`` to measure another version of Rain's code.
 """
 import argparse
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -132,77 +130,60 @@ def raw_copy(source, target):
 # -- Rain ------------------------------------------------------------------------------------
 
 class RainCluster:
+    """A server and governors ``a`` and ``b`` (one CPU each, a named resource of their
+    own so that a task can be put on either), started through Rain's own starter: a
+    process that ends during the start fails it with the end of its log, and all are
+    stopped together."""
+
     def __init__(self, tmp):
+        from rain.starter import Cluster, StartError
         self.tmp = tmp
-        self.procs = []
-        port = _free_port()
-        self.address = f"127.0.0.1:{port}"
-        ready = os.path.join(tmp, "server.ready")
-        self.server = self._spawn(["server", "--listen", self.address, "--http-listen",
-                                   f"127.0.0.1:{_free_port()}", "--logdir",
-                                   os.path.join(tmp, "server-logs"), "--ready-file", ready])
-        self.governors = []
+        self.address = f"127.0.0.1:{_free_port()}"
+        self._cluster = Cluster(tmp, tmp, preexec_fn=_parent_death_setting())
         try:
-            self._start(ready)
-        except BaseException:
+            self.server = self._spawn("server", [
+                "--listen", self.address, "--http-listen", f"127.0.0.1:{_free_port()}",
+                "--logdir", os.path.join(tmp, "server-logs")])
+            self.governors = []
+            for name in ("a", "b"):
+                config = os.path.join(tmp, f"{name}.toml")
+                with open(config, "w") as f:
+                    f.write(f"[resources]\n{name} = 1\n")
+                self.governors.append(self._spawn(name, [
+                    self.address, "--cpus", "1", "--config", config,
+                    "--workdir", os.path.join(tmp, f"gov-{name}"),
+                    "--logdir", os.path.join(tmp, f"gov-{name}-logs")], "governor"))
+        except StartError as exc:
             self.stop()
-            raise
+            raise RuntimeError(str(exc)) from None
 
-    def _start(self, ready):
-        tmp = self.tmp
-        _wait(ready, self.server, os.path.join(tmp, "server-logs"))
-        for name in ("a", "b"):
-            config = os.path.join(tmp, f"{name}.toml")
-            with open(config, "w") as f:
-                f.write(f"[resources]\n{name} = 1\n")
-            ready = os.path.join(tmp, f"{name}.ready")
-            self.governors.append(self._spawn(
-                ["governor", self.address, "--cpus", "1", "--config", config,
-                 "--workdir", os.path.join(tmp, f"gov-{name}"), "--logdir",
-                 os.path.join(tmp, f"gov-{name}-logs"), "--ready-file", ready]))
-            _wait(ready, self.governors[-1], os.path.join(tmp, f"gov-{name}-logs"))
-
-    def _spawn(self, args):
-        proc = subprocess.Popen([sys.executable, "-m", "rain", *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                preexec_fn=_ended_with_us)
-        self.procs.append(proc)
-        return proc
+    def _spawn(self, name, args, kind=None):
+        """Start ``rain <kind or name> <args>`` and wait until it is ready."""
+        ready = os.path.join(self.tmp, f"{name}.ready")
+        process = self._cluster.spawn(
+            name, [sys.executable, "-m", "rain", kind or name, *args, "--ready-file", ready],
+            ready, os.path.join(self.tmp, f"{name}.out"))
+        self._cluster.wait_ready()
+        return process
 
     def stop(self):
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._cluster.kill_all()
 
 
-def _ended_with_us():
-    """In the child: SIGTERM when the benchmark's process ends, however it ends."""
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+def _parent_death_setting():
+    """The measured code's own ``preexec_fn`` that ends a child with the process that
+    started it (SIGTERM), or None in older versions measured through PYTHONPATH."""
+    try:
+        from rain.common.lifetime import die_with_parent
+    except ImportError:
+        return None
+    return die_with_parent
 
 
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(path, proc, logdir, timeout=300):
-    """Until ``proc`` wrote its ready file; its log's last lines if it ended instead."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = ""
-            for name in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else ():
-                if name.endswith(".log"):
-                    with open(os.path.join(logdir, name), errors="replace") as f:
-                        tail += "".join(f.readlines()[-5:])
-            state = "did not start" if proc.returncode is not None else "is not ready"
-            raise RuntimeError(f"{' '.join(proc.args[3:5])} {state}:\n{tail}")
-        time.sleep(0.02)
 
 
 def _on(where, args, inputs=(), outputs=()):
@@ -213,13 +194,15 @@ def _on(where, args, inputs=(), outputs=()):
                 name=name)
 
 
-#: Whether ``warm_pages`` writes its scratch file (``--cold``: no).
+#: Whether ``settle`` writes its scratch file (``--cold``: no).
 WARM = True
 
 
-def warm_pages(tmp, size):
-    """Write and remove ``size`` bytes: the next writer of that much data gets pages freed
-    a moment before (see the module's doc)."""
+def settle(tmp, size):
+    """Before a measured copy: dirty pages written back (``sync``: the kernel would
+    throttle writers meanwhile), then ``size`` bytes written and removed, so the next
+    writer of that much data gets pages freed a moment before (see the module's doc)."""
+    os.sync()
     if not WARM:
         return
     path = os.path.join(tmp, "warm-pages")
@@ -233,21 +216,17 @@ def warm_pages(tmp, size):
 def paired_raw(source, tmp):
     """A raw copy taken right before a measurement, both after ``sync``: dirty pages left
     by an earlier transfer (the kernel writes them back, and throttles writers meanwhile)
-    must not slow one side of a pair down. The pages are warmed for the copy, and again
-    for the measurement that follows."""
+    must not slow one side of a pair down; both are settled alike."""
     size = os.path.getsize(source)
-    os.sync()
-    warm_pages(tmp, size)
+    settle(tmp, size)
     raw = raw_copy(source, os.path.join(tmp, "raw-copy"))
-    os.sync()
-    warm_pages(tmp, size)
+    settle(tmp, size)
     return raw
 
 
 def plain_copy(source, tmp):
-    """Seconds of a plain ``cp`` of ``source``, between two ``sync``s like the raw copy."""
-    os.sync()
-    warm_pages(tmp, os.path.getsize(source))
+    """Seconds of a plain ``cp`` of ``source``, settled like the raw copy."""
+    settle(tmp, os.path.getsize(source))
     target = os.path.join(tmp, "plain-copy")
     start = time.perf_counter()
     subprocess.run(["cp", source, target], check=True)
@@ -276,8 +255,7 @@ def rain_transfer(source, size, tmp, repeat):
                 produce = _on("a", f"cp {source} big", outputs=[Output("big")])
                 produce.output.keep()
                 plain = plain_copy(source, tmp)
-                os.sync()
-                warm_pages(tmp, size)
+                settle(tmp, size)
                 rss = PeakRss(procs)
                 start = time.perf_counter()
                 s.submit()
