@@ -465,6 +465,33 @@ def test_socket_dir_in_a_short_temp_dir_when_tmpdir_is_too_long(tmp_path, monkey
         asyncio.run(ExecutorPool(str(workdir), str(tmp_path)).start())
 
 
+@pytest.mark.timeout(180)
+def test_python_task_runs_under_a_tmpdir_too_long_for_a_socket(tmp_path):
+    """What a user of a batch system with a long TMPDIR does: a LocalCluster whose work
+    directory is long, in a process whose TMPDIR is long too, runs a Python task."""
+    from rain.governor.executors import SOCKET_DIR_MAX
+    long_tmp = tmp_path / ("t" * SOCKET_DIR_MAX)
+    long_tmp.mkdir()
+    script = tmp_path / "program.py"
+    script.write_text(
+        "from rain.client import remote\n"
+        "from rain.local_cluster import LocalCluster\n"
+        "@remote()\n"
+        "def double(ctx, x):\n"
+        "    return str(2 * int(x)).encode()\n"
+        f"with LocalCluster(governors=[1], workdir={str(long_tmp / ('w' * 40))!r}) as c:\n"
+        "    with c.client().new_session() as s:\n"
+        "        t = double(\"21\")\n"
+        "        t.output.keep()\n"
+        "        s.submit()\n"
+        "        print(t.output.fetch().get_bytes().decode())\n")
+    env = dict(os.environ, TMPDIR=str(long_tmp))
+    result = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip() == "42"
+
+
 class FakeTask:
     def __init__(self, number):
         self.key = (1, number)

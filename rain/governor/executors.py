@@ -58,18 +58,16 @@ def fallback_socket_dir():
     a socket, in the first of ``SHORT_TEMP_DIRS`` that takes one: a governor killed before
     it could remove its own is cleaned up by the next one that starts."""
     prefix = f"{SOCKET_DIR_PREFIX}{os.getpid()}-"
-    tried = []
-    for tmp in (os.path.abspath(tempfile.gettempdir()), *SHORT_TEMP_DIRS):
-        if tmp in tried:
-            continue
-        tried.append(tmp)
+    candidates = list(dict.fromkeys((os.path.abspath(tempfile.gettempdir()),
+                                     *SHORT_TEMP_DIRS)))
+    for tmp in candidates:
         path = os.path.join(tmp, prefix + "XXXXXXXX", SOCKET_NAME)
         if len(path) <= SOCKET_PATH_MAX and os.access(tmp, os.W_OK | os.X_OK):
             remove_abandoned(tmp, SOCKET_DIR_PREFIX)
             return tempfile.mkdtemp(prefix=prefix, dir=tmp)
     raise OSError(f"no directory for the executors' socket: its path must be at most "
-                  f"{SOCKET_PATH_MAX} bytes and none of {', '.join(tried)} is writable and "
-                  f"short enough (give a shorter --workdir or TMPDIR)")
+                  f"{SOCKET_PATH_MAX} bytes and none of {', '.join(candidates)} is writable "
+                  f"and short enough (give a shorter --workdir or TMPDIR)")
 
 
 class ExecutorError(Exception):
