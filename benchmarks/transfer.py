@@ -6,7 +6,8 @@
 
 For each size, in the same run:
   raw     the same file copied over one loopback TCP connection (sendfile -> recv_into ->
-          file): the ceiling for any runtime on this machine
+          file in writes of at most 128 KiB, as Rain's sinks write): the ceiling for any
+          runtime on this machine
   out     a task on governor A writes the file (``cp`` of the source) as its output:
           time from the submit to the task's end (storing it included), against a plain
           ``cp`` of the same file taken just before it
@@ -24,9 +25,12 @@ Right before each measured copy (raw, plain ``cp``, every row of every system) t
 writes and removes a scratch file of the object's size (``settle``; ``--cold`` leaves
 it out). On the virtual machine of the recorded runs the same transfer into the page
 cache took up to three times longer from one run to the next, and ran at the fast speed
-whenever such a scratch file had just been removed: what a writer pays depends on which
-pages it gets, not only on the program. The scratch write gives every row pages freed a
-moment before, as the raw copy, which removes its target at once, mostly gets too.
+whenever such a scratch file had just been removed: that machine hands freed memory back
+to its host about two seconds after it was freed, and a writer of new pages then waits for
+the host to supply each one again (``transfer.md``; ``write_size.py``). The scratch write
+gives every row pages freed a moment before, as the raw copy, which removes its target at
+once, mostly gets too; a transfer that lasts longer than that window writes into memory
+the host supplies again, whatever the program.
 
 Dask (``client.scatter`` to worker 0 + a task on worker 1) and Ray (``ray.put`` + a task)
 move the same bytes for comparison (1 GiB only: they hold objects in memory).
@@ -91,6 +95,11 @@ class PeakRss:
         return {name: (self.peak[name] - self.base[name]) / MiB for name in self.procs}
 
 
+#: The raw copy's largest write: one write of megabytes (a big read) can cost the kernel
+#: several times as much per byte (see ``rain.transfer.sinks.WRITE_SIZE``).
+RAW_WRITE = 1 << 17
+
+
 def raw_copy(source, target):
     """Seconds to copy ``source`` into ``target`` over a loopback TCP connection."""
     listener = socket.socket()
@@ -110,7 +119,8 @@ def raw_copy(source, target):
                 n = conn.recv_into(view)
                 if not n:
                     break
-                f.write(view[:n])
+                for start in range(0, n, RAW_WRITE):
+                    f.write(view[start:min(n, start + RAW_WRITE)])
                 got += n
         done["got"] = got
 

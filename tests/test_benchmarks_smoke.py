@@ -124,3 +124,19 @@ def test_transfer_smoke_measures_every_row(tmp_path, cold):
     assert set(os.listdir(tmp_path)) <= {runtime}
     if os.listdir(tmp_path):
         assert os.listdir(tmp_path / runtime / "servers") == []
+
+
+@pytest.mark.timeout(120)
+def test_write_size_smoke_measures_each_size(tmp_path):
+    """``benchmarks/write_size.py`` at 32 MiB: a row of speed and kernel time for each
+    write size asked for, and its scratch files gone afterwards."""
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "write_size.py"),
+                           "--gib", "0.03125", "--rounds", "1", "--sizes", "2048,128"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=100, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    for size in (2048, 128):
+        assert re.search(rf"^\| {size} KiB \| \d+ \(\d+-\d+\) \| [\d.]+ \([\d.]+-[\d.]+\) \|$",
+                         out, re.M), out
+    assert os.listdir(tmp_path) == []

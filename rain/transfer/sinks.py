@@ -17,6 +17,12 @@ from ..common.errors import RainException
 
 #: Bytes in one body frame of a transfer; a shorter frame ends the body (see ``peer``).
 CHUNK_SIZE = 1 << 21
+#: A chunk goes to its file in writes of at most this many bytes. On the virtual machine
+#: of the recorded runs, which hands free 2 MiB blocks of memory back to its host (free
+#: page reporting), one write of a whole 2 MiB chunk cost the kernel two to three times
+#: the time per GiB of 128 KiB writes (``benchmarks/write_size.py``): each big write
+#: seems to get a 2 MiB page-cache folio, made of memory the host must supply again.
+WRITE_SIZE = 1 << 17
 
 
 class TransferError(Exception):
@@ -100,9 +106,9 @@ class FileSink(Sink):
             return
         self.hole = False
         with memoryview(chunk) as view:
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            done, size = 0, len(view)
+            while done < size:
+                done += os.write(fd, view[done:done + WRITE_SIZE])
         if self.write_back:
             # On pages not yet written this only starts their write-back: they stay in
             # the page cache for the task that reads them next.
