@@ -24,6 +24,8 @@ import tempfile
 import threading
 import time
 
+import transfer     # benchmarks/transfer.py: its scratch write before each copy
+
 MiB = 1 << 20
 CHUNK = 2 * MiB
 REPORTED = "/sys/module/page_reporting/parameters/reported_kib"
@@ -40,13 +42,7 @@ def _reported_kib():
 def settle(tmp, size):
     """Write and remove ``size`` bytes, then wait until the host took that memory back."""
     before = _reported_kib()
-    os.sync()
-    path = os.path.join(tmp, "scratch")
-    block = bytes(4 * MiB)
-    with open(path, "wb") as f:
-        for _ in range(-(-size // len(block))):
-            f.write(block)
-    os.unlink(path)
+    transfer.settle(tmp, size)
     if before is None:
         return
     deadline = time.monotonic() + 10
