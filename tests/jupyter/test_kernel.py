@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 
 import nbformat
 import psutil
@@ -13,6 +14,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 from jupyter_helpers import kill_all, rain_descendants, wait_gone
 
@@ -67,6 +69,19 @@ def kernel_name(tmp_path_factory):
         os.environ["JUPYTER_PATH"] = old
 
 
+@pytest.fixture
+def over_unix_sockets():
+    """Kernel channels over Unix sockets of a private directory: the TCP ports that
+    jupyter_client picks as free can be taken by another test's process before the kernel
+    binds them (seen: "Address already in use", the kernel dead at its start)."""
+    directory = tempfile.mkdtemp(prefix="rain-kernel-", dir="/tmp")
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = os.path.join(directory, "k")
+    yield config
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def notebook(*sources):
     return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
 
@@ -102,9 +117,10 @@ def kernel_processes(nb):
     return kernel, procs, main_thread == "True"
 
 
-def test_kernel_start_run_stop(kernel_name):
+def test_kernel_start_run_stop(kernel_name, over_unix_sockets):
     nb = start_cells([PIPELINE, CHECK, "%rain stop", "%rain status"])
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120)
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120,
+                            config=over_unix_sockets)
     procs = []
     try:
         with client.setup_kernel(env=kernel_env()):
@@ -148,9 +164,10 @@ def test_kernel_start_run_stop(kernel_name):
 
 
 @pytest.mark.parametrize("how", ["shutdown", "restart", "kill"])
-def test_kernel_end_leaves_no_process(kernel_name, how):
+def test_kernel_end_leaves_no_process(kernel_name, how, over_unix_sockets):
     nb = start_cells([PIPELINE, "rain_session.wait_all()"])
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120)
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120,
+                            config=over_unix_sockets)
     procs = []
     try:
         with client.setup_kernel(env=kernel_env()):
@@ -214,14 +231,15 @@ def error_text(cell):
     return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(parts))
 
 
-def test_errors_point_at_the_cells(kernel_name):
+def test_errors_point_at_the_cells(kernel_name, over_unix_sockets):
     nb = notebook("%load_ext rain_jupyter\n%rain start", FAILING_FUNCTION, FAILING_CELL,
                   "rain_session.wait_all()",
                   "open_before = sum(not s.closed for s in rain_client._sessions)",
                   BROKEN_CELL,
                   "print(sum(not s.closed for s in rain_client._sessions) - open_before)",
                   "%rain stop")
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120, allow_errors=True)
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=120, allow_errors=True,
+                            config=over_unix_sockets)
     with client.setup_kernel(env=kernel_env()):
         run_cells(client, nb, range(len(nb.cells)))
     numbers = [cell.execution_count for cell in nb.cells]
