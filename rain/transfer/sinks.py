@@ -19,7 +19,7 @@ from ..common.errors import RainException
 CHUNK_SIZE = 1 << 21
 #: A chunk goes to its file in writes of at most this many bytes. On the virtual machine
 #: of the recorded runs, which hands free 2 MiB blocks of memory back to its host (free
-#: page reporting), one write of a whole 2 MiB chunk cost the kernel two to three times
+#: page reporting), one write of a whole 2 MiB chunk cost the kernel three to four times
 #: the time per GiB of 128 KiB writes (``benchmarks/write_size.py``): each big write
 #: seems to get a 2 MiB page-cache folio, made of memory the host must supply again.
 WRITE_SIZE = 1 << 17
