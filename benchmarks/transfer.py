@@ -26,11 +26,12 @@ writes and removes a scratch file of the object's size (``settle``; ``--cold`` l
 it out). On the virtual machine of the recorded runs the same transfer into the page
 cache took up to three times longer from one run to the next, and ran at the fast speed
 whenever such a scratch file had just been removed: that machine hands freed memory back
-to its host about two seconds after it was freed, and a writer of new pages then waits for
-the host to supply each one again (``transfer.md``; ``write_size.py``). The scratch write
-gives every row pages freed a moment before, as the raw copy, which removes its target at
-once, mostly gets too; a transfer that lasts longer than that window writes into memory
-the host supplies again, whatever the program.
+to its host two seconds after it was freed, memory freed a moment before gets dearer to
+write into within the first second, and a writer of new pages then waits for the host to
+supply each one again (``transfer.md``; ``write_size.py``). The scratch write gives every
+row pages freed a moment before, as the raw copy, which removes its target at once, mostly
+gets too; the longer a transfer runs, the more of it writes into dearer memory, whatever
+the program.
 
 Dask (``client.scatter`` to worker 0 + a task on worker 1) and Ray (``ray.put`` + a task)
 move the same bytes for comparison (1 GiB only: they hold objects in memory).

@@ -13,7 +13,7 @@ Before each copy a scratch file of the object's size is written and removed, and
 kernel reports freed memory to a host (``/sys/module/page_reporting``, a virtual machine
 with free page reporting) the script waits until that memory has been handed back: every
 copy then starts from the same state, the one a long-running pipeline's writes meet (pages
-freed a moment before are fast to reuse, for about two seconds here, and then are not).
+freed a moment before are fast to reuse, and less so within a second here).
 """
 import argparse
 import os
