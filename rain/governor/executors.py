@@ -34,10 +34,10 @@ PROTOCOL = "rain-executor/1"
 SOCKET_NAME = "executors.sock"
 #: Bytes of a Unix socket's path, at most.
 SOCKET_PATH_MAX = 107
-#: Longest work directory that can hold the executors' socket:
-#: "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
-SOCKET_DIR_MAX = SOCKET_PATH_MAX - len("/rain-exec-12345678/") - len(SOCKET_NAME)
 SOCKET_DIR_PREFIX = "rain-exec-"
+#: Longest work directory that can hold the executors' socket (``socket_fits``):
+#: "/rain-exec-XXXXXXXX/executors.sock" follows the directory.
+SOCKET_DIR_MAX = SOCKET_PATH_MAX - len(f"/{SOCKET_DIR_PREFIX}12345678/") - len(SOCKET_NAME)
 REGISTER_TIMEOUT = 60.0
 OUTPUT_TAIL = 2000
 #: Largest frame taken on the executors' socket before a register (which is small).
@@ -52,6 +52,13 @@ LOG_LINGER = 10.0
 SHORT_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
+def socket_fits(directory, prefix=SOCKET_DIR_PREFIX):
+    """Whether ``<directory>/<prefix>XXXXXXXX/executors.sock`` (a ``mkdtemp`` name) is
+    short enough for a Unix socket's path."""
+    path = os.path.join(os.path.abspath(directory), prefix + "XXXXXXXX", SOCKET_NAME)
+    return len(path) <= SOCKET_PATH_MAX
+
+
 def fallback_socket_dir():
     """A directory for the executors' socket, named after this process
     (``rain-exec-<pid>-XXXXXXXX``), in the temp dir or, where that path is too long for
@@ -61,8 +68,7 @@ def fallback_socket_dir():
     candidates = list(dict.fromkeys((os.path.abspath(tempfile.gettempdir()),
                                      *SHORT_TEMP_DIRS)))
     for tmp in candidates:
-        path = os.path.join(tmp, prefix + "XXXXXXXX", SOCKET_NAME)
-        if len(path) <= SOCKET_PATH_MAX and os.access(tmp, os.W_OK | os.X_OK):
+        if socket_fits(tmp, prefix) and os.access(tmp, os.W_OK | os.X_OK):
             remove_abandoned(tmp, SOCKET_DIR_PREFIX)
             return tempfile.mkdtemp(prefix=prefix, dir=tmp)
     raise OSError(f"no directory for the executors' socket: its path must be at most "
@@ -263,7 +269,7 @@ class ExecutorPool:
     async def start(self):
         # In the work directory, which whoever started the governor removes even after a
         # SIGKILL; unless its path is too long for a Unix socket (~107 bytes).
-        if self.workdir and len(os.path.abspath(self.workdir)) <= SOCKET_DIR_MAX:
+        if self.workdir and socket_fits(self.workdir):
             os.makedirs(self.workdir, exist_ok=True)
             self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX, dir=self.workdir)
         else:
