@@ -101,40 +101,70 @@ class PeakRss:
 RAW_WRITE = 1 << 17
 
 
-def raw_copy(source, target):
-    """Seconds to copy ``source`` into ``target`` over a loopback TCP connection."""
+def loopback_copy(source, target, receive):
+    """Copy ``source`` into the new file ``target`` over a loopback TCP connection: this
+    thread sends it with ``sendfile``, another takes it in with ``receive(conn, fd, size)``.
+    Returns the seconds taken and what ``receive`` returned; ``target`` is removed."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
-    port = listener.getsockname()[1]
     size = os.path.getsize(source)
-    done = {}
+    result = {}
 
-    def receive():
-        conn, _ = listener.accept()
-        buf = bytearray(4 * MiB)
-        view = memoryview(buf)
-        got = 0
-        with conn, open(target, "wb") as f:
-            while got < size:
-                n = conn.recv_into(view)
-                if not n:
-                    break
-                for start in range(0, n, RAW_WRITE):
-                    f.write(view[start:min(n, start + RAW_WRITE)])
-                got += n
-        done["got"] = got
+    def run():
+        try:
+            conn, _ = listener.accept()
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                with conn:
+                    result["value"] = receive(conn, fd, size)
+            finally:
+                os.close(fd)
+        except Exception as exc:
+            result["error"] = exc
 
-    thread = threading.Thread(target=receive)
+    thread = threading.Thread(target=run)
     start = time.perf_counter()
     thread.start()
-    with socket.create_connection(("127.0.0.1", port)) as sock, open(source, "rb") as f:
-        sock.sendfile(f)
-    thread.join()
-    elapsed = time.perf_counter() - start
-    listener.close()
-    assert done["got"] == size, done
-    os.unlink(target)
+    try:
+        with socket.create_connection(listener.getsockname()) as sock, \
+                open(source, "rb") as f:
+            sock.sendfile(f)
+    finally:
+        thread.join()
+        elapsed = time.perf_counter() - start
+        listener.close()
+        if os.path.exists(target):
+            os.unlink(target)
+    if "error" in result:
+        raise result["error"]
+    return elapsed, result["value"]
+
+
+def write_in_pieces(fd, view, piece):
+    """Write all of ``view`` to ``fd``, at most ``piece`` bytes per write."""
+    done, size = 0, len(view)
+    while done < size:
+        done += os.write(fd, view[done:done + piece])
+
+
+def _receive_as_it_comes(conn, fd, size):
+    """The raw copy's receiver: what each read brings goes to the file at once."""
+    view = memoryview(bytearray(4 * MiB))
+    got = 0
+    while got < size:
+        n = conn.recv_into(view)
+        if not n:
+            break
+        write_in_pieces(fd, view[:n], RAW_WRITE)
+        got += n
+    return got
+
+
+def raw_copy(source, target):
+    """Seconds to copy ``source`` into ``target`` over a loopback TCP connection."""
+    elapsed, got = loopback_copy(source, target, _receive_as_it_comes)
+    assert got == os.path.getsize(source), got
     return elapsed
 
 

@@ -18,13 +18,11 @@ freed a moment before are fast to reuse, and less so within a second here).
 import argparse
 import os
 import resource
-import socket
 import statistics
 import tempfile
-import threading
 import time
 
-import transfer     # benchmarks/transfer.py: its scratch write before each copy
+import transfer     # benchmarks/transfer.py: its loopback copy and scratch write
 
 MiB = 1 << 20
 CHUNK = 2 * MiB
@@ -59,45 +57,23 @@ def settle(tmp, size):
 
 def copy(source, target, write_size):
     """Seconds of the copy and the receiving thread's kernel seconds."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    size = os.path.getsize(source)
-    result = {}
 
-    def receive():
-        conn, _ = listener.accept()
+    def receive(conn, fd, size):
         view = memoryview(bytearray(CHUNK))
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_stime
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         got = 0
-        with conn:
-            while got < size:
-                want, have = min(CHUNK, size - got), 0
-                while have < want:
-                    n = conn.recv_into(view[have:want])
-                    if not n:
-                        raise ConnectionError("sender stopped early")
-                    have += n
-                done = 0
-                while done < have:
-                    done += os.write(fd, view[done:min(have, done + write_size)])
-                got += have
-        os.close(fd)
-        result["kernel"] = resource.getrusage(resource.RUSAGE_THREAD).ru_stime - before
+        while got < size:
+            want, have = min(CHUNK, size - got), 0
+            while have < want:
+                n = conn.recv_into(view[have:want])
+                if not n:
+                    raise ConnectionError("the sender stopped early")
+                have += n
+            transfer.write_in_pieces(fd, view[:have], write_size)
+            got += have
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_stime - before
 
-    thread = threading.Thread(target=receive)
-    start = time.perf_counter()
-    thread.start()
-    with socket.create_connection(listener.getsockname()) as sock, open(source, "rb") as f:
-        sock.sendfile(f)
-    thread.join()
-    elapsed = time.perf_counter() - start
-    listener.close()
-    os.unlink(target)
-    if "kernel" not in result:
-        raise RuntimeError("the receiving thread failed")
-    return elapsed, result["kernel"]
+    return transfer.loopback_copy(source, target, receive)
 
 
 def main():
