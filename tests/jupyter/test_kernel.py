@@ -73,7 +73,8 @@ def kernel_name(tmp_path_factory):
 def over_unix_sockets():
     """Kernel channels over Unix sockets of a private directory: the TCP ports that
     jupyter_client picks as free can be taken by another test's process before the kernel
-    binds them (seen: "Address already in use", the kernel dead at its start)."""
+    binds them (seen: "Address already in use", the kernel dead at its start). In /tmp,
+    not the temp dir: a socket's path must stay short, whatever ``TMPDIR`` is."""
     directory = tempfile.mkdtemp(prefix="rain-kernel-", dir="/tmp")
     config = Config()
     config.KernelManager.transport = "ipc"
