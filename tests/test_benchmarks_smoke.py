@@ -111,6 +111,8 @@ def test_transfer_smoke_measures_every_row(tmp_path, cold):
     assert "FAILED" not in out, out[-3000:]
     assert ("pages cold (--cold)" if cold else "pages warmed before each copy") in out
     assert re.search(r"raw loopback copy [\d.]+ s = \d+ MB/s", out), out
+    assert re.search(r"splice loopback copy [\d.]+ s = \d+ MB/s \(\d+% of the raw copy "
+                     r"above; median of 1: \d+ MB/s\)", out), out
     for label, against in (("task output -> store", "of a plain cp"),
                            ("governor -> governor", "of raw"),
                            ("governor -> client", "of raw"),

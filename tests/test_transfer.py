@@ -194,31 +194,49 @@ def test_bad_directory_archive_fails_the_task_with_the_reason(two_governors):
     assert leftovers == []
 
 
+@pytest.mark.parametrize("body", ["sparse", "dense"])
 def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(two_governors,
-                                                                       tmp_path):
+                                                                       tmp_path, body):
     """The sender dies mid-transfer: the receiver removes the partial file, and the input
-    is made again by a governor that can (here: a replacement with the same resource)."""
+    is made again by a governor that can (here: a replacement with the same resource).
+    The receiver is frozen while the sender is killed, so that the body is cut whatever
+    its speed; a sparse body is read by the receiver, a dense one spliced."""
     client = two_governors.client()
+    receiver = two_governors.governor_processes[1]
     receiver_dir = os.path.join(two_governors.tmp, "governor-1")
+    if body == "sparse":
+        make_big = "truncate -s 40G big"
+    else:
+        make_big = "head -c 2G /dev/zero | tr '\\0' x > big"
     with client.new_session() as s:
-        # The first run makes a big sparse file (a transfer long enough to be cut); the
-        # re-run after the loss makes a small one, so recovery moves little data.
+        # The first run makes a big file (a transfer long enough to be cut); the re-run
+        # after the loss makes a small one, so recovery moves little data.
         again = tmp_path / "made-once"
-        make = on("a", f"if [ -e {again} ]; then size=1M; else size=40G; touch {again}; fi; "
-                       "truncate -s $size big && printf abc >> big", outputs=[Output("big")])
+        make = on("a", f"if [ -e {again} ]; then truncate -s 1M big; else {make_big}; "
+                       f"touch {again}; fi; printf abc >> big", outputs=[Output("big")])
         use = on("b", "tail -c 3 big", inputs=[Input("big", dataobj=make.output)],
                  stdout=True)
         use.output.keep()
         s.submit()
 
-        def receiving():
-            return any(n.startswith("fetch-") for _r, _d, files in os.walk(receiver_dir)
-                       for n in files)
+        def received():
+            """Sizes of the files being fetched."""
+            return [os.path.getsize(os.path.join(r, n))
+                    for r, _d, files in os.walk(receiver_dir) for n in files
+                    if n.startswith("fetch-")]
 
-        wait_for(receiving, 120, "the transfer to start")
-        os.kill(two_governors.governor_processes[0].pid, signal.SIGKILL)
-        two_governors.governor_processes[0].wait()
-        wait_for(lambda: not receiving(), 60, "the partial file to be removed")
+        deadline = time.monotonic() + 120
+        while not received():
+            assert time.monotonic() < deadline, "timed out waiting for the transfer"
+            time.sleep(0.001)
+        os.kill(receiver.pid, signal.SIGSTOP)
+        try:
+            assert received() and max(received()) < 2 * GiB, "the transfer was not cut"
+            os.kill(two_governors.governor_processes[0].pid, signal.SIGKILL)
+            two_governors.governor_processes[0].wait()
+        finally:
+            os.kill(receiver.pid, signal.SIGCONT)
+        wait_for(lambda: not received(), 60, "the partial file to be removed")
         config = tmp_path / "a-again.toml"
         config.write_text("[resources]\na = 1\n")
         two_governors.add_governor(1, ["--config", str(config)])

@@ -316,6 +316,7 @@ struct DataRequest {
   # drop: forget a constant this client uploaded whose submit the server refused
   # (answered by a DataReply, no body).
   drop @7 :Bool;
+  dense @8 :Bool;             # an upload's body is a file without holes (see DataReply)
 }
 
 struct DataReply {
@@ -324,8 +325,9 @@ struct DataReply {
   # frame, maybe empty: a body below one chunk is a single frame, and a body of any size
   # needs no length wider than a frame's. The sender sends files with sendfile and waits
   # for room in the socket after each chunk; the receiver writes each frame to its sink
-  # (a file, memory, an HTTP response) and pauses reading while a sink is behind. A
-  # connection carries one body at a time, in the order of the requests.
+  # (a file, memory, an HTTP response; a dense body may go to its file by splice) and
+  # pauses reading while a sink is behind. A connection carries one body at a time, in
+  # the order of the requests.
   requestId @0 :UInt64;
   ok @1 :Bool;
   error @2 :Text;
@@ -333,4 +335,8 @@ struct DataReply {
   contentType @4 :Text;
   size @5 :Int64;
   info @6 :Data;
+  # dense: the body is a file without holes, so a receiver may move it into its own file
+  # without reading it (rain/transfer/splice.py); otherwise it looks for chunks of zeros
+  # to leave as holes.
+  dense @7 :Bool;
 }

@@ -127,6 +127,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._paused = False
         self._sock = None            # bulk connections over plain TCP: for SO_RCVLOWAT
         self._low_water = 1
+        self._reader = None          # who reads the socket instead (``hand_over``)
 
     # -- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport):
@@ -156,7 +157,7 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._end += nbytes
         if self._end - self._start >= self._needed:
             self._deliver()
-        if self._sock is not None:
+        if self._sock is not None and self._reader is None:
             self._set_low_water()
 
     def _set_low_water(self):
@@ -218,6 +219,8 @@ class FrameProtocol(asyncio.BufferedProtocol):
                             self.on_frame(self, frame)
                         finally:
                             frame.release()
+                        if self._reader is not None:
+                            break
                         continue
                     frame = bytes(view[offset + HEADER_SIZE:frame_end])
                     offset = frame_end
@@ -235,6 +238,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
                 self.frame_too_large(exc)
             self.close()
             return
+        if self._reader is not None:
+            self._give_away(offset, end)
+            return
         self._needed = needed
         if offset == end:
             self._start = self._end = 0
@@ -243,12 +249,51 @@ class FrameProtocol(asyncio.BufferedProtocol):
         else:
             self._start = offset
 
+    # -- another reader of the socket ---------------------------------------------------
+    @property
+    def can_hand_over(self):
+        """Whether ``hand_over`` may be called: a bulk connection over plain TCP."""
+        return self._sock is not None and not self.closed
+
+    def hand_over(self, reader):
+        """From ``on_frame``: the bytes after this frame go to ``reader``, which reads them
+        from the socket itself (``rain.transfer.splice``). Once ``on_frame`` returns,
+        reading is paused and ``reader.start(unread)`` gets the bytes read already; the
+        reader calls ``take_back(rest)`` when its part is done, with any bytes it read past
+        it. If the connection is lost meanwhile, ``reader.stop()`` is called."""
+        if not self.can_hand_over or self._reader is not None:
+            raise RuntimeError("this connection cannot hand its socket over")
+        self._reader = reader
+
+    def _give_away(self, offset, end):
+        with memoryview(self._buf) as view:
+            unread = bytes(view[offset:end])
+        self._start = self._end = 0
+        self._needed = HEADER_SIZE
+        self.transport.pause_reading()
+        self._reader.start(unread)
+
+    def take_back(self, rest=b""):
+        """Read frames again (see ``hand_over``), starting with ``rest``."""
+        self._reader = None
+        if self.closed:
+            return
+        if self._sock is not None:
+            self._low_water = None     # the reader may have set its own
+            self._set_low_water()
+        self.transport.resume_reading()
+        if rest:
+            self.data_received(rest)
+
     def frame_too_large(self, error):
         """Called with the ``FrameTooLarge`` before the connection is closed: an owner
         that can tell its peer why overrides this and sends its last message."""
 
     def connection_lost(self, exc):
         self.closed = True
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.stop()
         self._buf = bytearray()
         self._start = self._end = 0
         for waiter in self._drain_waiters:

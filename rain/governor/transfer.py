@@ -8,6 +8,7 @@ and no object, whatever its size, is ever whole in memory on its way. An upload'
 goes the other way, from the client's file to a file of the store, chunk by chunk.
 """
 import asyncio
+import functools
 import logging
 import os
 
@@ -19,7 +20,8 @@ from ..common.keepalive import set_keepalive
 from ..common.waiting_room import WaitingRoom
 from ..transfer.peer import KEEPALIVE_TIMEOUT, PeerPool, TransferError
 from ..transfer.sinks import CHUNK_SIZE, FileSink, finish_directory, remove_any
-from ..transfer.stream import send_bytes, send_directory, send_file
+from ..transfer.splice import SplicedBody
+from ..transfer.stream import send_bytes, send_directory, send_open_file, without_holes
 from .protect import protect_flushes
 from .store import BLOB, DIRECTORY, READY
 
@@ -143,21 +145,32 @@ class DataServer:
                         "content_type": request.contentType or None, "info": {}})
         except OSError as exc:
             upload.failed = f"cannot store the object: {exc}"
+            return
+        if request.dense and size >= CHUNK_SIZE and conn.can_hand_over:
+            conn.hand_over(SplicedBody(conn, size, sink, functools.partial(
+                self._upload_received, conn, peer)))
 
     def _upload_body(self, conn, peer, frame):
         upload = peer.upload
-        last = len(frame) < CHUNK_SIZE
-        if upload.failed is None:
+        if upload.failed is None and frame:
             try:
-                if frame:
-                    upload.sink.write(frame)
-                if last:
-                    upload.sink.end()
+                upload.sink.write(frame)
             except Exception as exc:
                 upload.failed = str(exc) or repr(exc)
-        if last:
-            peer.upload = None
-            asyncio.get_running_loop().create_task(self._upload_end(conn, upload))
+        if len(frame) < CHUNK_SIZE:
+            self._upload_received(conn, peer)
+
+    def _upload_received(self, conn, peer, error=None):
+        """The whole body is in (``error``: what its sink refused): store the object."""
+        upload, peer.upload = peer.upload, None
+        if error is not None and upload.failed is None:
+            upload.failed = str(error) or repr(error)
+        if upload.failed is None:
+            try:
+                upload.sink.end()
+            except Exception as exc:
+                upload.failed = str(exc) or repr(exc)
+        asyncio.get_running_loop().create_task(self._upload_end(conn, upload))
 
     async def _upload_end(self, conn, upload):
         """Store the received file (a directory's tar extracted off the loop), then answer."""
@@ -233,26 +246,44 @@ class DataServer:
             reply.error = f"Object {key[0]}/{key[1]} is not held by this governor"
             conn.send(reply.to_bytes())
             return
-        data, path = obj.data, obj.path
-        if data is None and (path is None or not os.path.exists(path)):
+        try:
+            file = _open_body(obj)
+        except OSError:
             reply.ok = False
             reply.error = f"Object {key[0]}/{key[1]} has no data on this governor"
             conn.send(reply.to_bytes())
             return
-        reply.ok = True
-        reply.dataType = "directory" if obj.data_type == DIRECTORY else "blob"
-        reply.contentType = obj.content_type or ""
-        reply.size = obj.size
-        if obj.info:
-            reply.info = dumps_or_empty(obj.info)
-        conn.send(reply.to_bytes())
-        if data is not None:
-            await send_bytes(conn, data)
-        elif obj.data_type == DIRECTORY:
-            await send_directory(conn, path)
-        else:
-            await send_file(conn, path)
+        try:
+            reply.ok = True
+            reply.dataType = "directory" if obj.data_type == DIRECTORY else "blob"
+            reply.contentType = obj.content_type or ""
+            reply.size = obj.size
+            if obj.info:
+                reply.info = dumps_or_empty(obj.info)
+            if file is not None:
+                size = os.fstat(file.fileno()).st_size
+                reply.dense = size == obj.size and without_holes(file.fileno(), 0, size)
+            conn.send(reply.to_bytes())
+            if obj.data is not None:
+                await send_bytes(conn, obj.data)
+            elif file is None:
+                await send_directory(conn, obj.path)
+            else:
+                await send_open_file(conn, file, 0, size, obj.path)
+        finally:
+            if file is not None:
+                file.close()
 
     def close(self):
         if self.server is not None:
             self.server.close()
+
+
+def _open_body(obj):
+    """The open file of a stored blob (None for bytes in memory and for a directory);
+    ``OSError`` when the object's file or directory is gone."""
+    if obj.data is not None:
+        return None
+    if obj.path is None or not os.path.exists(obj.path):
+        raise FileNotFoundError(obj.path)
+    return None if obj.data_type == DIRECTORY else open(obj.path, "rb")

@@ -2,7 +2,8 @@
 
 A data connection starts with a ``Hello`` of role ``data``; then each ``DataRequest`` is
 answered by a ``DataReply`` and, when ok, the object's body (a directory as a tar archive)
-as frames of ``CHUNK_SIZE`` bytes closed by one shorter frame (see ``stream``). The
+as frames of ``CHUNK_SIZE`` bytes closed by one shorter frame (see ``stream``); a dense
+blob's body goes from the socket to its file by splice where it can (see ``splice``). The
 governor answers the requests of one connection one after another, so the body frames
 after a reply are that reply's. Governors fetch their inputs through it, clients their
 results and the REST server the objects it serves.
@@ -16,6 +17,7 @@ from ..common.errors import RainException
 from ..common.framing import FrameProtocol, hello_future
 from ..common.keepalive import set_keepalive
 from .sinks import CHUNK_SIZE, MemorySink, TransferError
+from .splice import SplicedBody
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -97,12 +99,20 @@ class DataConnection:
             meta = {"data_type": 1 if str(reply.dataType) == "directory" else 0,
                     "content_type": reply.contentType or None, "size": reply.size,
                     "info": loads_or(reply.info, {})}
+            dense = reply.dense
         self._current = transfer
         if transfer.failed is None:
             try:
                 transfer.sink.begin(meta)
             except Exception as exc:
                 transfer.failed = exc
+        # A dense blob of a chunk or more goes from the socket to its file by splice,
+        # unless an earlier body's sink still holds reading paused.
+        if dense and meta["data_type"] == 0 and meta["size"] >= CHUNK_SIZE and \
+                transfer.failed is None and transfer.sink.spliceable and \
+                conn.can_hand_over and self._waits == 0:
+            conn.hand_over(SplicedBody(conn, meta["size"], transfer.sink,
+                                       lambda error: self._body_spliced(transfer, error)))
 
     def _body(self, frame):
         transfer = self._current
@@ -110,16 +120,28 @@ class DataConnection:
         if transfer.failed is None and not transfer.future.done():
             try:
                 waiting = transfer.sink.write(frame) if frame else None
-                if last:
-                    transfer.sink.end()
             except Exception as exc:
                 transfer.failed = exc
             else:
                 if waiting is not None:
                     self._pause_until(waiting)
         if last:
-            self._current = None
-            self._end(transfer, transfer.failed)
+            self._body_done()
+
+    def _body_done(self):
+        """The last frame of the current body is in: end its transfer."""
+        transfer, self._current = self._current, None
+        if transfer.failed is None and not transfer.future.done():
+            try:
+                transfer.sink.end()
+            except Exception as exc:
+                transfer.failed = exc
+        self._end(transfer, transfer.failed)
+
+    def _body_spliced(self, transfer, error):
+        if error is not None and transfer.failed is None:
+            transfer.failed = error
+        self._body_done()
 
     def _pause_until(self, waiting):
         """Stop reading from the peer until the sink has taken its chunk."""
@@ -184,7 +206,8 @@ class DataConnection:
         body frames follow the request."""
         future = self._request(key, None, upload=True, label=label or "",
                                contentType=content_type or "", size=source.size,
-                               dataType="directory" if source.is_directory else "blob")
+                               dataType="directory" if source.is_directory else "blob",
+                               dense=source.dense)
         try:
             await source.send(self.conn)
         except BaseException:

@@ -4,7 +4,9 @@ A sink is fed by ``DataConnection`` on the event loop: ``begin(meta)`` once the 
 known, ``write(chunk)`` for each chunk (a memoryview valid during the call only: copy what is
 kept; it may return an awaitable: reading from the peer pauses until it is done, which is
 how a slow consumer slows the sender down), then
-``end()`` or, when anything failed, ``abort()`` (which removes partial files).
+``end()`` or, when anything failed, ``abort()`` (which removes partial files). A sink that
+is ``spliceable`` also takes bytes waiting in a pipe (``write_from_pipe``): a body read
+from the socket by ``splice`` goes to its file without passing through this process.
 A directory travels as a tar archive: file sinks keep it as ``<path>.tar`` and
 ``finish_directory`` extracts it off the loop.
 """
@@ -38,6 +40,9 @@ class Sink:
 
     def begin(self, meta):
         self.meta = meta
+
+    #: Whether ``write_from_pipe`` may be called (after ``begin``).
+    spliceable = False
 
     def write(self, chunk):
         self.received += len(chunk)
@@ -89,6 +94,7 @@ class FileSink(Sink):
         # little left to write at that moment, instead of a whole object's worth.
         self.write_back = write_back
         self.offset = 0
+        self.written_back = 0    # the write-back of the file up to here was started
 
     def begin(self, meta):
         super().begin(meta)
@@ -100,8 +106,10 @@ class FileSink(Sink):
         fd = self.fd
         if len(chunk) == CHUNK_SIZE and chunk[:64] == _ZEROS[:64] and \
                 chunk.tobytes() == _ZEROS:
+            self._start_write_back()
             os.lseek(fd, CHUNK_SIZE, os.SEEK_CUR)
             self.offset += CHUNK_SIZE
+            self.written_back = self.offset
             self.hole = True
             return
         self.hole = False
@@ -109,16 +117,43 @@ class FileSink(Sink):
             done, size = 0, len(view)
             while done < size:
                 done += os.write(fd, view[done:done + WRITE_SIZE])
-        if self.write_back:
+        self._wrote(len(chunk))
+
+    @property
+    def spliceable(self):
+        return self.fd is not None
+
+    def write_from_pipe(self, pipe, count):
+        """Move ``count`` bytes waiting in ``pipe`` (its read end) into the file."""
+        self.received += count
+        self.hole = False
+        fd, left = self.fd, count
+        while left:
+            moved = os.splice(pipe, fd, left)
+            if not moved:
+                raise TransferError("the pipe held fewer bytes than announced")
+            left -= moved
+        self._wrote(count)
+
+    def _wrote(self, count):
+        self.offset += count
+        if self.offset - self.written_back >= CHUNK_SIZE:
+            self._start_write_back()
+
+    def _start_write_back(self):
+        """Start writing what was written since the last call to disk (``write_back``)."""
+        if self.write_back and self.offset > self.written_back:
             # On pages not yet written this only starts their write-back: they stay in
             # the page cache for the task that reads them next.
-            os.posix_fadvise(fd, self.offset, len(chunk), os.POSIX_FADV_DONTNEED)
-        self.offset += len(chunk)
+            os.posix_fadvise(self.fd, self.written_back, self.offset - self.written_back,
+                             os.POSIX_FADV_DONTNEED)
+        self.written_back = self.offset
 
     def end(self):
         super().end()
         if self.hole:
             os.ftruncate(self.fd, self.received)
+        self._start_write_back()
         self._close()
 
     def _close(self):
@@ -156,6 +191,13 @@ class SpoolSink(Sink):
 
     def write(self, chunk):
         (self.memory or self.file).write(chunk)
+
+    @property
+    def spliceable(self):
+        return self.memory is None and self.file.spliceable
+
+    def write_from_pipe(self, pipe, count):
+        self.file.write_from_pipe(pipe, count)
 
     def end(self):
         (self.memory or self.file).end()

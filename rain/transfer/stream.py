@@ -34,10 +34,13 @@ async def send_bytes(conn, data):
         await conn.drain()
 
 
-async def send_file(conn, path):
-    """Send a regular file as a body (with ``sendfile`` where the transport allows)."""
-    with open(path, "rb") as f:
-        await send_open_file(conn, f, 0, os.fstat(f.fileno()).st_size, path)
+def without_holes(fd, offset, size):
+    """Whether ``size`` bytes of open file ``fd`` from ``offset`` hold no hole: a receiver
+    may then write them without looking at them (``DataReply.dense``)."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_HOLE) >= offset + size
+    except OSError:
+        return False
 
 
 async def send_open_file(conn, f, offset, size, name=None):

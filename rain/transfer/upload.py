@@ -7,7 +7,7 @@ import os
 import stat
 
 from .peer import DataConnection
-from .stream import send_bytes, send_directory, send_open_file
+from .stream import send_bytes, send_directory, send_open_file, without_holes
 
 #: Constants of at least this many bytes are uploaded to a governor instead of travelling
 #: in the submit (and being held by the server).
@@ -17,6 +17,7 @@ UPLOAD_MIN = 32 << 20
 class BytesSource:
     """Bytes already in the client's memory."""
     is_directory = False
+    dense = False      # chunks of zeros in it are stored as holes
 
     def __init__(self, data):
         self.data = data
@@ -39,6 +40,11 @@ class FileSource:
         self.offset = offset
         self.size = size
 
+    @property
+    def dense(self):
+        """Whether the file holds no hole there (``DataRequest.dense``)."""
+        return without_holes(self.file.fileno(), self.offset, self.size)
+
     async def send(self, conn):
         await send_open_file(conn, self.file, self.offset, self.size)
 
@@ -49,6 +55,7 @@ class FileSource:
 class DirectorySource:
     """A local directory, archived as it is sent."""
     is_directory = True
+    dense = False
     size = -1
 
     def __init__(self, path):
