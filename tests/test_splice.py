@@ -12,7 +12,7 @@ from rain.governor.store import Store
 from rain.governor.transfer import DataServer
 from rain.transfer.peer import DataConnection
 from rain.transfer.sinks import CHUNK_SIZE, FileSink, TransferError
-from rain.transfer.splice import frame_sizes
+from rain.transfer.splice import FrameSizes
 from rain.transfer.upload import file_source, upload
 
 pytestmark = pytest.mark.timeout(60)
@@ -295,9 +295,21 @@ def test_the_receiver_splices_only_where_it_may(tmp_path, monkeypatch):
     assert (tmp_path / "small").read_bytes() == BODY[:CHUNK_SIZE - 1]
 
 
+def expected_frames(size):
+    frames = FrameSizes(size)
+    sizes = []
+    while frames:
+        sizes.append(frames.pop())
+    return sizes, frames.wire_bytes
+
+
 def test_the_frames_expected_are_those_the_senders_cut():
-    assert [len(f) - 4 for f in frames_of(BODY)] == frame_sizes(SIZE)
-    assert frame_sizes(2 * CHUNK_SIZE) == [CHUNK_SIZE, CHUNK_SIZE, 0]
+    cut = frames_of(BODY)
+    assert expected_frames(SIZE) == ([len(f) - 4 for f in cut], sum(map(len, cut)))
+    assert expected_frames(2 * CHUNK_SIZE)[0] == [CHUNK_SIZE, CHUNK_SIZE, 0]
+    # A peer announcing an absurd size costs nothing until its bytes come.
+    huge = FrameSizes(1 << 62)
+    assert huge.pop() == CHUNK_SIZE and huge.left == (1 << 41)
 
 
 def test_a_governor_takes_a_dense_upload_by_splice_and_serves_it_so(tmp_path, monkeypatch):

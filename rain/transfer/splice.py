@@ -32,10 +32,21 @@ TURN_BYTES = 4 * CHUNK_SIZE
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-def frame_sizes(size):
-    """The payload sizes of a ``size``-byte body's frames (see ``stream``)."""
-    full, last = divmod(size, CHUNK_SIZE)
-    return [CHUNK_SIZE] * full + [last]
+class FrameSizes:
+    """The payload sizes of a ``size``-byte body's frames, next first (see ``stream``);
+    counted, not listed: the size comes from the peer."""
+
+    def __init__(self, size):
+        full, self.last = divmod(size, CHUNK_SIZE)
+        self.left = full + 1                    # frames still to come
+        self.wire_bytes = size + HEADER_SIZE * self.left
+
+    def __bool__(self):
+        return self.left > 0
+
+    def pop(self):
+        self.left -= 1
+        return CHUNK_SIZE if self.left else self.last
 
 
 class SplicedBody:
@@ -53,10 +64,10 @@ class SplicedBody:
         self.sink = sink
         self.done = done
         self.error = None
-        self.frames = frame_sizes(size)   # payload sizes still to come, next first
+        self.frames = FrameSizes(size)    # payload sizes still to come
         self.header = bytearray()         # the next frame's header, as far as read
         self.payload_left = 0             # bytes of the current frame's payload to come
-        self.wire_left = sum(self.frames) + HEADER_SIZE * len(self.frames)
+        self.wire_left = self.frames.wire_bytes
         self.sock = None                  # our own duplicate of the connection's socket
         self.pipe = None                  # (read end, write end)
         self.devnull = None               # where dropped bytes go
@@ -129,7 +140,7 @@ class SplicedBody:
         if len(self.header) < HEADER_SIZE:
             return
         length = int.from_bytes(self.header, "little")
-        expected = self.frames.pop(0)
+        expected = self.frames.pop()
         self.header.clear()
         if length != expected:
             raise _BadBody(f"a frame of {length} bytes where the body's next has "
