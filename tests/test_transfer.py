@@ -220,10 +220,16 @@ def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(two_govern
         s.submit()
 
         def received():
-            """Sizes of the files being fetched."""
-            return [os.path.getsize(os.path.join(r, n))
-                    for r, _d, files in os.walk(receiver_dir) for n in files
-                    if n.startswith("fetch-")]
+            """Sizes of the files being fetched (one may go while we look)."""
+            sizes = []
+            for root, _dirs, files in os.walk(receiver_dir):
+                for name in files:
+                    if name.startswith("fetch-"):
+                        try:
+                            sizes.append(os.path.getsize(os.path.join(root, name)))
+                        except FileNotFoundError:
+                            pass
+            return sizes
 
         deadline = time.monotonic() + 120
         while not received():

@@ -375,11 +375,19 @@ def save_and_reopen(browser, name, rain_cells):
     page.keyboard.press("Control+s")
     if browser.app == "lab":
         page.locator(".jp-StatusBar-TextItem", has_text="Saving completed").first.wait_for()
+    # The server writes the file in place: until the write is done, it can be empty or
+    # cut short.
     deadline = time.monotonic() + 30
-    while path.stat().st_mtime_ns == before and time.monotonic() < deadline:
+    notebook = None
+    while notebook is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    saved = path.read_text()
-    notebook = json.loads(saved)
+        if path.stat().st_mtime_ns != before:
+            saved = path.read_text()
+            try:
+                notebook = json.loads(saved)
+            except json.JSONDecodeError:
+                pass
+    assert notebook is not None, f"{name} was not saved within 30 s"
     finals = []
     for cell in notebook["cells"]:
         for output in cell.get("outputs", ()):
