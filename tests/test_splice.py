@@ -31,12 +31,12 @@ def frames_of(body):
 
 
 class Port:
-    """A data port on loopback answering each request with ``answer(writer, request)``."""
+    """A data port on loopback answering each request with ``answer(reader, writer,
+    request id, object id)``."""
 
     def __init__(self, answer):
         self.answer = answer
         self.server = None
-        self.requests = []
 
     async def __aenter__(self):
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -58,8 +58,7 @@ class Port:
                 with R.DataRequest.from_bytes(frame) as request:
                     number = request.id.id
                     request_id = request.requestId
-                self.requests.append(number)
-                await self.answer(writer, request_id, number)
+                await self.answer(reader, writer, request_id, number)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -134,7 +133,7 @@ def test_a_dense_body_goes_to_its_file_by_splice_and_the_connection_reads_on(
     spy = Spy(monkeypatch)
     small = b"after the big one"
 
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         await answer_with(writer, request_id, BODY if number == 1 else small)
 
     async def main():
@@ -158,7 +157,7 @@ def test_a_body_that_is_not_dense_is_read_and_keeps_its_holes(tmp_path, monkeypa
     spy = Spy(monkeypatch)
     body = bytes(2 * CHUNK_SIZE) + b"end"
 
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         await answer_with(writer, request_id, body, dense=False)
 
     async def main():
@@ -188,7 +187,7 @@ def test_a_sink_that_fails_mid_body_fails_its_transfer_only(tmp_path, monkeypatc
 
     monkeypatch.setattr(FileSink, "write_from_pipe", full_after_a_while)
 
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         await answer_with(writer, request_id, BODY)
 
     async def main():
@@ -210,7 +209,7 @@ def test_a_sink_that_fails_mid_body_fails_its_transfer_only(tmp_path, monkeypatc
 def test_a_broken_body_fails_the_transfer_and_leaves_no_file(tmp_path, fault):
     """The peer goes away mid-body, or sends a frame the body cannot have (and then the
     rest, and waits): the receiver ends the connection and the transfer fails."""
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         writer.write(reply(request_id, SIZE))
         frames = frames_of(BODY)
         writer.write(frames[0])
@@ -221,7 +220,7 @@ def test_a_broken_body_fails_the_transfer_and_leaves_no_file(tmp_path, fault):
             return
         writer.write(encode_frame(b"x" * 100) + b"x" * 100 + b"".join(frames[1:]))
         await writer.drain()
-        await asyncio.sleep(30)
+        await reader.read()                             # until the receiver hangs up
 
     async def main():
         async with Port(answer) as port:
@@ -243,7 +242,7 @@ def test_a_cancelled_fetch_drops_the_rest_of_its_body(tmp_path):
     connection carries the next request."""
     go_on = None
 
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         if number == 1:
             frames = frames_of(BODY)
             writer.write(reply(request_id, SIZE) + frames[0])
@@ -279,7 +278,7 @@ def test_the_receiver_splices_only_where_it_may(tmp_path, monkeypatch):
     """Bodies below a chunk, into memory, or of directories are read as before."""
     spy = Spy(monkeypatch)
 
-    async def answer(writer, request_id, number):
+    async def answer(reader, writer, request_id, number):
         await answer_with(writer, request_id, BODY[:CHUNK_SIZE - 1] if number == 1 else BODY)
 
     async def main():
