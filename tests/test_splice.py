@@ -275,7 +275,7 @@ def test_a_cancelled_fetch_drops_the_rest_of_its_body(tmp_path):
 
 
 def test_the_receiver_splices_only_where_it_may(tmp_path, monkeypatch):
-    """Bodies below a chunk, into memory, or of directories are read as before."""
+    """Bodies below a chunk and bodies into memory are read as before."""
     spy = Spy(monkeypatch)
 
     async def answer(reader, writer, request_id, number):

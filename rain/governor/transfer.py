@@ -20,7 +20,7 @@ from ..common.keepalive import set_keepalive
 from ..common.waiting_room import WaitingRoom
 from ..transfer.peer import KEEPALIVE_TIMEOUT, PeerPool, TransferError
 from ..transfer.sinks import CHUNK_SIZE, FileSink, finish_directory, remove_any
-from ..transfer.splice import SplicedBody
+from ..transfer.splice import splice_body
 from ..transfer.stream import send_bytes, send_directory, send_open_file, without_holes
 from .protect import protect_flushes
 from .store import BLOB, DIRECTORY, READY
@@ -146,9 +146,8 @@ class DataServer:
         except OSError as exc:
             upload.failed = f"cannot store the object: {exc}"
             return
-        if request.dense and size >= CHUNK_SIZE and conn.can_hand_over:
-            conn.hand_over(SplicedBody(conn, size, sink, functools.partial(
-                self._upload_received, conn, peer)))
+        splice_body(conn, request.dense and not directory, size, sink,
+                    functools.partial(self._upload_received, conn, peer))
 
     def _upload_body(self, conn, peer, frame):
         upload = peer.upload
@@ -284,6 +283,10 @@ def _open_body(obj):
     ``OSError`` when the object's file or directory is gone."""
     if obj.data is not None:
         return None
-    if obj.path is None or not os.path.exists(obj.path):
+    if obj.path is None:
+        raise FileNotFoundError("no path")
+    if obj.data_type != DIRECTORY:
+        return open(obj.path, "rb")
+    if not os.path.isdir(obj.path):
         raise FileNotFoundError(obj.path)
-    return None if obj.data_type == DIRECTORY else open(obj.path, "rb")
+    return None

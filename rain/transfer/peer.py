@@ -17,7 +17,7 @@ from ..common.errors import RainException
 from ..common.framing import FrameProtocol, hello_future
 from ..common.keepalive import set_keepalive
 from .sinks import CHUNK_SIZE, MemorySink, TransferError
-from .splice import SplicedBody
+from .splice import splice_body
 
 logger = logging.getLogger(__name__)
 R = rain_capnp
@@ -99,20 +99,16 @@ class DataConnection:
             meta = {"data_type": 1 if str(reply.dataType) == "directory" else 0,
                     "content_type": reply.contentType or None, "size": reply.size,
                     "info": loads_or(reply.info, {})}
-            dense = reply.dense
+            dense = reply.dense and meta["data_type"] == 0
         self._current = transfer
         if transfer.failed is None:
             try:
                 transfer.sink.begin(meta)
             except Exception as exc:
                 transfer.failed = exc
-        # A dense blob of a chunk or more goes from the socket to its file by splice,
-        # unless an earlier body's sink still holds reading paused.
-        if dense and meta["data_type"] == 0 and meta["size"] >= CHUNK_SIZE and \
-                transfer.failed is None and transfer.sink.spliceable and \
-                conn.can_hand_over and self._waits == 0:
-            conn.hand_over(SplicedBody(conn, meta["size"], transfer.sink,
-                                       lambda error: self._body_spliced(transfer, error)))
+        if self._waits == 0:       # (an earlier body's sink may hold reading paused)
+            splice_body(conn, dense, meta["size"], transfer.sink,
+                        lambda error: self._body_spliced(transfer, error))
 
     def _body(self, frame):
         transfer = self._current

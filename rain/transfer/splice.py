@@ -32,6 +32,16 @@ TURN_BYTES = 4 * CHUNK_SIZE
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
+def splice_body(conn, dense, size, sink, done):
+    """Have the next ``size`` bytes of body read from ``conn`` into ``sink`` by splice
+    (``SplicedBody``, calling ``done(error)``) when they may go that way: a blob without
+    holes (``dense``) of a chunk or more, into a sink that takes pipe bytes, over a
+    connection that can hand its socket over. Call from ``on_frame``, after
+    ``sink.begin``; otherwise the frames come to ``on_frame`` as usual."""
+    if dense and size >= CHUNK_SIZE and sink.spliceable and conn.can_hand_over:
+        conn.hand_over(SplicedBody(conn, size, sink, done))
+
+
 class FrameSizes:
     """The payload sizes of a ``size``-byte body's frames, next first (see ``stream``);
     counted, not listed: the size comes from the peer."""
