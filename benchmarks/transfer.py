@@ -190,16 +190,10 @@ def _receive_by_splice(conn, fd, size):
     return got
 
 
-def splice_copy(source, target):
-    """Seconds to copy ``source`` into ``target`` over loopback TCP with ``splice``."""
-    elapsed, got = loopback_copy(source, target, _receive_by_splice)
-    assert got == os.path.getsize(source), got
-    return elapsed
-
-
-def raw_copy(source, target):
-    """Seconds to copy ``source`` into ``target`` over a loopback TCP connection."""
-    elapsed, got = loopback_copy(source, target, _receive_as_it_comes)
+def raw_copy(source, target, receive=_receive_as_it_comes):
+    """Seconds to copy ``source`` into ``target`` over a loopback TCP connection (the
+    splice copy: ``receive=_receive_by_splice``)."""
+    elapsed, got = loopback_copy(source, target, receive)
     assert got == os.path.getsize(source), got
     return elapsed
 
@@ -499,7 +493,8 @@ def main():
             splices = []
             for _ in range(args.repeat):
                 settle(tmp, size)
-                splices.append(splice_copy(source, os.path.join(tmp, "splice-copy")))
+                splices.append(raw_copy(source, os.path.join(tmp, "splice-copy"),
+                                        _receive_by_splice))
             splice = statistics.median(splices)
             print(f"  splice loopback copy {splice:.2f} s = {mb / splice:.0f} MB/s "
                   f"({100 * raw / splice:.0f}% of the raw copy above; median of "

@@ -22,7 +22,7 @@ import statistics
 import tempfile
 import time
 
-import transfer     # benchmarks/transfer.py: its loopback copy and scratch write
+import transfer     # benchmarks/transfer.py: its source file, loopback copy, scratch write
 
 MiB = 1 << 20
 CHUNK = 2 * MiB
@@ -90,10 +90,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rain-ws-")
     try:
         source = os.path.join(tmp, "source")
-        block = os.urandom(MiB)
-        with open(source, "wb") as f:
-            for _ in range(total // MiB):
-                f.write(block)
+        transfer.make_source(source, total)
         runs = {size: [] for size in sizes}
         for _ in range(args.rounds):
             for size in sizes:
