@@ -33,7 +33,11 @@ def on(where, args, inputs=(), outputs=(), stdout=None):
 @pytest.fixture
 def two_governors(make_cluster, tmp_path):
     """A cluster of governors "a" and "b" (resources named after them)."""
-    cluster = make_cluster([])
+    return governors_a_and_b(make_cluster, tmp_path)
+
+
+def governors_a_and_b(make_cluster, tmp_path, **options):
+    cluster = make_cluster([], **options)
     for name in ("a", "b"):
         config = tmp_path / f"{name}.toml"
         config.write_text(f"[resources]\n{name} = 1\n")
@@ -195,12 +199,14 @@ def test_bad_directory_archive_fails_the_task_with_the_reason(two_governors):
 
 
 @pytest.mark.parametrize("body", ["sparse", "dense"])
-def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(two_governors,
+def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(make_cluster,
                                                                        tmp_path, body):
     """The sender dies mid-transfer: the receiver removes the partial file, and the input
     is made again by a governor that can (here: a replacement with the same resource).
     The receiver is frozen while the sender is killed, so that the body is cut whatever
-    its speed; a sparse body is read by the receiver, a dense one spliced."""
+    its speed; a sparse body is read by the receiver, a dense one spliced (its log says
+    which)."""
+    two_governors = governors_a_and_b(make_cluster, tmp_path, env={"RAIN_LOG_DEBUG": "1"})
     client = two_governors.client()
     receiver = two_governors.governor_processes[1]
     receiver_dir = os.path.join(two_governors.tmp, "governor-1")
@@ -243,6 +249,9 @@ def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(two_govern
         finally:
             os.kill(receiver.pid, signal.SIGCONT)
         wait_for(lambda: not received(), 60, "the partial file to be removed")
+        with open(os.path.join(two_governors.logdir, "governor-1.out"), "rb") as log:
+            spliced = b"by splice" in log.read()
+        assert spliced == (body == "dense")
         config = tmp_path / "a-again.toml"
         config.write_text("[resources]\na = 1\n")
         two_governors.add_governor(1, ["--config", str(config)])

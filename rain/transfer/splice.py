@@ -74,6 +74,7 @@ class SplicedBody:
         self.sink = sink
         self.done = done
         self.error = None
+        self.size = size
         self.frames = FrameSizes(size)    # payload sizes still to come
         self.header = bytearray()         # the next frame's header, as far as read
         self.payload_left = 0             # bytes of the current frame's payload to come
@@ -88,6 +89,8 @@ class SplicedBody:
     def start(self, unread):
         """Take the bytes read already, then wait for the socket."""
         self.loop = asyncio.get_running_loop()
+        logger.debug("receiving a body of %d bytes from %s by splice", self.size,
+                     self.conn.peer)
         try:
             used = self._take(unread)
         except _BadBody as exc:
