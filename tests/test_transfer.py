@@ -70,6 +70,12 @@ class PeakRss:
         return [(peak - base) // MiB for peak, base in zip(self.peak, self.base)]
 
 
+def spliced_into(cluster, index):
+    """Whether governor ``index`` received a body by splice (its log, at debug level)."""
+    with open(os.path.join(cluster.logdir, f"governor-{index}.out"), "rb") as log:
+        return b"by splice" in log.read()
+
+
 def wait_for(predicate, timeout=60, what="condition"):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -249,9 +255,7 @@ def test_peer_killed_mid_transfer_leaves_no_partial_file_and_recovers(make_clust
         finally:
             os.kill(receiver.pid, signal.SIGCONT)
         wait_for(lambda: not received(), 60, "the partial file to be removed")
-        with open(os.path.join(two_governors.logdir, "governor-1.out"), "rb") as log:
-            spliced = b"by splice" in log.read()
-        assert spliced == (body == "dense")
+        assert spliced_into(two_governors, 1) == (body == "dense")
         config = tmp_path / "a-again.toml"
         config.write_text("[resources]\na = 1\n")
         two_governors.add_governor(1, ["--config", str(config)])
@@ -406,7 +410,8 @@ def small_disk(tmp_path):
 
 def test_disk_full_during_a_fetch_fails_the_task_and_keeps_the_governor_usable(
         make_cluster, tmp_path, small_disk):
-    cluster = make_cluster([])
+    """A dense object (taken by splice, the governor's log says) into a 32 MiB disk."""
+    cluster = make_cluster([], env={"RAIN_LOG_DEBUG": "1"})
     for name in ("a", "b"):
         config = tmp_path / f"{name}.toml"
         config.write_text(f"[resources]\n{name} = 1\n")
@@ -420,6 +425,7 @@ def test_disk_full_during_a_fetch_fails_the_task_and_keeps_the_governor_usable(
         s.submit()
         with pytest.raises(RainException, match="(?i)Cannot obtain input.*No space left"):
             s.wait([use])
+    assert spliced_into(cluster, 1)
     leftovers = [n for _r, _d, files in os.walk(small_disk) for n in files
                  if n.startswith("fetch-")]
     assert leftovers == []
