@@ -13,7 +13,8 @@ from rain.server.errors import RequestError
 from rain.server.submit_batch import SubmitBatch, read_uploads
 from rain.transfer.upload import UPLOAD_MIN
 
-from test_transfer import PeakRss, two_governors  # noqa: F401 (a fixture)
+from test_transfer import PeakRss, governors_a_and_b, spliced_into
+from test_transfer import two_governors  # noqa: F401 (a fixture)
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -72,6 +73,24 @@ def test_a_file_blob_is_streamed_with_bounded_memory(two_governors, tmp_path):
     growth = rss.growth()
     # The whole object would be 256 MiB, in several copies on the way through the server.
     assert max(growth) < 200, f"RSS growth (MiB) of governors, server, client: {growth}"
+
+
+def test_a_file_blob_without_holes_goes_into_the_store_by_splice(make_cluster, tmp_path):
+    """A governor takes the upload of a file with no hole straight from the socket into
+    its store (its log says so), and the consumer sees the same bytes."""
+    cluster = governors_a_and_b(make_cluster, tmp_path, env={"RAIN_LOG_DEBUG": "1"})
+    path = tmp_path / "dense"
+    path.write_bytes(os.urandom(MiB) * (UPLOAD_MIN // MiB) + b"tail")
+    client = cluster.client()
+    with client.new_session() as s:
+        with open(path, "rb") as f:
+            data = blob(f, label="dense")
+        check = on("b", "sha256sum big | cut -c1-64", inputs=[Input("big", dataobj=data)])
+        check.output.keep()
+        s.submit()
+        assert check.output.fetch().get_bytes().decode().split() == \
+            [hashlib.sha256(path.read_bytes()).hexdigest()]
+    assert spliced_into(cluster, 1)
 
 
 def test_big_bytes_and_a_big_directory_are_uploaded(two_governors, tmp_path):
