@@ -4,8 +4,8 @@ A body read by the frame protocol is copied twice: from the socket into the rece
 buffer, then from there into the page cache. ``splice`` moves the socket's bytes into a
 pipe by reference (over loopback they can be the sender's own page-cache pages) and from
 the pipe into the file: one copy, done by the kernel. On the 2-core machine of the
-recorded runs a plain loopback copy of 1 GiB was about 1.4 times as fast this way as with
-``recv_into`` and ``write`` (``benchmarks/transfer.py``, its splice row).
+recorded runs a plain loopback copy was 1.0 to 2.0 times as fast this way as with
+``recv_into`` and ``write`` (``benchmarks/transfer.py``, its splice row; ``transfer.md``).
 
 Used for blobs stored without holes (``DataReply.dense``: the receiver cannot see zeros
 it does not read, and a sparse file must stay sparse) over plain TCP (the kernel cannot
