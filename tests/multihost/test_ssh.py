@@ -1,6 +1,9 @@
 """``rain start --governor-host-file`` over ssh on hosts with node-local disks: the normal
 path from start to stop, and clean-up on every host."""
+import json
 import os
+import sys
+import textwrap
 
 from helpers import (cluster_record, rain, rain_processes, run_pipeline, write_shared)
 
@@ -85,4 +88,64 @@ def test_governor_data_ports_from_a_range(hosts):
         assert addresses == [f"{hosts.host('node1').ip}:7300", f"{hosts.host('node1').ip}:7301"]
     finally:
         rain(head, ["stop", "ports"], env=env)
+    assert not rain_processes(hosts)
+
+
+# A client on the head fetches a governor's object without holes across the link; it counts
+# the bytes its sink took by splice.
+FETCH_DENSE = """
+import hashlib, json, os, sys
+from rain.client import Client, Output, tasks
+from rain.transfer.sinks import FileSink
+
+spliced = []
+take = FileSink.write_from_pipe
+
+
+def counting(sink, pipe, count):
+    spliced.append(count)
+    return take(sink, pipe, count)
+
+
+FileSink.write_from_pipe = counting
+host, port = sys.argv[1].rsplit(":", 1)
+target = sys.argv[2]
+client = Client(host, int(port))
+with client.new_session("dense") as session:
+    make = tasks.Execute("head -c 20000000 /dev/urandom > out && sha256sum out > sum",
+                         output_paths=[Output("out"), Output("sum")], shell=True)
+    for output in make.outputs:
+        output.keep()
+    session.submit()
+    made = make.outputs[1].fetch().get_str().split()[0]
+    make.outputs[0].fetch_to(target)
+    with open(target, "rb") as f:
+        fetched = hashlib.sha256(f.read()).hexdigest()
+    os.unlink(target)
+    make.update()
+print(json.dumps({"made": made, "fetched": fetched, "spliced": sum(spliced),
+                  "on": make.info.governor}))
+"""
+
+
+def test_plain_tcp_fetch_across_hosts_is_spliced(hosts):
+    """Without TLS (``--no-tls``), an object without holes made on a node reaches a
+    client on the head by splice, over the link between their own hosts and disks."""
+    head, node1, node2 = hosts.hosts
+    env = ssh_env(hosts)
+    host_file = write_shared(hosts, "hostfile-plain", "node1\n")
+    rain(head, ["start", "--governor-host-file", host_file, "--no-tls",
+                "--cluster-id", "plain"], env=env)
+    try:
+        record = cluster_record(head, "plain", env)
+        target = f"/tmp/rain-dense-{os.getpid()}"
+        out = head.run([sys.executable, "-c", textwrap.dedent(FETCH_DENSE), record["server"],
+                        target], env=env, timeout=120).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+    finally:
+        rain(head, ["stop", "plain"], env=env)
+    assert result["made"] == result["fetched"]
+    assert result["on"].startswith(f"{node1.ip}:")
+    # All but what the connection read before handing its socket over.
+    assert result["spliced"] >= 20_000_000 - (1 << 16)
     assert not rain_processes(hosts)
